@@ -1,0 +1,782 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"sort"
+	"strconv"
+)
+
+// This file is the flag engine: an evaluation context (the format of
+// Flagsmith's engine-test-data, which an environment document maps to) is
+// compiled once into an engine, and the engine evaluates identities against it
+// without locks and without allocating per segment or per feature.
+
+// evalContext is Flagsmith's evaluation context. Features and segments keep
+// the order of their JSON objects: segment order breaks priority ties.
+type evalContext struct {
+	Environment environmentContext      `json:"environment"`
+	Identity    *identityContext        `json:"identity,omitempty"`
+	Features    ordered[featureContext] `json:"features,omitempty"`
+	Segments    ordered[segmentContext] `json:"segments,omitempty"`
+}
+
+type environmentContext struct {
+	Key  string `json:"key"`
+	Name string `json:"name"`
+}
+
+type identityContext struct {
+	Identifier string                   `json:"identifier"`
+	Key        string                   `json:"key,omitempty"`
+	Traits     ordered[json.RawMessage] `json:"traits,omitempty"`
+}
+
+type featureContext struct {
+	Key      string           `json:"key"`
+	Name     string           `json:"name"`
+	Enabled  bool             `json:"enabled"`
+	Value    json.RawMessage  `json:"value"`
+	Variants []variantContext `json:"variants,omitempty"`
+	Priority json.RawMessage  `json:"priority,omitempty"`
+	Metadata json.RawMessage  `json:"metadata,omitempty"`
+}
+
+type variantContext struct {
+	Key      *string         `json:"key,omitempty"`
+	Value    json.RawMessage `json:"value"`
+	Weight   json.Number     `json:"weight"`
+	Priority json.RawMessage `json:"priority"`
+}
+
+type segmentContext struct {
+	Key       string           `json:"key"`
+	Name      string           `json:"name"`
+	Rules     []ruleContext    `json:"rules"`
+	Overrides []featureContext `json:"overrides,omitempty"`
+	Metadata  json.RawMessage  `json:"metadata,omitempty"`
+}
+
+type ruleContext struct {
+	Type       string             `json:"type"`
+	Conditions []conditionContext `json:"conditions,omitempty"`
+	Rules      []ruleContext      `json:"rules,omitempty"`
+}
+
+type conditionContext struct {
+	Property string          `json:"property"`
+	Operator string          `json:"operator"`
+	Value    json.RawMessage `json:"value"`
+}
+
+// ordered is a JSON object decoded as a list, so that key order survives.
+type ordered[T any] []member[T]
+
+type member[T any] struct {
+	Key   string
+	Value T
+}
+
+func (o *ordered[T]) UnmarshalJSON(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if tok == nil {
+		*o = nil
+		return nil
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return errors.New("expected a JSON object")
+	}
+	out := ordered[T]{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		key, _ := tok.(string)
+		var v T
+		if err := dec.Decode(&v); err != nil {
+			return fmt.Errorf("%q: %w", key, err)
+		}
+		// A repeated key keeps its first position and its last value, as a
+		// Python dict does.
+		replaced := false
+		for i := range out {
+			if out[i].Key == key {
+				out[i].Value, replaced = v, true
+				break
+			}
+		}
+		if !replaced {
+			out = append(out, member[T]{key, v})
+		}
+	}
+	*o = out
+	return nil
+}
+
+func (o ordered[T]) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	buf.WriteByte('{')
+	for i, m := range o {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		k, _ := json.Marshal(m.Key)
+		buf.Write(k)
+		buf.WriteByte(':')
+		v, err := json.Marshal(m.Value)
+		if err != nil {
+			return nil, err
+		}
+		buf.Write(v)
+	}
+	buf.WriteByte('}')
+	return buf.Bytes(), nil
+}
+
+// engine is a compiled evaluation context. It is immutable and safe for
+// concurrent use.
+type engine struct {
+	envKey   string
+	features []feature // in context order
+	segments []segment // in context order; identity-override groups last
+	// candidates[i] lists, for features[i], the overrides that may replace it,
+	// strongest first: ascending priority, ties in segment order.
+	candidates [][]candidate
+	// overrideSegments lists the segments that carry at least one override:
+	// the only ones a flags-only evaluation needs to test.
+	overrideSegments []int
+}
+
+// feature is one flag source: a feature's default or a segment override.
+type feature struct {
+	name     string
+	key      string
+	enabled  bool
+	value    json.RawMessage
+	variants []variant // ascending priority
+	metadata json.RawMessage
+	id       json.RawMessage // metadata.id, for the API's feature object
+}
+
+type variant struct {
+	key    json.RawMessage // the option key, or null
+	value  json.RawMessage
+	weight float64
+	reason string // "SPLIT; weight=<w>" with w as Python prints it
+}
+
+type segment struct {
+	key      string
+	name     string
+	metadata json.RawMessage
+	rules    []rule
+	reason   string
+}
+
+type candidate struct {
+	segment int
+	source  *feature
+}
+
+type ruleType uint8
+
+const (
+	ruleUnknown ruleType = iota
+	ruleAll
+	ruleAny
+	ruleNone
+)
+
+type rule struct {
+	typ        ruleType
+	conditions []condition
+	rules      []rule
+}
+
+// identityOverrideGroup is a set of identities sharing identical overrides.
+type identityOverrideGroup struct {
+	identifiers []string
+	overrides   []featureContext
+}
+
+var errNoEnvironment = errors.New("environment.key is required")
+
+// compileContext compiles ctx (its identity, if any, is ignored) plus the
+// document's identity overrides, which bind more strongly than any segment.
+func compileContext(ctx *evalContext, groups []identityOverrideGroup) (*engine, error) {
+	e := &engine{envKey: ctx.Environment.Key}
+	tree, err := staticTree(ctx)
+	if err != nil {
+		return nil, err
+	}
+	index := make(map[string]int, len(ctx.Features))
+	for _, m := range ctx.Features {
+		f, err := compileFeature(m.Value)
+		if err != nil {
+			return nil, fmt.Errorf("features[%q]: %w", m.Key, err)
+		}
+		if i, dup := index[f.name]; dup {
+			e.features[i] = f
+			continue
+		}
+		index[f.name] = len(e.features)
+		e.features = append(e.features, f)
+	}
+
+	type ranked struct {
+		candidate
+		priority *big.Rat // nil is the weakest
+		negInf   bool
+		order    int
+	}
+	perFeature := make([][]ranked, len(e.features))
+	order := 0
+	addOverrides := func(segIdx int, overrides []featureContext, negInf bool) error {
+		for j, o := range overrides {
+			f, err := compileFeature(o)
+			if err != nil {
+				return fmt.Errorf("overrides[%d]: %w", j, err)
+			}
+			fi, ok := index[f.name]
+			if !ok {
+				continue // an override of a feature the environment lacks is never listed
+			}
+			r := ranked{candidate: candidate{segment: segIdx, source: &f}, negInf: negInf, order: order}
+			order++
+			if !negInf && len(o.Priority) > 0 && string(o.Priority) != "null" {
+				p, ok := new(big.Rat).SetString(string(o.Priority))
+				if !ok {
+					return fmt.Errorf("overrides[%d].priority: %q is not a number", j, o.Priority)
+				}
+				r.priority = p
+			}
+			perFeature[fi] = append(perFeature[fi], r)
+		}
+		return nil
+	}
+
+	for _, m := range ctx.Segments {
+		s := m.Value
+		seg := segment{key: s.Key, name: s.Name, metadata: compactJSON(s.Metadata),
+			reason: "TARGETING_MATCH; segment=" + s.Name}
+		for _, r := range s.Rules {
+			seg.rules = append(seg.rules, compileRule(r, tree))
+		}
+		e.segments = append(e.segments, seg)
+		if err := addOverrides(len(e.segments)-1, s.Overrides, false); err != nil {
+			return nil, fmt.Errorf("segments[%q].%w", m.Key, err)
+		}
+	}
+	for gi, g := range groups {
+		ids, _ := json.Marshal(g.identifiers)
+		cond := compileCondition(conditionContext{Property: "$.identity.identifier", Operator: opIn, Value: ids}, tree)
+		e.segments = append(e.segments, segment{
+			name:     "identity_overrides",
+			metadata: json.RawMessage(`{"source":"identity_overrides"}`),
+			rules:    []rule{{typ: ruleAll, conditions: []condition{cond}}},
+			reason:   "TARGETING_MATCH; segment=identity_overrides",
+		})
+		if err := addOverrides(len(e.segments)-1, g.overrides, true); err != nil {
+			return nil, fmt.Errorf("identity_overrides group %d: %w", gi, err)
+		}
+	}
+
+	e.candidates = make([][]candidate, len(e.features))
+	withOverrides := make([]bool, len(e.segments))
+	for fi, list := range perFeature {
+		sort.SliceStable(list, func(a, b int) bool {
+			x, y := list[a], list[b]
+			switch {
+			case x.negInf != y.negInf:
+				return x.negInf
+			case x.priority == nil || y.priority == nil:
+				return x.priority != nil && y.priority == nil
+			}
+			return x.priority.Cmp(y.priority) < 0
+		})
+		for _, r := range list {
+			e.candidates[fi] = append(e.candidates[fi], r.candidate)
+			withOverrides[r.segment] = true
+		}
+	}
+	for si, ok := range withOverrides {
+		if ok {
+			e.overrideSegments = append(e.overrideSegments, si)
+		}
+	}
+	return e, nil
+}
+
+// staticTree is the context as plain JSON values, for JSONPath conditions
+// that read the document rather than the identity.
+func staticTree(ctx *evalContext) (any, error) {
+	shallow := *ctx
+	shallow.Identity = nil
+	raw, err := json.Marshal(&shallow)
+	if err != nil {
+		return nil, fmt.Errorf("encode context: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var tree any
+	if err := dec.Decode(&tree); err != nil {
+		return nil, fmt.Errorf("decode context: %w", err)
+	}
+	return tree, nil
+}
+
+func compileFeature(fc featureContext) (feature, error) {
+	f := feature{
+		name:     fc.Name,
+		key:      fc.Key,
+		enabled:  fc.Enabled,
+		value:    compactJSON(fc.Value),
+		metadata: compactJSON(fc.Metadata),
+	}
+	if len(f.value) == 0 {
+		f.value = json.RawMessage("null")
+	}
+	if len(f.metadata) > 0 {
+		var md struct {
+			ID json.RawMessage `json:"id"`
+		}
+		if json.Unmarshal(f.metadata, &md) == nil {
+			f.id = compactJSON(md.ID)
+		}
+	}
+	if len(f.id) == 0 {
+		f.id = json.RawMessage("null")
+	}
+	type rankedVariant struct {
+		variant
+		priority *big.Rat
+	}
+	ranked := make([]rankedVariant, 0, len(fc.Variants))
+	for i, v := range fc.Variants {
+		w, err := strconv.ParseFloat(string(v.Weight), 64)
+		if err != nil {
+			return feature{}, fmt.Errorf("variants[%d].weight: %q is not a number", i, v.Weight)
+		}
+		p, ok := new(big.Rat).SetString(string(v.Priority))
+		if !ok {
+			return feature{}, fmt.Errorf("variants[%d].priority: %q is not a number", i, v.Priority)
+		}
+		rv := rankedVariant{variant: variant{
+			value:  compactJSON(v.Value),
+			weight: w,
+			reason: "SPLIT; weight=" + pyStrOfJSON(json.RawMessage(v.Weight)),
+			key:    json.RawMessage("null"),
+		}, priority: p}
+		if len(rv.value) == 0 {
+			rv.value = json.RawMessage("null")
+		}
+		if v.Key != nil {
+			rv.key, _ = json.Marshal(*v.Key)
+		}
+		ranked = append(ranked, rv)
+	}
+	sort.SliceStable(ranked, func(a, b int) bool { return ranked[a].priority.Cmp(ranked[b].priority) < 0 })
+	for _, rv := range ranked {
+		f.variants = append(f.variants, rv.variant)
+	}
+	return f, nil
+}
+
+func compileRule(rc ruleContext, tree any) rule {
+	r := rule{}
+	switch rc.Type {
+	case "ALL":
+		r.typ = ruleAll
+	case "ANY":
+		r.typ = ruleAny
+	case "NONE":
+		r.typ = ruleNone
+	}
+	for _, c := range rc.Conditions {
+		r.conditions = append(r.conditions, compileCondition(c, tree))
+	}
+	for _, sub := range rc.Rules {
+		r.rules = append(r.rules, compileRule(sub, tree))
+	}
+	return r
+}
+
+func compactJSON(raw json.RawMessage) json.RawMessage {
+	raw = trimSpace(raw)
+	if len(raw) == 0 {
+		return nil
+	}
+	var buf bytes.Buffer
+	if json.Compact(&buf, raw) != nil {
+		return raw
+	}
+	return buf.Bytes()
+}
+
+// trait is one identity trait, already coerced.
+type trait struct {
+	key   string
+	value value
+}
+
+// identity is who a request evaluates for. traits may repeat a key: the last
+// one wins, as when a JSON list of traits becomes a Python dict.
+type identity struct {
+	identifier string
+	key        string // defaults to "<environment key>_<identifier>"
+	traits     []trait
+}
+
+// evalState is the per-request view conditions read from. It lives on the
+// caller's stack.
+type evalState struct {
+	hasIdentity bool
+	identity    *identity
+	identityKey string
+	coercedID   value
+	coercedKey  value
+	traitIndex  map[string]int // only for requests with many traits
+}
+
+const traitIndexThreshold = 16
+
+func newEvalState(e *engine, id *identity) evalState {
+	if id == nil {
+		return evalState{}
+	}
+	st := evalState{hasIdentity: true, identity: id, identityKey: id.key}
+	if st.identityKey == "" {
+		st.identityKey = e.envKey + "_" + id.identifier
+	}
+	st.coercedID = coerceString(id.identifier)
+	st.coercedKey = coerceString(st.identityKey)
+	if len(id.traits) > traitIndexThreshold {
+		st.traitIndex = make(map[string]int, len(id.traits))
+		for i, t := range id.traits {
+			st.traitIndex[t.key] = i
+		}
+	}
+	return st
+}
+
+func (st *evalState) trait(key string) value {
+	if !st.hasIdentity {
+		return value{}
+	}
+	if st.traitIndex != nil {
+		if i, ok := st.traitIndex[key]; ok {
+			return st.identity.traits[i].value
+		}
+		return value{}
+	}
+	ts := st.identity.traits
+	for i := len(ts) - 1; i >= 0; i-- {
+		if ts[i].key == key {
+			return ts[i].value
+		}
+	}
+	return value{}
+}
+
+// read returns the value a condition tests.
+func (st *evalState) read(c *condition) value {
+	if c.kind == propIdentityKey {
+		if !st.hasIdentity {
+			return value{}
+		}
+		return value{kind: kindString, s: st.identityKey}
+	}
+	if c.kind == propTrait || c.isPath {
+		// For a "$." path, a trait named exactly like the whole path wins.
+		if v := st.trait(c.property); v.kind != kindNone || !c.isPath {
+			return v
+		}
+	}
+	switch c.kind {
+	case propStatic:
+		return c.static
+	case propIdentifier:
+		if st.hasIdentity {
+			return st.coercedID
+		}
+	case propContextKey:
+		if st.hasIdentity {
+			return st.coercedKey
+		}
+	case propTraitPath:
+		return st.trait(c.pathName)
+	}
+	return value{}
+}
+
+func (s *segment) matches(st *evalState) bool {
+	if len(s.rules) == 0 {
+		return false
+	}
+	for i := range s.rules {
+		if !s.rules[i].matches(st, s.key) {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *rule) matches(st *evalState, segmentKey string) bool {
+	if len(r.conditions) > 0 {
+		if !r.combine(len(r.conditions), func(i int) bool { return r.conditions[i].matches(st, segmentKey) }) {
+			return false
+		}
+	}
+	if len(r.rules) > 0 {
+		return r.combine(len(r.rules), func(i int) bool { return r.rules[i].matches(st, segmentKey) })
+	}
+	return true
+}
+
+func (r *rule) combine(n int, holds func(int) bool) bool {
+	switch r.typ {
+	case ruleAll:
+		for i := 0; i < n; i++ {
+			if !holds(i) {
+				return false
+			}
+		}
+		return true
+	case ruleAny, ruleNone:
+		for i := 0; i < n; i++ {
+			if holds(i) {
+				return r.typ == ruleAny
+			}
+		}
+		return r.typ == ruleNone
+	}
+	return false // an unknown rule type makes Flagsmith's engine fail; here it just does not match
+}
+
+// evalFlag is one evaluated feature: its source (default or override) and the
+// variant chosen, -1 for none.
+type evalFlag struct {
+	source  *feature
+	segment int // overriding segment, -1 for the default
+	variant int
+	control bool // an identity was split but landed on the control value
+}
+
+// evaluate appends one flag per feature, in context order, to dst. When
+// matched is not nil it receives, for every segment, whether it matched;
+// otherwise only segments carrying overrides are tested.
+func (e *engine) evaluate(dst []evalFlag, id *identity, matched []bool) []evalFlag {
+	st := newEvalState(e, id)
+	// A tri-state per segment (0 untested, 1 match, 2 no match), on the stack
+	// for documents of ordinary size.
+	var small [64]uint8
+	memo := small[:0]
+	if len(e.segments) <= len(small) {
+		memo = small[:len(e.segments)]
+	} else {
+		memo = make([]uint8, len(e.segments))
+	}
+	if matched != nil {
+		for i := range e.segments {
+			matched[i] = e.segments[i].matches(&st)
+			memo[i] = 2
+			if matched[i] {
+				memo[i] = 1
+			}
+		}
+	}
+	for fi := range e.features {
+		fl := evalFlag{source: &e.features[fi], segment: -1, variant: -1}
+		for _, c := range e.candidates[fi] {
+			if memo[c.segment] == 0 {
+				memo[c.segment] = 2
+				if e.segments[c.segment].matches(&st) {
+					memo[c.segment] = 1
+				}
+			}
+			if memo[c.segment] == 1 {
+				fl.source, fl.segment = c.source, c.segment
+				break
+			}
+		}
+		if st.hasIdentity && len(fl.source.variants) > 0 {
+			fl.variant, fl.control = split(fl.source, st.identityKey)
+		}
+		dst = append(dst, fl)
+	}
+	return dst
+}
+
+// split picks a multivariate value for an identity: the variant whose
+// cumulative weight range, walked in priority order, holds the identity's
+// percentage for this feature.
+func split(f *feature, identityKey string) (int, bool) {
+	var buf [128]byte
+	p := hashPercentage(f.key, append(buf[:0], identityKey...))
+	start := 0.0
+	for i := range f.variants {
+		limit := f.variants[i].weight + start
+		if start <= p && p < limit {
+			return i, false
+		}
+		start = limit
+	}
+	return -1, true
+}
+
+// reason is the flag's evaluation reason as Flagsmith words it.
+func (e *engine) reason(fl evalFlag) string {
+	if fl.variant >= 0 {
+		return fl.source.variants[fl.variant].reason
+	}
+	if fl.segment >= 0 {
+		return e.segments[fl.segment].reason
+	}
+	return "DEFAULT"
+}
+
+// value is the flag's value: the chosen variant's, else the source's.
+func (fl evalFlag) value() json.RawMessage {
+	if fl.variant >= 0 {
+		return fl.source.variants[fl.variant].value
+	}
+	return fl.source.value
+}
+
+// evaluationResult is the engine-test-data result format, printed by
+// `edge-proxy evaluate`.
+type evaluationResult struct {
+	Flags    map[string]flagResult `json:"flags"`
+	Segments []segmentResult       `json:"segments"`
+}
+
+type flagResult struct {
+	Name     string          `json:"name"`
+	Enabled  bool            `json:"enabled"`
+	Value    json.RawMessage `json:"value"`
+	Reason   string          `json:"reason"`
+	Variant  json.RawMessage `json:"variant"`
+	Metadata json.RawMessage `json:"metadata,omitempty"`
+}
+
+type segmentResult struct {
+	Name     string          `json:"name"`
+	Metadata json.RawMessage `json:"metadata,omitempty"`
+}
+
+// result evaluates an identity (nil for environment flags) and reports every
+// flag with its reason and every matching segment.
+func (e *engine) result(id *identity) evaluationResult {
+	matched := make([]bool, len(e.segments))
+	flags := e.evaluate(nil, id, matched)
+	res := evaluationResult{Flags: make(map[string]flagResult, len(flags)), Segments: []segmentResult{}}
+	for i, ok := range matched {
+		if ok {
+			s := &e.segments[i]
+			res.Segments = append(res.Segments, segmentResult{Name: s.name, Metadata: nonEmptyObject(s.metadata)})
+		}
+	}
+	for _, fl := range flags {
+		variant := json.RawMessage("null")
+		switch {
+		case fl.variant >= 0:
+			variant = fl.source.variants[fl.variant].key
+		case fl.control:
+			variant = json.RawMessage(`"control"`)
+		}
+		res.Flags[fl.source.name] = flagResult{
+			Name:     fl.source.name,
+			Enabled:  fl.source.enabled,
+			Value:    fl.value(),
+			Reason:   e.reason(fl),
+			Variant:  variant,
+			Metadata: nonEmptyObject(fl.source.metadata),
+		}
+	}
+	return res
+}
+
+// nonEmptyObject drops metadata that Python would treat as falsy.
+func nonEmptyObject(raw json.RawMessage) json.RawMessage {
+	switch string(raw) {
+	case "", "null", "{}":
+		return nil
+	}
+	return raw
+}
+
+// evaluateContextJSON evaluates an engine-test-data case ({"context": …}) or a
+// bare evaluation context; // and /* */ comments are allowed.
+func evaluateContextJSON(data []byte) (evaluationResult, error) {
+	data = stripJSONComments(data)
+	var wrapper struct {
+		Context *json.RawMessage `json:"context"`
+	}
+	if err := json.Unmarshal(data, &wrapper); err != nil {
+		return evaluationResult{}, fmt.Errorf("parse context: %w", err)
+	}
+	if wrapper.Context != nil {
+		data = *wrapper.Context
+	}
+	var ctx evalContext
+	if err := json.Unmarshal(data, &ctx); err != nil {
+		return evaluationResult{}, fmt.Errorf("parse context: %w", err)
+	}
+	e, err := compileContext(&ctx, nil)
+	if err != nil {
+		return evaluationResult{}, err
+	}
+	var id *identity
+	if ctx.Identity != nil {
+		id = &identity{identifier: ctx.Identity.Identifier, key: ctx.Identity.Key}
+		for _, t := range ctx.Identity.Traits {
+			id.traits = append(id.traits, trait{key: t.Key, value: valueFromJSON(t.Value)})
+		}
+	}
+	return e.result(id), nil
+}
+
+// stripJSONComments blanks // and /* */ comments outside strings, keeping
+// offsets so that decode errors still point at the right place.
+func stripJSONComments(data []byte) []byte {
+	out := append([]byte(nil), data...)
+	inString := false
+	for i := 0; i < len(out); i++ {
+		c := out[i]
+		switch {
+		case inString:
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '/' && i+1 < len(out) && out[i+1] == '/':
+			for ; i < len(out) && out[i] != '\n'; i++ {
+				out[i] = ' '
+			}
+		case c == '/' && i+1 < len(out) && out[i+1] == '*':
+			out[i], out[i+1] = ' ', ' '
+			for i += 2; i < len(out) && !(out[i] == '*' && i+1 < len(out) && out[i+1] == '/'); i++ {
+				if out[i] != '\n' {
+					out[i] = ' '
+				}
+			}
+			if i+1 < len(out) {
+				out[i], out[i+1] = ' ', ' '
+				i++
+			}
+		}
+	}
+	return out
+}
