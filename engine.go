@@ -164,7 +164,11 @@ type feature struct {
 	value    json.RawMessage
 	variants []variant // ascending priority
 	metadata json.RawMessage
-	id       json.RawMessage // metadata.id, for the API's feature object
+
+	// Set by the API when it prepares a snapshot: the pre-encoded start of the
+	// flag object, and whether client keys may see it.
+	apiPrefix  []byte
+	serverOnly bool
 }
 
 type variant struct {
@@ -344,17 +348,6 @@ func compileFeature(fc featureContext) (feature, error) {
 	}
 	if len(f.value) == 0 {
 		f.value = json.RawMessage("null")
-	}
-	if len(f.metadata) > 0 {
-		var md struct {
-			ID json.RawMessage `json:"id"`
-		}
-		if json.Unmarshal(f.metadata, &md) == nil {
-			f.id = compactJSON(md.ID)
-		}
-	}
-	if len(f.id) == 0 {
-		f.id = json.RawMessage("null")
 	}
 	type rankedVariant struct {
 		variant

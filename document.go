@@ -1,0 +1,327 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// environmentDocument is the part of Flagsmith's environment document
+// (GET /api/v1/environment-document/) that evaluation and the API need.
+type environmentDocument struct {
+	APIKey            *string            `json:"api_key"`
+	Name              string             `json:"name"`
+	UpdatedAt         string             `json:"updated_at"`
+	Project           *documentProject   `json:"project"`
+	FeatureStates     []documentFeature  `json:"feature_states"`
+	IdentityOverrides []documentIdentity `json:"identity_overrides"`
+}
+
+type documentProject struct {
+	HideDisabledFlags       *bool             `json:"hide_disabled_flags"`
+	ServerKeyOnlyFeatureIDs []json.Number     `json:"server_key_only_feature_ids"`
+	Segments                []documentSegment `json:"segments"`
+}
+
+type documentFeature struct {
+	Feature *struct {
+		ID   json.Number `json:"id"`
+		Name string      `json:"name"`
+		Type *string     `json:"type"`
+	} `json:"feature"`
+	Enabled           bool            `json:"enabled"`
+	DjangoID          *json.Number    `json:"django_id"`
+	FeatureStateUUID  string          `json:"featurestate_uuid"`
+	FeatureStateValue json.RawMessage `json:"feature_state_value"`
+	FeatureSegment    *struct {
+		Priority json.RawMessage `json:"priority"`
+	} `json:"feature_segment"`
+	MultivariateValues []struct {
+		Option *struct {
+			Value json.RawMessage `json:"value"`
+			Key   *string         `json:"key"`
+		} `json:"multivariate_feature_option"`
+		PercentageAllocation json.Number  `json:"percentage_allocation"`
+		ID                   *json.Number `json:"id"`
+		UUID                 string       `json:"mv_fs_value_uuid"`
+	} `json:"multivariate_feature_state_values"`
+}
+
+type documentSegment struct {
+	ID            json.Number       `json:"id"`
+	Name          string            `json:"name"`
+	Rules         []documentRule    `json:"rules"`
+	FeatureStates []documentFeature `json:"feature_states"`
+}
+
+type documentRule struct {
+	Type       string `json:"type"`
+	Conditions []struct {
+		Operator string          `json:"operator"`
+		Property *string         `json:"property_"`
+		Value    json.RawMessage `json:"value"`
+	} `json:"conditions"`
+	Rules []documentRule `json:"rules"`
+}
+
+type documentIdentity struct {
+	Identifier       string            `json:"identifier"`
+	IdentityFeatures []documentFeature `json:"identity_features"`
+}
+
+// compiledDocument is an environment document mapped to an evaluation
+// context (SPEC §5) and compiled, with what the API needs beside flags.
+type compiledDocument struct {
+	engine        *engine
+	clientKey     string
+	name          string
+	updatedAt     time.Time // zero when the document has none or it does not parse
+	updatedAtText string
+	hideDisabled  bool
+	serverOnly    map[string]bool // by feature id, as JSON text
+	featureTypes  map[string]string
+	raw           []byte // the document as received
+}
+
+// compileDocument parses and compiles an environment document. Errors name
+// the field that could not be mapped.
+func compileDocument(raw []byte) (*compiledDocument, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var doc environmentDocument
+	if err := dec.Decode(&doc); err != nil {
+		return nil, fmt.Errorf("parse environment document: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("parse environment document: trailing data after the JSON object")
+	}
+	if doc.APIKey == nil || *doc.APIKey == "" {
+		return nil, errors.New("environment document: api_key is missing")
+	}
+	if doc.Project == nil {
+		return nil, errors.New("environment document: project is missing")
+	}
+	cd := &compiledDocument{
+		clientKey:     *doc.APIKey,
+		name:          doc.Name,
+		updatedAtText: doc.UpdatedAt,
+		serverOnly:    map[string]bool{},
+		featureTypes:  map[string]string{},
+		raw:           raw,
+	}
+	if doc.UpdatedAt != "" {
+		cd.updatedAt, _ = parseUpdatedAt(doc.UpdatedAt)
+	}
+	if doc.Project.HideDisabledFlags != nil {
+		cd.hideDisabled = *doc.Project.HideDisabledFlags
+	}
+	for _, id := range doc.Project.ServerKeyOnlyFeatureIDs {
+		cd.serverOnly[id.String()] = true
+	}
+
+	ctx := evalContext{Environment: environmentContext{Key: *doc.APIKey, Name: doc.Name}}
+	for i, fs := range doc.FeatureStates {
+		fc, err := mapFeatureState(fs)
+		if err != nil {
+			return nil, fmt.Errorf("environment document: feature_states[%d]: %w", i, err)
+		}
+		if t := fs.Feature.Type; t != nil && *t != "" {
+			cd.featureTypes[fs.Feature.ID.String()] = *t
+		}
+		ctx.Features = setMember(ctx.Features, fc.Name, fc)
+	}
+	for i, s := range doc.Project.Segments {
+		sc := segmentContext{
+			Key:      s.ID.String(),
+			Name:     s.Name,
+			Rules:    mapRules(s.Rules),
+			Metadata: json.RawMessage(`{"id":` + s.ID.String() + `,"source":"api"}`),
+		}
+		if s.ID == "" {
+			return nil, fmt.Errorf("environment document: project.segments[%d].id is missing", i)
+		}
+		for j, fs := range s.FeatureStates {
+			fc, err := mapFeatureState(fs)
+			if err != nil {
+				return nil, fmt.Errorf("environment document: project.segments[%d].feature_states[%d]: %w", i, j, err)
+			}
+			sc.Overrides = append(sc.Overrides, fc)
+		}
+		ctx.Segments = setMember(ctx.Segments, sc.Key, sc)
+	}
+	groups, err := groupIdentityOverrides(doc.IdentityOverrides)
+	if err != nil {
+		return nil, err
+	}
+	if cd.engine, err = compileContext(&ctx, groups); err != nil {
+		return nil, fmt.Errorf("environment document: %w", err)
+	}
+	return cd, nil
+}
+
+// setMember sets a key the way a Python dict does: a repeated key keeps its
+// first position and takes the new value.
+func setMember[T any](o ordered[T], key string, v T) ordered[T] {
+	for i := range o {
+		if o[i].Key == key {
+			o[i].Value = v
+			return o
+		}
+	}
+	return append(o, member[T]{key, v})
+}
+
+func mapFeatureState(fs documentFeature) (featureContext, error) {
+	if fs.Feature == nil {
+		return featureContext{}, errors.New("feature is missing")
+	}
+	if fs.Feature.ID == "" {
+		return featureContext{}, errors.New("feature.id is missing")
+	}
+	fc := featureContext{
+		Name:     fs.Feature.Name,
+		Enabled:  fs.Enabled,
+		Value:    fs.FeatureStateValue,
+		Metadata: json.RawMessage(`{"id":` + fs.Feature.ID.String() + `}`),
+	}
+	if fs.DjangoID != nil && fs.DjangoID.String() != "0" {
+		fc.Key = fs.DjangoID.String()
+	} else {
+		fc.Key = fs.FeatureStateUUID
+	}
+	if fc.Key == "" {
+		return featureContext{}, errors.New("django_id and featurestate_uuid are both missing")
+	}
+	for i, mv := range fs.MultivariateValues {
+		if mv.Option == nil {
+			return featureContext{}, fmt.Errorf("multivariate_feature_state_values[%d].multivariate_feature_option is missing", i)
+		}
+		v := variantContext{Key: mv.Option.Key, Value: mv.Option.Value, Weight: mv.PercentageAllocation}
+		if v.Weight == "" {
+			return featureContext{}, fmt.Errorf("multivariate_feature_state_values[%d].percentage_allocation is missing", i)
+		}
+		switch {
+		case mv.ID != nil && mv.ID.String() != "0":
+			v.Priority = json.RawMessage(mv.ID.String())
+		default:
+			n, ok := uuidInt(mv.UUID)
+			if !ok {
+				return featureContext{}, fmt.Errorf("multivariate_feature_state_values[%d]: no id and mv_fs_value_uuid %q is not a UUID", i, mv.UUID)
+			}
+			v.Priority = json.RawMessage(n.String())
+		}
+		fc.Variants = append(fc.Variants, v)
+	}
+	if fs.FeatureSegment != nil && len(fs.FeatureSegment.Priority) > 0 {
+		fc.Priority = fs.FeatureSegment.Priority
+	}
+	return fc, nil
+}
+
+// uuidInt is Python's uuid.UUID(s).int: the 128-bit number a UUID spells.
+func uuidInt(s string) (*big.Int, bool) {
+	s = strings.TrimPrefix(strings.TrimPrefix(s, "urn:"), "uuid:")
+	s = strings.TrimSuffix(strings.TrimPrefix(s, "{"), "}")
+	s = strings.ReplaceAll(s, "-", "")
+	if len(s) != 32 {
+		return nil, false
+	}
+	return new(big.Int).SetString(s, 16)
+}
+
+func mapRules(rules []documentRule) []ruleContext {
+	out := make([]ruleContext, 0, len(rules))
+	for _, r := range rules {
+		rc := ruleContext{Type: r.Type, Rules: mapRules(r.Rules)}
+		for _, c := range r.Conditions {
+			cc := conditionContext{Operator: c.Operator, Value: c.Value}
+			if c.Property != nil {
+				cc.Property = *c.Property
+			}
+			rc.Conditions = append(rc.Conditions, cc)
+		}
+		out = append(out, rc)
+	}
+	return out
+}
+
+// groupIdentityOverrides puts identities whose overrides are identical into
+// one group, as Flagsmith's SDKs do, so a document with thousands of
+// overridden identities compiles into a handful of hash sets.
+func groupIdentityOverrides(identities []documentIdentity) ([]identityOverrideGroup, error) {
+	var groups []identityOverrideGroup
+	byShape := map[string]int{}
+	for i, id := range identities {
+		if len(id.IdentityFeatures) == 0 {
+			continue
+		}
+		features := append([]documentFeature(nil), id.IdentityFeatures...)
+		for j, fs := range features {
+			if fs.Feature == nil {
+				return nil, fmt.Errorf("environment document: identity_overrides[%d].identity_features[%d]: feature is missing", i, j)
+			}
+		}
+		sort.SliceStable(features, func(a, b int) bool { return features[a].Feature.Name < features[b].Feature.Name })
+		var shape strings.Builder
+		overrides := make([]featureContext, 0, len(features))
+		for _, fs := range features {
+			value := compactJSON(fs.FeatureStateValue)
+			if len(value) == 0 {
+				value = json.RawMessage("null")
+			}
+			fmt.Fprintf(&shape, "%s\x00%q\x00%t\x00%s\x00", fs.Feature.ID, fs.Feature.Name, fs.Enabled, value)
+			overrides = append(overrides, featureContext{
+				Name:     fs.Feature.Name,
+				Enabled:  fs.Enabled,
+				Value:    value,
+				Metadata: json.RawMessage(`{"id":` + fs.Feature.ID.String() + `}`),
+			})
+		}
+		gi, seen := byShape[shape.String()]
+		if !seen {
+			gi = len(groups)
+			byShape[shape.String()] = gi
+			groups = append(groups, identityOverrideGroup{overrides: overrides})
+		}
+		groups[gi].identifiers = append(groups[gi].identifiers, id.Identifier)
+	}
+	return groups, nil
+}
+
+// parseUpdatedAt reads a document's updated_at: ISO 8601 as Python's
+// datetime.fromisoformat accepts it; without a zone it is UTC.
+func parseUpdatedAt(s string) (time.Time, error) {
+	for _, layout := range []string{
+		time.RFC3339Nano,
+		"2006-01-02T15:04:05.999999999",
+		"2006-01-02 15:04:05.999999999Z07:00",
+		"2006-01-02 15:04:05.999999999",
+	} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("updated_at %q is not an ISO 8601 time", s)
+}
+
+// unixSeconds formats a time as Unix seconds with microseconds, the float
+// Flagsmith puts in X-Flagsmith-Document-Updated-At and realtime events.
+func unixSeconds(t time.Time) string {
+	us := t.UnixMicro()
+	sec, frac := us/1_000_000, us%1_000_000
+	if frac < 0 {
+		sec, frac = sec-1, frac+1_000_000
+	}
+	s := strconv.FormatInt(sec, 10) + "." + fmt.Sprintf("%06d", frac)
+	s = strings.TrimRight(s, "0")
+	if strings.HasSuffix(s, ".") {
+		s += "0"
+	}
+	return s
+}

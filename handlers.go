@@ -1,0 +1,628 @@
+package main
+
+import (
+	"bytes"
+	"compress/gzip"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+)
+
+// server is the proxy: its environments, their snapshots, and the HTTP API.
+// It is safe for concurrent use; request handlers only Load snapshots.
+type server struct {
+	cfg    Config
+	log    *slog.Logger
+	envs   []*environment
+	byKey  map[string]keyRef
+	hub    *hub
+	stats  *metrics
+	mux    *http.ServeMux
+	now    func() time.Time
+	origin map[string]bool // allowed CORS origins; nil allows any
+
+	// stopping turns readiness off while the server drains.
+	stopping atomic.Bool
+}
+
+type keyRef struct {
+	env  *environment
+	kind keyKind
+}
+
+func newServer(cfg Config, log *slog.Logger) *server {
+	s := &server{cfg: cfg, log: log, byKey: map[string]keyRef{}, now: time.Now}
+	s.stats = newMetrics()
+	s.hub = newHub(cfg.SSE.MaxSubscribers)
+	for _, p := range cfg.EnvironmentKeyPairs {
+		env := newEnvironment(p)
+		s.envs = append(s.envs, env)
+		s.byKey[p.ClientSideKey] = keyRef{env, clientKey}
+		s.byKey[string(p.ServerSideKey)] = keyRef{env, serverKey}
+	}
+	for _, o := range cfg.AllowOrigins {
+		if o == "*" {
+			s.origin = nil
+			break
+		}
+		if s.origin == nil {
+			s.origin = map[string]bool{}
+		}
+		s.origin[o] = true
+	}
+	s.mux = s.routes()
+	return s
+}
+
+// routes is the API table. Each SDK path answers with and without its
+// trailing slash.
+func (s *server) routes() *http.ServeMux {
+	mux := http.NewServeMux()
+	both := func(method, path string, h http.HandlerFunc) {
+		mux.HandleFunc(method+" "+path+"/{$}", h)
+		mux.HandleFunc(method+" "+path, h)
+	}
+	both("GET", "/api/v1/flags", s.handleFlags)
+	both("GET", "/api/v1/identities", s.handleIdentitiesGet)
+	both("POST", "/api/v1/identities", s.handleIdentitiesPost)
+	both("GET", "/api/v1/environment-document", s.handleEnvironmentDocument)
+	both("GET", "/proxy/health", s.handleReadiness)
+	both("GET", "/proxy/health/readiness", s.handleReadiness)
+	both("GET", "/health", s.handleReadiness)
+	both("GET", "/proxy/health/liveness", s.handleLiveness)
+	both("GET", "/sse/environments/{client_key}/stream", s.handleStream)
+	both("GET", "/sse/health", s.handleSSEHealth)
+	both("POST", "/proxy/refresh", s.handleRefresh)
+	mux.HandleFunc("GET /metrics", s.handleMetrics)
+	mux.HandleFunc("/", s.handleUnrouted)
+	return mux
+}
+
+// handler is the whole HTTP stack: recovery, CORS, then the routes, with
+// metrics and the access log around them.
+func (s *server) handler() http.Handler {
+	return s.observe(s.cors(s.mux))
+}
+
+const updatedAtHeader = "X-Flagsmith-Document-Updated-At"
+
+// errorBody is the JSON body of every error response.
+type errorBody struct {
+	Status  string `json:"status"`
+	Message string `json:"message"`
+}
+
+func writeError(w http.ResponseWriter, code int, status, message string) {
+	body, _ := json.Marshal(errorBody{Status: status, Message: message})
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_, _ = w.Write(body)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "error", "could not encode the response")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_, _ = w.Write(body)
+}
+
+// resolve finds the environment for the request's key and its snapshot. It
+// writes the error response and returns ok false when there is none.
+func (s *server) resolve(w http.ResponseWriter, r *http.Request) (keyRef, *snapshot, bool) {
+	key := r.Header.Get("X-Environment-Key")
+	if key == "" {
+		writeError(w, http.StatusUnauthorized, "unauthorized", "unknown key: the X-Environment-Key header is missing")
+		return keyRef{}, nil, false
+	}
+	ref, ok := s.byKey[key]
+	if !ok {
+		writeError(w, http.StatusUnauthorized, "unauthorized", "unknown key "+maskedKey(key))
+		return keyRef{}, nil, false
+	}
+	snap := ref.env.snap.Load()
+	if snap == nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable",
+			"the environment document for this key has not been received yet")
+		return keyRef{}, nil, false
+	}
+	if snap.updatedAt != "" {
+		w.Header().Set(updatedAtHeader, snap.updatedAt)
+	}
+	return ref, snap, true
+}
+
+func (s *server) handleFlags(w http.ResponseWriter, r *http.Request) {
+	ref, snap, ok := s.resolve(w, r)
+	if !ok {
+		return
+	}
+	v := &snap.views[ref.kind]
+	if r.URL.RawQuery != "" {
+		if q := r.URL.Query(); q.Has("feature") {
+			name := q.Get("feature")
+			body, found := v.feature[name]
+			if !found {
+				writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("feature '%s' not found", name))
+				return
+			}
+			writeBody(w, r, body)
+			return
+		}
+	}
+	h := w.Header()
+	h.Set("ETag", v.etag)
+	if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatches(inm, v.etag) {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	h.Set("Content-Type", "application/json")
+	h.Set("Vary", "Accept-Encoding")
+	if acceptsGzip(r) && len(v.flags) > gzipMinBytes {
+		h.Set("Content-Encoding", "gzip")
+		_, _ = w.Write(v.flagsGzip)
+		return
+	}
+	_, _ = w.Write(v.flags)
+}
+
+func etagMatches(header, etag string) bool {
+	for _, part := range strings.Split(header, ",") {
+		part = strings.TrimSpace(part)
+		if part == "*" || strings.TrimPrefix(part, "W/") == etag {
+			return true
+		}
+	}
+	return false
+}
+
+// gzipMinBytes is the body size from which responses are compressed, as in
+// Flagsmith's proxy.
+const gzipMinBytes = 1000
+
+func acceptsGzip(r *http.Request) bool {
+	for _, v := range r.Header.Values("Accept-Encoding") {
+		for _, part := range strings.Split(v, ",") {
+			coding, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+			if strings.EqualFold(strings.TrimSpace(coding), "gzip") && !strings.Contains(strings.ReplaceAll(params, " ", ""), "q=0") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+var gzipWriters = sync.Pool{New: func() any {
+	zw, _ := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed)
+	return zw
+}}
+
+// writeBody writes a JSON body, gzipped when the client accepts it and the
+// body is large enough to gain from it.
+func writeBody(w http.ResponseWriter, r *http.Request, body []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	if len(body) > gzipMinBytes && acceptsGzip(r) {
+		h.Set("Content-Encoding", "gzip")
+		h.Set("Vary", "Accept-Encoding")
+		zw := gzipWriters.Get().(*gzip.Writer)
+		zw.Reset(w)
+		_, _ = zw.Write(body)
+		_ = zw.Close()
+		gzipWriters.Put(zw)
+		return
+	}
+	_, _ = w.Write(body)
+}
+
+// identityBuffers holds the per-request scratch space of identity requests.
+type identityBuffers struct {
+	out    []byte
+	flags  []evalFlag
+	traits []trait
+	raw    []identityTrait
+}
+
+var identityPool = sync.Pool{New: func() any { return new(identityBuffers) }}
+
+// identityTrait is a trait as the request sent it, echoed in the response.
+type identityTrait struct {
+	key   string
+	value json.RawMessage
+}
+
+func (s *server) handleIdentitiesGet(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if !q.Has("identifier") {
+		writeError(w, http.StatusBadRequest, "bad_request", "identifier: the query parameter is required")
+		return
+	}
+	identifier := q.Get("identifier")
+	if identifier == "" {
+		writeError(w, http.StatusBadRequest, "bad_request", "identifier: must not be empty")
+		return
+	}
+	ref, snap, ok := s.resolve(w, r)
+	if !ok {
+		return
+	}
+	buf := identityPool.Get().(*identityBuffers)
+	defer identityPool.Put(buf)
+	s.writeIdentity(w, r, ref, snap, buf, identifier)
+}
+
+func (s *server) handleIdentitiesPost(w http.ResponseWriter, r *http.Request) {
+	ref, snap, ok := s.resolve(w, r)
+	if !ok {
+		return
+	}
+	buf := identityPool.Get().(*identityBuffers)
+	defer identityPool.Put(buf)
+	identifier, err := s.decodeIdentity(w, r, buf)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "request_too_large",
+				fmt.Sprintf("the request body is over %d bytes", tooBig.Limit))
+			return
+		}
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	s.writeIdentity(w, r, ref, snap, buf, identifier)
+}
+
+// identityRequest is the body of POST /api/v1/identities/. Fields are kept raw
+// so that each wrong type is reported with its exact place.
+type identityRequest struct {
+	Identifier json.RawMessage   `json:"identifier"`
+	Traits     []json.RawMessage `json:"traits"`
+	Transient  json.RawMessage   `json:"transient"`
+}
+
+type traitRequest struct {
+	TraitKey   json.RawMessage `json:"trait_key"`
+	TraitValue json.RawMessage `json:"trait_value"`
+}
+
+// maxTraitValueChars is Flagsmith's limit on a string trait value, counted in
+// characters as Python counts them.
+const maxTraitValueChars = 2000
+
+// decodeIdentity reads and validates the request body into buf. Traits are
+// coerced once here, not per condition.
+func (s *server) decodeIdentity(w http.ResponseWriter, r *http.Request, buf *identityBuffers) (string, error) {
+	body := http.MaxBytesReader(w, r.Body, s.cfg.Limits.MaxBodyBytes)
+	data, err := io.ReadAll(body)
+	if err != nil {
+		return "", err
+	}
+	if !utf8.Valid(data) {
+		return "", errors.New("body: not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var req identityRequest
+	if err := dec.Decode(&req); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) {
+			if typeErr.Field == "traits" {
+				return "", errors.New("traits: must be a list of {\"trait_key\": …, \"trait_value\": …} objects")
+			}
+			return "", errors.New("body: must be a JSON object")
+		}
+		return "", fmt.Errorf("body: malformed JSON: %s", describeJSONError(data, err))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return "", errors.New("body: unexpected data after the JSON object")
+	}
+	var identifier string
+	switch {
+	case len(req.Identifier) == 0 || string(req.Identifier) == "null":
+		return "", errors.New("identifier: required")
+	case req.Identifier[0] != '"' || json.Unmarshal(req.Identifier, &identifier) != nil:
+		return "", errors.New("identifier: must be a string")
+	case identifier == "":
+		return "", errors.New("identifier: must not be empty")
+	}
+	if len(req.Transient) > 0 && string(req.Transient) != "null" && string(req.Transient) != "true" && string(req.Transient) != "false" {
+		return "", errors.New("transient: must be a boolean")
+	}
+	if len(req.Traits) > s.cfg.Limits.MaxTraits {
+		return "", fmt.Errorf("traits: %d traits is over the limit of %d", len(req.Traits), s.cfg.Limits.MaxTraits)
+	}
+	buf.traits, buf.raw = buf.traits[:0], buf.raw[:0]
+	for i, rawTrait := range req.Traits {
+		if len(rawTrait) == 0 || rawTrait[0] != '{' {
+			return "", fmt.Errorf("traits[%d]: must be an object", i)
+		}
+		var t traitRequest
+		if err := json.Unmarshal(rawTrait, &t); err != nil {
+			return "", fmt.Errorf("traits[%d]: must be an object", i)
+		}
+		var key string
+		if len(t.TraitKey) == 0 || t.TraitKey[0] != '"' || json.Unmarshal(t.TraitKey, &key) != nil {
+			return "", fmt.Errorf("traits[%d].trait_key: must be a string", i)
+		}
+		if utf8.RuneCountInString(key) > s.cfg.Limits.MaxTraitKeyLength {
+			return "", fmt.Errorf("traits[%d].trait_key: longer than %d characters", i, s.cfg.Limits.MaxTraitKeyLength)
+		}
+		val := t.TraitValue
+		if len(val) == 0 {
+			val = json.RawMessage("null")
+		}
+		switch val[0] {
+		case '{', '[':
+			return "", fmt.Errorf("traits[%d].trait_value: must be a string, number, boolean or null", i)
+		case '"':
+			var sv string
+			_ = json.Unmarshal(val, &sv)
+			if utf8.RuneCountInString(sv) > maxTraitValueChars {
+				return "", fmt.Errorf("traits[%d].trait_value: longer than %d characters", i, maxTraitValueChars)
+			}
+			buf.traits = append(buf.traits, trait{key: key, value: coerceString(sv)})
+		default:
+			buf.traits = append(buf.traits, trait{key: key, value: valueFromJSON(val)})
+		}
+		buf.raw = append(buf.raw, identityTrait{key: key, value: val})
+	}
+	return identifier, nil
+}
+
+// writeIdentity evaluates the identity and appends the response by hand: the
+// flag objects are pre-encoded up to their value.
+func (s *server) writeIdentity(w http.ResponseWriter, r *http.Request, ref keyRef, snap *snapshot, buf *identityBuffers, identifier string) {
+	id := identity{identifier: identifier, traits: buf.traits}
+	buf.flags = snap.doc.engine.evaluate(buf.flags[:0], &id, nil)
+	out := append(buf.out[:0], `{"identifier":`...)
+	out = appendJSONString(out, identifier)
+	out = append(out, `,"traits":[`...)
+	for i, t := range buf.raw {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, `{"trait_key":`...)
+		out = appendJSONString(out, t.key)
+		out = append(out, `,"trait_value":`...)
+		out = append(out, t.value...)
+		out = append(out, '}')
+	}
+	out = append(out, `],"flags":[`...)
+	first := true
+	for _, fl := range buf.flags {
+		if !visible(snap.doc, fl.source, ref.kind) {
+			continue
+		}
+		if !first {
+			out = append(out, ',')
+		}
+		first = false
+		out = appendFlag(out, fl)
+	}
+	out = append(out, "]}"...)
+	buf.out = out
+	buf.traits, buf.raw = buf.traits[:0], buf.raw[:0]
+	writeBody(w, r, out)
+}
+
+// handleEnvironmentDocument serves the document as received, to server keys
+// only: it holds segment rules, identity overrides and server-only features.
+func (s *server) handleEnvironmentDocument(w http.ResponseWriter, r *http.Request) {
+	ref, snap, ok := s.resolve(w, r)
+	if !ok {
+		return
+	}
+	if ref.kind != serverKey {
+		writeError(w, http.StatusUnauthorized, "unauthorized", "the environment document needs a server-side key")
+		return
+	}
+	w.Header().Set("ETag", snap.docETag)
+	if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatches(inm, snap.docETag) {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	writeBody(w, r, snap.doc.raw)
+}
+
+func (s *server) handleLiveness(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusOK)
+}
+
+// handleRefresh polls now instead of at the next tick, so a Flagsmith
+// webhook can push a change through in well under a second.
+func (s *server) handleRefresh(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.AdminToken == "" {
+		writeError(w, http.StatusNotFound, "not_found", "push refresh is disabled: set admin_token to enable it")
+		return
+	}
+	token, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !found || subtle.ConstantTimeCompare([]byte(token), []byte(s.cfg.AdminToken)) != 1 {
+		writeError(w, http.StatusUnauthorized, "unauthorized", "a valid Authorization: Bearer token is required")
+		return
+	}
+	target := r.URL.Query().Get("environment")
+	var triggered []string
+	for _, env := range s.envs {
+		if target == "" || target == env.pair.ClientSideKey {
+			env.triggerRefresh()
+			triggered = append(triggered, env.pair.ClientSideKey)
+		}
+	}
+	if len(triggered) == 0 {
+		writeError(w, http.StatusNotFound, "not_found", "no environment with client key "+maskedKey(target))
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"status": "accepted", "environments": triggered})
+}
+
+// handleUnrouted answers paths no route takes: 405 with Allow when another
+// method would be served, else 404, always as JSON.
+func (s *server) handleUnrouted(w http.ResponseWriter, r *http.Request) {
+	var allowed []string
+	for _, m := range []string{http.MethodGet, http.MethodPost} {
+		probe := &http.Request{Method: m, URL: r.URL, Host: r.Host, Header: http.Header{}}
+		if _, pattern := s.mux.Handler(probe); pattern != "/" && pattern != "" {
+			allowed = append(allowed, m)
+		}
+	}
+	if len(allowed) > 0 {
+		if contains(allowed, http.MethodGet) {
+			allowed = append(allowed, http.MethodHead)
+		}
+		allowed = append(allowed, http.MethodOptions)
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed",
+			fmt.Sprintf("method %s is not allowed here; use %s", r.Method, strings.Join(allowed, ", ")))
+		return
+	}
+	writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// cors answers preflight requests and marks responses readable by the
+// configured origins. An origin that is not allowed gets no CORS headers.
+func (s *server) cors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		if origin == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		h := w.Header()
+		h.Add("Vary", "Origin")
+		allowed := s.origin == nil || s.origin[origin]
+		if allowed {
+			if s.origin == nil {
+				h.Set("Access-Control-Allow-Origin", "*")
+			} else {
+				h.Set("Access-Control-Allow-Origin", origin)
+				h.Set("Access-Control-Allow-Credentials", "true")
+			}
+			h.Set("Access-Control-Expose-Headers", updatedAtHeader+", ETag")
+		}
+		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+			if allowed {
+				h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+				if req := r.Header.Get("Access-Control-Request-Headers"); req != "" {
+					h.Set("Access-Control-Allow-Headers", req)
+				}
+				h.Set("Access-Control-Max-Age", "600")
+				w.WriteHeader(http.StatusOK)
+				return
+			}
+			writeError(w, http.StatusBadRequest, "bad_request", "origin not allowed")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// statusRecorder remembers the status a handler wrote, for metrics and the
+// access log.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int
+}
+
+func (sr *statusRecorder) WriteHeader(code int) {
+	if sr.status == 0 {
+		sr.status = code
+	}
+	sr.ResponseWriter.WriteHeader(code)
+}
+
+func (sr *statusRecorder) Write(b []byte) (int, error) {
+	if sr.status == 0 {
+		sr.status = http.StatusOK
+	}
+	n, err := sr.ResponseWriter.Write(b)
+	sr.bytes += n
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the connection (SSE flushes and
+// deadlines).
+func (sr *statusRecorder) Unwrap() http.ResponseWriter { return sr.ResponseWriter }
+
+// observe records metrics and the access log, and turns a panic into a JSON
+// 500 instead of a dropped connection (a panic is a bug, never bad input).
+func (s *server) observe(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sr := &statusRecorder{ResponseWriter: w}
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				s.log.Error("handler panic", "path", r.URL.Path, "panic", fmt.Sprint(p))
+				if sr.status == 0 {
+					writeError(sr, http.StatusInternalServerError, "error", "internal error")
+				}
+			}
+			if sr.status == 0 {
+				sr.status = http.StatusOK
+			}
+			_, pattern := s.mux.Handler(r)
+			elapsed := time.Since(start)
+			s.stats.observeRequest(routeName(pattern), sr.status, elapsed)
+			if s.cfg.Logging.EnableAccessLog {
+				s.log.Info("access",
+					"method", r.Method, "path", r.URL.Path, "status", sr.status,
+					"bytes", sr.bytes, "duration_ms", float64(elapsed.Microseconds())/1000,
+					"client", s.clientAddr(r), "user_agent", r.UserAgent())
+			}
+		}()
+		next.ServeHTTP(sr, r)
+	})
+}
+
+// routeName turns a mux pattern into a low-cardinality metrics label.
+func routeName(pattern string) string {
+	_, path, found := strings.Cut(pattern, " ")
+	if !found {
+		path = pattern
+	}
+	path = strings.TrimSuffix(strings.TrimSuffix(path, "{$}"), "/")
+	switch path {
+	case "":
+		return "unrouted"
+	case "/sse/environments/{client_key}/stream":
+		return "/sse/environments/stream"
+	}
+	return path
+}
+
+// clientAddr is the client's address, from X-Forwarded-For when the config
+// trusts proxy headers.
+func (s *server) clientAddr(r *http.Request) string {
+	if s.cfg.Server.ProxyHeaders {
+		if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
+			first, _, _ := strings.Cut(xff, ",")
+			return strings.TrimSpace(first)
+		}
+	}
+	return r.RemoteAddr
+}

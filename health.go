@@ -1,0 +1,64 @@
+package main
+
+import (
+	"net/http"
+	"time"
+)
+
+// readiness is the answer of the readiness endpoints.
+type readiness struct {
+	Status               string  `json:"status"`
+	Reason               *string `json:"reason"`
+	LastSuccessfulUpdate *string `json:"last_successful_update"`
+}
+
+const (
+	reasonNotUpdated = "environment document(s) not updated."
+	reasonStale      = "environment document(s) stale."
+	reasonStopping   = "shutting down."
+)
+
+// readiness is ok when every environment has a document and the oldest
+// last confirmation is younger than poll_frequency + grace × environments,
+// as in Flagsmith's proxy. Each environment polls on its own, so "the last
+// round in which all refreshed" ends at the oldest of their last successes.
+func (s *server) readiness() (int, readiness) {
+	if s.stopping.Load() {
+		r := reasonStopping
+		return http.StatusServiceUnavailable, readiness{Status: "error", Reason: &r}
+	}
+	var oldest int64
+	for _, env := range s.envs {
+		last := env.lastSuccess.Load()
+		if env.snap.Load() == nil || last == 0 {
+			r := reasonNotUpdated
+			return http.StatusServiceUnavailable, readiness{Status: "error", Reason: &r}
+		}
+		if oldest == 0 || last < oldest {
+			oldest = last
+		}
+	}
+	when := time.Unix(0, oldest).UTC().Format(time.RFC3339Nano)
+	if g := s.cfg.HealthCheck.GracePeriod; g != nil {
+		limit := s.cfg.pollFrequency() + seconds(*g*float64(len(s.envs)))
+		if s.now().Sub(time.Unix(0, oldest)) > limit {
+			r := reasonStale
+			return http.StatusServiceUnavailable, readiness{Status: "error", Reason: &r, LastSuccessfulUpdate: &when}
+		}
+	}
+	return http.StatusOK, readiness{Status: "ok", LastSuccessfulUpdate: &when}
+}
+
+func (s *server) handleReadiness(w http.ResponseWriter, r *http.Request) {
+	code, body := s.readiness()
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, code, body)
+}
+
+func (s *server) handleSSEHealth(w http.ResponseWriter, r *http.Request) {
+	if !s.cfg.SSE.Enabled || s.hub.closed() {
+		writeError(w, http.StatusServiceUnavailable, "error", "the stream hub is not running")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}

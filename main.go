@@ -1,0 +1,251 @@
+// The edge-proxy command serves Flagsmith feature flags from memory, next to
+// the servers that use them.
+//
+// For every configured environment it keeps the latest Flagsmith environment
+// document, polled from the Flagsmith API (or read from a local file),
+// compiles it into an immutable snapshot, evaluates flags itself and answers
+// the Flagsmith SDK endpoints with the JSON the Flagsmith API gives:
+//
+//	GET  /api/v1/flags/                     environment flags (?feature=NAME for one)
+//	POST /api/v1/identities/                identity flags for the traits sent
+//	GET  /api/v1/identities/?identifier=ID  identity flags, no traits
+//	GET  /api/v1/environment-document/      the document (server-side keys only)
+//	GET  /proxy/health/readiness            readiness (also /proxy/health, /health)
+//	GET  /proxy/health/liveness             liveness
+//	GET  /sse/environments/{key}/stream     realtime updates (Server-Sent Events)
+//	POST /proxy/refresh                     poll now (needs admin_token)
+//	GET  /metrics                           Prometheus metrics
+//
+// Configuration comes from config.json (-config, else $CONFIG_PATH, else
+// ./config.json) and environment variables named like its top-level keys in
+// upper case: environment_key_pairs, api_url, api_poll_frequency_seconds,
+// api_poll_timeout_seconds, allow_origins, server, logging, health_check,
+// cache_dir, admin_token, sse, limits. See README.md for the reference.
+//
+// Subcommands and flags:
+//
+//	edge-proxy evaluate CONTEXT.json                    evaluate an evaluation context
+//	edge-proxy evaluate -document DOC -identifier ID    explain one identity's flags
+//	edge-proxy -healthcheck                             probe the local readiness endpoint
+//	edge-proxy -print-config                            print the effective configuration
+//	edge-proxy -version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "edge-proxy:", err)
+		os.Exit(exitCode(err))
+	}
+}
+
+// exitError carries a process exit status other than 1.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func exitCode(err error) int {
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return 1
+}
+
+
+// run is the whole program, callable from tests.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "evaluate" {
+		return runEvaluate(args[1:], stdout, stderr)
+	}
+	fs := flag.NewFlagSet("edge-proxy", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "path of config.json (default $CONFIG_PATH, else ./config.json)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	healthcheck := fs.Bool("healthcheck", false, "probe the local readiness endpoint; exit 0 when ready, 1 otherwise")
+	printConfig := fs.Bool("print-config", false, "print the effective configuration (secrets masked) and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: edge-proxy [flags]\n       edge-proxy evaluate CONTEXT.json\n       edge-proxy evaluate -document DOC.json -identifier ID [-trait key=value]... [-json]\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return &exitError{2, err}
+	}
+	if fs.NArg() > 0 {
+		return &exitError{2, fmt.Errorf("unexpected argument %q (did you mean \"evaluate\"?)", fs.Arg(0))}
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "edge-proxy", buildVersion())
+		return nil
+	}
+	path, explicit := *configPath, *configPath != ""
+	if !explicit {
+		if path = getenv("CONFIG_PATH"); path != "" {
+			explicit = true
+		} else {
+			path = defaultConfigPath
+		}
+	}
+	cfg, warnings, err := loadConfig(path, explicit, getenv)
+	if err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	if *printConfig {
+		out, err := cfg.printable()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, string(out))
+		return nil
+	}
+	if *healthcheck {
+		return probeReadiness(ctx, cfg)
+	}
+	log := newLogger(cfg.Logging, stderr)
+	for _, w := range warnings {
+		log.Warn("config", "warning", w)
+	}
+	return serve(ctx, cfg, log)
+}
+
+func buildVersion() string {
+	if version != "dev" {
+		return version
+	}
+	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" && info.Main.Version != "(devel)" {
+		return info.Main.Version
+	}
+	return version
+}
+
+// newLogger builds the slog logger of SPEC §2: generic (text) or json, the
+// level, and the message field renamed as configured.
+func newLogger(cfg LoggingConfig, w io.Writer) *slog.Logger {
+	level := slog.LevelInfo
+	switch strings.ToUpper(cfg.LogLevel) {
+	case "DEBUG":
+		level = slog.LevelDebug
+	case "WARNING", "WARN":
+		level = slog.LevelWarn
+	case "ERROR", "CRITICAL":
+		level = slog.LevelError
+	}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+		if len(groups) == 0 && a.Key == slog.MessageKey {
+			a.Key = cfg.MessageField
+		}
+		return a
+	}}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// serve runs the HTTP server and the pollers until ctx ends, then shuts down
+// gracefully: readiness turns off, in-flight requests finish, streams close,
+// pollers stop.
+func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
+	s := newServer(cfg, log)
+	s.loadCache()
+	ln, err := net.Listen("tcp", cfg.addr())
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.addr(), err)
+	}
+	srv := &http.Server{
+		Handler: s.handler(),
+		// Slow clients must not hold connections open before sending a request.
+		ReadHeaderTimeout: seconds(cfg.Server.ReadHeaderTimeout),
+		// Bodies are at most 1 MiB; anything slower than this is abuse.
+		ReadTimeout: seconds(cfg.Server.ReadHeaderTimeout + cfg.Server.WriteTimeout),
+		// Bounds non-streaming responses; the SSE handler lifts it per write.
+		WriteTimeout: seconds(cfg.Server.WriteTimeout),
+		// Keep-alive connections idle longer than this are closed, as uvicorn does.
+		IdleTimeout:    time.Duration(cfg.Server.TimeoutKeepAlive) * time.Second,
+		MaxHeaderBytes: cfg.Server.MaxHeaderBytes,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	srv.RegisterOnShutdown(s.hub.close)
+
+	client := &http.Client{} // redirects are followed; each poll carries its own timeout
+	pollCtx, stopPolls := context.WithCancel(context.Background())
+	defer stopPolls()
+	pollersDone := make(chan error, 1)
+	go func() { pollersDone <- s.runPollers(pollCtx, client) }()
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info("listening", "addr", ln.Addr().String(), "environments", len(s.envs), "version", buildVersion())
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	s.stopping.Store(true)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), seconds(cfg.Server.ShutdownTimeout))
+	defer cancel()
+	err = srv.Shutdown(shutdownCtx)
+	stopPolls()
+	<-pollersDone
+	if err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// probeReadiness is -healthcheck: a scratch image has no curl, so the binary
+// probes itself.
+func probeReadiness(ctx context.Context, cfg Config) error {
+	host := cfg.Server.Host
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	url := fmt.Sprintf("http://%s/proxy/health/readiness", net.JoinHostPort(host, fmt.Sprint(cfg.Server.Port)))
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: %s answered %d", url, resp.StatusCode)
+	}
+	return nil
+}

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// metrics holds the Prometheus counters. Every label set is known when the
+// server starts (routes, status codes, environments), so the request path
+// only does atomic adds and never labels by identifier or unknown key.
+type metrics struct {
+	routes map[string]*routeStats
+
+	mu    sync.Mutex // guards envs; taken by pollers and scrapes, never by requests
+	envs  map[string]*envStats
+	start time.Time
+}
+
+// latencyBuckets are the histogram's upper bounds in seconds: the proxy
+// answers in microseconds, the tail shows up in milliseconds.
+var latencyBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1}
+
+// trackedStatuses are the status codes the proxy produces; anything else is
+// counted as "other".
+var trackedStatuses = []int{200, 202, 304, 400, 401, 404, 405, 413, 500, 503}
+
+var routeNames = []string{
+	"/api/v1/flags", "/api/v1/identities", "/api/v1/environment-document",
+	"/proxy/health", "/proxy/health/readiness", "/health", "/proxy/health/liveness",
+	"/sse/environments/stream", "/sse/health", "/proxy/refresh", "/metrics", "unrouted",
+}
+
+type routeStats struct {
+	byStatus [11]atomic.Uint64 // trackedStatuses, then other
+	buckets  [12]atomic.Uint64 // latencyBuckets (not cumulative; summed on scrape)
+	count    atomic.Uint64
+	sumNanos atomic.Uint64
+}
+
+type envStats struct {
+	polls         map[string]uint64
+	lastUpdatedAt float64
+	compileSecs   float64
+}
+
+func newMetrics() *metrics {
+	m := &metrics{routes: map[string]*routeStats{}, envs: map[string]*envStats{}, start: time.Now()}
+	for _, r := range routeNames {
+		m.routes[r] = &routeStats{}
+	}
+	return m
+}
+
+func (m *metrics) observeRequest(route string, status int, d time.Duration) {
+	rs, ok := m.routes[route]
+	if !ok {
+		rs = m.routes["unrouted"]
+	}
+	idx := len(trackedStatuses)
+	for i, s := range trackedStatuses {
+		if s == status {
+			idx = i
+			break
+		}
+	}
+	rs.byStatus[idx].Add(1)
+	secs := d.Seconds()
+	for i, b := range latencyBuckets {
+		if secs <= b {
+			rs.buckets[i].Add(1)
+			break
+		}
+	}
+	rs.count.Add(1)
+	rs.sumNanos.Add(uint64(d))
+}
+
+func (m *metrics) env(key string) *envStats {
+	e := m.envs[key]
+	if e == nil {
+		e = &envStats{polls: map[string]uint64{}}
+		m.envs[key] = e
+	}
+	return e
+}
+
+// observePoll counts one poll by result: ok, not_modified, error, invalid.
+func (m *metrics) observePoll(key, result string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.env(key).polls[result]++
+}
+
+func (m *metrics) observeCompile(key string, snap *snapshot) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.env(key)
+	e.compileSecs = snap.compile.Seconds()
+	if !snap.doc.updatedAt.IsZero() {
+		e.lastUpdatedAt = float64(snap.doc.updatedAt.UnixMicro()) / 1e6
+	}
+}
+
+func (s *server) handleMetrics(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	_, _ = w.Write(s.exposition())
+}
+
+// exposition renders the Prometheus text format.
+func (s *server) exposition() []byte {
+	var b bytes.Buffer
+	m := s.stats
+	help := func(name, typ, text string) {
+		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", name, text, name, typ)
+	}
+	routes := append([]string(nil), routeNames...)
+	sort.Strings(routes)
+
+	help("edge_proxy_http_requests_total", "counter", "HTTP requests by route and status code.")
+	for _, route := range routes {
+		rs := m.routes[route]
+		for i := range rs.byStatus {
+			n := rs.byStatus[i].Load()
+			if n == 0 {
+				continue
+			}
+			code := "other"
+			if i < len(trackedStatuses) {
+				code = strconv.Itoa(trackedStatuses[i])
+			}
+			fmt.Fprintf(&b, "edge_proxy_http_requests_total{route=%q,code=%q} %d\n", route, code, n)
+		}
+	}
+	help("edge_proxy_http_request_duration_seconds", "histogram", "HTTP request latency by route.")
+	for _, route := range routes {
+		rs := m.routes[route]
+		count := rs.count.Load()
+		if count == 0 {
+			continue
+		}
+		var cum uint64
+		for i, le := range latencyBuckets {
+			cum += rs.buckets[i].Load()
+			fmt.Fprintf(&b, "edge_proxy_http_request_duration_seconds_bucket{route=%q,le=%q} %d\n", route, strconv.FormatFloat(le, 'g', -1, 64), cum)
+		}
+		fmt.Fprintf(&b, "edge_proxy_http_request_duration_seconds_bucket{route=%q,le=\"+Inf\"} %d\n", route, count)
+		fmt.Fprintf(&b, "edge_proxy_http_request_duration_seconds_sum{route=%q} %g\n", route, float64(rs.sumNanos.Load())/1e9)
+		fmt.Fprintf(&b, "edge_proxy_http_request_duration_seconds_count{route=%q} %d\n", route, count)
+	}
+
+	now := s.now()
+	help("edge_proxy_polls_total", "counter", "Upstream polls by environment and result.")
+	m.mu.Lock()
+	for _, env := range s.envs {
+		key := env.pair.ClientSideKey
+		e := m.env(key)
+		results := make([]string, 0, len(e.polls))
+		for r := range e.polls {
+			results = append(results, r)
+		}
+		sort.Strings(results)
+		for _, r := range results {
+			fmt.Fprintf(&b, "edge_proxy_polls_total{environment=%q,result=%q} %d\n", key, r, e.polls[r])
+		}
+	}
+	help("edge_proxy_document_updated_at_seconds", "gauge", "The updated_at of each environment's current document, Unix seconds.")
+	for _, env := range s.envs {
+		if e := m.env(env.pair.ClientSideKey); e.lastUpdatedAt > 0 {
+			fmt.Fprintf(&b, "edge_proxy_document_updated_at_seconds{environment=%q} %f\n", env.pair.ClientSideKey, e.lastUpdatedAt)
+		}
+	}
+	help("edge_proxy_snapshot_compile_seconds", "gauge", "Time to compile each environment's current document into a snapshot.")
+	for _, env := range s.envs {
+		if env.snap.Load() != nil {
+			fmt.Fprintf(&b, "edge_proxy_snapshot_compile_seconds{environment=%q} %g\n", env.pair.ClientSideKey, m.env(env.pair.ClientSideKey).compileSecs)
+		}
+	}
+	m.mu.Unlock()
+	help("edge_proxy_seconds_since_last_update", "gauge", "Seconds since each environment's document was last confirmed by a successful poll.")
+	for _, env := range s.envs {
+		if last := env.lastSuccess.Load(); last != 0 {
+			fmt.Fprintf(&b, "edge_proxy_seconds_since_last_update{environment=%q} %g\n", env.pair.ClientSideKey, now.Sub(time.Unix(0, last)).Seconds())
+		}
+	}
+	help("edge_proxy_sse_subscribers", "gauge", "Open realtime streams.")
+	fmt.Fprintf(&b, "edge_proxy_sse_subscribers %d\n", s.hub.subscribers())
+	help("edge_proxy_uptime_seconds", "gauge", "Seconds since the process started.")
+	fmt.Fprintf(&b, "edge_proxy_uptime_seconds %g\n", now.Sub(m.start).Seconds())
+	return b.Bytes()
+}

@@ -1,0 +1,343 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// environment is one configured key pair and its current snapshot.
+type environment struct {
+	pair    KeyPair
+	snap    atomic.Pointer[snapshot]
+	refresh chan struct{} // buffered 1: refresh requests coalesce
+
+	// lastSuccess is when a poll last confirmed the held document (a new
+	// document, a 304, or an unchanged file), as Unix nanoseconds; 0 never.
+	lastSuccess atomic.Int64
+}
+
+func newEnvironment(p KeyPair) *environment {
+	return &environment{pair: p, refresh: make(chan struct{}, 1)}
+}
+
+// triggerRefresh asks the poller for an immediate poll. Calls made while one
+// is pending or in flight coalesce into it.
+func (e *environment) triggerRefresh() {
+	select {
+	case e.refresh <- struct{}{}:
+	default:
+	}
+}
+
+// maxDocumentBytes bounds an upstream document read; real documents are far
+// smaller, and a runaway body must not exhaust memory.
+const maxDocumentBytes = 32 << 20
+
+// fileCheckInterval is how often an offline document's file is checked for
+// changes: cheap (one stat), and quick enough for a person editing it.
+const fileCheckInterval = time.Second
+
+var (
+	errNotModified  = errors.New("not modified")
+	errDocumentSize = fmt.Errorf("document larger than %d bytes", maxDocumentBytes)
+)
+
+// runPollers polls every environment concurrently until ctx ends. One
+// environment's failures or slowness never delay another's.
+func (s *server) runPollers(ctx context.Context, client *http.Client) error {
+	g, ctx := errgroup.WithContext(ctx)
+	for _, env := range s.envs {
+		g.Go(func() error {
+			if env.pair.DocumentPath != "" {
+				s.watchFile(ctx, env)
+			} else {
+				s.pollUpstream(ctx, env, client)
+			}
+			// Pollers return only when ctx ends: an error here would cancel
+			// every other environment.
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// pollUpstream is one environment's poll loop. Its state (the last
+// modification time, the backoff) lives here, not in shared fields.
+func (s *server) pollUpstream(ctx context.Context, env *environment, client *http.Client) {
+	freq := s.cfg.pollFrequency()
+	failures := 0
+	jitter := jitterFraction(env.pair.ClientSideKey)
+	for {
+		err := s.pollOnce(ctx, env, client)
+		wait := freq
+		switch {
+		case err == nil:
+			failures = 0
+		case ctx.Err() != nil:
+			return
+		default:
+			failures++
+			wait = backoff(failures, freq, jitter)
+			s.log.Warn("poll failed", "env", env.pair.ClientSideKey, "error", err.Error(),
+				"attempt", failures, "retry_in", wait.String())
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-timer.C:
+		case <-env.refresh:
+			timer.Stop()
+		}
+	}
+}
+
+// backoff is the wait after the n-th failure in a row: doubling from a
+// second, never above the poll frequency, spread by a fixed per-environment
+// jitter so that environments failing together do not retry together.
+func backoff(n int, freq time.Duration, jitter float64) time.Duration {
+	d := time.Second
+	for i := 1; i < n && d < freq; i++ {
+		d *= 2
+	}
+	d = time.Duration(float64(d) * (0.8 + 0.2*jitter))
+	return min(d, freq)
+}
+
+// jitterFraction is a stable number in [0, 1) derived from the key.
+func jitterFraction(key string) float64 {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(key))
+	return float64(h.Sum32()%1000) / 1000
+}
+
+// pollOnce fetches the document once. A failure keeps the last good
+// snapshot: flags keep being served while the upstream is broken.
+func (s *server) pollOnce(ctx context.Context, env *environment, client *http.Client) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.pollTimeout())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.cfg.APIURL+"/environment-document/", nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("X-Environment-Key", string(env.pair.ServerSideKey))
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", "flagsmith-edge-proxy/"+version)
+	if cur := env.snap.Load(); cur != nil && !cur.doc.updatedAt.IsZero() {
+		req.Header.Set("If-Modified-Since", cur.doc.updatedAt.Format(http.TimeFormat))
+	}
+	start := time.Now()
+	resp, err := client.Do(req)
+	if err != nil {
+		s.stats.observePoll(env.pair.ClientSideKey, "error")
+		return fmt.Errorf("request: %w", err)
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusNotModified:
+		if env.snap.Load() == nil {
+			s.stats.observePoll(env.pair.ClientSideKey, "error")
+			return errors.New("upstream answered 304 Not Modified but no document is held")
+		}
+		s.stats.observePoll(env.pair.ClientSideKey, "not_modified")
+		s.markSuccess(env)
+		return nil
+	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+		s.stats.observePoll(env.pair.ClientSideKey, "error")
+		s.log.Error("upstream rejected the server key; serving the last good document",
+			"env", env.pair.ClientSideKey, "server_key", env.pair.ServerSideKey, "status", resp.StatusCode)
+		return fmt.Errorf("upstream status %d", resp.StatusCode)
+	case resp.StatusCode < 200 || resp.StatusCode > 299:
+		s.stats.observePoll(env.pair.ClientSideKey, "error")
+		return fmt.Errorf("upstream status %d", resp.StatusCode)
+	}
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxDocumentBytes+1))
+	if err != nil {
+		s.stats.observePoll(env.pair.ClientSideKey, "error")
+		return fmt.Errorf("read body: %w", err)
+	}
+	if len(raw) > maxDocumentBytes {
+		s.stats.observePoll(env.pair.ClientSideKey, "error")
+		return errDocumentSize
+	}
+	if err := s.publish(env, raw, "upstream"); err != nil {
+		s.stats.observePoll(env.pair.ClientSideKey, "invalid")
+		return err
+	}
+	s.stats.observePoll(env.pair.ClientSideKey, "ok")
+	s.log.Debug("poll done", "env", env.pair.ClientSideKey, "duration", time.Since(start).String())
+	return nil
+}
+
+// publish compiles a document and swaps it in with one atomic store. An
+// identical document changes nothing and sends no realtime event.
+func (s *server) publish(env *environment, raw []byte, source string) error {
+	if cur := env.snap.Load(); cur != nil && bytes.Equal(cur.doc.raw, raw) {
+		s.markSuccess(env)
+		return nil
+	}
+	snap, err := newSnapshot(raw)
+	if err != nil {
+		return err
+	}
+	if snap.doc.clientKey != env.pair.ClientSideKey {
+		s.log.Warn("document api_key differs from the configured client key",
+			"env", env.pair.ClientSideKey, "document_api_key", maskedKey(snap.doc.clientKey))
+	}
+	if snap.doc.updatedAt.IsZero() {
+		s.log.Warn("document updated_at missing or unparsable; If-Modified-Since not sent",
+			"env", env.pair.ClientSideKey, "updated_at", snap.doc.updatedAtText)
+	}
+	env.snap.Store(snap)
+	s.markSuccess(env)
+	s.stats.observeCompile(env.pair.ClientSideKey, snap)
+	s.log.Info("environment updated", "env", env.pair.ClientSideKey, "source", source,
+		"updated_at", snap.doc.updatedAtText, "compile", snap.compile.String())
+	if snap.updatedAt != "" {
+		s.hub.publish(env.pair.ClientSideKey, snap.updatedAt)
+	}
+	if source == "upstream" && s.cfg.CacheDir != "" {
+		if err := writeCache(s.cfg.CacheDir, env.pair.ClientSideKey, raw); err != nil {
+			s.log.Warn("cache write failed; serving continues", "env", env.pair.ClientSideKey, "error", err.Error())
+		}
+	}
+	return nil
+}
+
+func (s *server) markSuccess(env *environment) {
+	env.lastSuccess.Store(s.now().UnixNano())
+}
+
+// watchFile serves an environment from a local document and reloads it when
+// the file changes (size or modification time).
+func (s *server) watchFile(ctx context.Context, env *environment) {
+	var lastMod time.Time
+	var lastSize int64 = -1
+	reported := false
+	for {
+		fi, err := os.Stat(env.pair.DocumentPath)
+		switch {
+		case err != nil:
+			if !reported {
+				s.log.Error("document file unreadable; serving the last good document", "env", env.pair.ClientSideKey, "error", err.Error())
+				reported = true
+			}
+		case !fi.ModTime().Equal(lastMod) || fi.Size() != lastSize:
+			raw, err := readFileLimited(env.pair.DocumentPath)
+			if err == nil {
+				err = s.publish(env, raw, "file")
+			}
+			if err != nil {
+				if !reported {
+					s.log.Error("document file invalid; serving the last good document", "env", env.pair.ClientSideKey,
+						"path", env.pair.DocumentPath, "error", err.Error())
+					reported = true
+				}
+			} else {
+				lastMod, lastSize, reported = fi.ModTime(), fi.Size(), false
+			}
+		default:
+			s.markSuccess(env)
+		}
+		timer := time.NewTimer(fileCheckInterval)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-timer.C:
+		case <-env.refresh:
+			timer.Stop()
+			lastSize = -1 // a refresh re-reads the file
+		}
+	}
+}
+
+func readFileLimited(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	raw, err := io.ReadAll(io.LimitReader(f, maxDocumentBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) > maxDocumentBytes {
+		return nil, errDocumentSize
+	}
+	return raw, nil
+}
+
+// cachePath is where an environment's last good document is kept.
+func cachePath(dir, clientKey string) string {
+	return filepath.Join(dir, "environment-"+filepath.Base(clientKey)+".json")
+}
+
+// writeCache persists a document atomically: a crash mid-write leaves the
+// previous file, never a torn one.
+func writeCache(dir, clientKey string, raw []byte) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, ".environment-*.tmp")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // a no-op once renamed
+	if _, err := tmp.Write(raw); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), cachePath(dir, clientKey))
+}
+
+// loadCache publishes every cached document before the first poll, so a
+// restart serves the last good flags at once even with the upstream down. A
+// corrupt or foreign file is logged and ignored.
+func (s *server) loadCache() {
+	if s.cfg.CacheDir == "" {
+		return
+	}
+	for _, env := range s.envs {
+		if env.pair.DocumentPath != "" {
+			continue
+		}
+		path := cachePath(s.cfg.CacheDir, env.pair.ClientSideKey)
+		raw, err := readFileLimited(path)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err == nil {
+			var snap *snapshot
+			if snap, err = newSnapshot(raw); err == nil && snap.doc.clientKey != env.pair.ClientSideKey {
+				err = fmt.Errorf("cached document belongs to another environment (api_key %s)", maskedKey(snap.doc.clientKey))
+			}
+		}
+		if err != nil {
+			s.log.Warn("cached document ignored", "env", env.pair.ClientSideKey, "path", path, "error", err.Error())
+			continue
+		}
+		if err := s.publish(env, raw, "cache"); err != nil {
+			s.log.Warn("cached document ignored", "env", env.pair.ClientSideKey, "path", path, "error", err.Error())
+		}
+	}
+}

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# run.sh: SDK compatibility test of the edge proxy against flagsmith-nodejs (pinned in
+# package.json). Starts the given proxy binary on a free local port with document.json as the
+# environment's document, waits for readiness, runs compare.mjs and exits with its status
+# (0 agree, 1 mismatch, 2 setup problem).
+#
+# Usage: sdkcompat/run.sh PATH_TO_EDGE_PROXY_BINARY
+set -euo pipefail
+
+die() {
+	echo "sdkcompat/run.sh: $*" >&2
+	exit 2
+}
+
+[[ $# -eq 1 ]] || die "usage: $0 PATH_TO_EDGE_PROXY_BINARY"
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+binary="$1"
+[[ "$binary" == */* ]] || binary="./$binary"
+[[ -f "$binary" && -x "$binary" ]] || die "proxy binary '$1' does not exist or is not executable"
+binary="$(cd "$(dirname "$binary")" && pwd)/$(basename "$binary")"
+
+command -v node >/dev/null 2>&1 || die "node is not installed (Node.js >= 20 is required for flagsmith-nodejs)"
+command -v npm >/dev/null 2>&1 || die "npm is not installed (needed to install flagsmith-nodejs)"
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+((node_major >= 20)) || die "node $(node --version) is too old: flagsmith-nodejs needs Node.js >= 20"
+
+server_key="ser.compat-server-key-0001"
+client_key="CompatClientKey0000001"
+
+echo "sdkcompat: installing flagsmith-nodejs (npm ci)" >&2
+(cd "$here" && npm ci --no-audit --no-fund --loglevel=error) >&2 || die "npm ci failed in $here"
+
+workdir="$(mktemp -d "${TMPDIR:-/tmp}/sdkcompat.XXXXXX")"
+proxy_pid=""
+cleanup() {
+	if [[ -n "$proxy_pid" ]] && kill -0 "$proxy_pid" 2>/dev/null; then
+		kill "$proxy_pid" 2>/dev/null || true
+		for _ in $(seq 1 50); do
+			kill -0 "$proxy_pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -9 "$proxy_pid" 2>/dev/null || true
+		wait "$proxy_pid" 2>/dev/null || true
+	fi
+	rm -rf "$workdir"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# A free port: bind port 0 and read back what the kernel chose.
+port="$(node -e '
+const s = require("net").createServer();
+s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });
+')"
+[[ "$port" =~ ^[0-9]+$ ]] || die "could not find a free port"
+
+config="$workdir/config.json"
+proxy_log="$workdir/proxy.log"
+DOC="$here/document.json" SERVER_KEY="$server_key" CLIENT_KEY="$client_key" PORT="$port" node -e '
+const env = process.env;
+const config = {
+  environment_key_pairs: [{
+    server_side_key: env.SERVER_KEY,
+    client_side_key: env.CLIENT_KEY,
+    environment_document_path: env.DOC,
+  }],
+  server: { host: "127.0.0.1", port: Number(env.PORT) },
+};
+require("fs").writeFileSync(process.argv[1], JSON.stringify(config, null, 2) + "\n");
+' "$config"
+
+echo "sdkcompat: starting $binary on 127.0.0.1:$port" >&2
+"$binary" -config "$config" >"$proxy_log" 2>&1 &
+proxy_pid=$!
+
+base="http://127.0.0.1:$port"
+ready_url="$base/proxy/health/readiness"
+# Poll readiness with node (no curl needed): exits 0 on HTTP 200.
+probe='fetch(process.argv[1], {signal: AbortSignal.timeout(1000)}).then(r => process.exit(r.status === 200 ? 0 : 1), () => process.exit(1))'
+deadline=$((SECONDS + 15))
+until node -e "$probe" "$ready_url" 2>/dev/null; do
+	if ! kill -0 "$proxy_pid" 2>/dev/null; then
+		status=0
+		wait "$proxy_pid" || status=$?
+		proxy_pid=""
+		echo "sdkcompat/run.sh: the proxy exited (status $status) before it was ready; its log:" >&2
+		sed 's/^/    /' "$proxy_log" >&2
+		exit 2
+	fi
+	if ((SECONDS >= deadline)); then
+		echo "sdkcompat/run.sh: $ready_url did not return 200 within 15 s; proxy log:" >&2
+		sed 's/^/    /' "$proxy_log" >&2
+		exit 2
+	fi
+	sleep 0.2
+done
+echo "sdkcompat: proxy ready" >&2
+
+status=0
+(cd "$here" && PROXY_URL="$base/api/v1/" CLIENT_KEY="$client_key" SERVER_KEY="$server_key" \
+	IDENTITIES_FILE="$here/identities.json" node compare.mjs) || status=$?
+
+if ((status != 0)); then
+	echo "sdkcompat/run.sh: compare.mjs failed (status $status); proxy log:" >&2
+	sed 's/^/    /' "$proxy_log" >&2
+fi
+exit "$status"
