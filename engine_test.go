@@ -83,3 +83,102 @@ func decodeLoose(t testing.TB, raw []byte) any {
 	}
 	return v
 }
+
+// goldenCase is one file of testdata/golden: a document, the identities to
+// evaluate against it, and what the case exercises.
+type goldenCase struct {
+	Reason     string          `json:"reason"`
+	Document   json.RawMessage `json:"document"`
+	Identities []struct {
+		Identifier string                   `json:"identifier"`
+		Traits     ordered[json.RawMessage] `json:"traits"`
+	} `json:"identities"`
+}
+
+// goldenResult is what a golden file records: every flag with its reason
+// for the environment and each identity, and the client-key flags list.
+type goldenResult struct {
+	Reason      string                      `json:"reason"`
+	Environment evaluationResult            `json:"environment"`
+	ClientFlags json.RawMessage             `json:"client_flags"`
+	Identities  map[string]evaluationResult `json:"identities"`
+}
+
+// TestGolden evaluates the documents under testdata/golden and compares with
+// the recorded results; -update rewrites them (read the diff before
+// committing).
+func TestGolden(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("testdata", "golden", "*.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inputs []string
+	for _, f := range files {
+		if !strings.HasSuffix(f, ".golden.json") {
+			inputs = append(inputs, f)
+		}
+	}
+	if len(inputs) < 10 {
+		t.Fatalf("found %d golden inputs under testdata/golden; want at least 10", len(inputs))
+	}
+	for _, in := range inputs {
+		name := strings.TrimSuffix(filepath.Base(in), ".json")
+		t.Run(name, func(t *testing.T) {
+			if !*update {
+				t.Parallel()
+			}
+			got := evaluateGoldenCase(t, in)
+			goldenPath := strings.TrimSuffix(in, ".json") + ".golden.json"
+			if *update {
+				if err := os.WriteFile(goldenPath, append(got, '\n'), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(goldenPath)
+			if err != nil {
+				t.Fatalf("%v (run go test -run Golden -update)", err)
+			}
+			if diff := cmp.Diff(decodeLoose(t, want), decodeLoose(t, got)); diff != "" {
+				t.Errorf("%s mismatch (-want +got):\n%s", goldenPath, diff)
+			}
+		})
+	}
+}
+
+func evaluateGoldenCase(t testing.TB, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gc goldenCase
+	if err := json.Unmarshal(data, &gc); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	if gc.Reason == "" {
+		t.Fatalf("%s: every golden case states its reason", path)
+	}
+	snap, err := newSnapshot(gc.Document)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	res := goldenResult{
+		Reason:      gc.Reason,
+		Environment: snap.doc.engine.result(nil),
+		ClientFlags: snap.views[clientKey].flags,
+		Identities:  map[string]evaluationResult{},
+	}
+	for _, gi := range gc.Identities {
+		id := &identity{identifier: gi.Identifier}
+		for _, tr := range gi.Traits {
+			id.traits = append(id.traits, trait{key: tr.Key, value: valueFromJSON(tr.Value)})
+		}
+		res.Identities[gi.Identifier] = snap.doc.engine.result(id)
+	}
+	out, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
