@@ -1,0 +1,302 @@
+package main
+
+import (
+	"crypto/md5"
+	"encoding/json"
+	"math"
+	"math/big"
+	"strconv"
+	"testing"
+)
+
+// conditionHolds compiles a one-condition segment and reports whether it
+// matches an identity with the given traits (JSON values); nil traits means
+// no identity at all.
+func conditionHolds(t testing.TB, op, property, value string, traits map[string]string) bool {
+	t.Helper()
+	ctx := evalContext{
+		Environment: environmentContext{Key: "envkey", Name: "Production"},
+		Features:    ordered[featureContext]{{Key: "f", Value: featureContext{Key: "1", Name: "f", Value: json.RawMessage(`"default"`)}}},
+		Segments: ordered[segmentContext]{{Key: "7", Value: segmentContext{
+			Key: "7", Name: "s",
+			Rules: []ruleContext{{Type: "ALL", Conditions: []conditionContext{{Property: property, Operator: op, Value: json.RawMessage(value)}}}},
+		}}},
+	}
+	e, err := compileContext(&ctx, nil)
+	if err != nil {
+		t.Fatalf("compileContext: %v", err)
+	}
+	var id *identity
+	if traits != nil {
+		id = &identity{identifier: "user-1"}
+		if v, ok := traits["identifier"]; ok {
+			id.identifier = v
+		}
+		for k, v := range traits {
+			if k != "identifier" {
+				id.traits = append(id.traits, trait{key: k, value: valueFromJSON(json.RawMessage(v))})
+			}
+		}
+	}
+	return len(e.result(id).Segments) == 1
+}
+
+func TestOperators(t *testing.T) {
+	tr := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	tests := []struct {
+		name, reason    string
+		op, prop, value string
+		traits          map[string]string
+		want            bool
+	}{
+		// Booleans: any operand but False/false casts to true.
+		{"bool-true-eq-true", "bool cast", "EQUAL", "b", `"true"`, tr("b", "true"), true},
+		{"bool-true-eq-True", "bool cast", "EQUAL", "b", `"True"`, tr("b", "true"), true},
+		{"bool-true-eq-False", "bool cast", "EQUAL", "b", `"False"`, tr("b", "true"), false},
+		{"bool-false-eq-false", "bool cast", "EQUAL", "b", `"false"`, tr("b", "false"), true},
+		{"bool-false-eq-anything", "any other string is true", "EQUAL", "b", `"no"`, tr("b", "false"), false},
+		{"bool-true-gt-false", "bools order as ints", "GREATER_THAN", "b", `"false"`, tr("b", "true"), true},
+		{"bool-contains", "contains on a bool raises in Python", "CONTAINS", "b", `"true"`, tr("b", "true"), false},
+		{"string-true-is-not-bool", "the string 'true' stays a string", "EQUAL", "b", `"True"`, tr("b", `"true"`), false},
+
+		// Numeric strings are coerced before comparing.
+		{"numeric-string-int", "'42' becomes 42", "EQUAL", "n", `"42"`, tr("n", `"42"`), true},
+		{"numeric-string-gt", "10 > 9 as numbers, not text", "GREATER_THAN", "n", `"9"`, tr("n", `"10"`), true},
+		{"int-trait-float-operand", "int('42.0') fails", "EQUAL", "n", `"42.0"`, tr("n", `"42"`), false},
+		{"int-operand-whitespace", "int(' 42 ') is 42", "EQUAL", "n", `" 42 "`, tr("n", "42"), true},
+		{"int-operand-underscore", "int('4_2') is 42", "EQUAL", "n", `"4_2"`, tr("n", "42"), true},
+		{"float-string", "'-4.2' becomes a float", "EQUAL", "n", `"-4.20"`, tr("n", `"-4.2"`), true},
+		{"plus-sign-stays-text", "'+42' is not coerced", "EQUAL", "n", `"42"`, tr("n", `"+42"`), false},
+		{"plus-sign-text-equal", "'+42' compares as text", "EQUAL", "n", `"+42"`, tr("n", `"+42"`), true},
+		{"exponent-stays-text", "'1e5' is not coerced", "EQUAL", "n", `"100000"`, tr("n", `"1e5"`), false},
+		{"space-stays-text", "' 42' is text, and ' ' sorts before '0'", "LESS_THAN", "n", `"0"`, tr("n", `" 42"`), true},
+		{"json-int-vs-float-operand", "an int trait will not take 5.0", "EQUAL", "n", `"5.0"`, tr("n", "5"), false},
+		{"json-float-vs-int-operand", "a float trait takes 5", "EQUAL", "n", `"5"`, tr("n", "5.0"), true},
+		{"float-operand-exponent", "float('1e2') is 100", "EQUAL", "n", `"1e2"`, tr("n", "100.0"), true},
+		{"int-not-castable", "int('abc') fails", "NOT_EQUAL", "n", `"abc"`, tr("n", "5"), false},
+		{"string-order", "text compares by code point", "LESS_THAN", "s", `"abd"`, tr("s", `"abc"`), true},
+		{"gte-equal", "inclusive bound", "GREATER_THAN_INCLUSIVE", "n", `"21"`, tr("n", "21"), true},
+		{"lte", "inclusive bound", "LESS_THAN_INCLUSIVE", "n", `"20"`, tr("n", "21"), false},
+		{"not-equal-missing", "a missing trait never matches", "NOT_EQUAL", "n", `"1"`, tr(), false},
+		{"null-trait-is-unset", "null is not set", "EQUAL", "n", `"None"`, tr("n", "null"), false},
+		{"null-operand-is-None", "str(None) is 'None'", "EQUAL", "s", `null`, tr("s", `"None"`), true},
+		{"big-int", "integers beyond 64 bits", "GREATER_THAN", "n", `"1"`, tr("n", `"123456789012345678901234567890"`), true},
+
+		// Semantic versions.
+		{"semver-minor-numeric", "1.10.3 > 1.9.12", "GREATER_THAN", "v", `"1.9.12:semver"`, tr("v", `"1.10.3"`), true},
+		{"semver-prerelease-below-release", "2.0.0-beta.2 < 2.0.0", "LESS_THAN", "v", `"2.0.0:semver"`, tr("v", `"2.0.0-beta.2"`), true},
+		{"semver-prerelease-order", "beta.2 > beta.1", "GREATER_THAN", "v", `"2.0.0-beta.1:semver"`, tr("v", `"2.0.0-beta.2"`), true},
+		{"semver-prerelease-longer", "alpha < alpha.1", "LESS_THAN", "v", `"1.0.0-alpha.1:semver"`, tr("v", `"1.0.0-alpha"`), true},
+		{"semver-numeric-below-alpha", "1 < alpha", "LESS_THAN", "v", `"1.0.0-alpha:semver"`, tr("v", `"1.0.0-1"`), true},
+		{"semver-numeric-identifiers", "beta.11 > beta.2", "GREATER_THAN", "v", `"1.0.0-beta.2:semver"`, tr("v", `"1.0.0-beta.11"`), true},
+		{"semver-build-ignored", "build metadata does not order", "EQUAL", "v", `"1.0.0:semver"`, tr("v", `"1.0.0+build.5"`), true},
+		{"semver-not-equal", "a real semver comparison", "NOT_EQUAL", "v", `"1.0.0:semver"`, tr("v", `"1.0.1"`), true},
+		{"semver-partial-trait", "1.2 is not a version", "EQUAL", "v", `"1.2.0:semver"`, tr("v", `"1.2"`), false},
+		{"semver-v-prefix", "v1.2.3 is not a version", "EQUAL", "v", `"1.2.3:semver"`, tr("v", `"v1.2.3"`), false},
+		{"semver-leading-zero", "01.2.3 is not a version", "EQUAL", "v", `"1.2.3:semver"`, tr("v", `"01.2.3"`), false},
+		{"semver-bad-operand", "an invalid operand never matches", "NOT_EQUAL", "v", `"1.2:semver"`, tr("v", `"1.2.3"`), false},
+		{"semver-int-trait", "an int trait cannot take a semver operand", "EQUAL", "v", `"1.0.0:semver"`, tr("v", "1"), false},
+		{"semver-contains", "no containment for versions", "CONTAINS", "v", `"1.0.0:semver"`, tr("v", `"1.0.0"`), false},
+
+		// Containment.
+		{"contains", "substring", "CONTAINS", "s", `"lo w"`, tr("s", `"hello world"`), true},
+		{"contains-int", "ints have no substrings", "CONTAINS", "s", `"2"`, tr("s", "123"), false},
+		{"not-contains", "substring absent", "NOT_CONTAINS", "s", `"x"`, tr("s", `"abc"`), true},
+		{"not-contains-int", "NOT_CONTAINS needs a string", "NOT_CONTAINS", "s", `"x"`, tr("s", "5"), false},
+		{"not-contains-missing", "a missing trait never matches", "NOT_CONTAINS", "s", `"x"`, tr(), false},
+
+		// Regular expressions match from the start only.
+		{"regex-anchored-start", "re.match anchors at the start", "REGEX", "s", `"user"`, tr("s", `"xuser"`), false},
+		{"regex-not-anchored-end", "but not at the end", "REGEX", "s", `"user"`, tr("s", `"user1"`), true},
+		{"regex-full", "a realistic pattern", "REGEX", "s", `".*@example\\.com$"`, tr("s", `"a@example.com"`), true},
+		{"regex-invalid", "an invalid pattern never matches", "REGEX", "s", `"[unclosed"`, tr("s", `"[unclosed"`), false},
+		{"regex-alternation-anchored", "each branch anchored", "REGEX", "s", `"a|b"`, tr("s", `"xb"`), false},
+		{"regex-bool", "str(True)", "REGEX", "s", `"True"`, tr("s", "true"), true},
+		{"regex-float-repr", "str(1.0) is '1.0'", "REGEX", "s", `"1\\.0$"`, tr("s", "1.0"), true},
+		{"regex-coerced-int", "'0100' becomes 100", "REGEX", "s", `"100$"`, tr("s", `"0100"`), true},
+
+		// IN lists.
+		{"in-comma", "comma list", "IN", "c", `"gb,fr"`, tr("c", `"gb"`), true},
+		{"in-case-sensitive", "exact strings", "IN", "c", `"gb,fr"`, tr("c", `"GB"`), false},
+		{"in-no-trim", "items are not trimmed", "IN", "c", `"gb, fr"`, tr("c", `"fr"`), false},
+		{"in-json-array", "a JSON array string", "IN", "c", `"[\"gb\",\"fr\"]"`, tr("c", `"fr"`), true},
+		{"in-malformed-bracket", "falls back to commas", "IN", "c", `"[gb,fr"`, tr("c", `"[gb"`), true},
+		{"in-int-trait", "ints compare by decimal string", "IN", "c", `"41,42"`, tr("c", `"42"`), true},
+		{"in-int-normalised", "'007' becomes 7", "IN", "c", `"007"`, tr("c", `"007"`), false},
+		{"in-int-normalised-7", "'007' becomes 7", "IN", "c", `"7"`, tr("c", `"007"`), true},
+		{"in-json-numbers", "JSON numbers become their str", "IN", "c", `"[1,2]"`, tr("c", "1"), true},
+		{"in-bool-never", "booleans never match", "IN", "c", `"True,true"`, tr("c", "true"), false},
+		{"in-float-never", "floats never match", "IN", "c", `"1.5"`, tr("c", "1.5"), false},
+		{"in-empty-item", "an empty item matches an empty string", "IN", "c", `",a"`, tr("c", `""`), true},
+		{"in-array-value", "a list operand (context format)", "IN", "c", `["a","b"]`, tr("c", `"b"`), true},
+		{"in-null-operand", "a null operand never matches", "IN", "c", `null`, tr("c", `"None"`), false},
+
+		// Modulo.
+		{"modulo", "4 % 2 == 0", "MODULO", "n", `"2|0"`, tr("n", "4"), true},
+		{"modulo-float", "3 % 2.5 == 0.5", "MODULO", "n", `"2.5|0.5"`, tr("n", "3"), true},
+		{"modulo-negative", "Python's -1 % 3 is 2", "MODULO", "n", `"3|2"`, tr("n", "-1"), true},
+		{"modulo-bool", "True is 1", "MODULO", "n", `"3|1"`, tr("n", "true"), true},
+		{"modulo-bad-operand", "x is not a number", "MODULO", "n", `"x|1"`, tr("n", "4"), false},
+		{"modulo-zero-divisor", "division by zero never matches", "MODULO", "n", `"0|0"`, tr("n", "4"), false},
+		{"modulo-three-parts", "needs exactly two parts", "MODULO", "n", `"2|0|1"`, tr("n", "4"), false},
+		{"modulo-string-trait", "needs a number", "MODULO", "n", `"2|0"`, tr("n", `"abc"`), false},
+		{"modulo-numeric-string", "'4' is coerced", "MODULO", "n", `"2|0"`, tr("n", `"4"`), true},
+
+		// Presence.
+		{"is-set", "present", "IS_SET", "p", `null`, tr("p", `"x"`), true},
+		{"is-set-null", "null is absent", "IS_SET", "p", `null`, tr("p", "null"), false},
+		{"is-not-set", "absent", "IS_NOT_SET", "p", `null`, tr(), true},
+		{"is-not-set-no-identity", "holds without an identity", "IS_NOT_SET", "p", `null`, nil, true},
+
+		// JSONPath properties.
+		{"path-identifier", "$.identity.identifier", "EQUAL", "$.identity.identifier", `"bob"`, tr("identifier", "bob"), true},
+		{"path-identifier-coerced", "an identifier '42' is the int 42", "GREATER_THAN", "$.identity.identifier", `"41"`, tr("identifier", "42"), true},
+		{"path-key", "$.identity.key defaults to env_identifier", "EQUAL", "$.identity.key", `"envkey_user-1"`, tr(), true},
+		{"path-environment", "static paths read the document", "EQUAL", "$.environment.name", `"Production"`, nil, true},
+		{"path-feature-value", "the context's own features", "EQUAL", "$.features.f.value", `"default"`, nil, true},
+		{"path-trait", "dotted trait", "EQUAL", "$.identity.traits.plan", `"pro"`, tr("plan", `"pro"`), true},
+		{"path-bracket-single", "bracketed name with a space", "EQUAL", "$.identity.traits['user type']", `"admin"`, tr("user type", `"admin"`), true},
+		{"path-bracket-double", "double quotes", "EQUAL", `$.identity.traits["a.b"]`, `"x"`, tr("a.b", `"x"`), true},
+		{"path-bracket-escape", "escaped quote", "EQUAL", `$.identity.traits['it\'s']`, `"x"`, tr("it's", `"x"`), true},
+		{"path-unicode", "unicode member name", "EQUAL", "$.identity.traits.サイズ", `"L"`, tr("サイズ", `"L"`), true},
+		{"path-object-not-set", "a path to an object is not set", "IS_NOT_SET", "$.identity.traits", `null`, tr("a", `"b"`), true},
+		{"path-environment-object", "an object is not set", "IS_SET", "$.environment", `null`, tr(), false},
+		{"path-missing", "nowhere", "IS_NOT_SET", "$.leads.to.nowhere", `null`, tr(), true},
+		{"path-trait-named-like-path", "a trait named like the path wins", "EQUAL", "$.identity.identifier", `"override"`, tr("$.identity.identifier", `"override"`), true},
+		{"path-invalid-is-trait", "an invalid path is a trait key", "EQUAL", "$.identity[", `"x"`, tr("$.identity[", `"x"`), true},
+		{"path-no-identity", "identity paths need an identity", "IS_SET", "$.identity.identifier", `null`, nil, false},
+		{"dollar-without-dot", "$plan is a plain trait key", "EQUAL", "$plan", `"x"`, tr("$plan", `"x"`), true},
+
+		// Percentage split.
+		{"split-100", "everyone is at most 100", "PERCENTAGE_SPLIT", "", `"100"`, tr(), true},
+		{"split-no-identity", "needs an identity", "PERCENTAGE_SPLIT", "", `"100"`, nil, false},
+		{"split-bad-operand", "not a number", "PERCENTAGE_SPLIT", "", `"half"`, tr(), false},
+		{"split-trait", "hash of a trait", "PERCENTAGE_SPLIT", "household", `"100"`, tr("household", `"h1"`), true},
+		{"split-missing-trait", "no trait, no match", "PERCENTAGE_SPLIT", "household", `"100"`, tr(), false},
+
+		// Unknown operators and rule types never match.
+		{"unknown-operator", "never matches", "SOUNDS_LIKE", "s", `"x"`, tr("s", `"x"`), false},
+	}
+	seen := map[string]bool{}
+	for _, tc := range tests {
+		if seen[tc.name] {
+			t.Fatalf("duplicate case name %q", tc.name)
+		}
+		seen[tc.name] = true
+		t.Run(tc.name, func(t *testing.T) {
+			if got := conditionHolds(t, tc.op, tc.prop, tc.value, tc.traits); got != tc.want {
+				t.Errorf("%s %s %s with traits %v = %t; want %t (%s)", tc.prop, tc.op, tc.value, tc.traits, got, tc.want, tc.reason)
+			}
+		})
+	}
+}
+
+// TestPercentageSplitBoundary checks that the threshold is inclusive, at the
+// identity's exact percentage.
+func TestPercentageSplitBoundary(t *testing.T) {
+	p := hashPercentage("7", []byte("envkey_user-1"))
+	exact := strconv.FormatFloat(p, 'g', -1, 64)
+	below := strconv.FormatFloat(math.Nextafter(p, 0), 'g', -1, 64)
+	if !conditionHolds(t, "PERCENTAGE_SPLIT", "", `"`+exact+`"`, map[string]string{}) {
+		t.Errorf("split at exactly %s = false; want true", exact)
+	}
+	if conditionHolds(t, "PERCENTAGE_SPLIT", "", `"`+below+`"`, map[string]string{}) {
+		t.Errorf("split just below %s = true; want false", exact)
+	}
+}
+
+// referencePercentage is the hash written the slow, obvious way, with a
+// big.Int, as Flagsmith's Python does.
+func referencePercentage(ids []string, iterations int) float64 {
+	joined := ""
+	for i := 0; i < iterations; i++ {
+		for j, id := range ids {
+			if i > 0 || j > 0 {
+				joined += ","
+			}
+			joined += id
+		}
+	}
+	sum := md5.Sum([]byte(joined))
+	n := new(big.Int).SetBytes(sum[:])
+	r := new(big.Int).Mod(n, big.NewInt(9999)).Int64()
+	return float64(r) / 9998 * 100
+}
+
+func TestHashPercentage(t *testing.T) {
+	for i := 0; i < 2000; i++ {
+		a, b := strconv.Itoa(i), "identity-"+strconv.Itoa(i*7)
+		if got, want := hashPercentage(a, []byte(b)), referencePercentage([]string{a, b}, 1); got != want && want != 100 {
+			t.Fatalf("hashPercentage(%q, %q) = %v; want %v", a, b, got, want)
+		}
+	}
+}
+
+// TestHashExactly100 finds ids whose first hash is exactly 100 and checks
+// that they are hashed again with the ids repeated.
+func TestHashExactly100(t *testing.T) {
+	found := 0
+	for i := 0; i < 200000 && found < 3; i++ {
+		b := strconv.Itoa(i)
+		if referencePercentage([]string{"seg", b}, 1) != 100 {
+			continue
+		}
+		found++
+		want := referencePercentage([]string{"seg", b}, 2)
+		for it := 3; want == 100; it++ {
+			want = referencePercentage([]string{"seg", b}, it)
+		}
+		if got := hashPercentage("seg", []byte(b)); got != want {
+			t.Errorf("hashPercentage(seg, %s) = %v; want the re-hash %v", b, got, want)
+		}
+	}
+	if found == 0 {
+		t.Fatal("no ids hashing to exactly 100 found; widen the search")
+	}
+}
+
+func TestPyFloatRepr(t *testing.T) {
+	tests := []struct {
+		in   float64
+		want string
+	}{
+		{1, "1.0"}, {1e16, "1e+16"}, {1e15, "1000000000000000.0"}, {0.0001, "0.0001"},
+		{0.00001, "1e-05"}, {1.5e-7, "1.5e-07"}, {math.Copysign(0, -1), "-0.0"}, {123.456, "123.456"},
+		{1e22, "1e+22"}, {1.2345678901234567e+16, "1.2345678901234568e+16"}, {0.1, "0.1"},
+		{math.NaN(), "nan"}, {math.Inf(1), "inf"}, {math.Inf(-1), "-inf"}, {-2.5, "-2.5"}, {12.34, "12.34"},
+	}
+	for _, tc := range tests {
+		if got := string(appendPyFloat(nil, tc.in)); got != tc.want {
+			t.Errorf("appendPyFloat(%v) = %q; want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestPyNumberParsing(t *testing.T) {
+	ints := []struct {
+		in string
+		ok bool
+	}{{"42", true}, {" 42 ", true}, {"+42", true}, {"-0", true}, {"1_000", true}, {"1__0", false}, {"_1", false}, {"1_", false}, {"4.0", false}, {"", false}, {"0x10", false}, {"٣", false}}
+	for _, tc := range ints {
+		if _, ok := pyInt(tc.in); ok != tc.ok {
+			t.Errorf("pyInt(%q) ok = %t; want %t", tc.in, ok, tc.ok)
+		}
+	}
+	floats := []struct {
+		in   string
+		want float64
+		ok   bool
+	}{{"1e5", 1e5, true}, {" 2.5 ", 2.5, true}, {"inf", math.Inf(1), true}, {"-Infinity", math.Inf(-1), true}, {"1_0.5", 10.5, true}, {"0x1p3", 0, false}, {"1,5", 0, false}, {".5", 0.5, true}, {"5.", 5, true}, {"", 0, false}, {"1e400", math.Inf(1), true}}
+	for _, tc := range floats {
+		got, ok := pyFloat(tc.in)
+		if ok != tc.ok || (ok && got != tc.want) {
+			t.Errorf("pyFloat(%q) = %v, %t; want %v, %t", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}
