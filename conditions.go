@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/md5"
+	"encoding/binary"
 	"encoding/json"
 	"math"
 	"regexp"
@@ -188,6 +189,13 @@ func parseInList(s string) map[string]struct{} {
 
 // matches reports whether the condition holds for the identity in st.
 func (c *condition) matches(st *evalState, segmentKey string) bool {
+	if c.kind == propIdentityKey { // PERCENTAGE_SPLIT of the identity itself
+		if !st.hasIdentity || !c.pctOK {
+			return false
+		}
+		var buf [128]byte
+		return hashPercentage(segmentKey, st.appendIdentityKey(buf[:0])) <= c.pct
+	}
 	v := st.read(c)
 	switch c.op {
 	case opIN:
@@ -374,22 +382,25 @@ func hashPercentage(a string, b []byte) float64 {
 			joined = append(joined, b...)
 		}
 		sum := md5.Sum(joined)
-		// (h mod 9999) computed byte by byte: r*256+byte stays far below 2^63.
-		var r uint64
-		for _, x := range sum {
-			r = (r*256 + uint64(x)) % 9999
-		}
+		// The digest as a 128-bit integer is hi·2^64 + lo; reduce it modulo
+		// 9999 from its two halves instead of byte by byte.
+		hi, lo := binary.BigEndian.Uint64(sum[:8]), binary.BigEndian.Uint64(sum[8:])
+		r := ((hi%9999)*pow64Mod9999 + lo%9999) % 9999
 		if p := float64(r) / 9998 * 100; p != 100 {
 			return p
 		}
 	}
 }
 
-// semver is a parsed semantic version; numbers are kept as digit strings
-// because Python's are unbounded.
+// pow64Mod9999 is 2^64 mod 9999.
+const pow64Mod9999 = (1 << 63 % 9999) * 2 % 9999
+
+// semver is a parsed semantic version. Numbers are kept as digit strings
+// because Python's are unbounded; nothing is allocated, since traits are
+// parsed per request.
 type semver struct {
 	major, minor, patch string
-	pre                 []string
+	pre                 string // dot-separated identifiers; empty for a release
 }
 
 // parseSemver parses strictly as python-semver's Version.parse does:
@@ -401,55 +412,47 @@ func parseSemver(s string) (semver, bool) {
 		return semver{}, false
 	}
 	core, pre, hasPre := strings.Cut(core, "-")
-	var v semver
-	parts := strings.Split(core, ".")
-	if len(parts) != 3 {
+	if hasPre && !validIdents(pre, true) {
 		return semver{}, false
 	}
-	for _, p := range parts {
-		if !isNumericIdent(p) {
-			return semver{}, false
-		}
+	var v semver
+	var ok bool
+	if v.major, core, ok = strings.Cut(core, "."); !ok {
+		return semver{}, false
 	}
-	v.major, v.minor, v.patch = parts[0], parts[1], parts[2]
-	if hasPre {
-		if !validIdents(pre, true) {
-			return semver{}, false
-		}
-		v.pre = strings.Split(pre, ".")
+	if v.minor, v.patch, ok = strings.Cut(core, "."); !ok {
+		return semver{}, false
 	}
+	if !isNumericIdent(v.major) || !isNumericIdent(v.minor) || !isNumericIdent(v.patch) {
+		return semver{}, false
+	}
+	v.pre = pre
 	return v, true
 }
 
 func isNumericIdent(p string) bool {
-	if p == "" || (len(p) > 1 && p[0] == '0') {
-		return false
-	}
-	for i := 0; i < len(p); i++ {
-		if p[i] < '0' || p[i] > '9' {
-			return false
-		}
-	}
-	return true
+	return allDigits(p) && (len(p) == 1 || p[0] != '0')
 }
 
 func validIdents(s string, prerelease bool) bool {
-	for _, id := range strings.Split(s, ".") {
+	for rest, more := s, true; more; {
+		var id string
+		id, rest, more = strings.Cut(rest, ".")
 		if id == "" {
 			return false
 		}
-		allDigits := true
+		digitsOnly := true
 		for i := 0; i < len(id); i++ {
 			c := id[i]
 			switch {
 			case c >= '0' && c <= '9':
 			case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '-':
-				allDigits = false
+				digitsOnly = false
 			default:
 				return false
 			}
 		}
-		if prerelease && allDigits && !isNumericIdent(id) {
+		if prerelease && digitsOnly && !isNumericIdent(id) {
 			return false
 		}
 	}
@@ -477,20 +480,23 @@ func compareSemver(a, b semver) int {
 		}
 	}
 	switch {
-	case len(a.pre) == 0 && len(b.pre) == 0:
+	case a.pre == "" && b.pre == "":
 		return 0
-	case len(a.pre) == 0:
+	case a.pre == "":
 		return 1
-	case len(b.pre) == 0:
+	case b.pre == "":
 		return -1
 	}
-	for i := 0; i < len(a.pre) && i < len(b.pre); i++ {
-		x, y := a.pre[i], b.pre[i]
+	restA, restB := a.pre, b.pre
+	for restA != "" && restB != "" {
+		var x, y string
+		x, restA, _ = strings.Cut(restA, ".")
+		y, restB, _ = strings.Cut(restB, ".")
 		xNum, yNum := allDigits(x), allDigits(y)
 		var c int
 		switch {
 		case xNum && yNum:
-			c = compareNumeric(strings.TrimLeft(x, "0"), strings.TrimLeft(y, "0"))
+			c = compareNumeric(x, y) // no leading zeros: validated
 		case xNum:
 			c = -1
 		case yNum:
@@ -502,7 +508,7 @@ func compareSemver(a, b semver) int {
 			return c
 		}
 	}
-	return compareInts(int64(len(strings.Join(a.pre, "."))), int64(len(strings.Join(b.pre, "."))))
+	return compareInts(int64(len(a.pre)), int64(len(b.pre)))
 }
 
 func allDigits(s string) bool {

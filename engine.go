@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/big"
 	"sort"
 	"strconv"
@@ -145,9 +146,10 @@ func (o ordered[T]) MarshalJSON() ([]byte, error) {
 // engine is a compiled evaluation context. It is immutable and safe for
 // concurrent use.
 type engine struct {
-	envKey   string
-	features []feature // in context order
-	segments []segment // in context order; identity-override groups last
+	envKey    string
+	keyPrefix string    // envKey + "_", the default identity key's prefix
+	features  []feature // in context order
+	segments  []segment // in context order; identity-override groups last
 	// candidates[i] lists, for features[i], the overrides that may replace it,
 	// strongest first: ascending priority, ties in segment order.
 	candidates [][]candidate
@@ -217,7 +219,7 @@ var errNoEnvironment = errors.New("environment.key is required")
 // compileContext compiles ctx (its identity, if any, is ignored) plus the
 // document's identity overrides, which bind more strongly than any segment.
 func compileContext(ctx *evalContext, groups []identityOverrideGroup) (*engine, error) {
-	e := &engine{envKey: ctx.Environment.Key}
+	e := &engine{envKey: ctx.Environment.Key, keyPrefix: ctx.Environment.Key + "_"}
 	tree, err := staticTree(ctx)
 	if err != nil {
 		return nil, err
@@ -238,7 +240,7 @@ func compileContext(ctx *evalContext, groups []identityOverrideGroup) (*engine, 
 
 	type ranked struct {
 		candidate
-		priority *big.Rat // nil is the weakest
+		priority *big.Float // nil is the weakest
 		negInf   bool
 		order    int
 	}
@@ -257,7 +259,7 @@ func compileContext(ctx *evalContext, groups []identityOverrideGroup) (*engine, 
 			r := ranked{candidate: candidate{segment: segIdx, source: &f}, negInf: negInf, order: order}
 			order++
 			if !negInf && len(o.Priority) > 0 && string(o.Priority) != "null" {
-				p, ok := new(big.Rat).SetString(string(o.Priority))
+				p, ok := parsePriority(o.Priority)
 				if !ok {
 					return fmt.Errorf("overrides[%d].priority: %q is not a number", j, o.Priority)
 				}
@@ -351,7 +353,7 @@ func compileFeature(fc featureContext) (feature, error) {
 	}
 	type rankedVariant struct {
 		variant
-		priority *big.Rat
+		priority *big.Float
 	}
 	ranked := make([]rankedVariant, 0, len(fc.Variants))
 	for i, v := range fc.Variants {
@@ -359,7 +361,7 @@ func compileFeature(fc featureContext) (feature, error) {
 		if err != nil {
 			return feature{}, fmt.Errorf("variants[%d].weight: %q is not a number", i, v.Weight)
 		}
-		p, ok := new(big.Rat).SetString(string(v.Priority))
+		p, ok := parsePriority(v.Priority)
 		if !ok {
 			return feature{}, fmt.Errorf("variants[%d].priority: %q is not a number", i, v.Priority)
 		}
@@ -382,6 +384,33 @@ func compileFeature(fc featureContext) (feature, error) {
 		f.variants = append(f.variants, rv.variant)
 	}
 	return f, nil
+}
+
+// parsePriority reads a priority exactly: integers may be 128-bit (a
+// variant's UUID), fractions are float64 as in Python. It never parses an
+// exponent into a huge exact number, which a hostile document could use to
+// stall compilation.
+func parsePriority(raw json.RawMessage) (*big.Float, bool) {
+	text := string(trimSpace(raw))
+	if text == "" {
+		return nil, false
+	}
+	const precision = 256
+	if numericShape(text) == shapeInt {
+		n, ok := new(big.Int).SetString(text, 10)
+		if !ok {
+			return nil, false
+		}
+		return new(big.Float).SetPrec(precision).SetInt(n), true
+	}
+	f, err := strconv.ParseFloat(text, 64)
+	if err != nil && !math.IsInf(f, 0) {
+		return nil, false
+	}
+	if math.IsNaN(f) {
+		return nil, false
+	}
+	return new(big.Float).SetPrec(precision).SetFloat64(f), true
 }
 
 func compileRule(rc ruleContext, tree any) rule {
@@ -434,10 +463,13 @@ type identity struct {
 type evalState struct {
 	hasIdentity bool
 	identity    *identity
-	identityKey string
-	coercedID   value
-	coercedKey  value
-	traitIndex  map[string]int // only for requests with many traits
+	// The identity key is keyPrefix+keyBody: "<environment key>_" and the
+	// identifier unless the identity brings its own key. It is only ever
+	// appended into hash buffers, so it is never concatenated.
+	keyPrefix  string
+	keyBody    string
+	coercedID  value
+	traitIndex map[string]int // only for requests with many traits
 }
 
 const traitIndexThreshold = 16
@@ -446,12 +478,11 @@ func newEvalState(e *engine, id *identity) evalState {
 	if id == nil {
 		return evalState{}
 	}
-	st := evalState{hasIdentity: true, identity: id, identityKey: id.key}
-	if st.identityKey == "" {
-		st.identityKey = e.envKey + "_" + id.identifier
+	st := evalState{hasIdentity: true, identity: id, keyPrefix: e.keyPrefix, keyBody: id.identifier}
+	if id.key != "" {
+		st.keyPrefix, st.keyBody = "", id.key
 	}
 	st.coercedID = coerceString(id.identifier)
-	st.coercedKey = coerceString(st.identityKey)
 	if len(id.traits) > traitIndexThreshold {
 		st.traitIndex = make(map[string]int, len(id.traits))
 		for i, t := range id.traits {
@@ -480,14 +511,13 @@ func (st *evalState) trait(key string) value {
 	return value{}
 }
 
-// read returns the value a condition tests.
+func (st *evalState) appendIdentityKey(dst []byte) []byte {
+	return append(append(dst, st.keyPrefix...), st.keyBody...)
+}
+
+// read returns the value a condition tests (PERCENTAGE_SPLIT on the
+// identity key is hashed directly by the condition).
 func (st *evalState) read(c *condition) value {
-	if c.kind == propIdentityKey {
-		if !st.hasIdentity {
-			return value{}
-		}
-		return value{kind: kindString, s: st.identityKey}
-	}
 	if c.kind == propTrait || c.isPath {
 		// For a "$." path, a trait named exactly like the whole path wins.
 		if v := st.trait(c.property); v.kind != kindNone || !c.isPath {
@@ -503,7 +533,7 @@ func (st *evalState) read(c *condition) value {
 		}
 	case propContextKey:
 		if st.hasIdentity {
-			return st.coercedKey
+			return coerceString(st.keyPrefix + st.keyBody)
 		}
 	case propTraitPath:
 		return st.trait(c.pathName)
@@ -602,7 +632,7 @@ func (e *engine) evaluate(dst []evalFlag, id *identity, matched []bool) []evalFl
 			}
 		}
 		if st.hasIdentity && len(fl.source.variants) > 0 {
-			fl.variant, fl.control = split(fl.source, st.identityKey)
+			fl.variant, fl.control = split(fl.source, &st)
 		}
 		dst = append(dst, fl)
 	}
@@ -612,9 +642,9 @@ func (e *engine) evaluate(dst []evalFlag, id *identity, matched []bool) []evalFl
 // split picks a multivariate value for an identity: the variant whose
 // cumulative weight range, walked in priority order, holds the identity's
 // percentage for this feature.
-func split(f *feature, identityKey string) (int, bool) {
+func split(f *feature, st *evalState) (int, bool) {
 	var buf [128]byte
-	p := hashPercentage(f.key, append(buf[:0], identityKey...))
+	p := hashPercentage(f.key, st.appendIdentityKey(buf[:0]))
 	start := 0.0
 	for i := range f.variants {
 		limit := f.variants[i].weight + start

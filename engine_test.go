@@ -182,3 +182,48 @@ func evaluateGoldenCase(t testing.TB, path string) []byte {
 	}
 	return out
 }
+
+// FuzzEvaluateContext feeds arbitrary evaluation contexts to the engine: it
+// must never panic, and must give the same result twice.
+func FuzzEvaluateContext(f *testing.F) {
+	seeds, _ := filepath.Glob(filepath.Join("testdata", "fuzz-seeds", "*.json"))
+	for _, s := range seeds {
+		if data, err := os.ReadFile(s); err == nil {
+			f.Add(data)
+		}
+	}
+	f.Add([]byte(`{"environment":{"key":"k","name":"n"},"identity":{"identifier":"i","traits":{"a":1}},"features":{"x":{"key":"1","name":"x","enabled":true,"value":1,"variants":[{"value":"v","weight":50,"priority":1}]}},"segments":{"1":{"key":"1","name":"s","rules":[{"type":"ANY","conditions":[{"property":"a","operator":"MODULO","value":"2|1"}]}],"overrides":[{"key":"2","name":"x","enabled":false,"value":2,"priority":0}]}}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		first, err1 := evaluateContextJSON(data)
+		second, err2 := evaluateContextJSON(data)
+		if (err1 == nil) != (err2 == nil) {
+			t.Fatalf("errors differ: %v vs %v", err1, err2)
+		}
+		if err1 != nil {
+			return
+		}
+		if diff := cmp.Diff(string(mustJSON(t, first)), string(mustJSON(t, second))); diff != "" {
+			t.Fatalf("two evaluations differ (-first +second):\n%s", diff)
+		}
+	})
+}
+
+// FuzzConditions evaluates one condition of any operator, property and
+// operand against one trait of any JSON value.
+func FuzzConditions(f *testing.F) {
+	f.Add("EQUAL", "a", `"1.2.3:semver"`, `"1.2.4"`)
+	f.Add("REGEX", "a", `"(a+)+$"`, `"aaaa"`)
+	f.Add("IN", "$.identity.traits['a']", `"[1,2"`, `2`)
+	f.Add("MODULO", "a", `"-3|0"`, `-9.5`)
+	f.Add("PERCENTAGE_SPLIT", "", `"50"`, `null`)
+	f.Fuzz(func(t *testing.T, op, property, operand, traitValue string) {
+		if !json.Valid([]byte(operand)) || !json.Valid([]byte(traitValue)) {
+			return
+		}
+		traits := map[string]string{"a": traitValue}
+		first := conditionHolds(t, op, property, operand, traits)
+		if second := conditionHolds(t, op, property, operand, traits); first != second {
+			t.Fatalf("%s %s %s on %s: %t then %t", property, op, operand, traitValue, first, second)
+		}
+	})
+}
