@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"compress/gzip"
 	"crypto/subtle"
 	"encoding/json"
@@ -10,11 +9,11 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 )
 
 // server is the proxy: its environments, their snapshots, and the HTTP API.
@@ -198,9 +197,17 @@ func acceptsGzip(r *http.Request) bool {
 	for _, v := range r.Header.Values("Accept-Encoding") {
 		for _, part := range strings.Split(v, ",") {
 			coding, params, _ := strings.Cut(strings.TrimSpace(part), ";")
-			if strings.EqualFold(strings.TrimSpace(coding), "gzip") && !strings.Contains(strings.ReplaceAll(params, " ", ""), "q=0") {
-				return true
+			if !strings.EqualFold(strings.TrimSpace(coding), "gzip") {
+				continue
 			}
+			// "gzip;q=0" refuses gzip; any other weight accepts it.
+			q := 1.0
+			if name, val, ok := strings.Cut(strings.TrimSpace(params), "="); ok && strings.EqualFold(strings.TrimSpace(name), "q") {
+				if f, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
+					q = f
+				}
+			}
+			return q > 0
 		}
 	}
 	return false
@@ -231,6 +238,7 @@ func writeBody(w http.ResponseWriter, r *http.Request, body []byte) {
 
 // identityBuffers holds the per-request scratch space of identity requests.
 type identityBuffers struct {
+	body   []byte
 	out    []byte
 	flags  []evalFlag
 	traits []trait
@@ -238,6 +246,17 @@ type identityBuffers struct {
 }
 
 var identityPool = sync.Pool{New: func() any { return new(identityBuffers) }}
+
+// maxPooledBytes keeps one huge request from pinning its buffers in the pool.
+const maxPooledBytes = 64 << 10
+
+func putIdentityBuffers(buf *identityBuffers) {
+	if cap(buf.body) > maxPooledBytes || cap(buf.out) > maxPooledBytes || cap(buf.traits) > 256 {
+		return
+	}
+	buf.traits, buf.raw = buf.traits[:0], buf.raw[:0]
+	identityPool.Put(buf)
+}
 
 // identityTrait is a trait as the request sent it, echoed in the response.
 type identityTrait struct {
@@ -261,7 +280,7 @@ func (s *server) handleIdentitiesGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	buf := identityPool.Get().(*identityBuffers)
-	defer identityPool.Put(buf)
+	defer putIdentityBuffers(buf)
 	s.writeIdentity(w, r, ref, snap, buf, identifier)
 }
 
@@ -271,7 +290,7 @@ func (s *server) handleIdentitiesPost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	buf := identityPool.Get().(*identityBuffers)
-	defer identityPool.Put(buf)
+	defer putIdentityBuffers(buf)
 	identifier, err := s.decodeIdentity(w, r, buf)
 	if err != nil {
 		var tooBig *http.MaxBytesError
@@ -286,100 +305,39 @@ func (s *server) handleIdentitiesPost(w http.ResponseWriter, r *http.Request) {
 	s.writeIdentity(w, r, ref, snap, buf, identifier)
 }
 
-// identityRequest is the body of POST /api/v1/identities/. Fields are kept raw
-// so that each wrong type is reported with its exact place.
-type identityRequest struct {
-	Identifier json.RawMessage   `json:"identifier"`
-	Traits     []json.RawMessage `json:"traits"`
-	Transient  json.RawMessage   `json:"transient"`
-}
-
-type traitRequest struct {
-	TraitKey   json.RawMessage `json:"trait_key"`
-	TraitValue json.RawMessage `json:"trait_value"`
-}
-
 // maxTraitValueChars is Flagsmith's limit on a string trait value, counted in
 // characters as Python counts them.
 const maxTraitValueChars = 2000
 
-// decodeIdentity reads and validates the request body into buf. Traits are
+// decodeIdentity reads the request body into buf and decodes it; traits are
 // coerced once here, not per condition.
 func (s *server) decodeIdentity(w http.ResponseWriter, r *http.Request, buf *identityBuffers) (string, error) {
-	body := http.MaxBytesReader(w, r.Body, s.cfg.Limits.MaxBodyBytes)
-	data, err := io.ReadAll(body)
+	body, err := readBody(http.MaxBytesReader(w, r.Body, s.cfg.Limits.MaxBodyBytes), buf.body[:0])
+	buf.body = body
 	if err != nil {
 		return "", err
 	}
-	if !utf8.Valid(data) {
-		return "", errors.New("body: not valid UTF-8")
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	var req identityRequest
-	if err := dec.Decode(&req); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) {
-			if typeErr.Field == "traits" {
-				return "", errors.New("traits: must be a list of {\"trait_key\": …, \"trait_value\": …} objects")
-			}
-			return "", errors.New("body: must be a JSON object")
+	return decodeIdentityBody(body, buf, identityLimits{
+		maxTraits:         s.cfg.Limits.MaxTraits,
+		maxTraitKeyLength: s.cfg.Limits.MaxTraitKeyLength,
+	})
+}
+
+// readBody reads r to the end into buf, reusing its capacity.
+func readBody(r io.Reader, buf []byte) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
 		}
-		return "", fmt.Errorf("body: malformed JSON: %s", describeJSONError(data, err))
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return "", errors.New("body: unexpected data after the JSON object")
-	}
-	var identifier string
-	switch {
-	case len(req.Identifier) == 0 || string(req.Identifier) == "null":
-		return "", errors.New("identifier: required")
-	case req.Identifier[0] != '"' || json.Unmarshal(req.Identifier, &identifier) != nil:
-		return "", errors.New("identifier: must be a string")
-	case identifier == "":
-		return "", errors.New("identifier: must not be empty")
-	}
-	if len(req.Transient) > 0 && string(req.Transient) != "null" && string(req.Transient) != "true" && string(req.Transient) != "false" {
-		return "", errors.New("transient: must be a boolean")
-	}
-	if len(req.Traits) > s.cfg.Limits.MaxTraits {
-		return "", fmt.Errorf("traits: %d traits is over the limit of %d", len(req.Traits), s.cfg.Limits.MaxTraits)
-	}
-	buf.traits, buf.raw = buf.traits[:0], buf.raw[:0]
-	for i, rawTrait := range req.Traits {
-		if len(rawTrait) == 0 || rawTrait[0] != '{' {
-			return "", fmt.Errorf("traits[%d]: must be an object", i)
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
 		}
-		var t traitRequest
-		if err := json.Unmarshal(rawTrait, &t); err != nil {
-			return "", fmt.Errorf("traits[%d]: must be an object", i)
+		if err != nil {
+			return buf, err
 		}
-		var key string
-		if len(t.TraitKey) == 0 || t.TraitKey[0] != '"' || json.Unmarshal(t.TraitKey, &key) != nil {
-			return "", fmt.Errorf("traits[%d].trait_key: must be a string", i)
-		}
-		if utf8.RuneCountInString(key) > s.cfg.Limits.MaxTraitKeyLength {
-			return "", fmt.Errorf("traits[%d].trait_key: longer than %d characters", i, s.cfg.Limits.MaxTraitKeyLength)
-		}
-		val := t.TraitValue
-		if len(val) == 0 {
-			val = json.RawMessage("null")
-		}
-		switch val[0] {
-		case '{', '[':
-			return "", fmt.Errorf("traits[%d].trait_value: must be a string, number, boolean or null", i)
-		case '"':
-			var sv string
-			_ = json.Unmarshal(val, &sv)
-			if utf8.RuneCountInString(sv) > maxTraitValueChars {
-				return "", fmt.Errorf("traits[%d].trait_value: longer than %d characters", i, maxTraitValueChars)
-			}
-			buf.traits = append(buf.traits, trait{key: key, value: coerceString(sv)})
-		default:
-			buf.traits = append(buf.traits, trait{key: key, value: valueFromJSON(val)})
-		}
-		buf.raw = append(buf.raw, identityTrait{key: key, value: val})
 	}
-	return identifier, nil
 }
 
 // writeIdentity evaluates the identity and appends the response by hand: the
@@ -414,7 +372,6 @@ func (s *server) writeIdentity(w http.ResponseWriter, r *http.Request, ref keyRe
 	}
 	out = append(out, "]}"...)
 	buf.out = out
-	buf.traits, buf.raw = buf.traits[:0], buf.raw[:0]
 	writeBody(w, r, out)
 }
 

@@ -119,6 +119,13 @@ func (s *server) handleStream(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "realtime streams are disabled")
 		return
 	}
+	if r.Method == http.MethodHead {
+		// A HEAD has no body to stream; answering it as a stream would hold
+		// the connection forever.
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		return
+	}
 	sub, ok := s.hub.subscribe(key)
 	if !ok {
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "too many stream subscribers")

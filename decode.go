@@ -1,0 +1,515 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// This file is the request decoder of POST /api/v1/identities/. It is written
+// by hand because it sits on the hottest path with a body of a fixed shape:
+// it validates the JSON fully, names the exact field that is wrong, keeps
+// trait values as slices of the body for the response, and allocates only the
+// strings it must keep.
+
+// maxJSONDepth bounds nesting inside fields the proxy ignores, so a body of a
+// million "[" is an error rather than deep recursion.
+const maxJSONDepth = 64
+
+type identityLimits struct {
+	maxTraits, maxTraitKeyLength int
+}
+
+// decodeIdentityBody parses body into buf.traits (coerced) and buf.raw (as
+// sent) and returns the identifier. Repeated keys take the last value, as in
+// Python's json module.
+func decodeIdentityBody(body []byte, buf *identityBuffers, lim identityLimits) (string, error) {
+	if !utf8.Valid(body) {
+		return "", errors.New("body: not valid UTF-8")
+	}
+	d := jsonDecoder{data: body}
+	d.skipSpace()
+	if d.peek() != '{' {
+		if d.pos >= len(d.data) {
+			return "", errors.New("body: empty; a JSON object is required")
+		}
+		if err := d.skipValue(0); err != nil {
+			return "", d.malformed(err)
+		}
+		return "", errors.New("body: must be a JSON object")
+	}
+	var identifier string
+	var haveIdentifier bool
+	buf.traits, buf.raw = buf.traits[:0], buf.raw[:0]
+	err := d.object(func(key []byte) error {
+		switch string(key) {
+		case "identifier":
+			if d.peek() != '"' {
+				if d.isNull() {
+					haveIdentifier = false
+					return d.skipValue(0)
+				}
+				return fieldError{"identifier: must be a string", d.skipValue(0)}
+			}
+			s, err := d.str()
+			identifier, haveIdentifier = s, true
+			return err
+		case "traits":
+			buf.traits, buf.raw = buf.traits[:0], buf.raw[:0]
+			return d.traits(buf, lim)
+		case "transient":
+			switch d.peek() {
+			case 't', 'f', 'n':
+			default:
+				return fieldError{"transient: must be a boolean", d.skipValue(0)}
+			}
+			return d.skipValue(0)
+		}
+		return d.skipValue(0)
+	})
+	if err != nil {
+		var fe fieldError
+		if errors.As(err, &fe) {
+			if fe.syntax != nil {
+				return "", d.malformed(fe.syntax)
+			}
+			return "", errors.New(fe.msg)
+		}
+		return "", d.malformed(err)
+	}
+	d.skipSpace()
+	if d.pos != len(d.data) {
+		return "", errors.New("body: unexpected data after the JSON object")
+	}
+	switch {
+	case !haveIdentifier:
+		return "", errors.New("identifier: required")
+	case identifier == "":
+		return "", errors.New("identifier: must not be empty")
+	}
+	return identifier, nil
+}
+
+// fieldError is a well-formed value of the wrong type or size. The rest of
+// the body is still checked: a syntax error after it wins, since the body is
+// then not JSON at all.
+type fieldError struct {
+	msg    string
+	syntax error
+}
+
+func (e fieldError) Error() string { return e.msg }
+
+func (d *jsonDecoder) traits(buf *identityBuffers, lim identityLimits) error {
+	if d.isNull() {
+		return d.skipValue(0)
+	}
+	if d.peek() != '[' {
+		return fieldError{`traits: must be a list of {"trait_key": …, "trait_value": …} objects`, d.skipValue(0)}
+	}
+	d.pos++
+	var problem *fieldError
+	note := func(msg string, syntax error) error {
+		if syntax != nil {
+			return syntax
+		}
+		if problem == nil {
+			problem = &fieldError{msg: msg}
+		}
+		return nil
+	}
+	for i := 0; ; i++ {
+		d.skipSpace()
+		if d.peek() == ']' && i == 0 {
+			d.pos++
+			break
+		}
+		if i >= lim.maxTraits {
+			if err := note(fmt.Sprintf("traits: more than %d traits is over the limit", lim.maxTraits), nil); err != nil {
+				return err
+			}
+		}
+		if d.peek() != '{' {
+			if err := note(fmt.Sprintf("traits[%d]: must be an object", i), d.skipValue(1)); err != nil {
+				return err
+			}
+		} else if err := d.trait(i, buf, lim, note); err != nil {
+			return err
+		}
+		d.skipSpace()
+		switch d.next() {
+		case ',':
+			continue
+		case ']':
+		default:
+			return errSyntax("expected , or ] in the traits list", d.pos-1)
+		}
+		break
+	}
+	if problem != nil {
+		return *problem
+	}
+	return nil
+}
+
+func (d *jsonDecoder) trait(i int, buf *identityBuffers, lim identityLimits, note func(string, error) error) error {
+	var key string
+	var value []byte
+	haveKey := false
+	err := d.object(func(field []byte) error {
+		switch string(field) {
+		case "trait_key":
+			if d.peek() != '"' {
+				haveKey = false
+				return note(fmt.Sprintf("traits[%d].trait_key: must be a string", i), d.skipValue(2))
+			}
+			s, err := d.str()
+			if err != nil {
+				return err
+			}
+			key, haveKey = s, true
+			if utf8.RuneCountInString(s) > lim.maxTraitKeyLength {
+				return note(fmt.Sprintf("traits[%d].trait_key: longer than %d characters", i, lim.maxTraitKeyLength), nil)
+			}
+			return nil
+		case "trait_value":
+			start := d.pos
+			c := d.peek()
+			if err := d.skipValue(2); err != nil {
+				return err
+			}
+			if c == '{' || c == '[' {
+				return note(fmt.Sprintf("traits[%d].trait_value: must be a string, number, boolean or null", i), nil)
+			}
+			value = d.data[start:d.pos]
+			return nil
+		}
+		return d.skipValue(2)
+	})
+	if err != nil {
+		return err
+	}
+	if !haveKey {
+		return note(fmt.Sprintf("traits[%d].trait_key: must be a string", i), nil)
+	}
+	if value == nil {
+		value = []byte("null")
+	}
+	t := trait{key: key}
+	if value[0] == '"' {
+		s, err := (&jsonDecoder{data: value}).str()
+		if err != nil {
+			return err
+		}
+		if utf8.RuneCountInString(s) > maxTraitValueChars {
+			return note(fmt.Sprintf("traits[%d].trait_value: longer than %d characters", i, maxTraitValueChars), nil)
+		}
+		t.value = coerceString(s)
+	} else {
+		t.value = valueFromJSON(value)
+	}
+	buf.traits = append(buf.traits, t)
+	buf.raw = append(buf.raw, identityTrait{key: key, value: value})
+	return nil
+}
+
+// jsonDecoder is a cursor over a JSON text.
+type jsonDecoder struct {
+	data []byte
+	pos  int
+}
+
+type syntaxError struct {
+	msg string
+	at  int
+}
+
+func (e *syntaxError) Error() string { return e.msg }
+
+func errSyntax(msg string, at int) error { return &syntaxError{msg, at} }
+
+// malformed turns a syntax error into the 400 message with its position.
+func (d *jsonDecoder) malformed(err error) error {
+	var se *syntaxError
+	if errors.As(err, &se) {
+		line, col := 1, 1
+		for _, c := range d.data[:min(se.at, len(d.data))] {
+			if c == '\n' {
+				line, col = line+1, 1
+			} else {
+				col++
+			}
+		}
+		return fmt.Errorf("body: malformed JSON at line %d, column %d: %s", line, col, se.msg)
+	}
+	return err
+}
+
+func (d *jsonDecoder) peek() byte {
+	if d.pos < len(d.data) {
+		return d.data[d.pos]
+	}
+	return 0
+}
+
+func (d *jsonDecoder) next() byte {
+	c := d.peek()
+	d.pos++
+	return c
+}
+
+func (d *jsonDecoder) skipSpace() {
+	for d.pos < len(d.data) {
+		switch d.data[d.pos] {
+		case ' ', '\t', '\n', '\r':
+			d.pos++
+		default:
+			return
+		}
+	}
+}
+
+func (d *jsonDecoder) isNull() bool {
+	return len(d.data)-d.pos >= 4 && string(d.data[d.pos:d.pos+4]) == "null"
+}
+
+// object walks an object, calling field with each key (a slice of the
+// body, valid only during the call) positioned at its value.
+func (d *jsonDecoder) object(field func(key []byte) error) error {
+	d.skipSpace()
+	if d.next() != '{' {
+		return errSyntax("expected an object", d.pos-1)
+	}
+	d.skipSpace()
+	if d.peek() == '}' {
+		d.pos++
+		return nil
+	}
+	var problem error
+	for {
+		d.skipSpace()
+		if d.peek() != '"' {
+			return errSyntax("expected a string key", d.pos)
+		}
+		key, err := d.rawKey()
+		if err != nil {
+			return err
+		}
+		d.skipSpace()
+		if d.next() != ':' {
+			return errSyntax("expected : after a key", d.pos-1)
+		}
+		d.skipSpace()
+		if err := field(key); err != nil {
+			var fe fieldError
+			if !errors.As(err, &fe) || fe.syntax != nil {
+				return err
+			}
+			if problem == nil {
+				problem = err
+			}
+		}
+		d.skipSpace()
+		switch d.next() {
+		case ',':
+			continue
+		case '}':
+			return problem
+		default:
+			return errSyntax("expected , or } in an object", d.pos-1)
+		}
+	}
+}
+
+// rawKey returns a key's bytes; keys with escapes are decoded.
+func (d *jsonDecoder) rawKey() ([]byte, error) {
+	start := d.pos + 1
+	for i := start; i < len(d.data); i++ {
+		switch c := d.data[i]; {
+		case c == '"':
+			d.pos = i + 1
+			return d.data[start:i], nil
+		case c == '\\':
+			s, err := d.str()
+			return []byte(s), err
+		case c < 0x20:
+			return nil, errSyntax("control character in a string", i)
+		}
+	}
+	return nil, errSyntax("unterminated string", len(d.data))
+}
+
+// str decodes the string at the cursor.
+func (d *jsonDecoder) str() (string, error) {
+	start := d.pos + 1
+	i := start
+	for ; i < len(d.data); i++ {
+		c := d.data[i]
+		if c == '"' {
+			d.pos = i + 1
+			return string(d.data[start:i]), nil
+		}
+		if c == '\\' {
+			break
+		}
+		if c < 0x20 {
+			return "", errSyntax("control character in a string", i)
+		}
+	}
+	out := append([]byte(nil), d.data[start:i]...)
+	for i < len(d.data) {
+		c := d.data[i]
+		switch {
+		case c == '"':
+			d.pos = i + 1
+			return string(out), nil
+		case c < 0x20:
+			return "", errSyntax("control character in a string", i)
+		case c != '\\':
+			out = append(out, c)
+			i++
+			continue
+		}
+		if i+1 >= len(d.data) {
+			break
+		}
+		switch e := d.data[i+1]; e {
+		case '"', '\\', '/':
+			out = append(out, e)
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'u':
+			r, ok := hex4(d.data, i+2)
+			if !ok {
+				return "", errSyntax("invalid \\u escape", i)
+			}
+			i += 6
+			if utf16.IsSurrogate(r) {
+				if r2, ok := hex4(d.data, i+2); ok && i+1 < len(d.data) && d.data[i] == '\\' && d.data[i+1] == 'u' {
+					if dec := utf16.DecodeRune(r, r2); dec != utf8.RuneError {
+						out = utf8.AppendRune(out, dec)
+						i += 6
+						continue
+					}
+				}
+				r = utf8.RuneError
+			}
+			out = utf8.AppendRune(out, r)
+			continue
+		default:
+			return "", errSyntax("invalid escape in a string", i)
+		}
+		i += 2
+	}
+	return "", errSyntax("unterminated string", len(d.data))
+}
+
+func hex4(b []byte, at int) (rune, bool) {
+	if at+4 > len(b) {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(b[at:at+4]), 16, 32)
+	return rune(n), err == nil
+}
+
+// skipValue validates and skips one value of any type.
+func (d *jsonDecoder) skipValue(depth int) error {
+	if depth > maxJSONDepth {
+		return errSyntax("nested too deeply", d.pos)
+	}
+	d.skipSpace()
+	switch c := d.peek(); {
+	case c == '"':
+		_, err := d.rawKey()
+		return err
+	case c == '{':
+		return d.object(func([]byte) error { return d.skipValue(depth + 1) })
+	case c == '[':
+		d.pos++
+		d.skipSpace()
+		if d.peek() == ']' {
+			d.pos++
+			return nil
+		}
+		for {
+			if err := d.skipValue(depth + 1); err != nil {
+				return err
+			}
+			d.skipSpace()
+			switch d.next() {
+			case ',':
+				continue
+			case ']':
+				return nil
+			default:
+				return errSyntax("expected , or ] in a list", d.pos-1)
+			}
+		}
+	case c == 't':
+		return d.literal("true")
+	case c == 'f':
+		return d.literal("false")
+	case c == 'n':
+		return d.literal("null")
+	case c == '-' || (c >= '0' && c <= '9'):
+		return d.number()
+	case d.pos >= len(d.data):
+		return errSyntax("unexpected end of input", d.pos)
+	}
+	return errSyntax(fmt.Sprintf("unexpected character %q", d.peek()), d.pos)
+}
+
+func (d *jsonDecoder) literal(word string) error {
+	if len(d.data)-d.pos < len(word) || string(d.data[d.pos:d.pos+len(word)]) != word {
+		return errSyntax("invalid literal", d.pos)
+	}
+	d.pos += len(word)
+	return nil
+}
+
+// number checks the JSON number grammar: -?(0|[1-9]d*)(.d+)?([eE][+-]?d+)?
+func (d *jsonDecoder) number() error {
+	start := d.pos
+	digits := func() int {
+		n := 0
+		for d.pos < len(d.data) && d.data[d.pos] >= '0' && d.data[d.pos] <= '9' {
+			d.pos++
+			n++
+		}
+		return n
+	}
+	if d.peek() == '-' {
+		d.pos++
+	}
+	if d.peek() == '0' {
+		d.pos++
+	} else if digits() == 0 {
+		return errSyntax("invalid number", start)
+	}
+	if d.peek() == '.' {
+		d.pos++
+		if digits() == 0 {
+			return errSyntax("invalid number", start)
+		}
+	}
+	if c := d.peek(); c == 'e' || c == 'E' {
+		d.pos++
+		if c := d.peek(); c == '+' || c == '-' {
+			d.pos++
+		}
+		if digits() == 0 {
+			return errSyntax("invalid number", start)
+		}
+	}
+	return nil
+}
