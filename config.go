@@ -181,13 +181,25 @@ func loadConfig(path string, explicit bool, getenv func(string) string) (Config,
 		if err := json.Unmarshal(data, &fromFile); err != nil {
 			return Config{}, nil, fmt.Errorf("config %s: %s", path, describeJSONError(data, err))
 		}
-		for k, v := range fromFile {
+		keys := make([]string, 0, len(fromFile))
+		for k := range fromFile {
+			keys = append(keys, k)
+		}
+		// Aliases first, so that a canonical key given alongside its alias wins.
+		sort.Slice(keys, func(i, j int) bool {
+			ai, aj := configKeys[keys[i]] != keys[i], configKeys[keys[j]] != keys[j]
+			if ai != aj {
+				return ai
+			}
+			return keys[i] < keys[j]
+		})
+		for _, k := range keys {
 			canonical, ok := configKeys[k]
 			if !ok {
 				warnings = append(warnings, fmt.Sprintf("unknown config key %q ignored", k))
 				continue
 			}
-			merged[canonical] = v
+			merged[canonical] = fromFile[k]
 		}
 	case errors.Is(err, os.ErrNotExist) && !explicit:
 		warnings = append(warnings, fmt.Sprintf("config file %s not found; using environment variables and defaults", path))

@@ -78,7 +78,6 @@ func exitCode(err error) int {
 	return 1
 }
 
-
 // run is the whole program, callable from tests.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "evaluate" {
