@@ -214,8 +214,6 @@ type identityOverrideGroup struct {
 	overrides   []featureContext
 }
 
-var errNoEnvironment = errors.New("environment.key is required")
-
 // compileContext compiles ctx (its identity, if any, is ignored) plus the
 // document's identity overrides, which bind more strongly than any segment.
 func compileContext(ctx *evalContext, groups []identityOverrideGroup) (*engine, error) {
@@ -602,7 +600,7 @@ func (e *engine) evaluate(dst []evalFlag, id *identity, matched []bool) []evalFl
 	// A tri-state per segment (0 untested, 1 match, 2 no match), on the stack
 	// for documents of ordinary size.
 	var small [64]uint8
-	memo := small[:0]
+	var memo []uint8
 	if len(e.segments) <= len(small) {
 		memo = small[:len(e.segments)]
 	} else {

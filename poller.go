@@ -48,10 +48,7 @@ const maxDocumentBytes = 32 << 20
 // changes: cheap (one stat), and quick enough for a person editing it.
 const fileCheckInterval = time.Second
 
-var (
-	errNotModified  = errors.New("not modified")
-	errDocumentSize = fmt.Errorf("document larger than %d bytes", maxDocumentBytes)
-)
+var errDocumentSize = fmt.Errorf("document larger than %d bytes", maxDocumentBytes)
 
 // runPollers polls every environment concurrently until ctx ends. One
 // environment's failures or slowness never delay another's.

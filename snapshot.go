@@ -66,7 +66,9 @@ func newSnapshot(raw []byte) (*snapshot, error) {
 			body = append(body, obj...)
 		}
 		v.flags = append(body, ']')
-		v.flagsGzip = gzipBytes(v.flags)
+		if len(v.flags) > gzipMinBytes {
+			v.flagsGzip = gzipBytes(v.flags)
+		}
 		v.etag = etagOf(v.flags)
 	}
 	s.compile = time.Since(start)

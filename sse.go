@@ -128,7 +128,11 @@ func (s *server) handleStream(w http.ResponseWriter, r *http.Request) {
 	}
 	sub, ok := s.hub.subscribe(key)
 	if !ok {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "too many stream subscribers")
+		msg := "too many stream subscribers"
+		if s.hub.closed() {
+			msg = "the server is shutting down"
+		}
+		writeError(w, http.StatusServiceUnavailable, "unavailable", msg)
 		return
 	}
 	defer s.hub.unsubscribe(key, sub)

@@ -1,0 +1,1470 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// The two environments every realtime test serves, and the push-refresh token.
+const (
+	sseKeyA       = "sseEnvAclientKey01"
+	sseServerKeyA = "ser.sseEnvAserverKey01"
+	sseKeyB       = "sseEnvBclientKey02"
+	sseServerKeyB = "ser.sseEnvBserverKey02"
+	sseToken      = "push-refresh-token-0123456789"
+)
+
+// sseWait bounds every wait for something the server does on its own (an
+// event, a disconnect noticed, a poll). It is generous so that a loaded -race
+// run does not flake; a working server answers in milliseconds, so only a
+// broken one ever reaches it.
+const sseWait = 10 * time.Second
+
+// sseBase is the updated_at of the first test document: the SPEC's example
+// event (1732467200.123456), so the wire format can be checked literally.
+var sseBase = time.Date(2024, 11, 24, 16, 53, 20, 123456000, time.UTC)
+
+// sseDoc is a minimal environment document for clientKey, as Flagsmith
+// sends it: updated_at in Python's isoformat with microseconds, and one flag
+// whose value tells documents apart.
+func sseDoc(clientKey string, updatedAt time.Time, value string) []byte {
+	return fmt.Appendf(nil, `{"api_key": %q, "name": "Realtime", "updated_at": %q,
+ "project": {"name": "P", "hide_disabled_flags": false, "segments": [], "server_key_only_feature_ids": []},
+ "feature_states": [{"feature": {"id": 1, "name": "banner", "type": "STANDARD"}, "enabled": true,
+   "django_id": 11, "featurestate_uuid": "7d7a5a4e-3c4b-4b8e-9f1e-2b1c3d4e5f60",
+   "feature_state_value": %q, "multivariate_feature_state_values": []}],
+ "identity_overrides": []}`, clientKey, updatedAt.UTC().Format("2006-01-02T15:04:05.000000-07:00"), value)
+}
+
+// sseFloat is updated_at as Unix seconds, the float the SDKs compare:
+// microseconds, as Flagsmith's documents carry them.
+func sseFloat(t time.Time) float64 { return float64(t.UnixMicro()) / 1e6 }
+
+// sseConfig is a valid configuration serving environments A and B; edit
+// changes it before validation. The upstream URL is never reached unless a
+// test runs the pollers and sets it.
+func sseConfig(t testing.TB, edit func(*Config)) Config {
+	t.Helper()
+	cfg := defaultConfig()
+	cfg.EnvironmentKeyPairs = []KeyPair{
+		{ServerSideKey: sseServerKeyA, ClientSideKey: sseKeyA},
+		{ServerSideKey: sseServerKeyB, ClientSideKey: sseKeyB},
+	}
+	cfg.APIURL = "http://127.0.0.1:9/api/v1"
+	if edit != nil {
+		edit(&cfg)
+	}
+	if err := cfg.validate(); err != nil {
+		t.Fatalf("test configuration invalid: %v", err)
+	}
+	return cfg
+}
+
+// sseHarness is a server behind a real HTTP listener, and a client of its own
+// so that its idle connections can be closed at the end.
+type sseHarness struct {
+	s      *server
+	url    string
+	client *http.Client
+}
+
+func startSSE(t testing.TB, cfg Config) *sseHarness {
+	t.Helper()
+	return startSSEWith(t, cfg, nil)
+}
+
+// startSSEWith lets a test act on each server connection as it is accepted.
+func startSSEWith(t testing.TB, cfg Config, onConn func(net.Conn)) *sseHarness {
+	t.Helper()
+	s := newServer(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ts := httptest.NewUnstartedServer(s.handler())
+	if onConn != nil {
+		ts.Config.ConnState = func(c net.Conn, state http.ConnState) {
+			if state == http.StateNew {
+				onConn(c)
+			}
+		}
+	}
+	ts.Start()
+	tr := &http.Transport{}
+	t.Cleanup(func() {
+		// A stream left open would keep ts.Close waiting for its handler.
+		s.hub.close()
+		tr.CloseIdleConnections()
+		ts.Close()
+	})
+	return &sseHarness{s: s, url: ts.URL, client: &http.Client{Transport: tr}}
+}
+
+func (h *sseHarness) env(key string) *environment { return h.s.byKey[key].env }
+
+func (h *sseHarness) publish(t testing.TB, key string, raw []byte) {
+	t.Helper()
+	if err := h.s.publish(h.env(key), raw, "test"); err != nil {
+		t.Fatalf("publish(%s) = %v; want nil", key, err)
+	}
+}
+
+func sseStreamPath(key string) string { return "/sse/environments/" + key + "/stream" }
+
+// do sends a request and returns the status, headers and whole body. It is
+// for answers that are not streams.
+func (h *sseHarness) do(t testing.TB, method, path string, header http.Header) (int, http.Header, []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), sseWait)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, h.url+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := h.client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+	return resp.StatusCode, resp.Header, body
+}
+
+// sseItem is one thing read from a stream, in stream order: a comment, a
+// retry field, or a dispatched event.
+type sseItem struct {
+	comment, retry string
+	isComment      bool
+	isEvent        bool
+	event, data    string
+}
+
+// sseStream is an open stream read by a parser that follows the WHATWG
+// Server-Sent Events rules: "field: value" lines (one optional space after
+// the colon), ":" comments, events dispatched at a blank line.
+type sseStream struct {
+	resp   *http.Response
+	items  chan sseItem
+	done   chan struct{} // closed when the stream ends; err says why
+	err    error
+	cancel context.CancelFunc
+}
+
+// open starts a stream and fails the test unless it is a 200 event stream.
+// The stream is closed at the end of the test.
+func (h *sseHarness) open(t testing.TB, path string, header http.Header) *sseStream {
+	t.Helper()
+	return sseOpenStream(t, h.client, h.url+path, header)
+}
+
+func sseOpenStream(t testing.TB, client *http.Client, url string, header http.Header) *sseStream {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	// Headers must come quickly; the body is a stream and has no deadline.
+	timer := time.AfterFunc(sseWait, cancel)
+	resp, err := client.Do(req)
+	timer.Stop()
+	if err != nil {
+		cancel()
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		cancel()
+		t.Fatalf("GET %s = %d %s; want 200 event stream", url, resp.StatusCode, body)
+	}
+	st := &sseStream{resp: resp, items: make(chan sseItem, 64), done: make(chan struct{}), cancel: cancel}
+	go st.read(ctx, resp.Body)
+	t.Cleanup(func() { st.close(t) })
+	return st
+}
+
+func (st *sseStream) read(ctx context.Context, body io.Reader) {
+	defer close(st.done)
+	br := bufio.NewReader(body)
+	eventType, data, hasData := "", "", false
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			st.err = err
+			return
+		}
+		line = strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
+		var it sseItem
+		switch field, value, _ := strings.Cut(line, ":"); {
+		case line == "":
+			if !hasData {
+				eventType = ""
+				continue
+			}
+			if eventType == "" {
+				eventType = "message"
+			}
+			it = sseItem{isEvent: true, event: eventType, data: data}
+			eventType, data, hasData = "", "", false
+		case field == "":
+			it = sseItem{isComment: true, comment: value}
+		default:
+			value = strings.TrimPrefix(value, " ")
+			switch field {
+			case "event":
+				eventType = value
+			case "data":
+				if hasData {
+					data += "\n"
+				}
+				data, hasData = data+value, true
+			case "retry":
+				it = sseItem{retry: value}
+			}
+			if it.retry == "" {
+				continue
+			}
+		}
+		select {
+		case st.items <- it:
+		case <-ctx.Done():
+			st.err = ctx.Err()
+			return
+		}
+	}
+}
+
+// close disconnects the client and waits for its reader.
+func (st *sseStream) close(t testing.TB) {
+	st.cancel()
+	select {
+	case <-st.done:
+	case <-time.After(sseWait):
+		t.Errorf("stream reader still running %v after disconnect", sseWait)
+	}
+	st.resp.Body.Close()
+}
+
+// next returns the next item, failing when the stream ends or stays silent.
+func (st *sseStream) next(t testing.TB, waitingFor string) sseItem {
+	t.Helper()
+	timer := time.NewTimer(sseWait)
+	defer timer.Stop()
+	select {
+	case it := <-st.items:
+		return it
+	case <-st.done:
+		select {
+		case it := <-st.items:
+			return it
+		default:
+		}
+		t.Fatalf("stream ended (%v) while waiting for %s", st.err, waitingFor)
+	case <-timer.C:
+		t.Fatalf("nothing on the stream for %v while waiting for %s", sseWait, waitingFor)
+	}
+	return sseItem{}
+}
+
+// nextEvent skips comments and retry fields.
+func (st *sseStream) nextEvent(t testing.TB, waitingFor string) sseItem {
+	t.Helper()
+	for {
+		if it := st.next(t, waitingFor); it.isEvent {
+			return it
+		}
+	}
+}
+
+// wantUpdated reads the next event and checks that it announces updatedAt.
+func (st *sseStream) wantUpdated(t testing.TB, updatedAt time.Time) {
+	t.Helper()
+	want := sseFloat(updatedAt)
+	it := st.nextEvent(t, fmt.Sprintf("the event for updated_at %v", want))
+	if it.event != "environment_updated" {
+		t.Fatalf("event type = %q; want environment_updated (data %q)", it.event, it.data)
+	}
+	if got := sseDecodeUpdatedAt(t, it.data); got != want {
+		t.Fatalf("event updated_at = %v; want %v (data %q)", got, want, it.data)
+	}
+}
+
+// waitEnd waits for the server to end the stream and returns the read error
+// that ended it: io.EOF for a clean end of a chunked body.
+func (st *sseStream) waitEnd(t testing.TB) error {
+	t.Helper()
+	timer := time.NewTimer(sseWait)
+	defer timer.Stop()
+	for {
+		select {
+		case it := <-st.items:
+			if it.isEvent {
+				t.Errorf("unexpected event %q %q while waiting for the stream to end", it.event, it.data)
+			}
+		case <-st.done:
+			return st.err
+		case <-timer.C:
+			t.Fatalf("stream still open %v after it should have ended", sseWait)
+		}
+	}
+}
+
+// sseDecodeUpdatedAt reads an event's data strictly: one field, updated_at, a
+// JSON number.
+func sseDecodeUpdatedAt(t testing.TB, data string) float64 {
+	t.Helper()
+	dec := json.NewDecoder(strings.NewReader(data))
+	dec.DisallowUnknownFields()
+	var v struct {
+		UpdatedAt *float64 `json:"updated_at"`
+	}
+	if err := dec.Decode(&v); err != nil || v.UpdatedAt == nil {
+		t.Fatalf("event data %q: want {\"updated_at\": <float>} (decode error %v)", data, err)
+	}
+	return *v.UpdatedAt
+}
+
+// sseWaitFor polls cond until it holds, failing after sseWait.
+func sseWaitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(sseWait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still not true after %v", what, sseWait)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// sseGoroutines counts the goroutines whose stack mentions fn.
+func sseGoroutines(fn string) int {
+	n := 0
+	for _, g := range sseStacks() {
+		if strings.Contains(g, fn) {
+			n++
+		}
+	}
+	return n
+}
+
+func sseStacks() []string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Split(string(buf[:n]), "\n\n")
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+const sseHandlerFunc = "(*server).handleStream"
+
+func TestSSEStreamConnect(t *testing.T) {
+	tests := []struct {
+		name         string
+		path         string
+		allowOrigins []string
+		origin       string
+		wantACAO     string
+	}{
+		{name: "any origin", path: sseStreamPath(sseKeyA), origin: "https://app.example.com", wantACAO: "*"},
+		{name: "trailing slash", path: sseStreamPath(sseKeyA) + "/", origin: "https://app.example.com", wantACAO: "*"},
+		{name: "configured origin", path: sseStreamPath(sseKeyA), allowOrigins: []string{"https://app.example.com"},
+			origin: "https://app.example.com", wantACAO: "https://app.example.com"},
+		{name: "origin not allowed", path: sseStreamPath(sseKeyA), allowOrigins: []string{"https://app.example.com"},
+			origin: "https://evil.example.com", wantACAO: ""},
+		{name: "no origin", path: sseStreamPath(sseKeyA), wantACAO: ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := startSSE(t, sseConfig(t, func(c *Config) {
+				if tt.allowOrigins != nil {
+					c.AllowOrigins = tt.allowOrigins
+				}
+			}))
+			h.publish(t, sseKeyA, sseDoc(sseKeyA, sseBase, "v1"))
+			header := http.Header{}
+			if tt.origin != "" {
+				header.Set("Origin", tt.origin)
+			}
+			st := h.open(t, tt.path, header)
+
+			if mt, _, err := mime.ParseMediaType(st.resp.Header.Get("Content-Type")); mt != "text/event-stream" {
+				t.Errorf("Content-Type = %q (%v); want text/event-stream", st.resp.Header.Get("Content-Type"), err)
+			}
+			if cc := st.resp.Header.Get("Cache-Control"); !strings.Contains(cc, "no-cache") {
+				t.Errorf("Cache-Control = %q; want no-cache", cc)
+			}
+			if got := st.resp.Header.Get("Access-Control-Allow-Origin"); got != tt.wantACAO {
+				t.Errorf("Access-Control-Allow-Origin = %q; want %q", got, tt.wantACAO)
+			}
+			if got := h.s.hub.subscribers(); got != 1 {
+				t.Errorf("hub.subscribers() = %d after connecting; want 1", got)
+			}
+
+			// A reconnection hint comes before the first event, so a client
+			// that is cut off early already knows it.
+			var retry string
+			for {
+				it := st.next(t, "the retry hint and the first event")
+				if it.retry != "" {
+					retry = it.retry
+				}
+				if !it.isEvent {
+					continue
+				}
+				if ms, err := strconv.Atoi(retry); err != nil || ms <= 0 {
+					t.Errorf("retry before the first event = %q; want a positive number of milliseconds", retry)
+				}
+				if it.event != "environment_updated" {
+					t.Errorf("first event type = %q; want environment_updated", it.event)
+				}
+				if want := `{"updated_at": 1732467200.123456}`; it.data != want {
+					t.Errorf("first event data = %q; want %q", it.data, want)
+				}
+				break
+			}
+		})
+	}
+}
+
+// TestSSEStreamWireFormat reads the raw bytes: one SDK parses "data: " with
+// exactly one space, so the framing itself is part of the contract.
+func TestSSEStreamWireFormat(t *testing.T) {
+	h := startSSE(t, sseConfig(t, nil))
+	h.publish(t, sseKeyA, sseDoc(sseKeyA, sseBase, "v1"))
+	ctx, cancel := context.WithTimeout(context.Background(), sseWait)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url+sseStreamPath(sseKeyA), nil)
+	resp, err := h.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	want := "event: environment_updated\ndata: {\"updated_at\": 1732467200.123456}\n\n"
+	var got []byte
+	buf := make([]byte, 512)
+	for !bytes.Contains(got, []byte(want)) {
+		n, err := resp.Body.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			t.Fatalf("stream so far %q; ended with %v before %q", got, err, want)
+		}
+	}
+	if !bytes.HasPrefix(got, []byte("retry: ")) {
+		t.Errorf("stream starts %q; want a retry: hint first", got)
+	}
+}
+
+func TestSSEStreamNoDocumentYet(t *testing.T) {
+	h := startSSE(t, sseConfig(t, nil))
+	st := h.open(t, sseStreamPath(sseKeyB), nil)
+	// Nothing to announce yet: the first event must be the first document.
+	h.publish(t, sseKeyB, sseDoc(sseKeyB, sseBase, "v1"))
+	st.wantUpdated(t, sseBase)
+}
+
+func TestSSEStreamEventsInOrder(t *testing.T) {
+	h := startSSE(t, sseConfig(t, nil))
+	h.publish(t, sseKeyA, sseDoc(sseKeyA, sseBase, "v1"))
+	st := h.open(t, sseStreamPath(sseKeyA), nil)
+	st.wantUpdated(t, sseBase)
+
+	times := []time.Time{
+		sseBase.Add(1*time.Second + 1*time.Microsecond),
+		sseBase.Add(2*time.Second + 876543*time.Microsecond),
+		sseBase.Add(3 * time.Second),
+	}
+	for i, at := range times {
+		h.publish(t, sseKeyA, sseDoc(sseKeyA, at, fmt.Sprint("v", i+2)))
+		// Another environment's document is not this stream's business.
+		h.publish(t, sseKeyB, sseDoc(sseKeyB, at, fmt.Sprint("b", i)))
+	}
+	for _, at := range times {
+		st.wantUpdated(t, at)
+	}
+}
+
+// TestSSEStreamIdenticalDocument checks that republishing the held document
+// (what a poll answered with the same bytes does) sends nothing: the next
+// event on the stream is the next different document.
+func TestSSEStreamIdenticalDocument(t *testing.T) {
+	h := startSSE(t, sseConfig(t, nil))
+	v1 := sseDoc(sseKeyA, sseBase, "v1")
+	h.publish(t, sseKeyA, v1)
+	st := h.open(t, sseStreamPath(sseKeyA), nil)
+	st.wantUpdated(t, sseBase)
+
+	h.publish(t, sseKeyA, bytes.Clone(v1))
+	h.publish(t, sseKeyA, bytes.Clone(v1))
+	v2At := sseBase.Add(time.Minute)
+	h.publish(t, sseKeyA, sseDoc(sseKeyA, v2At, "v2"))
+	st.wantUpdated(t, v2At)
+}
+
+func TestSSEStreamHeartbeat(t *testing.T) {
+	h := startSSE(t, sseConfig(t, func(c *Config) { c.SSE.HeartbeatSeconds = 0.05 }))
+	h.publish(t, sseKeyA, sseDoc(sseKeyA, sseBase, "v1"))
+	st := h.open(t, sseStreamPath(sseKeyA), nil)
+	st.wantUpdated(t, sseBase)
+	for seen := 0; seen < 2; {
+		it := st.next(t, "a heartbeat comment")
+		if it.isEvent {
+			t.Fatalf("event %q %q on an idle stream; want only heartbeat comments", it.event, it.data)
+		}
+		if it.isComment {
+			seen++
+		}
+	}
+	// Heartbeats do not disturb events.
+	v2At := sseBase.Add(time.Hour)
+	h.publish(t, sseKeyA, sseDoc(sseKeyA, v2At, "v2"))
+	st.wantUpdated(t, v2At)
+}
+
+// TestSSEStreamRejected covers answers given before any stream starts: JSON
+// errors, never text/event-stream, and no subscriber left behind.
+func TestSSEStreamRejected(t *testing.T) {
+	tests := []struct {
+		name       string
+		edit       func(*Config)
+		method     string
+		path       string
+		preopen    int  // streams opened first
+		closeHub   bool // as shutdown does
+		wantCode   int
+		wantStatus string // the error body's "status"
+	}{
+		{name: "unknown key", method: "GET", path: sseStreamPath("unknownClientKey123"),
+			wantCode: http.StatusNotFound, wantStatus: "not_found"},
+		{name: "server key", method: "GET", path: sseStreamPath(sseServerKeyA),
+			wantCode: http.StatusNotFound, wantStatus: "not_found"},
+		{name: "streams disabled", edit: func(c *Config) { c.SSE.Enabled = false }, method: "GET", path: sseStreamPath(sseKeyA),
+			wantCode: http.StatusNotFound, wantStatus: "not_found"},
+		{name: "hub full", edit: func(c *Config) { c.SSE.MaxSubscribers = 1 }, method: "GET", path: sseStreamPath(sseKeyA),
+			preopen: 1, wantCode: http.StatusServiceUnavailable, wantStatus: "unavailable"},
+		{name: "hub closed", method: "GET", path: sseStreamPath(sseKeyA), closeHub: true,
+			wantCode: http.StatusServiceUnavailable, wantStatus: "unavailable"},
+		{name: "POST", method: "POST", path: sseStreamPath(sseKeyA),
+			wantCode: http.StatusMethodNotAllowed, wantStatus: "method_not_allowed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := startSSE(t, sseConfig(t, tt.edit))
+			h.publish(t, sseKeyA, sseDoc(sseKeyA, sseBase, "v1"))
+			for range tt.preopen {
+				h.open(t, sseStreamPath(sseKeyA), nil)
+			}
+			if tt.closeHub {
+				h.s.hub.close()
+			}
+			code, header, body := h.do(t, tt.method, tt.path, http.Header{"Origin": {"https://app.example.com"}})
+			if code != tt.wantCode {
+				t.Errorf("%s %s = %d; want %d", tt.method, tt.path, code, tt.wantCode)
+			}
+			if ct := header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type = %q; want application/json", ct)
+			}
+			if got := header.Get("Access-Control-Allow-Origin"); got != "*" {
+				t.Errorf("Access-Control-Allow-Origin = %q; want * (CORS as on every endpoint)", got)
+			}
+			var eb errorBody
+			if err := json.Unmarshal(body, &eb); err != nil || eb.Status != tt.wantStatus || eb.Message == "" {
+				t.Errorf("body = %s; want {\"status\": %q, \"message\": …}", body, tt.wantStatus)
+			}
+			if strings.Contains(string(body), "unknownClientKey123") {
+				t.Errorf("body %s echoes the whole unknown key", body)
+			}
+			if got := h.s.hub.subscribers(); got != tt.preopen && !tt.closeHub {
+				t.Errorf("hub.subscribers() = %d; want %d", got, tt.preopen)
+			}
+		})
+	}
+}
+
+// TestSSEStreamDisconnect checks that a client going away is noticed through
+// the request context, with no event or heartbeat written to find out (the
+// heartbeat stays at its 15 s default), and that its handler goroutine ends.
+func TestSSEStreamDisconnect(t *testing.T) {
+	handlers := sseGoroutines(sseHandlerFunc) // other tests' leaks are not ours
+	h := startSSE(t, sseConfig(t, nil))
+	h.publish(t, sseKeyA, sseDoc(sseKeyA, sseBase, "v1"))
+	streams := []*sseStream{h.open(t, sseStreamPath(sseKeyA), nil), h.open(t, sseStreamPath(sseKeyA), nil)}
+	for _, st := range streams {
+		st.wantUpdated(t, sseBase)
+	}
+	if got := h.s.hub.subscribers(); got != 2 {
+		t.Fatalf("hub.subscribers() = %d; want 2", got)
+	}
+	streams[0].close(t)
+	sseWaitFor(t, "hub.subscribers() == 1 after one client left", func() bool { return h.s.hub.subscribers() == 1 })
+	streams[1].close(t)
+	sseWaitFor(t, "hub.subscribers() == 0 after both clients left", func() bool { return h.s.hub.subscribers() == 0 })
+	sseWaitFor(t, "no stream handler goroutine left", func() bool { return sseGoroutines(sseHandlerFunc) == handlers })
+	// The hub still works for the next client.
+	st := h.open(t, sseStreamPath(sseKeyA), nil)
+	st.wantUpdated(t, sseBase)
+}
+
+// TestSSEStreamStalledSubscriber connects a client that sends its request and
+// never reads. Once the socket buffers between it and the server are full its
+// handler blocks in a write, its hub buffer (8 events) fills, and the hub
+// must drop it, while a healthy subscriber on the same environment receives
+// every event in order and publishing never waits.
+func TestSSEStreamStalledSubscriber(t *testing.T) {
+	// Small fixed socket buffers make the stall show after a few KB rather
+	// than the hundreds of KB that loopback buffers otherwise absorb.
+	h := startSSEWith(t, sseConfig(t, nil), func(c net.Conn) {
+		if err := c.(*net.TCPConn).SetWriteBuffer(4096); err != nil {
+			t.Errorf("SetWriteBuffer: %v", err)
+		}
+	})
+	h.publish(t, sseKeyA, sseDoc(sseKeyA, sseBase, "v0"))
+	healthy := h.open(t, sseStreamPath(sseKeyA), nil)
+	healthy.wantUpdated(t, sseBase)
+
+	stalled, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stalled.Close() })
+	if err := stalled.(*net.TCPConn).SetReadBuffer(4096); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fmt.Fprintf(stalled, "GET %s HTTP/1.1\r\nHost: proxy\r\nAccept: text/event-stream\r\n\r\n", sseStreamPath(sseKeyA)); err != nil {
+		t.Fatal(err)
+	}
+	sseWaitFor(t, "the stalled client subscribed", func() bool { return h.s.hub.subscribers() == 2 })
+
+	// Publish in batches no larger than a subscriber buffer, and let the
+	// healthy client catch up between batches, so only the stalled one can
+	// fall behind.
+	const batch = subscriberBuffer
+	const maxEvents = 20_000
+	published, droppedAt := 0, 0
+	at := sseBase
+	for published < maxEvents && (droppedAt == 0 || published < droppedAt+2*batch) {
+		var ats []time.Time
+		for range batch {
+			published++
+			at = at.Add(time.Second)
+			ats = append(ats, at)
+			h.publish(t, sseKeyA, sseDoc(sseKeyA, at, strconv.Itoa(published)))
+		}
+		for _, at := range ats {
+			healthy.wantUpdated(t, at)
+		}
+		if droppedAt == 0 && h.s.hub.subscribers() == 1 {
+			droppedAt = published
+		}
+	}
+	if droppedAt == 0 {
+		t.Fatalf("stalled subscriber still subscribed after %d events", published)
+	}
+	t.Logf("stalled subscriber dropped after %d events; the healthy one received all %d", droppedAt, published)
+	if got := h.s.hub.subscribers(); got != 1 {
+		t.Errorf("hub.subscribers() = %d; want 1 (the healthy subscriber)", got)
+	}
+}
+
+// TestSSEHubClose checks what shutdown does to streams: every client sees
+// its stream end cleanly (io.EOF, the chunked body properly terminated), and
+// new streams are refused.
+func TestSSEHubClose(t *testing.T) {
+	handlers := sseGoroutines(sseHandlerFunc)
+	h := startSSE(t, sseConfig(t, nil))
+	h.publish(t, sseKeyA, sseDoc(sseKeyA, sseBase, "a"))
+	h.publish(t, sseKeyB, sseDoc(sseKeyB, sseBase, "b"))
+	streams := []*sseStream{
+		h.open(t, sseStreamPath(sseKeyA), nil),
+		h.open(t, sseStreamPath(sseKeyA), nil),
+		h.open(t, sseStreamPath(sseKeyB), nil),
+	}
+	for _, st := range streams {
+		st.wantUpdated(t, sseBase)
+	}
+	if code, _, body := h.do(t, "GET", "/sse/health", nil); code != http.StatusOK {
+		t.Errorf("GET /sse/health before hub.close() = %d %s; want 200", code, body)
+	}
+	h.s.hub.close()
+	for i, st := range streams {
+		if err := st.waitEnd(t); err != io.EOF {
+			t.Errorf("stream %d ended with %v; want io.EOF", i, err)
+		}
+	}
+	if got := h.s.hub.subscribers(); got != 0 {
+		t.Errorf("hub.subscribers() = %d after close; want 0", got)
+	}
+	sseWaitFor(t, "no stream handler goroutine left", func() bool { return sseGoroutines(sseHandlerFunc) == handlers })
+	if code, _, body := h.do(t, "GET", sseStreamPath(sseKeyA), nil); code != http.StatusServiceUnavailable {
+		t.Errorf("GET stream after hub.close() = %d %s; want 503", code, body)
+	}
+	if code, _, body := h.do(t, "GET", "/sse/health", nil); code != http.StatusServiceUnavailable {
+		t.Errorf("GET /sse/health after hub.close() = %d %s; want 503", code, body)
+	}
+}
+
+func TestSSEHealth(t *testing.T) {
+	tests := []struct {
+		name     string
+		edit     func(*Config)
+		closeHub bool
+		wantCode int
+		want     string // the body's "status"
+	}{
+		{name: "hub running", wantCode: http.StatusOK, want: "ok"},
+		{name: "hub closed", closeHub: true, wantCode: http.StatusServiceUnavailable, want: "error"},
+		{name: "streams disabled", edit: func(c *Config) { c.SSE.Enabled = false }, wantCode: http.StatusServiceUnavailable, want: "error"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := startSSE(t, sseConfig(t, tt.edit))
+			if tt.closeHub {
+				h.s.hub.close()
+			}
+			code, header, body := h.do(t, "GET", "/sse/health", nil)
+			if code != tt.wantCode {
+				t.Errorf("GET /sse/health = %d; want %d", code, tt.wantCode)
+			}
+			if ct := header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type = %q; want application/json", ct)
+			}
+			var got struct {
+				Status string `json:"status"`
+			}
+			if err := json.Unmarshal(body, &got); err != nil || got.Status != tt.want {
+				t.Errorf("GET /sse/health body = %s; want status %q", body, tt.want)
+			}
+		})
+	}
+}
+
+// sseServe runs serve() itself, as main does, on a loopback port, and
+// returns its address and a function that stops it and returns its error.
+func sseServe(t testing.TB, cfg Config) (addr string, stop func() error) {
+	t.Helper()
+	cfg.Server.Host, cfg.Server.Port = "127.0.0.1", 0
+	logs := &sseLogBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, slog.New(slog.NewJSONHandler(logs, nil))) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case err = <-done:
+			case <-time.After(seconds(cfg.Server.ShutdownTimeout) + sseWait):
+				err = errors.New("serve did not return after shutdown")
+			}
+		})
+		return err
+	}
+	t.Cleanup(func() { _ = stop() })
+	sseWaitFor(t, "serve logs its listening address", func() bool {
+		for _, line := range strings.Split(logs.String(), "\n") {
+			var rec struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "listening" {
+				addr = rec.Addr
+				return true
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("serve returned %v before listening", err)
+		default:
+		}
+		return false
+	})
+	return addr, stop
+}
+
+type sseLogBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (lb *sseLogBuffer) Write(p []byte) (int, error) {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	return lb.b.Write(p)
+}
+
+func (lb *sseLogBuffer) String() string {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	return lb.b.String()
+}
+
+// TestSSEServeShutdown stops the real server: Shutdown must end every open
+// stream (through the hub) rather than wait for its timeout, and each client
+// must see a clean end.
+func TestSSEServeShutdown(t *testing.T) {
+	up := newSSEUpstream(t, false)
+	up.set(sseServerKeyA, sseDoc(sseKeyA, sseBase, "a"))
+	up.set(sseServerKeyB, sseDoc(sseKeyB, sseBase, "b"))
+	cfg := sseConfig(t, func(c *Config) {
+		c.APIURL = up.url + "/api/v1"
+		c.PollFrequency = 3600
+		c.Server.ShutdownTimeout = 5
+	})
+	addr, stop := sseServe(t, cfg)
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	client := &http.Client{Transport: tr}
+	var streams []*sseStream
+	for _, key := range []string{sseKeyA, sseKeyA, sseKeyB} {
+		st := sseOpenStream(t, client, "http://"+addr+sseStreamPath(key), nil)
+		st.wantUpdated(t, sseBase) // the pollers fetched the documents
+		streams = append(streams, st)
+	}
+	if err := stop(); err != nil {
+		t.Errorf("serve() = %v after shutdown; want nil (streams must not hold Shutdown until its timeout)", err)
+	}
+	for i, st := range streams {
+		if err := st.waitEnd(t); err != io.EOF {
+			t.Errorf("stream %d ended with %v; want io.EOF", i, err)
+		}
+	}
+}
+
+// TestSSEStreamOutlivesReadTimeout runs the real server with its request
+// timeouts turned far down and checks that a stream outlives them: the
+// handler lifts its write deadline for each write, and the read deadline
+// (ReadTimeout = read_header_timeout_seconds + write_timeout_seconds) must
+// not end the request context while the stream is open.
+func TestSSEStreamOutlivesReadTimeout(t *testing.T) {
+	up := newSSEUpstream(t, false)
+	up.set(sseServerKeyA, sseDoc(sseKeyA, sseBase, "a"))
+	up.set(sseServerKeyB, sseDoc(sseKeyB, sseBase, "b"))
+	cfg := sseConfig(t, func(c *Config) {
+		c.APIURL = up.url + "/api/v1"
+		c.PollFrequency = 3600
+		c.Server.ReadHeaderTimeout = 0.05
+		c.Server.WriteTimeout = 0.1 // ReadTimeout 0.15 s
+		c.SSE.HeartbeatSeconds = 0.03
+	})
+	addr, _ := sseServe(t, cfg)
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	st := sseOpenStream(t, &http.Client{Transport: tr}, "http://"+addr+sseStreamPath(sseKeyA), nil)
+	st.wantUpdated(t, sseBase)
+	// 20 heartbeats take 0.6 s, four times the read and write timeouts.
+	for i := range 20 {
+		if it := st.next(t, fmt.Sprintf("heartbeat %d of 20 (read timeout 0.15 s)", i+1)); it.isEvent {
+			t.Fatalf("unexpected event %q %q", it.event, it.data)
+		}
+	}
+}
+
+// TestSSEStreamHEAD checks that a HEAD request (a load balancer's probe, curl
+// -I) gets the stream's headers and ends. A HEAD response has no body, so the
+// client considers it complete at once and reuses the connection; a handler
+// that keeps streaming (net/http discards the writes) holds a subscriber and
+// leaves the client's next request on that connection unanswered.
+func TestSSEStreamHEAD(t *testing.T) {
+	h := startSSE(t, sseConfig(t, nil))
+	h.publish(t, sseKeyA, sseDoc(sseKeyA, sseBase, "v1"))
+	code, header, _ := h.do(t, "HEAD", sseStreamPath(sseKeyA), nil)
+	if code != http.StatusOK {
+		t.Errorf("HEAD stream = %d; want 200", code)
+	}
+	if mt, _, _ := mime.ParseMediaType(header.Get("Content-Type")); mt != "text/event-stream" {
+		t.Errorf("HEAD stream Content-Type = %q; want text/event-stream", header.Get("Content-Type"))
+	}
+	// The same client's next request reuses the kept-alive connection.
+	ctx, cancel := context.WithTimeout(context.Background(), sseWait)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url+"/sse/health", nil)
+	resp, err := h.client.Do(req)
+	if err != nil {
+		t.Fatalf("GET /sse/health on the connection the HEAD used: %v; want 200 (is the HEAD handler still streaming?)", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /sse/health after HEAD stream = %d; want 200", resp.StatusCode)
+	}
+	sseWaitFor(t, "HEAD left no subscriber behind", func() bool { return h.s.hub.subscribers() == 0 })
+}
+
+// goSDKUpdatedAt parses one stream line as Flagsmith's Go SDK realtime client
+// does (flagsmith-go-client v4, realtime.go, parseUpdatedAtFromSSE, read
+// 2026-11): the SDK scans lines, takes those starting with "data: ", decodes
+// {"updated_at": float64}, rejects values <= 0, and turns the float into a
+// time as int64 seconds plus int64((f - seconds) * 1e9) nanoseconds. It then
+// refetches the environment when that time is After the updated_at it holds.
+func goSDKUpdatedAt(line string) (float64, time.Time, error) {
+	var ev struct {
+		UpdatedAt float64 `json:"updated_at"`
+	}
+	if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &ev); err != nil {
+		return 0, time.Time{}, fmt.Errorf("failed to parse event data: %w", err)
+	}
+	if ev.UpdatedAt <= 0 {
+		return 0, time.Time{}, errors.New("invalid 'updated_at' value in event data")
+	}
+	sec := int64(ev.UpdatedAt)
+	nsec := int64((ev.UpdatedAt - float64(sec)) * 1e9)
+	return ev.UpdatedAt, time.Unix(sec, nsec), nil
+}
+
+type goSDKEvent struct {
+	value float64
+	at    time.Time
+	line  string
+	err   error
+}
+
+// goSDKReader reads a stream the way the Go SDK does: bufio.Scanner lines,
+// every "data: " line parsed, everything else ignored.
+func goSDKReader(body io.Reader, out chan<- goSDKEvent, done <-chan struct{}) {
+	sc := bufio.NewScanner(body)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "data: ") {
+			continue
+		}
+		v, at, err := goSDKUpdatedAt(line)
+		select {
+		case out <- goSDKEvent{v, at, line, err}:
+		case <-done:
+			return
+		}
+	}
+}
+
+// TestSSEGoSDKParser follows Flagsmith's Go SDK through a session: it holds
+// the first document, reads our stream with the SDK's parser (heartbeats
+// interleaved), and for each new document must see a value equal to the
+// document's updated_at and decide to refetch.
+func TestSSEGoSDKParser(t *testing.T) {
+	h := startSSE(t, sseConfig(t, func(c *Config) { c.SSE.HeartbeatSeconds = 0.02 }))
+	times := []time.Time{
+		sseBase,
+		sseBase.Add(1*time.Second - 123455*time.Microsecond), // .000001
+		time.Date(2026, 11, 25, 9, 30, 0, 999999000, time.UTC),
+		time.Date(2026, 11, 25, 9, 31, 0, 0, time.UTC), // whole second: "…0.0"
+		time.Date(2026, 11, 25, 9, 31, 0, 500000000, time.UTC),
+	}
+	h.publish(t, sseKeyA, sseDoc(sseKeyA, times[0], "v0"))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url+sseStreamPath(sseKeyA), nil)
+	resp, err := h.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	events := make(chan goSDKEvent)
+	readerDone := make(chan struct{})
+	go func() { defer close(readerDone); goSDKReader(resp.Body, events, ctx.Done()) }()
+	t.Cleanup(func() { cancel(); <-readerDone })
+
+	next := func(what string) goSDKEvent {
+		t.Helper()
+		select {
+		case ev := <-events:
+			if ev.err != nil {
+				t.Fatalf("Go SDK parser rejects %q: %v", ev.line, ev.err)
+			}
+			return ev
+		case <-readerDone:
+			t.Fatalf("stream ended while waiting for %s", what)
+		case <-time.After(sseWait):
+			t.Fatalf("no data line for %v while waiting for %s", sseWait, what)
+		}
+		return goSDKEvent{}
+	}
+
+	held := times[0] // what the SDK fetched before connecting
+	ev := next("the initial event")
+	if ev.value != sseFloat(times[0]) {
+		t.Errorf("initial updated_at = %v; want %v (%q)", ev.value, sseFloat(times[0]), ev.line)
+	}
+	if d := ev.at.Sub(held).Abs(); d >= time.Microsecond {
+		t.Errorf("initial event parsed to %v; want within 1µs of %v", ev.at, held)
+	}
+	for i, at := range times[1:] {
+		h.publish(t, sseKeyA, sseDoc(sseKeyA, at, fmt.Sprint("v", i+1)))
+		ev := next(fmt.Sprintf("the event for document %d", i+1))
+		if ev.value != sseFloat(at) {
+			t.Errorf("document %d: updated_at = %v; want %v (%q)", i+1, ev.value, sseFloat(at), ev.line)
+		}
+		if d := ev.at.Sub(at).Abs(); d >= time.Microsecond {
+			t.Errorf("document %d: parsed to %v; want within 1µs of %v", i+1, ev.at, at)
+		}
+		if !ev.at.After(held) {
+			t.Errorf("document %d: SDK would not refetch: %v is not after the held %v", i+1, ev.at, held)
+		}
+		held = at // the SDK refetched and now holds this document
+	}
+}
+
+// TestSSELoad1000Subscribers opens 1,000 streams on one environment over
+// loopback HTTP, publishes one document and checks that all receive it, then
+// that disconnecting them all frees everything. It logs the fan-out time and
+// the cost of an idle subscriber; nothing is asserted about speed.
+func TestSSELoad1000Subscribers(t *testing.T) {
+	const n = 1000
+	h := startSSE(t, sseConfig(t, nil))
+	h.publish(t, sseKeyA, sseDoc(sseKeyA, sseBase, "v1"))
+	tr := &http.Transport{MaxIdleConnsPerHost: -1}
+	client := &http.Client{Transport: tr}
+
+	runtime.GC()
+	baseGoroutines := runtime.NumGoroutine()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	baseServerG, baseClientG := sseCountSides()
+
+	v2At := sseBase.Add(time.Hour)
+	want := sseFloat(v2At)
+	ctx, cancel := context.WithCancel(context.Background())
+	var (
+		ready    sync.WaitGroup
+		finished sync.WaitGroup
+		received atomic.Int32
+		lastNano atomic.Int64
+		failures = make(chan error, n)
+	)
+	ready.Add(n)
+	finished.Add(n)
+	for i := range n {
+		go func() {
+			defer finished.Done()
+			readyOnce := sync.OnceFunc(ready.Done)
+			defer readyOnce()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url+sseStreamPath(sseKeyA), nil)
+			resp, err := client.Do(req)
+			if err != nil {
+				failures <- fmt.Errorf("subscriber %d: connect: %w (1,000 subscribers need about 2,000 file descriptors in this process)", i, err)
+				return
+			}
+			defer resp.Body.Close()
+			sc := bufio.NewScanner(resp.Body)
+			initial := true
+			for sc.Scan() {
+				line := sc.Text()
+				if !strings.HasPrefix(line, "data: ") {
+					continue
+				}
+				v, _, err := goSDKUpdatedAt(line)
+				switch {
+				case err != nil:
+					failures <- fmt.Errorf("subscriber %d: %v", i, err)
+					return
+				case initial:
+					initial = false
+					readyOnce()
+				case v == want:
+					now := time.Now().UnixNano()
+					for {
+						last := lastNano.Load()
+						if now <= last || lastNano.CompareAndSwap(last, now) {
+							break
+						}
+					}
+					received.Add(1)
+				default:
+					failures <- fmt.Errorf("subscriber %d: updated_at %v; want %v", i, v, want)
+					return
+				}
+			}
+		}()
+	}
+	stopAll := func() {
+		cancel()
+		finished.Wait()
+		tr.CloseIdleConnections()
+	}
+	t.Cleanup(stopAll)
+	if !sseWaitGroup(&ready, 2*sseWait) {
+		t.Fatalf("only %d of %d subscribers connected within %v", h.s.hub.subscribers(), n, 2*sseWait)
+	}
+	select {
+	case err := <-failures:
+		t.Fatal(err)
+	default:
+	}
+	if got := h.s.hub.subscribers(); got != n {
+		t.Fatalf("hub.subscribers() = %d with every client connected; want %d", got, n)
+	}
+
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	goroutines := runtime.NumGoroutine() - baseGoroutines
+	serverG, clientG := sseCountSides()
+	t.Logf("idle subscribers: %d; per subscriber, client and server side together: %.2f goroutines, %.0f heap bytes, %.0f stack bytes",
+		n, float64(goroutines)/n, float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/n,
+		float64(int64(after.StackInuse)-int64(before.StackInuse))/n)
+	t.Logf("goroutines per subscriber by side: server %.2f (net/http conn.serve + background read), client %.2f (transport read/write loops + reader)",
+		float64(serverG-baseServerG)/n, float64(clientG-baseClientG)/n)
+
+	start := time.Now()
+	h.publish(t, sseKeyA, sseDoc(sseKeyA, v2At, "v2"))
+	published := time.Since(start)
+	sseWaitFor(t, "every subscriber received the event", func() bool {
+		select {
+		case err := <-failures:
+			t.Fatal(err)
+		default:
+		}
+		return received.Load() == n
+	})
+	t.Logf("fan-out: s.publish returned after %v; last of %d subscribers received the event %v after publish began",
+		published, n, time.Unix(0, lastNano.Load()).Sub(start))
+
+	stopAll()
+	sseWaitFor(t, "hub.subscribers() == 0 after every client left", func() bool { return h.s.hub.subscribers() == 0 })
+	sseWaitFor(t, fmt.Sprintf("goroutines back near the baseline of %d", baseGoroutines), func() bool {
+		return runtime.NumGoroutine() <= baseGoroutines+5
+	})
+}
+
+func sseWaitGroup(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+// sseCountSides counts HTTP goroutines by side: a server connection runs
+// conn.serve (the stream handler runs inside it) and a background read; a
+// client connection runs the transport's read and write loops, plus the
+// test's own reader, which is in a test function.
+func sseCountSides() (server, client int) {
+	for _, g := range sseStacks() {
+		switch {
+		case strings.Contains(g, "net/http.(*conn).serve"), strings.Contains(g, "net/http.(*connReader).backgroundRead"):
+			server++
+		case strings.Contains(g, "net/http.(*persistConn)"), strings.Contains(g, "TestSSELoad1000Subscribers.func"):
+			client++
+		}
+	}
+	return server, client
+}
+
+// sseUpstream plays the Flagsmith API's environment-document endpoint. It
+// honours If-Modified-Since as Flagsmith does (304 when the document is not
+// newer, at one-second resolution), and can hold each request until released.
+type sseUpstream struct {
+	url      string
+	mu       sync.Mutex
+	docs     map[string][]byte // by server key
+	requests map[string]int    // by server key
+	notMod   atomic.Int32      // 304s answered
+
+	// When arrived is set, each request announces its key on it and waits
+	// for release.
+	arrived chan string
+	release chan struct{}
+}
+
+// newSSEUpstream starts the fake; with held, every request waits for the
+// test (set before the server starts, so its handlers see it).
+func newSSEUpstream(t testing.TB, held bool) *sseUpstream {
+	t.Helper()
+	u := &sseUpstream{docs: map[string][]byte{}, requests: map[string]int{}}
+	if held {
+		u.arrived, u.release = make(chan string), make(chan struct{})
+	}
+	ts := httptest.NewServer(u)
+	t.Cleanup(ts.Close)
+	u.url = ts.URL
+	return u
+}
+
+func (u *sseUpstream) set(serverKey string, doc []byte) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.docs[serverKey] = doc
+}
+
+func (u *sseUpstream) count(serverKey string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.requests[serverKey]
+}
+
+func (u *sseUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/api/v1/environment-document/" {
+		http.NotFound(w, r)
+		return
+	}
+	key := r.Header.Get("X-Environment-Key")
+	if u.arrived != nil {
+		select {
+		case u.arrived <- key:
+		case <-r.Context().Done():
+			return
+		}
+		select {
+		case <-u.release:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	u.mu.Lock()
+	doc := u.docs[key]
+	u.requests[key]++
+	u.mu.Unlock()
+	if doc == nil {
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	var d struct {
+		UpdatedAt time.Time `json:"updated_at"`
+	}
+	_ = json.Unmarshal(doc, &d)
+	if ims, err := http.ParseTime(r.Header.Get("If-Modified-Since")); err == nil && !d.UpdatedAt.Truncate(time.Second).After(ims) {
+		w.WriteHeader(http.StatusNotModified)
+		u.notMod.Add(1)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(doc)
+}
+
+// runPollers runs the server's pollers against the configured upstream until
+// the test ends.
+func (h *sseHarness) runPollers(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	tr := &http.Transport{}
+	done := make(chan error, 1)
+	go func() { done <- h.s.runPollers(ctx, &http.Client{Transport: tr}) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(sseWait):
+			t.Errorf("pollers still running %v after their context ended", sseWait)
+		}
+		tr.CloseIdleConnections()
+	})
+}
+
+func (h *sseHarness) refresh(t testing.TB, query string, header http.Header) (int, []byte) {
+	t.Helper()
+	code, _, body := h.do(t, "POST", "/proxy/refresh"+query, header)
+	return code, body
+}
+
+func sseBearer(token string) http.Header { return http.Header{"Authorization": {"Bearer " + token}} }
+
+func TestPushRefreshAuth(t *testing.T) {
+	tests := []struct {
+		name        string
+		token       secret // admin_token
+		method      string
+		query       string
+		header      http.Header
+		wantCode    int
+		wantSignals map[string]int // pending refreshes by client key
+	}{
+		{name: "disabled without admin_token", method: "POST", header: sseBearer(sseToken),
+			wantCode: http.StatusNotFound},
+		{name: "missing header", token: sseToken, method: "POST",
+			wantCode: http.StatusUnauthorized},
+		{name: "wrong token", token: sseToken, method: "POST", header: sseBearer("not-the-token"),
+			wantCode: http.StatusUnauthorized},
+		{name: "token prefix", token: sseToken, method: "POST", header: sseBearer(sseToken[:10]),
+			wantCode: http.StatusUnauthorized},
+		{name: "no Bearer scheme", token: sseToken, method: "POST", header: http.Header{"Authorization": {sseToken}},
+			wantCode: http.StatusUnauthorized},
+		{name: "Basic scheme", token: sseToken, method: "POST", header: http.Header{"Authorization": {"Basic " + sseToken}},
+			wantCode: http.StatusUnauthorized},
+		{name: "every environment", token: sseToken, method: "POST", header: sseBearer(sseToken),
+			wantCode: http.StatusAccepted, wantSignals: map[string]int{sseKeyA: 1, sseKeyB: 1}},
+		{name: "one environment", token: sseToken, method: "POST", query: "?environment=" + sseKeyB, header: sseBearer(sseToken),
+			wantCode: http.StatusAccepted, wantSignals: map[string]int{sseKeyB: 1}},
+		{name: "unknown environment", token: sseToken, method: "POST", query: "?environment=unknownKey", header: sseBearer(sseToken),
+			wantCode: http.StatusNotFound},
+		{name: "GET not allowed", token: sseToken, method: "GET", header: sseBearer(sseToken),
+			wantCode: http.StatusMethodNotAllowed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := startSSE(t, sseConfig(t, func(c *Config) { c.AdminToken = tt.token }))
+			code, header, body := h.do(t, tt.method, "/proxy/refresh"+tt.query, tt.header)
+			if code != tt.wantCode {
+				t.Errorf("%s /proxy/refresh%s = %d %s; want %d", tt.method, tt.query, code, body, tt.wantCode)
+			}
+			if ct := header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type = %q; want application/json", ct)
+			}
+			if !json.Valid(body) {
+				t.Errorf("body %q is not JSON", body)
+			}
+			got := map[string]int{}
+			for _, key := range []string{sseKeyA, sseKeyB} {
+				if n := len(h.env(key).refresh); n > 0 {
+					got[key] = n
+				}
+			}
+			want := tt.wantSignals
+			if want == nil {
+				want = map[string]int{}
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("pending refreshes (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestPushRefreshCoalesces sends many refreshes with no poller to take them:
+// they must leave exactly one pending signal per environment.
+func TestPushRefreshCoalesces(t *testing.T) {
+	h := startSSE(t, sseConfig(t, func(c *Config) { c.AdminToken = sseToken }))
+	for i := range 20 {
+		if code, body := h.refresh(t, "", sseBearer(sseToken)); code != http.StatusAccepted {
+			t.Fatalf("refresh %d = %d %s; want 202", i, code, body)
+		}
+	}
+	for _, key := range []string{sseKeyA, sseKeyB} {
+		if n := len(h.env(key).refresh); n != 1 {
+			t.Errorf("len(%s refresh) = %d after 20 calls; want 1", key, n)
+		}
+	}
+}
+
+// TestPushRefreshInFlightCoalesces holds a refresh-triggered poll at the
+// upstream and sends more refreshes meanwhile: they must cause exactly one
+// more poll, seen as no signal left pending once that poll is in flight.
+func TestPushRefreshInFlightCoalesces(t *testing.T) {
+	up := newSSEUpstream(t, true)
+	up.set(sseServerKeyA, sseDoc(sseKeyA, sseBase, "v1"))
+	h := startSSE(t, sseConfig(t, func(c *Config) {
+		c.EnvironmentKeyPairs = c.EnvironmentKeyPairs[:1]
+		c.APIURL = up.url + "/api/v1"
+		c.PollFrequency = 3600
+		c.AdminToken = sseToken
+	}))
+	h.runPollers(t)
+	env := h.env(sseKeyA)
+	arrive := func(what string) {
+		t.Helper()
+		select {
+		case <-up.arrived:
+		case <-time.After(sseWait):
+			t.Fatalf("no upstream request within %v for %s", sseWait, what)
+		}
+	}
+
+	arrive("the first poll")
+	up.release <- struct{}{}
+	sseWaitFor(t, "the first document published", func() bool { return env.snap.Load() != nil })
+
+	if code, body := h.refresh(t, "", sseBearer(sseToken)); code != http.StatusAccepted {
+		t.Fatalf("refresh = %d %s; want 202", code, body)
+	}
+	arrive("the refresh poll")
+	for i := range 5 {
+		if code, body := h.refresh(t, "", sseBearer(sseToken)); code != http.StatusAccepted {
+			t.Fatalf("refresh %d while a poll is in flight = %d %s; want 202", i, code, body)
+		}
+	}
+	if n := len(env.refresh); n != 1 {
+		t.Errorf("len(refresh) = %d after 5 calls during a poll; want 1", n)
+	}
+	up.release <- struct{}{}
+	arrive("the one poll the 5 calls coalesced into")
+	if n := len(env.refresh); n != 0 {
+		t.Errorf("len(refresh) = %d while the coalesced poll is in flight; want 0 (one poll for all 5 calls)", n)
+	}
+	up.release <- struct{}{}
+}
+
+// TestPushRefreshEndToEnd changes the upstream document with the pollers
+// idle for an hour: a push refresh must bring the new flags and a realtime
+// event at once, and a refresh answered 304 must send no event.
+func TestPushRefreshEndToEnd(t *testing.T) {
+	up := newSSEUpstream(t, false)
+	up.set(sseServerKeyA, sseDoc(sseKeyA, sseBase, "v1"))
+	up.set(sseServerKeyB, sseDoc(sseKeyB, sseBase, "b1"))
+	h := startSSE(t, sseConfig(t, func(c *Config) {
+		c.APIURL = up.url + "/api/v1"
+		c.PollFrequency = 3600
+		c.AdminToken = sseToken
+	}))
+	h.runPollers(t)
+	sseWaitFor(t, "both environments polled once", func() bool {
+		return h.env(sseKeyA).snap.Load() != nil && h.env(sseKeyB).snap.Load() != nil
+	})
+	st := h.open(t, sseStreamPath(sseKeyA), nil)
+	st.wantUpdated(t, sseBase)
+	checkFlag := func(want string, wantUpdatedAt time.Time) {
+		t.Helper()
+		code, header, body := h.do(t, "GET", "/api/v1/flags/", http.Header{"X-Environment-Key": {sseKeyA}})
+		var flags []struct {
+			Value any `json:"feature_state_value"`
+		}
+		if err := json.Unmarshal(body, &flags); code != http.StatusOK || err != nil || len(flags) != 1 || flags[0].Value != want {
+			t.Fatalf("GET /api/v1/flags/ = %d %s; want one flag with value %q", code, body, want)
+		}
+		got, err := strconv.ParseFloat(header.Get(updatedAtHeader), 64)
+		if err != nil || got != sseFloat(wantUpdatedAt) {
+			t.Errorf("%s = %q; want %v", updatedAtHeader, header.Get(updatedAtHeader), sseFloat(wantUpdatedAt))
+		}
+	}
+	checkFlag("v1", sseBase)
+
+	v2At := sseBase.Add(90 * time.Second)
+	up.set(sseServerKeyA, sseDoc(sseKeyA, v2At, "v2"))
+	if code, body := h.refresh(t, "?environment="+sseKeyA, sseBearer(sseToken)); code != http.StatusAccepted {
+		t.Fatalf("refresh = %d %s; want 202", code, body)
+	}
+	st.wantUpdated(t, v2At) // within sseWait, against a poll period of an hour
+	checkFlag("v2", v2At)
+	if n := up.count(sseServerKeyB); n != 1 {
+		t.Errorf("environment B polled %d times; want 1 (the refresh named A only)", n)
+	}
+
+	// Unchanged upstream: 304, no event. The next event must be v3's.
+	if code, body := h.refresh(t, "?environment="+sseKeyA, sseBearer(sseToken)); code != http.StatusAccepted {
+		t.Fatalf("refresh = %d %s; want 202", code, body)
+	}
+	sseWaitFor(t, "the upstream answered 304", func() bool { return up.notMod.Load() == 1 })
+	v3At := v2At.Add(time.Minute)
+	up.set(sseServerKeyA, sseDoc(sseKeyA, v3At, "v3"))
+	if code, body := h.refresh(t, "?environment="+sseKeyA, sseBearer(sseToken)); code != http.StatusAccepted {
+		t.Fatalf("refresh = %d %s; want 202", code, body)
+	}
+	st.wantUpdated(t, v3At)
+	checkFlag("v3", v3At)
+}
