@@ -225,9 +225,6 @@ func loadConfig(path string, explicit bool, getenv func(string) string) (Config,
 		}
 		merged[configKeys[k]] = raw
 	}
-	if getenv("WEB_CONCURRENCY") != "" {
-		warnings = append(warnings, "WEB_CONCURRENCY is ignored: one Go process uses every core")
-	}
 
 	cfg := defaultConfig()
 	var errs []error
@@ -297,7 +294,8 @@ func describeJSONError(data []byte, err error) string {
 		return err.Error()
 	}
 	line, col := 1, 1
-	for _, c := range data[:min(int(syn.Offset), len(data))] {
+	// Offset counts the offending byte itself.
+	for _, c := range data[:min(max(int(syn.Offset)-1, 0), len(data))] {
 		if c == '\n' {
 			line, col = line+1, 1
 		} else {

@@ -542,9 +542,9 @@ func (s *server) observe(next http.Handler) http.Handler {
 			if sr.status == 0 {
 				sr.status = http.StatusOK
 			}
-			_, pattern := s.mux.Handler(r)
 			elapsed := time.Since(start)
-			s.stats.observeRequest(routeName(pattern), sr.status, elapsed)
+			// The mux recorded the matched pattern on the request.
+			s.stats.observeRequest(routeName(r.Pattern), sr.status, elapsed)
 			if s.cfg.Logging.EnableAccessLog {
 				s.log.Info("access",
 					"method", r.Method, "path", r.URL.Path, "status", sr.status,

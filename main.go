@@ -133,6 +133,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	for _, w := range warnings {
 		log.Warn("config", "warning", w)
 	}
+	if getenv("WEB_CONCURRENCY") != "" {
+		log.Info("WEB_CONCURRENCY is ignored: one Go process uses every core")
+	}
 	return serve(ctx, cfg, log)
 }
 

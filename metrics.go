@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -134,7 +135,7 @@ func (s *server) exposition() []byte {
 			if i < len(trackedStatuses) {
 				code = strconv.Itoa(trackedStatuses[i])
 			}
-			fmt.Fprintf(&b, "edge_proxy_http_requests_total{route=%q,code=%q} %d\n", route, code, n)
+			fmt.Fprintf(&b, "edge_proxy_http_requests_total{route=%s,code=%s} %d\n", label(route), label(code), n)
 		}
 	}
 	help("edge_proxy_http_request_duration_seconds", "histogram", "HTTP request latency by route.")
@@ -147,11 +148,11 @@ func (s *server) exposition() []byte {
 		var cum uint64
 		for i, le := range latencyBuckets {
 			cum += rs.buckets[i].Load()
-			fmt.Fprintf(&b, "edge_proxy_http_request_duration_seconds_bucket{route=%q,le=%q} %d\n", route, strconv.FormatFloat(le, 'g', -1, 64), cum)
+			fmt.Fprintf(&b, "edge_proxy_http_request_duration_seconds_bucket{route=%s,le=%s} %d\n", label(route), label(strconv.FormatFloat(le, 'g', -1, 64)), cum)
 		}
-		fmt.Fprintf(&b, "edge_proxy_http_request_duration_seconds_bucket{route=%q,le=\"+Inf\"} %d\n", route, count)
-		fmt.Fprintf(&b, "edge_proxy_http_request_duration_seconds_sum{route=%q} %g\n", route, float64(rs.sumNanos.Load())/1e9)
-		fmt.Fprintf(&b, "edge_proxy_http_request_duration_seconds_count{route=%q} %d\n", route, count)
+		fmt.Fprintf(&b, "edge_proxy_http_request_duration_seconds_bucket{route=%s,le=\"+Inf\"} %d\n", label(route), count)
+		fmt.Fprintf(&b, "edge_proxy_http_request_duration_seconds_sum{route=%s} %g\n", label(route), float64(rs.sumNanos.Load())/1e9)
+		fmt.Fprintf(&b, "edge_proxy_http_request_duration_seconds_count{route=%s} %d\n", label(route), count)
 	}
 
 	now := s.now()
@@ -166,26 +167,26 @@ func (s *server) exposition() []byte {
 		}
 		sort.Strings(results)
 		for _, r := range results {
-			fmt.Fprintf(&b, "edge_proxy_polls_total{environment=%q,result=%q} %d\n", key, r, e.polls[r])
+			fmt.Fprintf(&b, "edge_proxy_polls_total{environment=%s,result=%s} %d\n", label(key), label(r), e.polls[r])
 		}
 	}
 	help("edge_proxy_document_updated_at_seconds", "gauge", "The updated_at of each environment's current document, Unix seconds.")
 	for _, env := range s.envs {
 		if e := m.env(env.pair.ClientSideKey); e.lastUpdatedAt > 0 {
-			fmt.Fprintf(&b, "edge_proxy_document_updated_at_seconds{environment=%q} %f\n", env.pair.ClientSideKey, e.lastUpdatedAt)
+			fmt.Fprintf(&b, "edge_proxy_document_updated_at_seconds{environment=%s} %f\n", label(env.pair.ClientSideKey), e.lastUpdatedAt)
 		}
 	}
 	help("edge_proxy_snapshot_compile_seconds", "gauge", "Time to compile each environment's current document into a snapshot.")
 	for _, env := range s.envs {
 		if env.snap.Load() != nil {
-			fmt.Fprintf(&b, "edge_proxy_snapshot_compile_seconds{environment=%q} %g\n", env.pair.ClientSideKey, m.env(env.pair.ClientSideKey).compileSecs)
+			fmt.Fprintf(&b, "edge_proxy_snapshot_compile_seconds{environment=%s} %g\n", label(env.pair.ClientSideKey), m.env(env.pair.ClientSideKey).compileSecs)
 		}
 	}
 	m.mu.Unlock()
 	help("edge_proxy_seconds_since_last_update", "gauge", "Seconds since each environment's document was last confirmed by a successful poll.")
 	for _, env := range s.envs {
 		if last := env.lastSuccess.Load(); last != 0 {
-			fmt.Fprintf(&b, "edge_proxy_seconds_since_last_update{environment=%q} %g\n", env.pair.ClientSideKey, now.Sub(time.Unix(0, last)).Seconds())
+			fmt.Fprintf(&b, "edge_proxy_seconds_since_last_update{environment=%s} %g\n", label(env.pair.ClientSideKey), now.Sub(time.Unix(0, last)).Seconds())
 		}
 	}
 	help("edge_proxy_sse_subscribers", "gauge", "Open realtime streams.")
@@ -194,3 +195,11 @@ func (s *server) exposition() []byte {
 	fmt.Fprintf(&b, "edge_proxy_uptime_seconds %g\n", now.Sub(m.start).Seconds())
 	return b.Bytes()
 }
+
+// label quotes a label value as the Prometheus text format wants: only
+// backslash, double quote and newline are escaped.
+func label(v string) string {
+	return `"` + labelEscaper.Replace(v) + `"`
+}
+
+var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
