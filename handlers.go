@@ -94,6 +94,24 @@ func (s *server) handler() http.Handler {
 
 const updatedAtHeader = "X-Flagsmith-Document-Updated-At"
 
+// Header values shared by every response. Handlers assign these slices
+// instead of calling Header.Set, which allocates one per call on the hottest
+// path; net/http never modifies a header value slice.
+var (
+	jsonContentType    = []string{"application/json"}
+	gzipEncoding       = []string{"gzip"}
+	varyAcceptEncoding = []string{"Accept-Encoding"}
+)
+
+// setVary adds Accept-Encoding to Vary, keeping what CORS put there.
+func setVary(h http.Header) {
+	if len(h["Vary"]) == 0 {
+		h["Vary"] = varyAcceptEncoding
+		return
+	}
+	h.Add("Vary", "Accept-Encoding")
+}
+
 // errorBody is the JSON body of every error response.
 type errorBody struct {
 	Status  string `json:"status"`
@@ -139,8 +157,8 @@ func (s *server) resolve(w http.ResponseWriter, r *http.Request) (keyRef, *snaps
 			"the environment document for this key has not been received yet")
 		return keyRef{}, nil, false
 	}
-	if snap.updatedAt != "" {
-		w.Header().Set(updatedAtHeader, snap.updatedAt)
+	if snap.updatedAtHeader != nil {
+		w.Header()[updatedAtHeader] = snap.updatedAtHeader
 	}
 	return ref, snap, true
 }
@@ -164,15 +182,15 @@ func (s *server) handleFlags(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	h := w.Header()
-	h.Set("ETag", v.etag)
+	h["Etag"] = v.etagHeader
 	if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatches(inm, v.etag) {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
-	h.Set("Content-Type", "application/json")
-	h.Set("Vary", "Accept-Encoding")
-	if acceptsGzip(r) && len(v.flags) > gzipMinBytes {
-		h.Set("Content-Encoding", "gzip")
+	h["Content-Type"] = jsonContentType
+	setVary(h)
+	if v.flagsGzip != nil && acceptsGzip(r) {
+		h["Content-Encoding"] = gzipEncoding
 		_, _ = w.Write(v.flagsGzip)
 		return
 	}
@@ -222,10 +240,10 @@ var gzipWriters = sync.Pool{New: func() any {
 // body is large enough to gain from it.
 func writeBody(w http.ResponseWriter, r *http.Request, body []byte) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
+	h["Content-Type"] = jsonContentType
 	if len(body) > gzipMinBytes && acceptsGzip(r) {
-		h.Set("Content-Encoding", "gzip")
-		h.Set("Vary", "Accept-Encoding")
+		h["Content-Encoding"] = gzipEncoding
+		setVary(h)
 		zw := gzipWriters.Get().(*gzip.Writer)
 		zw.Reset(w)
 		_, _ = zw.Write(body)

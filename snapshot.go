@@ -16,6 +16,9 @@ import (
 type snapshot struct {
 	doc       *compiledDocument
 	updatedAt string // X-Flagsmith-Document-Updated-At, empty when unknown
+	// updatedAtHeader is updatedAt as a ready header value (nil when
+	// unknown), assigned to responses without allocating.
+	updatedAtHeader []string
 	views     [2]view
 	docETag   string
 	builtAt   time.Time
@@ -31,9 +34,10 @@ const (
 
 // view is the pre-encoded answer to GET /api/v1/flags/ for one kind of key.
 type view struct {
-	flags     []byte
-	flagsGzip []byte
-	etag      string
+	flags      []byte
+	flagsGzip  []byte
+	etag       string
+	etagHeader []string
 	feature   map[string][]byte // ?feature=NAME bodies
 }
 
@@ -47,6 +51,7 @@ func newSnapshot(raw []byte) (*snapshot, error) {
 	s := &snapshot{doc: doc, builtAt: start, docETag: etagOf(raw)}
 	if !doc.updatedAt.IsZero() {
 		s.updatedAt = unixSeconds(doc.updatedAt)
+		s.updatedAtHeader = []string{s.updatedAt}
 	}
 	prepareAPIFeatures(doc)
 	flags := doc.engine.evaluate(nil, nil, nil)
@@ -70,6 +75,7 @@ func newSnapshot(raw []byte) (*snapshot, error) {
 			v.flagsGzip = gzipBytes(v.flags)
 		}
 		v.etag = etagOf(v.flags)
+		v.etagHeader = []string{v.etag}
 	}
 	s.compile = time.Since(start)
 	return s, nil
