@@ -198,7 +198,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	srv.RegisterOnShutdown(s.hub.close)
 
-	client := &http.Client{} // redirects are followed; each poll carries its own timeout
+	client := newPollClient()
 	pollCtx, stopPolls := context.WithCancel(context.Background())
 	defer stopPolls()
 	pollersDone := make(chan error, 1)

@@ -50,6 +50,22 @@ const fileCheckInterval = time.Second
 
 var errDocumentSize = fmt.Errorf("document larger than %d bytes", maxDocumentBytes)
 
+// newPollClient is the HTTP client of the pollers. Redirects are followed,
+// as by Flagsmith's proxy; each poll carries its own timeout. The server key
+// is a secret: it is not forwarded to another host, as Go already does for
+// Authorization.
+func newPollClient() *http.Client {
+	return &http.Client{CheckRedirect: func(req *http.Request, via []*http.Request) error {
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		if req.URL.Host != via[0].URL.Host {
+			req.Header.Del("X-Environment-Key")
+		}
+		return nil
+	}}
+}
+
 // runPollers polls every environment concurrently until ctx ends. One
 // environment's failures or slowness never delay another's.
 func (s *server) runPollers(ctx context.Context, client *http.Client) error {
@@ -190,8 +206,11 @@ func (s *server) publish(env *environment, raw []byte, source string) error {
 		return err
 	}
 	if snap.doc.clientKey != env.pair.ClientSideKey {
-		s.log.Warn("document api_key differs from the configured client key",
-			"env", env.pair.ClientSideKey, "document_api_key", maskedKey(snap.doc.clientKey))
+		// The document's api_key is its environment's client-side key: a
+		// mismatch means the key pair is misconfigured, and SDKs holding the
+		// real client key would get 401 anyway. Refusing it keeps the cache
+		// free of foreign documents and makes the mistake loud.
+		return fmt.Errorf("document belongs to environment %s, not to the configured client key", maskedKey(snap.doc.clientKey))
 	}
 	if snap.doc.updatedAt.IsZero() {
 		s.log.Warn("document updated_at missing or unparsable; If-Modified-Since not sent",
@@ -222,14 +241,14 @@ func (s *server) markSuccess(env *environment) {
 func (s *server) watchFile(ctx context.Context, env *environment) {
 	var lastMod time.Time
 	var lastSize int64 = -1
-	reported := false
+	lastProblem := "" // logged once until it changes or a good load clears it
 	for {
 		fi, err := os.Stat(env.pair.DocumentPath)
 		switch {
 		case err != nil:
-			if !reported {
-				s.log.Error("document file unreadable; serving the last good document", "env", env.pair.ClientSideKey, "error", err.Error())
-				reported = true
+			if err.Error() != lastProblem {
+				lastProblem = err.Error()
+				s.log.Error("document file unreadable; serving the last good document", "env", env.pair.ClientSideKey, "error", lastProblem)
 			}
 		case !fi.ModTime().Equal(lastMod) || fi.Size() != lastSize:
 			raw, err := readFileLimited(env.pair.DocumentPath)
@@ -237,13 +256,13 @@ func (s *server) watchFile(ctx context.Context, env *environment) {
 				err = s.publish(env, raw, "file")
 			}
 			if err != nil {
-				if !reported {
+				if err.Error() != lastProblem {
+					lastProblem = err.Error()
 					s.log.Error("document file invalid; serving the last good document", "env", env.pair.ClientSideKey,
-						"path", env.pair.DocumentPath, "error", err.Error())
-					reported = true
+						"path", env.pair.DocumentPath, "error", lastProblem)
 				}
 			} else {
-				lastMod, lastSize, reported = fi.ModTime(), fi.Size(), false
+				lastMod, lastSize, lastProblem = fi.ModTime(), fi.Size(), ""
 			}
 		default:
 			s.markSuccess(env)
