@@ -19,10 +19,10 @@ type snapshot struct {
 	// updatedAtHeader is updatedAt as a ready header value (nil when
 	// unknown), assigned to responses without allocating.
 	updatedAtHeader []string
-	views     [2]view
-	docETag   string
-	builtAt   time.Time
-	compile   time.Duration
+	views           [2]view
+	docETag         string
+	builtAt         time.Time
+	compile         time.Duration
 }
 
 type keyKind uint8
@@ -38,7 +38,7 @@ type view struct {
 	flagsGzip  []byte
 	etag       string
 	etagHeader []string
-	feature   map[string][]byte // ?feature=NAME bodies
+	feature    map[string][]byte // ?feature=NAME bodies
 }
 
 // newSnapshot compiles a document and pre-encodes the environment flags.
