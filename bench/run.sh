@@ -1,0 +1,448 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of the edge proxy against a bare net/http ceiling
+# (SPEC §8). One command, from any directory:
+#
+#   bash bench/run.sh
+#
+# It builds the proxy and the helpers in bench/, installs wrk (apt-get) and
+# vegeta (go install) when missing, starts a fake upstream serving the
+# benchmark document, the proxy, and a ceiling server answering the proxy's
+# exact GET /api/v1/flags/ bytes; drives each with wrk, then each proxy
+# endpoint and the ceiling with vegeta at half that endpoint's maximum rate;
+# measures RSS with 1 and with 10 environments; prints a Markdown summary with
+# PASS/FAIL per §8 target. Everything it writes goes to one mktemp -d
+# directory that is removed on exit, with every process it started killed.
+#
+# Knobs (environment variables):
+#   DURATION=10s         wrk run length per target
+#   CONNECTIONS=64       wrk connections;  THREADS=2  wrk threads
+#   WARMUP=2s            discarded wrk run before each measured one (0 = none)
+#   VEGETA_DURATION=10s  constant-rate run length (per endpoint and ceiling)
+#   VEGETA_MAX_WORKERS=$CONNECTIONS  cap on vegeta's concurrent requests (0 =
+#                        unbounded; unbounded, a stall makes vegeta open
+#                        thousands of connections and measure its own storm)
+#   ENVS=10              environments loaded for the memory run
+#   RSS_DURATION=5s      flags load before the 10-environment RSS reading
+#   BENCH_DATA=<repo>/../shared/bench  (or DOCUMENT=… IDENTITY_BODY=…)
+#   VEGETA_VERSION=v12.13.0
+#   STRICT=1             exit 1 when a target FAILs (default: report only)
+#   KEEP_TMP=1           keep the temporary directory (logs, raw outputs)
+#   PROXY_BIN=path       benchmark this binary instead of building the repo root
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+WARMUP=${WARMUP:-2s}
+VEGETA_DURATION=${VEGETA_DURATION:-10s}
+VEGETA_MAX_WORKERS=${VEGETA_MAX_WORKERS:-$CONNECTIONS}
+ENVS=${ENVS:-10}
+RSS_DURATION=${RSS_DURATION:-5s}
+BENCH_DATA=${BENCH_DATA:-$root/../shared/bench}
+DOCUMENT=${DOCUMENT:-$BENCH_DATA/environment-document.json}
+IDENTITY_BODY=${IDENTITY_BODY:-$BENCH_DATA/identity-body.json}
+VEGETA_VERSION=${VEGETA_VERSION:-v12.13.0}
+STRICT=${STRICT:-0}
+KEEP_TMP=${KEEP_TMP:-0}
+SERVER_KEY=ser.bench-server-key
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() {
+	printf 'bench/run.sh: error: %s\n' "$*" >&2
+	exit 1
+}
+
+# ---------------------------------------------------------------- cleanup
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/edge-bench.XXXXXX")
+pids=()
+# shellcheck disable=SC2317 # called by the trap
+cleanup() {
+	local rc=$? p
+	trap - EXIT INT TERM
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	if [[ $KEEP_TMP == 1 ]]; then
+		log "kept $tmp"
+	else
+		rm -rf "$tmp"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- tools
+if command -v go >/dev/null 2>&1; then
+	GO=$(command -v go)
+elif [[ -x /usr/local/go/bin/go ]]; then
+	GO=/usr/local/go/bin/go
+else
+	die "go not found (PATH or /usr/local/go/bin)"
+fi
+[[ -r $DOCUMENT ]] || die "benchmark document not found: $DOCUMENT (set BENCH_DATA or DOCUMENT)"
+[[ -r $IDENTITY_BODY ]] || die "identity body not found: $IDENTITY_BODY (set BENCH_DATA or IDENTITY_BODY)"
+for t in curl awk sed grep; do
+	command -v "$t" >/dev/null 2>&1 || die "$t is required"
+done
+
+as_root() {
+	if [[ $(id -u) == 0 ]]; then
+		"$@"
+	elif command -v sudo >/dev/null 2>&1; then
+		sudo "$@"
+	else
+		die "need root or sudo to run: $*"
+	fi
+}
+
+if ! command -v wrk >/dev/null 2>&1; then
+	log "installing wrk (apt-get)"
+	export DEBIAN_FRONTEND=noninteractive
+	if ! as_root apt-get install -y wrk >"$tmp/apt.log" 2>&1; then
+		as_root apt-get update >>"$tmp/apt.log" 2>&1 || true
+		as_root apt-get install -y wrk >>"$tmp/apt.log" 2>&1 || {
+			cat "$tmp/apt.log" >&2
+			die "could not install wrk"
+		}
+	fi
+	command -v wrk >/dev/null 2>&1 || die "wrk still not on PATH after apt-get install"
+fi
+WRK=$(command -v wrk)
+
+gobin=$("$GO" env GOBIN)
+[[ -n $gobin ]] || gobin=$("$GO" env GOPATH)/bin
+if command -v vegeta >/dev/null 2>&1; then
+	VEGETA=$(command -v vegeta)
+elif [[ -x $gobin/vegeta ]]; then
+	VEGETA=$gobin/vegeta
+else
+	log "installing vegeta $VEGETA_VERSION (go install into $gobin)"
+	(cd "$tmp" && GOBIN="$gobin" "$GO" install "github.com/tsenart/vegeta/v12@$VEGETA_VERSION") ||
+		die "could not install vegeta"
+	VEGETA=$gobin/vegeta
+	[[ -x $VEGETA ]] || die "vegeta not found at $VEGETA after go install"
+fi
+
+# ---------------------------------------------------------------- build
+log "building the proxy and bench helpers"
+if [[ -n ${PROXY_BIN:-} ]]; then
+	cp "$PROXY_BIN" "$tmp/edge-proxy" || die "cannot copy PROXY_BIN=$PROXY_BIN"
+else
+	(cd "$root" && "$GO" build -o "$tmp/edge-proxy" .) || die "go build of the proxy failed"
+fi
+(cd "$root" && "$GO" build -o "$tmp/upstream" ./bench/upstream &&
+	"$GO" build -o "$tmp/ceiling" ./bench/ceiling &&
+	"$GO" build -o "$tmp/targets" ./bench/targets) || die "go build of bench helpers failed"
+
+client_key=$(grep -o '"api_key"[[:space:]]*:[[:space:]]*"[^"]*"' "$DOCUMENT" | head -n1 | sed 's/.*"\([^"]*\)"$/\1/')
+[[ -n $client_key ]] || die "no api_key in $DOCUMENT"
+
+# ---------------------------------------------------------------- helpers
+# start NAME CMD...: runs CMD in the background in $tmp, output to $tmp/NAME.log
+start() {
+	local name=$1
+	shift
+	(cd "$tmp" && exec "$@") >"$tmp/$name.log" 2>&1 &
+	pids+=("$!")
+	last_pid=$!
+}
+
+# stop PID: kill a process started by start, wait for it, forget it.
+stop() {
+	local p keep=()
+	kill "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+	for p in "${pids[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+	pids=("${keep[@]}")
+}
+
+# listen_addr NAME PID: the "listening on ADDR" line of a helper's log.
+listen_addr() {
+	local name=$1 pid=$2 i addr
+	for ((i = 0; i < 100; i++)); do
+		addr=$(sed -n 's/^listening on //p' "$tmp/$name.log" | head -n1)
+		if [[ -n $addr ]]; then
+			echo "$addr"
+			return 0
+		fi
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	cat "$tmp/$name.log" >&2
+	die "$name did not start"
+}
+
+# free_port: a port below the ephemeral range (load generators' outgoing
+# connections use that range, and could hold any port in it) that nothing
+# listens on.
+free_port() {
+	local p i lo=32768
+	read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+	((lo > 11024)) || die "ephemeral port range starts too low ($lo)"
+	for ((i = 0; i < 100; i++)); do
+		p=$((10000 + RANDOM % (lo - 11000)))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return 0
+		fi
+	done
+	die "no free port found"
+}
+
+# start_proxy NAME CONFIG: starts the proxy, waits for readiness = 200.
+start_proxy() {
+	local name=$1 config=$2 port=$3 i code=000
+	# The environment wins over config.json (SPEC §2): drop any such variable.
+	start "$name" env -u CONFIG_PATH -u API_URL -u ENVIRONMENT_KEY_PAIRS \
+		-u API_POLL_FREQUENCY_SECONDS -u API_POLL_FREQUENCY -u API_POLL_TIMEOUT_SECONDS \
+		-u API_POLL_TIMEOUT -u ALLOW_ORIGINS -u ENDPOINT_CACHES -u SERVER -u LOGGING \
+		-u HEALTH_CHECK -u CACHE_DIR \
+		"$tmp/edge-proxy" -config "$config"
+	proxy_pid=$last_pid
+	proxy="http://127.0.0.1:$port"
+	for ((i = 0; i < 300; i++)); do
+		code=$(curl -s -o /dev/null -w '%{http_code}' "$proxy/proxy/health/readiness" || true)
+		[[ $code == 200 ]] && return 0
+		if ! kill -0 "$proxy_pid" 2>/dev/null; then
+			cat "$tmp/$name.log" >&2
+			die "proxy exited before becoming ready"
+		fi
+		sleep 0.1
+	done
+	cat "$tmp/$name.log" >&2
+	die "proxy not ready after 30 s (last readiness status $code)"
+}
+
+# write_config FILE UPSTREAM PORT PAIRS_JSON
+write_config() {
+	cat >"$1" <<EOF
+{
+  "environment_key_pairs": $4,
+  "api_url": "http://$2/api/v1",
+  "server": {"host": "127.0.0.1", "port": $3},
+  "logging": {"log_level": "WARNING"}
+}
+EOF
+}
+
+rss_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+
+# expect_status WANT CURL_ARGS...: a sanity request before loading an endpoint,
+# so a benchmark never measures error answers.
+expect_status() {
+	local want=$1 code
+	shift
+	code=$(curl -s -o "$tmp/probe.out" -w '%{http_code}' "$@" || true)
+	if [[ $code != "$want" ]]; then
+		head -c 600 "$tmp/probe.out" >&2 || true
+		echo >&2
+		die "expected $want from curl $*, got $code"
+	fi
+}
+
+declare -A RPS P50 P99 BAD
+# run_wrk NAME WRK_ARGS... : a warm-up, then the measured run; fills RPS/P50/P99/BAD.
+run_wrk() {
+	local name=$1
+	local out=$tmp/wrk-$name.txt
+	shift
+	if ! [[ $WARMUP =~ ^0[a-z]*$ ]]; then
+		"$WRK" -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" "$@" >/dev/null
+	fi
+	log "wrk $name: -t$THREADS -c$CONNECTIONS -d$DURATION"
+	"$WRK" -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$@" >"$out"
+	sed 's/^/    /' "$out" >&2
+	local rps p50 p99 bad
+	read -r rps p50 p99 bad < <(awk '
+		function ms(v) {
+			if (v ~ /us$/) return v / 1000
+			if (v ~ /ms$/) return v + 0
+			if (v ~ /m$/) return v * 60000
+			if (v ~ /s$/) return v * 1000
+			return v + 0
+		}
+		/^Requests\/sec:/ { rps = $2 }
+		$1 == "50%" { p50 = ms($2) }
+		$1 == "99%" { p99 = ms($2) }
+		/Non-2xx or 3xx responses:/ { bad += $NF }
+		/Socket errors:/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) bad += $i + 0 }
+		END { printf "%.0f %.3f %.3f %d\n", rps, p50, p99, bad }' "$out")
+	RPS[$name]=$rps P50[$name]=$p50 P99[$name]=$p99 BAD[$name]=$bad
+}
+
+# run_vegeta NAME RATE TARGETS_FILE FORMAT: fills VP99/VP50/VOK/VRATE.
+declare -A VP50 VP99 VOK VRATE
+run_vegeta() {
+	local name=$1 rate=$2 targets=$3 format=$4
+	local out=$tmp/vegeta-$name
+	log "vegeta $name: $rate req/s for $VEGETA_DURATION"
+	local cap=()
+	[[ $VEGETA_MAX_WORKERS == 0 ]] || cap=(-max-workers="$VEGETA_MAX_WORKERS")
+	"$VEGETA" attack -format="$format" -targets="$targets" -rate="$rate/1s" \
+		-duration="$VEGETA_DURATION" -max-body=0 -timeout=5s "${cap[@]}" >"$out.bin"
+	"$VEGETA" report "$out.bin" | sed 's/^/    /' >&2
+	"$VEGETA" report -type=json "$out.bin" >"$out.json"
+	VP50[$name]=$(grep -o '"50th":[0-9]*' "$out.json" | cut -d: -f2 | awk '{ printf "%.3f", $1 / 1e6 }')
+	VP99[$name]=$(grep -o '"99th":[0-9]*' "$out.json" | cut -d: -f2 | awk '{ printf "%.3f", $1 / 1e6 }')
+	VOK[$name]=$(grep -o '"success":[0-9.e+-]*' "$out.json" | cut -d: -f2 | awk '{ printf "%.2f", $1 * 100 }')
+	VRATE[$name]=$(grep -o '"throughput":[0-9.e+-]*' "$out.json" | head -n1 | cut -d: -f2 | awk '{ printf "%.0f", $1 }')
+}
+
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f", 100 * a / b; else print "n/a" }'; }
+ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
+
+# ---------------------------------------------------------------- 1 environment
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+if awk -v l="${load_before%% *}" -v n="$(nproc)" 'BEGIN { exit !(l > n / 4) }'; then
+	log "WARNING: load average $load_before on $(nproc) cores before the run: other work shares the CPUs, figures will be low and noisy"
+fi
+start upstream "$tmp/upstream" -addr 127.0.0.1:0 -document "$DOCUMENT"
+upstream=$(listen_addr upstream "$last_pid")
+port=$(free_port)
+write_config "$tmp/config.json" "$upstream" "$port" \
+	"[{\"server_side_key\": \"$SERVER_KEY\", \"client_side_key\": \"$client_key\"}]"
+log "starting the proxy on 127.0.0.1:$port (upstream $upstream)"
+start_proxy proxy "$tmp/config.json" "$port"
+
+# The ceiling answers the proxy's exact flags bytes.
+curl -fsS -H "X-Environment-Key: $client_key" -o "$tmp/flags-body.json" "$proxy/api/v1/flags/" ||
+	die "GET /api/v1/flags/ failed"
+flags_bytes=$(wc -c <"$tmp/flags-body.json")
+[[ $flags_bytes -gt 2 ]] || die "empty flags response"
+start ceiling "$tmp/ceiling" -addr 127.0.0.1:0 -body "$tmp/flags-body.json"
+ceiling="http://$(listen_addr ceiling "$last_pid")"
+log "ceiling on $ceiling, serving the $flags_bytes-byte flags body"
+
+expect_status 200 -H "X-Environment-Key: $client_key" -H 'Content-Type: application/json' \
+	--data-binary "@$IDENTITY_BODY" "$proxy/api/v1/identities/"
+identity_bytes=$(wc -c <"$tmp/probe.out")
+expect_status 200 -H "X-Environment-Key: $client_key" "$proxy/api/v1/identities/?identifier=probe_user"
+
+run_wrk ceiling_a -H "X-Environment-Key: $client_key" "$ceiling/api/v1/flags/"
+run_wrk flags -H "X-Environment-Key: $client_key" "$proxy/api/v1/flags/"
+run_wrk identities_post -s "$here/identities-post.lua" -H "X-Environment-Key: $client_key" \
+	-H 'Content-Type: application/json' "$proxy/api/v1/identities/" -- "$IDENTITY_BODY"
+run_wrk identities_get -s "$here/identities-get.lua" -H "X-Environment-Key: $client_key" \
+	"$proxy/api/v1/identities/"
+# The ceiling again, last: the ratios use the mean of the runs before and
+# after the proxy's, so a drift in the machine's speed is shared out.
+run_wrk ceiling_b -H "X-Environment-Key: $client_key" "$ceiling/api/v1/flags/"
+RPS[ceiling]=$(((RPS[ceiling_a] + RPS[ceiling_b]) / 2))
+BAD[ceiling]=$((BAD[ceiling_a] + BAD[ceiling_b]))
+P50[ceiling]=$(awk -v a="${P50[ceiling_a]}" -v b="${P50[ceiling_b]}" 'BEGIN { printf "%.3f", (a + b) / 2 }')
+P99[ceiling]=$(awk -v a="${P99[ceiling_a]}" -v b="${P99[ceiling_b]}" 'BEGIN { printf "%.3f", (a + b) / 2 }')
+
+# Constant rate: each proxy endpoint at half its own maximum, and the ceiling
+# at that same offered rate. Go's HTTP client (vegeta) asks for gzip unless a
+# request names an Accept-Encoding; wrk asks for none, and the ceiling never
+# compresses, so every target says "identity": same bytes as the wrk runs.
+printf 'GET %s/api/v1/flags/\nX-Environment-Key: %s\nAccept-Encoding: identity\n' "$proxy" "$client_key" >"$tmp/t-flags.txt"
+printf 'GET %s/api/v1/flags/\nX-Environment-Key: %s\nAccept-Encoding: identity\n' "$ceiling" "$client_key" >"$tmp/t-ceiling.txt"
+"$tmp/targets" -mode post -url "$proxy/api/v1/identities/" -key "$client_key" \
+	-header "Accept-Encoding: identity" -body "$IDENTITY_BODY" -n 10000 >"$tmp/t-identities_post.jsonl"
+"$tmp/targets" -mode get -url "$proxy/api/v1/identities/" -key "$client_key" \
+	-header "Accept-Encoding: identity" -n 10000 >"$tmp/t-identities_get.jsonl"
+declare -A HALF
+for ep in flags identities_post identities_get; do
+	HALF[$ep]=$((RPS[$ep] / 2))
+	[[ ${HALF[$ep]} -gt 0 ]] || die "no measured rate for $ep"
+	case $ep in
+	flags) run_vegeta "$ep" "${HALF[$ep]}" "$tmp/t-flags.txt" http ;;
+	*) run_vegeta "$ep" "${HALF[$ep]}" "$tmp/t-$ep.jsonl" json ;;
+	esac
+	run_vegeta "ceiling_at_$ep" "${HALF[$ep]}" "$tmp/t-ceiling.txt" http
+done
+
+rss1=$(rss_kib "$proxy_pid" VmRSS)
+hwm1=$(rss_kib "$proxy_pid" VmHWM)
+log "proxy RSS after the load (1 environment): $(mib "$rss1") MiB (peak $(mib "$hwm1") MiB)"
+stop "$proxy_pid"
+
+# ---------------------------------------------------------------- N environments
+start upstream_n "$tmp/upstream" -addr 127.0.0.1:0 -document "$DOCUMENT" -copies "$ENVS"
+upstream_n=$(listen_addr upstream_n "$last_pid")
+pairs="" keys=()
+for ((i = 1; i <= ENVS; i++)); do
+	pairs+="${pairs:+, }{\"server_side_key\": \"$SERVER_KEY-$i\", \"client_side_key\": \"$client_key-$i\"}"
+	keys+=("$client_key-$i")
+done
+port=$(free_port)
+write_config "$tmp/config-$ENVS.json" "$upstream_n" "$port" "[$pairs]"
+log "restarting the proxy with $ENVS environments on 127.0.0.1:$port"
+start_proxy proxy_n "$tmp/config-$ENVS.json" "$port"
+for k in "${keys[@]}"; do
+	expect_status 200 -H "X-Environment-Key: $k" "$proxy/api/v1/flags/"
+done
+rssn_idle=$(rss_kib "$proxy_pid" VmRSS)
+log "wrk flags over $ENVS keys for $RSS_DURATION"
+"$WRK" -t"$THREADS" -c"$CONNECTIONS" -d"$RSS_DURATION" -s "$here/flags-keys.lua" \
+	"$proxy/api/v1/flags/" -- "${keys[@]}" >"$tmp/wrk-flags-$ENVS.txt"
+sed 's/^/    /' "$tmp/wrk-flags-$ENVS.txt" >&2
+rssn=$(rss_kib "$proxy_pid" VmRSS)
+hwmn=$(rss_kib "$proxy_pid" VmHWM)
+log "proxy RSS with $ENVS environments: $(mib "$rssn_idle") MiB ready, $(mib "$rssn") MiB after load (peak $(mib "$hwmn") MiB)"
+stop "$proxy_pid"
+
+# ---------------------------------------------------------------- summary
+verdict() { if "$@"; then echo PASS; else echo FAIL; fi; }
+valid() { [[ ${BAD[$1]} == 0 ]]; }
+ratio_ok() { valid "$1" && ge "$(pct "${RPS[$1]}" "${RPS[ceiling]}")" "$2"; }
+# p99_ok EP: every request answered, the offered rate reached (≥ 95%), and the
+# p99 within 1.5× the ceiling's at the same offered rate.
+p99_ok() {
+	ge "${VOK[$1]}" 99.9 && ge "${VRATE[$1]}" "$((HALF[$1] * 95 / 100))" && awk -v a="${VP99[$1]}" -v b="${VP99[ceiling_at_$1]}" 'BEGIN { exit !(a <= 1.5 * b) }'
+}
+# shellcheck disable=SC2317 # called through verdict
+rss_ok() { awk -v k="$rssn" 'BEGIN { exit !(k < 40 * 1024) }'; }
+note() { [[ ${BAD[$1]} == 0 ]] || printf ' (%s errors/non-2xx)' "${BAD[$1]}"; }
+
+cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
+{
+	echo
+	echo "## Edge proxy benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
+	echo
+	echo "- machine: \`nproc\` = $(nproc), ${cpu:-unknown CPU}, $(uname -sr); $("$GO" version | awk '{ print $3 }'); load average before the run: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "- load generator on the same machine: wrk -t$THREADS -c$CONNECTIONS -d$DURATION ($([[ $WARMUP =~ ^0[a-z]*$ ]] && echo "no warm-up" || echo "after a $WARMUP warm-up")), vegeta $("$GO" version -m "$VEGETA" 2>/dev/null | awk '$1 == "mod" { print $3; exit }') $VEGETA_DURATION per constant-rate run (at most $VEGETA_MAX_WORKERS in flight; 0 = unbounded)"
+	echo "- document: $(basename "$DOCUMENT") ($(wc -c <"$DOCUMENT") bytes); flags response $flags_bytes bytes, identities response $identity_bytes bytes; ceiling: bare net/http writing the flags bytes"
+	echo
+	echo "| endpoint | req/s | % of ceiling | p50 ms | p99 ms | target | result |"
+	echo "|---|---:|---:|---:|---:|---|---|"
+	echo "| ceiling (net/http, same bytes; mean of ${RPS[ceiling_a]} before and ${RPS[ceiling_b]} after)$(note ceiling) | ${RPS[ceiling]} | 100 | ${P50[ceiling]} | ${P99[ceiling]} | | |"
+	echo "| GET /api/v1/flags/ | ${RPS[flags]}$(note flags) | $(pct "${RPS[flags]}" "${RPS[ceiling]}") | ${P50[flags]} | ${P99[flags]} | ≥ 80% | $(verdict ratio_ok flags 80) |"
+	echo "| POST /api/v1/identities/ (5 traits) | ${RPS[identities_post]}$(note identities_post) | $(pct "${RPS[identities_post]}" "${RPS[ceiling]}") | ${P50[identities_post]} | ${P99[identities_post]} | ≥ 60% | $(verdict ratio_ok identities_post 60) |"
+	echo "| GET /api/v1/identities/?identifier= | ${RPS[identities_get]}$(note identities_get) | $(pct "${RPS[identities_get]}" "${RPS[ceiling]}") | ${P50[identities_get]} | ${P99[identities_get]} | (≥ 60%, informative) | $(ratio_ok identities_get 60 && echo ok || echo below) |"
+	echo
+	echo "| constant rate (vegeta, half the endpoint's max) | offered req/s | achieved proxy / ceiling | proxy p50 ms | proxy p99 ms | ceiling p99 ms | p99 ratio | success | target | result |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"
+	for ep in flags identities_post identities_get; do
+		case $ep in
+		flags) label="GET /api/v1/flags/" tgt="≤ 1.5×" ;;
+		identities_post) label="POST /api/v1/identities/" tgt="≤ 1.5×" ;;
+		identities_get) label="GET /api/v1/identities/" tgt="(≤ 1.5×, informative)" ;;
+		esac
+		r=$(awk -v a="${VP99[$ep]}" -v b="${VP99[ceiling_at_$ep]}" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "n/a" }')
+		if [[ $ep == identities_get ]]; then res=$(p99_ok "$ep" && echo ok || echo above); else res=$(verdict p99_ok "$ep"); fi
+		echo "| $label | ${HALF[$ep]} | ${VRATE[$ep]} / ${VRATE[ceiling_at_$ep]} | ${VP50[$ep]} | ${VP99[$ep]} | ${VP99[ceiling_at_$ep]} | $r | ${VOK[$ep]}% | $tgt | $res |"
+	done
+	echo
+	echo "| memory (VmRSS) | RSS MiB | peak (VmHWM) MiB | target | result |"
+	echo "|---|---:|---:|---|---|"
+	echo "| 1 environment, after the runs above | $(mib "$rss1") | $(mib "$hwm1") | | |"
+	echo "| $ENVS environments, ready | $(mib "$rssn_idle") | | | |"
+	echo "| $ENVS environments, after $RSS_DURATION of flags load | $(mib "$rssn") | $(mib "$hwmn") | < 40 MiB | $(verdict rss_ok) |"
+	echo
+	echo "Binary (\`go build\`, not stripped): $(awk -v b="$(wc -c <"$tmp/edge-proxy")" 'BEGIN { printf "%.1f MiB", b / 1048576 }')."
+} >"$tmp/summary.md"
+fails=$(grep -c '| FAIL |$' "$tmp/summary.md" || true)
+cat "$tmp/summary.md"
+if [[ $fails -gt 0 ]]; then
+	echo
+	echo "$fails target(s) FAILED."
+	[[ $STRICT == 1 ]] && exit 1
+fi
+exit 0
