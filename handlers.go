@@ -537,6 +537,10 @@ func (sr *statusRecorder) Write(b []byte) (int, error) {
 	return n, err
 }
 
+// recorders recycles statusRecorders: one per request is the only allocation
+// the middleware would otherwise add to the flags path.
+var recorders = sync.Pool{New: func() any { return new(statusRecorder) }}
+
 // Unwrap lets http.ResponseController reach the connection (SSE flushes and
 // deadlines).
 func (sr *statusRecorder) Unwrap() http.ResponseWriter { return sr.ResponseWriter }
@@ -546,7 +550,9 @@ func (sr *statusRecorder) Unwrap() http.ResponseWriter { return sr.ResponseWrite
 func (s *server) observe(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		sr := &statusRecorder{ResponseWriter: w}
+		sr := recorders.Get().(*statusRecorder)
+		*sr = statusRecorder{ResponseWriter: w}
+		defer recorders.Put(sr)
 		defer func() {
 			if p := recover(); p != nil {
 				if p == http.ErrAbortHandler {
