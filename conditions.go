@@ -151,12 +151,7 @@ func compileCondition(c conditionContext, tree any) condition {
 func operandText(raw json.RawMessage) (string, map[string]struct{}) {
 	raw = trimSpace(raw)
 	if len(raw) > 0 && raw[0] == '[' {
-		var items []json.RawMessage
-		if json.Unmarshal(raw, &items) == nil {
-			set := make(map[string]struct{}, len(items))
-			for _, it := range items {
-				set[pyStrOfJSON(it)] = struct{}{}
-			}
+		if set, ok := jsonArraySet(raw); ok {
 			return string(raw), set
 		}
 	}
@@ -170,12 +165,7 @@ func operandText(raw json.RawMessage) (string, map[string]struct{}) {
 // parses, else a comma-separated list.
 func parseInList(s string) map[string]struct{} {
 	if strings.HasPrefix(s, "[") {
-		var items []json.RawMessage
-		if json.Unmarshal([]byte(s), &items) == nil {
-			set := make(map[string]struct{}, len(items))
-			for _, it := range items {
-				set[pyStrOfJSON(it)] = struct{}{}
-			}
+		if set, ok := jsonArraySet([]byte(s)); ok {
 			return set
 		}
 	}
@@ -185,6 +175,20 @@ func parseInList(s string) map[string]struct{} {
 		set[p] = struct{}{}
 	}
 	return set
+}
+
+// jsonArraySet reads a JSON array as the set of its members' Python str()
+// forms, the way Flagsmith's engine compares IN values.
+func jsonArraySet(raw []byte) (map[string]struct{}, bool) {
+	var items []json.RawMessage
+	if json.Unmarshal(raw, &items) != nil {
+		return nil, false
+	}
+	set := make(map[string]struct{}, len(items))
+	for _, it := range items {
+		set[pyStrOfJSON(it)] = struct{}{}
+	}
+	return set, true
 }
 
 // matches reports whether the condition holds for the identity in st.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strconv"
@@ -20,6 +21,10 @@ const maxJSONDepth = 64
 
 type identityLimits struct {
 	maxTraits, maxTraitKeyLength int
+	// traitNames are the trait keys the environment's conditions can read,
+	// each interned; nil keeps every trait. A trait no condition reads is
+	// only echoed back, so it is neither copied nor coerced.
+	traitNames map[string]string
 }
 
 // decodeIdentityBody parses body into buf.traits (coerced) and buf.raw (as
@@ -155,22 +160,20 @@ func (d *jsonDecoder) traits(buf *identityBuffers, lim identityLimits) error {
 }
 
 func (d *jsonDecoder) trait(i int, buf *identityBuffers, lim identityLimits, note func(string, error) error) error {
-	var key string
-	var value []byte
-	haveKey := false
+	var rawKey, value []byte
 	err := d.object(func(field []byte) error {
 		switch string(field) {
 		case "trait_key":
+			start := d.pos
 			if d.peek() != '"' {
-				haveKey = false
+				rawKey = nil
 				return note(fmt.Sprintf("traits[%d].trait_key: must be a string", i), d.skipValue(2))
 			}
-			s, err := d.str()
-			if err != nil {
+			if err := d.skipValue(2); err != nil {
 				return err
 			}
-			key, haveKey = s, true
-			if utf8.RuneCountInString(s) > lim.maxTraitKeyLength {
+			rawKey = d.data[start:d.pos]
+			if stringChars(rawKey) > lim.maxTraitKeyLength {
 				return note(fmt.Sprintf("traits[%d].trait_key: longer than %d characters", i, lim.maxTraitKeyLength), nil)
 			}
 			return nil
@@ -184,6 +187,9 @@ func (d *jsonDecoder) trait(i int, buf *identityBuffers, lim identityLimits, not
 				return note(fmt.Sprintf("traits[%d].trait_value: must be a string, number, boolean or null", i), nil)
 			}
 			value = d.data[start:d.pos]
+			if c == '"' && stringChars(value) > maxTraitValueChars {
+				return note(fmt.Sprintf("traits[%d].trait_value: longer than %d characters", i, maxTraitValueChars), nil)
+			}
 			return nil
 		}
 		return d.skipValue(2)
@@ -191,11 +197,29 @@ func (d *jsonDecoder) trait(i int, buf *identityBuffers, lim identityLimits, not
 	if err != nil {
 		return err
 	}
-	if !haveKey {
+	if rawKey == nil {
 		return note(fmt.Sprintf("traits[%d].trait_key: must be a string", i), nil)
 	}
 	if value == nil {
 		value = []byte("null")
+	}
+	buf.raw = append(buf.raw, identityTrait{key: rawKey, value: value})
+
+	key, ok := "", false
+	if !bytes.Contains(rawKey, []byte{'\\'}) {
+		if lim.traitNames != nil {
+			key, ok = lim.traitNames[string(rawKey[1:len(rawKey)-1])]
+		} else {
+			key, ok = string(rawKey[1:len(rawKey)-1]), true
+		}
+	} else if k, err := (&jsonDecoder{data: rawKey}).str(); err == nil {
+		key, ok = k, lim.traitNames == nil
+		if !ok {
+			key, ok = lim.traitNames[k]
+		}
+	}
+	if !ok {
+		return nil // no condition reads this trait
 	}
 	t := trait{key: key}
 	if value[0] == '"' {
@@ -203,16 +227,25 @@ func (d *jsonDecoder) trait(i int, buf *identityBuffers, lim identityLimits, not
 		if err != nil {
 			return err
 		}
-		if utf8.RuneCountInString(s) > maxTraitValueChars {
-			return note(fmt.Sprintf("traits[%d].trait_value: longer than %d characters", i, maxTraitValueChars), nil)
-		}
 		t.value = coerceString(s)
 	} else {
 		t.value = valueFromJSON(value)
 	}
 	buf.traits = append(buf.traits, t)
-	buf.raw = append(buf.raw, identityTrait{key: key, value: value})
 	return nil
+}
+
+// stringChars counts the characters of a JSON string literal as Python
+// would after decoding it; only literals with escapes are decoded.
+func stringChars(lit []byte) int {
+	if !bytes.Contains(lit, []byte{'\\'}) {
+		return utf8.RuneCount(lit[1 : len(lit)-1])
+	}
+	s, err := (&jsonDecoder{data: lit}).str()
+	if err != nil {
+		return 0
+	}
+	return utf8.RuneCountInString(s)
 }
 
 // jsonDecoder is a cursor over a JSON text.

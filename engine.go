@@ -156,6 +156,9 @@ type engine struct {
 	// overrideSegments lists the segments that carry at least one override:
 	// the only ones a flags-only evaluation needs to test.
 	overrideSegments []int
+	// traitNames holds every trait key a condition can read, interned: the
+	// request decoder keeps only these traits.
+	traitNames map[string]string
 }
 
 // feature is one flag source: a feature's default or a segment override.
@@ -294,6 +297,11 @@ func compileContext(ctx *evalContext, groups []identityOverrideGroup) (*engine, 
 		}
 	}
 
+	e.traitNames = map[string]string{}
+	for _, seg := range e.segments {
+		collectTraitNames(seg.rules, e.traitNames)
+	}
+
 	e.candidates = make([][]candidate, len(e.features))
 	withOverrides := make([]bool, len(e.segments))
 	for fi, list := range perFeature {
@@ -382,6 +390,23 @@ func compileFeature(fc featureContext) (feature, error) {
 		f.variants = append(f.variants, rv.variant)
 	}
 	return f, nil
+}
+
+// collectTraitNames adds the trait keys the rules can read: plain trait
+// properties, the whole text of JSONPath properties (a trait of that exact
+// name wins over the path) and the trait a $.identity.traits path names.
+func collectTraitNames(rules []rule, names map[string]string) {
+	for _, r := range rules {
+		for _, c := range r.conditions {
+			if c.kind == propTrait || c.isPath {
+				names[c.property] = c.property
+			}
+			if c.kind == propTraitPath {
+				names[c.pathName] = c.pathName
+			}
+		}
+		collectTraitNames(r.rules, names)
+	}
 }
 
 // parsePriority reads a priority exactly: integers may be 128-bit (a

@@ -191,9 +191,11 @@ func (s *server) handleFlags(w http.ResponseWriter, r *http.Request) {
 	setVary(h)
 	if v.flagsGzip != nil && acceptsGzip(r) {
 		h["Content-Encoding"] = gzipEncoding
+		h["Content-Length"] = v.gzipLength
 		_, _ = w.Write(v.flagsGzip)
 		return
 	}
+	h["Content-Length"] = v.flagsLength
 	_, _ = w.Write(v.flags)
 }
 
@@ -251,6 +253,7 @@ func writeBody(w http.ResponseWriter, r *http.Request, body []byte) {
 		gzipWriters.Put(zw)
 		return
 	}
+	h.Set("Content-Length", strconv.Itoa(len(body)))
 	_, _ = w.Write(body)
 }
 
@@ -276,10 +279,11 @@ func putIdentityBuffers(buf *identityBuffers) {
 	identityPool.Put(buf)
 }
 
-// identityTrait is a trait as the request sent it, echoed in the response.
+// identityTrait is a trait as the request sent it (both parts as JSON
+// text), echoed in the response.
 type identityTrait struct {
-	key   string
-	value json.RawMessage
+	key   []byte
+	value []byte
 }
 
 func (s *server) handleIdentitiesGet(w http.ResponseWriter, r *http.Request) {
@@ -309,7 +313,7 @@ func (s *server) handleIdentitiesPost(w http.ResponseWriter, r *http.Request) {
 	}
 	buf := identityPool.Get().(*identityBuffers)
 	defer putIdentityBuffers(buf)
-	identifier, err := s.decodeIdentity(w, r, buf)
+	identifier, err := s.decodeIdentity(w, r, snap, buf)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -329,7 +333,7 @@ const maxTraitValueChars = 2000
 
 // decodeIdentity reads the request body into buf and decodes it; traits are
 // coerced once here, not per condition.
-func (s *server) decodeIdentity(w http.ResponseWriter, r *http.Request, buf *identityBuffers) (string, error) {
+func (s *server) decodeIdentity(w http.ResponseWriter, r *http.Request, snap *snapshot, buf *identityBuffers) (string, error) {
 	body, err := readBody(http.MaxBytesReader(w, r.Body, s.cfg.Limits.MaxBodyBytes), buf.body[:0])
 	buf.body = body
 	if err != nil {
@@ -338,6 +342,7 @@ func (s *server) decodeIdentity(w http.ResponseWriter, r *http.Request, buf *ide
 	return decodeIdentityBody(body, buf, identityLimits{
 		maxTraits:         s.cfg.Limits.MaxTraits,
 		maxTraitKeyLength: s.cfg.Limits.MaxTraitKeyLength,
+		traitNames:        snap.doc.engine.traitNames,
 	})
 }
 
@@ -371,7 +376,7 @@ func (s *server) writeIdentity(w http.ResponseWriter, r *http.Request, ref keyRe
 			out = append(out, ',')
 		}
 		out = append(out, `{"trait_key":`...)
-		out = appendJSONString(out, t.key)
+		out = append(out, t.key...)
 		out = append(out, `,"trait_value":`...)
 		out = append(out, t.value...)
 		out = append(out, '}')

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"strconv"
 	"time"
 	"unicode/utf8"
 )
@@ -38,7 +39,10 @@ type view struct {
 	flagsGzip  []byte
 	etag       string
 	etagHeader []string
-	feature    map[string][]byte // ?feature=NAME bodies
+	// Content-Length values of flags and flagsGzip: a known length spares
+	// net/http the chunked encoding of a body this size.
+	flagsLength, gzipLength []string
+	feature                 map[string][]byte // ?feature=NAME bodies
 }
 
 // newSnapshot compiles a document and pre-encodes the environment flags.
@@ -71,8 +75,10 @@ func newSnapshot(raw []byte) (*snapshot, error) {
 			body = append(body, obj...)
 		}
 		v.flags = append(body, ']')
+		v.flagsLength = []string{strconv.Itoa(len(v.flags))}
 		if len(v.flags) > gzipMinBytes {
 			v.flagsGzip = gzipBytes(v.flags)
+			v.gzipLength = []string{strconv.Itoa(len(v.flagsGzip))}
 		}
 		v.etag = etagOf(v.flags)
 		v.etagHeader = []string{v.etag}
