@@ -72,22 +72,25 @@ const (
 // condition is one segment condition with its operand parsed once, when the
 // document is compiled, in every form an operator may need.
 type condition struct {
+	// Read on every evaluation, so kept together at the front.
 	op       operator
 	kind     propertyKind
+	isPath   bool
+	isSemver bool
+	intOK    bool
+	floatOK  bool
+	boolVal  bool
+	slot     int    // the trait slot of property (see engine.traitSlots)
+	pathSlot int    // the trait slot of pathName
+	text     string // the operand as Python's str() sees it
+	intVal   value
+	floatVal float64
+
 	property string // the trait key, or the whole "$." property (a trait of that key wins)
 	pathName string // the trait read by propTraitPath
 	static   value  // the value of a propStatic path
-	isPath   bool
-
-	text     string // the operand as Python's str() sees it
-	isSemver bool
 	semver   semver
 	semverOK bool
-	intVal   value
-	intOK    bool
-	floatVal float64
-	floatOK  bool
-	boolVal  bool
 	re       *regexp.Regexp
 	divisor  float64
 	rem      float64

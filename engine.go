@@ -157,8 +157,9 @@ type engine struct {
 	// the only ones a flags-only evaluation needs to test.
 	overrideSegments []int
 	// traitNames holds every trait key a condition can read, interned: the
-	// request decoder keeps only these traits.
+	// request decoder keeps only these traits. traitSlots numbers them.
 	traitNames map[string]string
+	traitSlots map[string]int
 }
 
 // feature is one flag source: a feature's default or a segment override.
@@ -297,9 +298,9 @@ func compileContext(ctx *evalContext, groups []identityOverrideGroup) (*engine, 
 		}
 	}
 
-	e.traitNames = map[string]string{}
-	for _, seg := range e.segments {
-		collectTraitNames(seg.rules, e.traitNames)
+	e.traitNames, e.traitSlots = map[string]string{}, map[string]int{}
+	for i := range e.segments {
+		assignTraitSlots(e.segments[i].rules, e.traitNames, e.traitSlots)
 	}
 
 	e.candidates = make([][]candidate, len(e.features))
@@ -392,20 +393,32 @@ func compileFeature(fc featureContext) (feature, error) {
 	return f, nil
 }
 
-// collectTraitNames adds the trait keys the rules can read: plain trait
-// properties, the whole text of JSONPath properties (a trait of that exact
-// name wins over the path) and the trait a $.identity.traits path names.
-func collectTraitNames(rules []rule, names map[string]string) {
-	for _, r := range rules {
-		for _, c := range r.conditions {
+// assignTraitSlots gives every trait key the rules can read a slot: plain
+// trait properties, the whole text of JSONPath properties (a trait of that
+// exact name wins over the path) and the trait a $.identity.traits path
+// names.
+func assignTraitSlots(rules []rule, names map[string]string, slots map[string]int) {
+	slotOf := func(name string) int {
+		slot, ok := slots[name]
+		if !ok {
+			slot = len(slots)
+			slots[name] = slot
+			names[name] = name
+		}
+		return slot
+	}
+	for i := range rules {
+		r := &rules[i]
+		for j := range r.conditions {
+			c := &r.conditions[j]
 			if c.kind == propTrait || c.isPath {
-				names[c.property] = c.property
+				c.slot = slotOf(c.property)
 			}
 			if c.kind == propTraitPath {
-				names[c.pathName] = c.pathName
+				c.pathSlot = slotOf(c.pathName)
 			}
 		}
-		collectTraitNames(r.rules, names)
+		assignTraitSlots(r.rules, names, slots)
 	}
 }
 
@@ -479,59 +492,51 @@ type identity struct {
 	identifier string
 	key        string // defaults to "<environment key>_<identifier>"
 	traits     []trait
+	// scratch is reused for the traits by slot across evaluations of this
+	// identity value (a pooled request buffer); nil is fine.
+	scratch []value
 }
 
 // evalState is the per-request view conditions read from. It lives on the
 // caller's stack.
 type evalState struct {
 	hasIdentity bool
-	identity    *identity
 	// The identity key is keyPrefix+keyBody: "<environment key>_" and the
 	// identifier unless the identity brings its own key. It is only ever
 	// appended into hash buffers, so it is never concatenated.
-	keyPrefix  string
-	keyBody    string
-	coercedID  value
-	traitIndex map[string]int // only for requests with many traits
+	keyPrefix string
+	keyBody   string
+	coercedID value
+	// traits holds the identity's traits by the slot the engine gave each
+	// trait key a condition reads, so a condition reads its trait by index
+	// instead of comparing keys.
+	traits []value
 }
 
-const traitIndexThreshold = 16
-
+// newEvalState prepares an evaluation of id (nil: environment flags).
 func newEvalState(e *engine, id *identity) evalState {
 	if id == nil {
 		return evalState{}
 	}
-	st := evalState{hasIdentity: true, identity: id, keyPrefix: e.keyPrefix, keyBody: id.identifier}
+	st := evalState{hasIdentity: true, keyPrefix: e.keyPrefix, keyBody: id.identifier}
 	if id.key != "" {
 		st.keyPrefix, st.keyBody = "", id.key
 	}
 	st.coercedID = coerceString(id.identifier)
-	if len(id.traits) > traitIndexThreshold {
-		st.traitIndex = make(map[string]int, len(id.traits))
-		for i, t := range id.traits {
-			st.traitIndex[t.key] = i
+	// Values read by conditions escape (a regexp keeps its subject), so the
+	// slots live in the identity's reusable scratch space, not on the stack.
+	if cap(id.scratch) < len(e.traitSlots) {
+		id.scratch = make([]value, len(e.traitSlots))
+	}
+	st.traits = id.scratch[:len(e.traitSlots)]
+	clear(st.traits)
+	// In request order, so that a repeated key keeps its last value.
+	for _, t := range id.traits {
+		if slot, ok := e.traitSlots[t.key]; ok {
+			st.traits[slot] = t.value
 		}
 	}
 	return st
-}
-
-func (st *evalState) trait(key string) value {
-	if !st.hasIdentity {
-		return value{}
-	}
-	if st.traitIndex != nil {
-		if i, ok := st.traitIndex[key]; ok {
-			return st.identity.traits[i].value
-		}
-		return value{}
-	}
-	ts := st.identity.traits
-	for i := len(ts) - 1; i >= 0; i-- {
-		if ts[i].key == key {
-			return ts[i].value
-		}
-	}
-	return value{}
 }
 
 func (st *evalState) appendIdentityKey(dst []byte) []byte {
@@ -541,9 +546,15 @@ func (st *evalState) appendIdentityKey(dst []byte) []byte {
 // read returns the value a condition tests (PERCENTAGE_SPLIT on the
 // identity key is hashed directly by the condition).
 func (st *evalState) read(c *condition) value {
+	if !st.hasIdentity {
+		if c.kind == propStatic {
+			return c.static
+		}
+		return value{}
+	}
 	if c.kind == propTrait || c.isPath {
 		// For a "$." path, a trait named exactly like the whole path wins.
-		if v := st.trait(c.property); v.kind != kindNone || !c.isPath {
+		if v := st.traits[c.slot]; v.kind != kindNone || !c.isPath {
 			return v
 		}
 	}
@@ -551,15 +562,11 @@ func (st *evalState) read(c *condition) value {
 	case propStatic:
 		return c.static
 	case propIdentifier:
-		if st.hasIdentity {
-			return st.coercedID
-		}
+		return st.coercedID
 	case propContextKey:
-		if st.hasIdentity {
-			return coerceString(st.keyPrefix + st.keyBody)
-		}
+		return coerceString(st.keyPrefix + st.keyBody)
 	case propTraitPath:
-		return st.trait(c.pathName)
+		return st.traits[c.pathSlot]
 	}
 	return value{}
 }

@@ -260,6 +260,7 @@ func writeBody(w http.ResponseWriter, r *http.Request, body []byte) {
 // identityBuffers holds the per-request scratch space of identity requests.
 type identityBuffers struct {
 	body   []byte
+	slots  []value
 	out    []byte
 	flags  []evalFlag
 	traits []trait
@@ -272,7 +273,7 @@ var identityPool = sync.Pool{New: func() any { return new(identityBuffers) }}
 const maxPooledBytes = 64 << 10
 
 func putIdentityBuffers(buf *identityBuffers) {
-	if cap(buf.body) > maxPooledBytes || cap(buf.out) > maxPooledBytes || cap(buf.traits) > 256 {
+	if cap(buf.body) > maxPooledBytes || cap(buf.out) > maxPooledBytes || cap(buf.traits) > 256 || cap(buf.slots) > 256 {
 		return
 	}
 	buf.traits, buf.raw = buf.traits[:0], buf.raw[:0]
@@ -366,8 +367,9 @@ func readBody(r io.Reader, buf []byte) ([]byte, error) {
 // writeIdentity evaluates the identity and appends the response by hand: the
 // flag objects are pre-encoded up to their value.
 func (s *server) writeIdentity(w http.ResponseWriter, r *http.Request, ref keyRef, snap *snapshot, buf *identityBuffers, identifier string) {
-	id := identity{identifier: identifier, traits: buf.traits}
+	id := identity{identifier: identifier, traits: buf.traits, scratch: buf.slots}
 	buf.flags = snap.doc.engine.evaluate(buf.flags[:0], &id, nil)
+	buf.slots = id.scratch
 	out := append(buf.out[:0], `{"identifier":`...)
 	out = appendJSONString(out, identifier)
 	out = append(out, `,"traits":[`...)
