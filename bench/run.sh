@@ -18,6 +18,8 @@
 #   CONNECTIONS=64       wrk connections;  THREADS=2  wrk threads
 #   WARMUP=2s            discarded wrk run before each measured one (0 = none)
 #   VEGETA_DURATION=10s  constant-rate run length (per endpoint and ceiling)
+#   VEGETA_REPEAT=3      constant-rate runs per endpoint and ceiling, alternating;
+#                        the table shows medians
 #   VEGETA_MAX_WORKERS=$CONNECTIONS  cap on vegeta's concurrent requests (0 =
 #                        unbounded; unbounded, a stall makes vegeta open
 #                        thousands of connections and measure its own storm)
@@ -38,6 +40,7 @@ CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 WARMUP=${WARMUP:-2s}
 VEGETA_DURATION=${VEGETA_DURATION:-10s}
+VEGETA_REPEAT=${VEGETA_REPEAT:-3}
 VEGETA_MAX_WORKERS=${VEGETA_MAX_WORKERS:-$CONNECTIONS}
 ENVS=${ENVS:-10}
 RSS_DURATION=${RSS_DURATION:-5s}
@@ -347,15 +350,32 @@ printf 'GET %s/api/v1/flags/\nX-Environment-Key: %s\nAccept-Encoding: identity\n
 	-header "Accept-Encoding: identity" -body "$IDENTITY_BODY" -n 10000 >"$tmp/t-identities_post.jsonl"
 "$tmp/targets" -mode get -url "$proxy/api/v1/identities/" -key "$client_key" \
 	-header "Accept-Encoding: identity" -n 10000 >"$tmp/t-identities_get.jsonl"
+# A single 10 s p99 on a shared 2-core machine swings by 2x from run to run,
+# so the proxy and the ceiling alternate VEGETA_REPEAT times and each reports
+# its median p99 (and median p50, median throughput, worst success ratio).
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+worst() { printf '%s\n' "$@" | sort -g | head -n1; }
 declare -A HALF
 for ep in flags identities_post identities_get; do
 	HALF[$ep]=$((RPS[$ep] / 2))
 	[[ ${HALF[$ep]} -gt 0 ]] || die "no measured rate for $ep"
-	case $ep in
-	flags) run_vegeta "$ep" "${HALF[$ep]}" "$tmp/t-flags.txt" http ;;
-	*) run_vegeta "$ep" "${HALF[$ep]}" "$tmp/t-$ep.jsonl" json ;;
-	esac
-	run_vegeta "ceiling_at_$ep" "${HALF[$ep]}" "$tmp/t-ceiling.txt" http
+	for ((r = 1; r <= VEGETA_REPEAT; r++)); do
+		case $ep in
+		flags) run_vegeta "${ep}_$r" "${HALF[$ep]}" "$tmp/t-flags.txt" http ;;
+		*) run_vegeta "${ep}_$r" "${HALF[$ep]}" "$tmp/t-$ep.jsonl" json ;;
+		esac
+		run_vegeta "ceiling_at_${ep}_$r" "${HALF[$ep]}" "$tmp/t-ceiling.txt" http
+	done
+	for name in "$ep" "ceiling_at_$ep"; do
+		p50s=() p99s=() oks=() rates=()
+		for ((r = 1; r <= VEGETA_REPEAT; r++)); do
+			p50s+=("${VP50[${name}_$r]}") p99s+=("${VP99[${name}_$r]}")
+			oks+=("${VOK[${name}_$r]}") rates+=("${VRATE[${name}_$r]}")
+		done
+		VP50[$name]=$(median "${p50s[@]}") VP99[$name]=$(median "${p99s[@]}")
+		VOK[$name]=$(worst "${oks[@]}") VRATE[$name]=$(median "${rates[@]}")
+		log "$name p99 over $VEGETA_REPEAT runs: ${p99s[*]} ms (median ${VP99[$name]})"
+	done
 done
 
 rss1=$(rss_kib "$proxy_pid" VmRSS)
@@ -407,7 +427,7 @@ cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null ||
 	echo "## Edge proxy benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
 	echo
 	echo "- machine: \`nproc\` = $(nproc), ${cpu:-unknown CPU}, $(uname -sr); $("$GO" version | awk '{ print $3 }'); load average before the run: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg)"
-	echo "- load generator on the same machine: wrk -t$THREADS -c$CONNECTIONS -d$DURATION ($([[ $WARMUP =~ ^0[a-z]*$ ]] && echo "no warm-up" || echo "after a $WARMUP warm-up")), vegeta $("$GO" version -m "$VEGETA" 2>/dev/null | awk '$1 == "mod" { print $3; exit }') $VEGETA_DURATION per constant-rate run (at most $VEGETA_MAX_WORKERS in flight; 0 = unbounded)"
+	echo "- load generator on the same machine: wrk -t$THREADS -c$CONNECTIONS -d$DURATION ($([[ $WARMUP =~ ^0[a-z]*$ ]] && echo "no warm-up" || echo "after a $WARMUP warm-up")), vegeta $("$GO" version -m "$VEGETA" 2>/dev/null | awk '$1 == "mod" { print $3; exit }') $VEGETA_DURATION per constant-rate run, $VEGETA_REPEAT alternating runs each, medians shown (at most $VEGETA_MAX_WORKERS in flight; 0 = unbounded)"
 	echo "- document: $(basename "$DOCUMENT") ($(wc -c <"$DOCUMENT") bytes); flags response $flags_bytes bytes, identities response $identity_bytes bytes; ceiling: bare net/http writing the flags bytes"
 	echo
 	echo "| endpoint | req/s | % of ceiling | p50 ms | p99 ms | target | result |"
