@@ -584,35 +584,43 @@ func (s *segment) matches(st *evalState) bool {
 }
 
 func (r *rule) matches(st *evalState, segmentKey string) bool {
-	if len(r.conditions) > 0 {
-		if !r.combine(len(r.conditions), func(i int) bool { return r.conditions[i].matches(st, segmentKey) }) {
-			return false
-		}
+	if len(r.conditions) > 0 && !r.conditionsHold(st, segmentKey) {
+		return false
 	}
 	if len(r.rules) > 0 {
-		return r.combine(len(r.rules), func(i int) bool { return r.rules[i].matches(st, segmentKey) })
+		return r.subRulesHold(st, segmentKey)
 	}
 	return true
 }
 
-func (r *rule) combine(n int, holds func(int) bool) bool {
-	switch r.typ {
-	case ruleAll:
-		for i := 0; i < n; i++ {
-			if !holds(i) {
-				return false
-			}
+// conditionsHold combines the rule's conditions by its type. It and
+// subRulesHold are written out rather than sharing a callback: this is the
+// engine's innermost loop.
+func (r *rule) conditionsHold(st *evalState, segmentKey string) bool {
+	for i := range r.conditions {
+		hit := r.conditions[i].matches(st, segmentKey)
+		switch {
+		case hit && r.typ != ruleAll:
+			return r.typ == ruleAny
+		case !hit && r.typ == ruleAll:
+			return false
 		}
-		return true
-	case ruleAny, ruleNone:
-		for i := 0; i < n; i++ {
-			if holds(i) {
-				return r.typ == ruleAny
-			}
-		}
-		return r.typ == ruleNone
 	}
-	return false // an unknown rule type makes Flagsmith's engine fail; here it just does not match
+	return r.typ == ruleAll || r.typ == ruleNone
+}
+
+func (r *rule) subRulesHold(st *evalState, segmentKey string) bool {
+	for i := range r.rules {
+		hit := r.rules[i].matches(st, segmentKey)
+		switch {
+		case hit && r.typ != ruleAll:
+			return r.typ == ruleAny
+		case !hit && r.typ == ruleAll:
+			return false
+		}
+	}
+	// An unknown rule type makes Flagsmith's engine fail; here it does not match.
+	return r.typ == ruleAll || r.typ == ruleNone
 }
 
 // evalFlag is one evaluated feature: its source (default or override) and the
