@@ -350,6 +350,12 @@ printf 'GET %s/api/v1/flags/\nX-Environment-Key: %s\nAccept-Encoding: identity\n
 	-header "Accept-Encoding: identity" -body "$IDENTITY_BODY" -n 10000 >"$tmp/t-identities_post.jsonl"
 "$tmp/targets" -mode get -url "$proxy/api/v1/identities/" -key "$client_key" \
 	-header "Accept-Encoding: identity" -n 10000 >"$tmp/t-identities_get.jsonl"
+# The ceiling gets the very same requests at the same rate (it ignores their
+# bodies and queries), so both sides of a comparison carry the same load.
+"$tmp/targets" -mode post -url "$ceiling/api/v1/identities/" -key "$client_key" \
+	-header "Accept-Encoding: identity" -body "$IDENTITY_BODY" -n 10000 >"$tmp/t-ceiling-identities_post.jsonl"
+"$tmp/targets" -mode get -url "$ceiling/api/v1/identities/" -key "$client_key" \
+	-header "Accept-Encoding: identity" -n 10000 >"$tmp/t-ceiling-identities_get.jsonl"
 # A single 10 s p99 on a shared 2-core machine swings by 2x from run to run,
 # so the proxy and the ceiling alternate VEGETA_REPEAT times and each reports
 # its median p99 (and median p50, median throughput, worst success ratio).
@@ -364,7 +370,10 @@ for ep in flags identities_post identities_get; do
 		flags) run_vegeta "${ep}_$r" "${HALF[$ep]}" "$tmp/t-flags.txt" http ;;
 		*) run_vegeta "${ep}_$r" "${HALF[$ep]}" "$tmp/t-$ep.jsonl" json ;;
 		esac
-		run_vegeta "ceiling_at_${ep}_$r" "${HALF[$ep]}" "$tmp/t-ceiling.txt" http
+		case $ep in
+		flags) run_vegeta "ceiling_at_${ep}_$r" "${HALF[$ep]}" "$tmp/t-ceiling.txt" http ;;
+		*) run_vegeta "ceiling_at_${ep}_$r" "${HALF[$ep]}" "$tmp/t-ceiling-$ep.jsonl" json ;;
+		esac
 	done
 	for name in "$ep" "ceiling_at_$ep"; do
 		p50s=() p99s=() oks=() rates=()
