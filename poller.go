@@ -105,15 +105,24 @@ func (s *server) pollUpstream(ctx context.Context, env *environment, client *htt
 			s.log.Warn("poll failed", "env", env.pair.ClientSideKey, "error", err.Error(),
 				"attempt", failures, "retry_in", wait.String())
 		}
-		timer := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
+		if _, ok := env.wait(ctx, wait); !ok {
 			return
-		case <-timer.C:
-		case <-env.refresh:
-			timer.Stop()
 		}
+	}
+}
+
+// wait sleeps for d or until a refresh is requested; refreshed says which.
+// ok is false once ctx has ended.
+func (e *environment) wait(ctx context.Context, d time.Duration) (refreshed, ok bool) {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false, false
+	case <-timer.C:
+		return false, true
+	case <-e.refresh:
+		return true, true
 	}
 }
 
@@ -267,14 +276,11 @@ func (s *server) watchFile(ctx context.Context, env *environment) {
 		default:
 			s.markSuccess(env)
 		}
-		timer := time.NewTimer(fileCheckInterval)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
+		refreshed, ok := env.wait(ctx, fileCheckInterval)
+		if !ok {
 			return
-		case <-timer.C:
-		case <-env.refresh:
-			timer.Stop()
+		}
+		if refreshed {
 			lastSize = -1 // a refresh re-reads the file
 		}
 	}
