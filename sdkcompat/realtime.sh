@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# realtime.sh: realtime test of the edge proxy with Flagsmith's JS client SDK (`flagsmith`,
+# pinned in package.json). Starts a fake Flagsmith upstream (upstream.mjs) serving
+# document.json, starts the given proxy binary polling it every 3 s with push refresh enabled,
+# waits for readiness, runs realtime.mjs and exits with its status (0 pass, 1 failure,
+# 2 setup problem).
+#
+# Usage: sdkcompat/realtime.sh PATH_TO_EDGE_PROXY_BINARY
+set -euo pipefail
+
+die() {
+	echo "sdkcompat/realtime.sh: $*" >&2
+	exit 2
+}
+
+[[ $# -eq 1 ]] || die "usage: $0 PATH_TO_EDGE_PROXY_BINARY"
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+binary="$1"
+[[ "$binary" == */* ]] || binary="./$binary"
+[[ -f "$binary" && -x "$binary" ]] || die "proxy binary '$1' does not exist or is not executable"
+binary="$(cd "$(dirname "$binary")" && pwd)/$(basename "$binary")"
+
+command -v node >/dev/null 2>&1 || die "node is not installed (Node.js >= 20 is required)"
+command -v npm >/dev/null 2>&1 || die "npm is not installed (needed to install the flagsmith JS SDK)"
+command -v timeout >/dev/null 2>&1 || die "timeout (GNU coreutils) is not installed"
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+((node_major >= 20)) || die "node $(node --version) is too old: Node.js >= 20 is required"
+
+server_key="ser.compat-server-key-0001"
+client_key="CompatClientKey0000001"
+admin_token="realtime-test-admin-token-$RANDOM$RANDOM"
+poll_seconds=3
+
+echo "sdkcompat: installing the SDKs (npm ci)" >&2
+(cd "$here" && npm ci --no-audit --no-fund --loglevel=error) >&2 || die "npm ci failed in $here"
+
+workdir="$(mktemp -d "${TMPDIR:-/tmp}/sdkcompat-realtime.XXXXXX")"
+proxy_pid=""
+upstream_pid=""
+# shellcheck disable=SC2317 # stop and cleanup run from the EXIT trap
+# stop PID: SIGTERM, up to 5 s to exit, then SIGKILL.
+stop() {
+	local pid="$1"
+	[[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
+	kill "$pid" 2>/dev/null || true
+	for _ in $(seq 1 50); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -9 "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+# shellcheck disable=SC2317
+cleanup() {
+	stop "$proxy_pid"
+	stop "$upstream_pid"
+	rm -rf "$workdir"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+show_logs() {
+	echo "--- proxy log:" >&2
+	sed 's/^/    /' "$workdir/proxy.log" >&2 || true
+	echo "--- upstream log:" >&2
+	sed 's/^/    /' "$workdir/upstream.log" >&2 || true
+}
+
+# The fake upstream picks a free port and writes it to a file once it listens.
+node "$here/upstream.mjs" "$here/document.json" "$server_key" "$workdir/upstream.port" >"$workdir/upstream.log" 2>&1 &
+upstream_pid=$!
+deadline=$((SECONDS + 10))
+until [[ -s "$workdir/upstream.port" ]]; do
+	kill -0 "$upstream_pid" 2>/dev/null || { show_logs; die "the fake upstream exited before it listened"; }
+	((SECONDS < deadline)) || { show_logs; die "the fake upstream did not listen within 10 s"; }
+	sleep 0.1
+done
+upstream="http://127.0.0.1:$(cat "$workdir/upstream.port")"
+
+# A free port for the proxy: bind port 0 and read back what the kernel chose.
+port="$(node -e '
+const s = require("net").createServer();
+s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });
+')"
+[[ "$port" =~ ^[0-9]+$ ]] || die "could not find a free port"
+
+config="$workdir/config.json"
+API_URL="$upstream/api/v1" SERVER_KEY="$server_key" CLIENT_KEY="$client_key" PORT="$port" \
+	ADMIN_TOKEN="$admin_token" POLL_SECONDS="$poll_seconds" node -e '
+const env = process.env;
+const config = {
+  environment_key_pairs: [{ server_side_key: env.SERVER_KEY, client_side_key: env.CLIENT_KEY }],
+  api_url: env.API_URL,
+  api_poll_frequency_seconds: Number(env.POLL_SECONDS),
+  admin_token: env.ADMIN_TOKEN,
+  sse: { heartbeat_seconds: 1 },
+  server: { host: "127.0.0.1", port: Number(env.PORT) },
+};
+require("fs").writeFileSync(process.argv[1], JSON.stringify(config, null, 2) + "\n");
+' "$config"
+
+echo "sdkcompat: starting $binary on 127.0.0.1:$port (upstream $upstream)" >&2
+"$binary" -config "$config" >"$workdir/proxy.log" 2>&1 &
+proxy_pid=$!
+
+base="http://127.0.0.1:$port"
+ready_url="$base/proxy/health/readiness"
+# Poll readiness with node (no curl needed): exits 0 on HTTP 200.
+probe='fetch(process.argv[1], {signal: AbortSignal.timeout(1000)}).then(r => process.exit(r.status === 200 ? 0 : 1), () => process.exit(1))'
+deadline=$((SECONDS + 15))
+until node -e "$probe" "$ready_url" 2>/dev/null; do
+	if ! kill -0 "$proxy_pid" 2>/dev/null; then
+		status=0
+		wait "$proxy_pid" || status=$?
+		proxy_pid=""
+		echo "sdkcompat/realtime.sh: the proxy exited (status $status) before it was ready" >&2
+		show_logs
+		exit 2
+	fi
+	if ((SECONDS >= deadline)); then
+		echo "sdkcompat/realtime.sh: $ready_url did not return 200 within 15 s" >&2
+		show_logs
+		exit 2
+	fi
+	sleep 0.2
+done
+echo "sdkcompat: proxy ready" >&2
+
+status=0
+(cd "$here" && PROXY_URL="$base" CLIENT_KEY="$client_key" ADMIN_TOKEN="$admin_token" \
+	UPSTREAM_URL="$upstream" POLL_SECONDS="$poll_seconds" timeout 60 node realtime.mjs) || status=$?
+
+if ((status != 0)); then
+	((status == 124)) && { echo "sdkcompat/realtime.sh: realtime.mjs did not finish within 60 s" >&2; status=1; }
+	echo "sdkcompat/realtime.sh: realtime.mjs failed (status $status)" >&2
+	show_logs
+fi
+exit "$status"
