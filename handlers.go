@@ -580,7 +580,7 @@ func (s *server) observe(next http.Handler) http.Handler {
 				s.log.Info("access",
 					"method", r.Method, "path", r.URL.Path, "status", sr.status,
 					"bytes", sr.bytes, "duration_ms", float64(elapsed.Microseconds())/1000,
-					"client", s.clientAddr(r), "user_agent", r.UserAgent())
+					"client", s.clientAddr(r), "scheme", s.scheme(r), "user_agent", r.UserAgent())
 			}
 		}()
 		next.ServeHTTP(sr, r)
@@ -601,6 +601,20 @@ func routeName(pattern string) string {
 		return "/sse/environments/stream"
 	}
 	return path
+}
+
+// scheme is how the client reached us, from X-Forwarded-Proto when the
+// config trusts proxy headers.
+func (s *server) scheme(r *http.Request) string {
+	if s.cfg.Server.ProxyHeaders {
+		if proto := r.Header.Get("X-Forwarded-Proto"); proto != "" {
+			return proto
+		}
+	}
+	if r.TLS != nil {
+		return "https"
+	}
+	return "http"
 }
 
 // clientAddr is the client's address, from X-Forwarded-For when the config

@@ -1399,3 +1399,36 @@ func FuzzDecodeIdentity(f *testing.F) {
 		}
 	})
 }
+
+// TestAccessLogProxyHeaders: the access log is one structured line per
+// request, and X-Forwarded-For/-Proto are trusted only when configured.
+func TestAccessLogProxyHeaders(t *testing.T) {
+	for _, trust := range []bool{true, false} {
+		t.Run(fmt.Sprintf("proxy_headers=%t", trust), func(t *testing.T) {
+			var logs bytes.Buffer
+			cfg := defaultConfig()
+			cfg.EnvironmentKeyPairs = []KeyPair{{ServerSideKey: "ser.access-log-key", ClientSideKey: "AccessLogClient"}}
+			cfg.Logging.EnableAccessLog = true
+			cfg.Server.ProxyHeaders = trust
+			s := newServer(cfg, slog.New(slog.NewJSONHandler(&logs, nil)))
+			req := httptest.NewRequest(http.MethodGet, "/proxy/health/liveness", nil)
+			req.RemoteAddr = "192.0.2.1:5555"
+			req.Header.Set("X-Forwarded-For", "203.0.113.7, 10.0.0.1")
+			req.Header.Set("X-Forwarded-Proto", "https")
+			s.handler().ServeHTTP(httptest.NewRecorder(), req)
+
+			var rec map[string]any
+			if err := json.Unmarshal(logs.Bytes(), &rec); err != nil {
+				t.Fatalf("access log %q is not one JSON line: %v", logs.String(), err)
+			}
+			wantClient, wantScheme := "192.0.2.1:5555", "http"
+			if trust {
+				wantClient, wantScheme = "203.0.113.7", "https"
+			}
+			if rec["msg"] != "access" || rec["client"] != wantClient || rec["scheme"] != wantScheme ||
+				rec["path"] != "/proxy/health/liveness" || rec["status"] != float64(200) {
+				t.Errorf("access log = %v; want msg access, client %s, scheme %s, path and status 200", rec, wantClient, wantScheme)
+			}
+		})
+	}
+}
