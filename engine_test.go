@@ -166,7 +166,7 @@ func evaluateGoldenCase(t testing.TB, path string) []byte {
 	res := goldenResult{
 		Reason:      gc.Reason,
 		Environment: snap.doc.engine.result(nil),
-		ClientFlags: snap.views[clientKey].flags,
+		ClientFlags: snap.views[clientKey].flags.body,
 		Identities:  map[string]evaluationResult{},
 	}
 	for _, gi := range gc.Identities {

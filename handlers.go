@@ -181,22 +181,28 @@ func (s *server) handleFlags(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	v.flags.serve(w, r)
+}
+
+// serve writes a pre-encoded body: 304 when the client holds it, gzipped
+// when the client accepts it.
+func (p *preEncoded) serve(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
-	h["Etag"] = v.etagHeader
-	if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatches(inm, v.etag) {
+	h["Etag"] = p.etagHeader
+	if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatches(inm, p.etag) {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
 	h["Content-Type"] = jsonContentType
 	setVary(h)
-	if v.flagsGzip != nil && acceptsGzip(r) {
+	if p.gzipped != nil && acceptsGzip(r) {
 		h["Content-Encoding"] = gzipEncoding
-		h["Content-Length"] = v.gzipLength
-		_, _ = w.Write(v.flagsGzip)
+		h["Content-Length"] = p.gzipLength
+		_, _ = w.Write(p.gzipped)
 		return
 	}
-	h["Content-Length"] = v.flagsLength
-	_, _ = w.Write(v.flags)
+	h["Content-Length"] = p.length
+	_, _ = w.Write(p.body)
 }
 
 func etagMatches(header, etag string) bool {
@@ -411,12 +417,7 @@ func (s *server) handleEnvironmentDocument(w http.ResponseWriter, r *http.Reques
 		writeError(w, http.StatusUnauthorized, "unauthorized", "the environment document needs a server-side key")
 		return
 	}
-	w.Header().Set("ETag", snap.docETag)
-	if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatches(inm, snap.docETag) {
-		w.WriteHeader(http.StatusNotModified)
-		return
-	}
-	writeBody(w, r, snap.doc.raw)
+	snap.document.serve(w, r)
 }
 
 func (s *server) handleLiveness(w http.ResponseWriter, r *http.Request) {

@@ -21,7 +21,7 @@ type snapshot struct {
 	// unknown), assigned to responses without allocating.
 	updatedAtHeader []string
 	views           [2]view
-	docETag         string
+	document        preEncoded // GET /api/v1/environment-document/
 	builtAt         time.Time
 	compile         time.Duration
 }
@@ -35,14 +35,30 @@ const (
 
 // view is the pre-encoded answer to GET /api/v1/flags/ for one kind of key.
 type view struct {
-	flags      []byte
-	flagsGzip  []byte
-	etag       string
-	etagHeader []string
-	// Content-Length values of flags and flagsGzip: a known length spares
-	// net/http the chunked encoding of a body this size.
-	flagsLength, gzipLength []string
-	feature                 map[string][]byte // ?feature=NAME bodies
+	flags   preEncoded
+	feature map[string][]byte // ?feature=NAME bodies
+}
+
+// preEncoded is a JSON response body prepared once per document: its bytes,
+// their gzip when large enough to gain from it, its ETag, and the header
+// values, so serving it allocates nothing.
+type preEncoded struct {
+	body, gzipped []byte
+	etag          string
+	etagHeader    []string
+	// Content-Length values: a known length spares net/http the chunked
+	// encoding of a body this size.
+	length, gzipLength []string
+}
+
+func newPreEncoded(body []byte) preEncoded {
+	p := preEncoded{body: body, etag: etagOf(body), length: []string{strconv.Itoa(len(body))}}
+	p.etagHeader = []string{p.etag}
+	if len(body) > gzipMinBytes {
+		p.gzipped = gzipBytes(body)
+		p.gzipLength = []string{strconv.Itoa(len(p.gzipped))}
+	}
+	return p
 }
 
 // newSnapshot compiles a document and pre-encodes the environment flags.
@@ -52,7 +68,7 @@ func newSnapshot(raw []byte) (*snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &snapshot{doc: doc, builtAt: start, docETag: etagOf(raw)}
+	s := &snapshot{doc: doc, builtAt: start, document: newPreEncoded(raw)}
 	if !doc.updatedAt.IsZero() {
 		s.updatedAt = unixSeconds(doc.updatedAt)
 		s.updatedAtHeader = []string{s.updatedAt}
@@ -74,14 +90,7 @@ func newSnapshot(raw []byte) (*snapshot, error) {
 			}
 			body = append(body, obj...)
 		}
-		v.flags = append(body, ']')
-		v.flagsLength = []string{strconv.Itoa(len(v.flags))}
-		if len(v.flags) > gzipMinBytes {
-			v.flagsGzip = gzipBytes(v.flags)
-			v.gzipLength = []string{strconv.Itoa(len(v.flagsGzip))}
-		}
-		v.etag = etagOf(v.flags)
-		v.etagHeader = []string{v.etag}
+		v.flags = newPreEncoded(append(body, ']'))
 	}
 	s.compile = time.Since(start)
 	return s, nil
