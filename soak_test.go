@@ -109,7 +109,10 @@ func TestSoak(t *testing.T) {
 	}
 	loadCtx, stopLoad := context.WithTimeout(ctx, *soakDuration)
 	defer stopLoad()
+	var wg sync.WaitGroup
+	wg.Add(1)
 	go func() {
+		defer wg.Done()
 		tick := time.NewTicker(period)
 		defer tick.Stop()
 		for {
@@ -141,7 +144,6 @@ func TestSoak(t *testing.T) {
 		{"GET", "/metrics", "", ""},
 	}
 	var total, serverErrors, streamEvents atomic.Int64
-	var wg sync.WaitGroup
 	for w := 0; w < 4; w++ {
 		wg.Add(1)
 		go func() {
@@ -215,7 +217,10 @@ func TestSoak(t *testing.T) {
 	if s.envs[0].snap.Load() == nil {
 		t.Fatal("no document held after the soak")
 	}
+	up.mu.Lock()
+	versions := up.version
+	up.mu.Unlock()
 	t.Logf("soak %v: %d requests (%.0f/s), %d 5xx, %d stream events, %d upstream faults injected, %d document versions; goroutines %d -> %d; heap in use %d -> %d KiB",
 		*soakDuration, total.Load(), float64(total.Load())/soakDuration.Seconds(), serverErrors.Load(), streamEvents.Load(),
-		up.faults.Load(), up.version, baseGoroutines, runtime.NumGoroutine(), before.HeapInuse>>10, after.HeapInuse>>10)
+		up.faults.Load(), versions, baseGoroutines, runtime.NumGoroutine(), before.HeapInuse>>10, after.HeapInuse>>10)
 }
