@@ -8,32 +8,13 @@
 # Usage: sdkcompat/realtime.sh PATH_TO_EDGE_PROXY_BINARY
 set -euo pipefail
 
-die() {
-	echo "sdkcompat/realtime.sh: $*" >&2
-	exit 2
-}
-
-[[ $# -eq 1 ]] || die "usage: $0 PATH_TO_EDGE_PROXY_BINARY"
-
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-binary="$1"
-[[ "$binary" == */* ]] || binary="./$binary"
-[[ -f "$binary" && -x "$binary" ]] || die "proxy binary '$1' does not exist or is not executable"
-binary="$(cd "$(dirname "$binary")" && pwd)/$(basename "$binary")"
-
-command -v node >/dev/null 2>&1 || die "node is not installed (Node.js >= 20 is required)"
-command -v npm >/dev/null 2>&1 || die "npm is not installed (needed to install the flagsmith JS SDK)"
+script=realtime.sh
+# shellcheck source=common.sh disable=SC2034 # $script is read by common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 command -v timeout >/dev/null 2>&1 || die "timeout (GNU coreutils) is not installed"
-node_major="$(node -p 'process.versions.node.split(".")[0]')"
-((node_major >= 20)) || die "node $(node --version) is too old: Node.js >= 20 is required"
 
-server_key="ser.compat-server-key-0001"
-client_key="CompatClientKey0000001"
 admin_token="realtime-test-admin-token-$RANDOM$RANDOM"
 poll_seconds=3
-
-echo "sdkcompat: installing the SDKs (npm ci)" >&2
-(cd "$here" && npm ci --no-audit --no-fund --loglevel=error) >&2 || die "npm ci failed in $here"
 
 workdir="$(mktemp -d "${TMPDIR:-/tmp}/sdkcompat-realtime.XXXXXX")"
 proxy_pid=""

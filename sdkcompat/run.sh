@@ -7,29 +7,9 @@
 # Usage: sdkcompat/run.sh PATH_TO_EDGE_PROXY_BINARY
 set -euo pipefail
 
-die() {
-	echo "sdkcompat/run.sh: $*" >&2
-	exit 2
-}
-
-[[ $# -eq 1 ]] || die "usage: $0 PATH_TO_EDGE_PROXY_BINARY"
-
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-binary="$1"
-[[ "$binary" == */* ]] || binary="./$binary"
-[[ -f "$binary" && -x "$binary" ]] || die "proxy binary '$1' does not exist or is not executable"
-binary="$(cd "$(dirname "$binary")" && pwd)/$(basename "$binary")"
-
-command -v node >/dev/null 2>&1 || die "node is not installed (Node.js >= 20 is required for flagsmith-nodejs)"
-command -v npm >/dev/null 2>&1 || die "npm is not installed (needed to install flagsmith-nodejs)"
-node_major="$(node -p 'process.versions.node.split(".")[0]')"
-((node_major >= 20)) || die "node $(node --version) is too old: flagsmith-nodejs needs Node.js >= 20"
-
-server_key="ser.compat-server-key-0001"
-client_key="CompatClientKey0000001"
-
-echo "sdkcompat: installing flagsmith-nodejs (npm ci)" >&2
-(cd "$here" && npm ci --no-audit --no-fund --loglevel=error) >&2 || die "npm ci failed in $here"
+script=run.sh
+# shellcheck source=common.sh disable=SC2034 # $script is read by common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 workdir="$(mktemp -d "${TMPDIR:-/tmp}/sdkcompat.XXXXXX")"
 proxy_pid=""
