@@ -22,7 +22,6 @@ type snapshot struct {
 	updatedAtHeader []string
 	views           [2]view
 	document        preEncoded // GET /api/v1/environment-document/
-	builtAt         time.Time
 	compile         time.Duration
 }
 
@@ -68,7 +67,7 @@ func newSnapshot(raw []byte) (*snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &snapshot{doc: doc, builtAt: start, document: newPreEncoded(raw)}
+	s := &snapshot{doc: doc, document: newPreEncoded(raw)}
 	if !doc.updatedAt.IsZero() {
 		s.updatedAt = unixSeconds(doc.updatedAt)
 		s.updatedAtHeader = []string{s.updatedAt}

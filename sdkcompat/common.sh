@@ -30,3 +30,28 @@ client_key="CompatClientKey0000001"
 
 echo "sdkcompat: installing the SDKs (npm ci)" >&2
 (cd "$here" && npm ci --no-audit --no-fund --loglevel=error) >&2 || die "npm ci failed in $here"
+
+# wait_ready URL PID LOGFN: polls URL with node (no curl needed) until it
+# answers 200; exits 2, after calling LOGFN to show the logs, when the
+# process PID dies first or 15 s pass.
+wait_ready() {
+	local url=$1 pid=$2 logfn=$3 status
+	local probe='fetch(process.argv[1], {signal: AbortSignal.timeout(1000)}).then(r => process.exit(r.status === 200 ? 0 : 1), () => process.exit(1))'
+	local deadline=$((SECONDS + 15))
+	until node -e "$probe" "$url" 2>/dev/null; do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			status=0
+			wait "$pid" || status=$?
+			echo "sdkcompat/$script: the proxy exited (status $status) before it was ready" >&2
+			"$logfn"
+			exit 2
+		fi
+		if ((SECONDS >= deadline)); then
+			echo "sdkcompat/$script: $url did not return 200 within 15 s" >&2
+			"$logfn"
+			exit 2
+		fi
+		sleep 0.2
+	done
+	echo "sdkcompat: proxy ready" >&2
+}

@@ -87,27 +87,7 @@ echo "sdkcompat: starting $binary on 127.0.0.1:$port (upstream $upstream)" >&2
 proxy_pid=$!
 
 base="http://127.0.0.1:$port"
-ready_url="$base/proxy/health/readiness"
-# Poll readiness with node (no curl needed): exits 0 on HTTP 200.
-probe='fetch(process.argv[1], {signal: AbortSignal.timeout(1000)}).then(r => process.exit(r.status === 200 ? 0 : 1), () => process.exit(1))'
-deadline=$((SECONDS + 15))
-until node -e "$probe" "$ready_url" 2>/dev/null; do
-	if ! kill -0 "$proxy_pid" 2>/dev/null; then
-		status=0
-		wait "$proxy_pid" || status=$?
-		proxy_pid=""
-		echo "sdkcompat/realtime.sh: the proxy exited (status $status) before it was ready" >&2
-		show_logs
-		exit 2
-	fi
-	if ((SECONDS >= deadline)); then
-		echo "sdkcompat/realtime.sh: $ready_url did not return 200 within 15 s" >&2
-		show_logs
-		exit 2
-	fi
-	sleep 0.2
-done
-echo "sdkcompat: proxy ready" >&2
+wait_ready "$base/proxy/health/readiness" "$proxy_pid" show_logs
 
 status=0
 (cd "$here" && PROXY_URL="$base" CLIENT_KEY="$client_key" ADMIN_TOKEN="$admin_token" \
