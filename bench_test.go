@@ -52,10 +52,10 @@ func BenchmarkIdentityEvaluation(b *testing.B) {
 	flags := make([]evalFlag, 0, 64)
 	b.ReportAllocs()
 	for b.Loop() {
-		flags = snap.doc.engine.evaluate(flags[:0], id, nil)
+		flags = snap.engine.evaluate(flags[:0], id, nil)
 	}
-	if len(flags) != len(snap.doc.engine.features) {
-		b.Fatalf("evaluated %d flags; want %d", len(flags), len(snap.doc.engine.features))
+	if len(flags) != len(snap.engine.features) {
+		b.Fatalf("evaluated %d flags; want %d", len(flags), len(snap.engine.features))
 	}
 }
 
@@ -71,7 +71,7 @@ func BenchmarkIdentityEvaluationNoLoop(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		flags = snap.doc.engine.evaluate(flags[:0], id, nil)
+		flags = snap.engine.evaluate(flags[:0], id, nil)
 	}
 	_ = flags
 }

@@ -21,7 +21,7 @@ func FuzzIdentityBodyMatchesEncodingJSON(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		buf := &identityBuffers{}
-		identifier, err := decodeIdentityBody(body, buf, identityLimits{maxTraits: 1000, maxTraitKeyLength: 200})
+		identifier, err := decodeIdentityBody(body, &buf.decodedTraits, identityLimits{maxTraits: 1000, maxTraitKeyLength: 200})
 		if !utf8.Valid(body) {
 			// encoding/json accepts invalid UTF-8; the proxy refuses it.
 			if err == nil || err.Error() != "body: not valid UTF-8" {

@@ -408,7 +408,7 @@ func urlQueryEscape(s string) string {
 func apiEngineFlags(t testing.TB, s *server, clientKey, identifier string, traits []trait) map[string]any {
 	t.Helper()
 	snap := apiEnv(t, s, clientKey).snap.Load()
-	res := snap.doc.engine.result(&identity{identifier: identifier, traits: traits})
+	res := snap.engine.result(&identity{identifier: identifier, traits: traits})
 	out := map[string]any{}
 	for name, fl := range res.Flags {
 		out[name] = map[string]any{"enabled": fl.Enabled, "value": apiJSON(t, fl.Value)}

@@ -167,8 +167,9 @@ func parseJSONPathString(s string, i int) (string, int, bool) {
 // resolvePath decides once per document where a path reads from. Paths into
 // $.identity depend on the request; every other path reads the document's own
 // context (environment, features, segments), which cannot change until the
-// next document, so it is resolved here.
-func resolvePath(path []pathSegment, tree any) (propertyKind, string, value) {
+// next document, so it is resolved here; tree builds that context's JSON
+// values (nil: there is none).
+func resolvePath(path []pathSegment, tree func() any) (propertyKind, string, value) {
 	if len(path) > 0 && !path[0].isIndex && path[0].name == "identity" {
 		switch {
 		case len(path) == 2 && !path[1].isIndex && path[1].name == "identifier":
@@ -180,7 +181,10 @@ func resolvePath(path []pathSegment, tree any) (propertyKind, string, value) {
 		}
 		return propNone, "", value{}
 	}
-	node := tree
+	var node any
+	if tree != nil {
+		node = tree()
+	}
 	for _, seg := range path {
 		switch n := node.(type) {
 		case map[string]any:
