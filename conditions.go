@@ -101,7 +101,7 @@ type condition struct {
 // compileCondition parses a condition once. It never fails: a bad operand
 // simply makes the condition never match, as an invalid rule must never fail a
 // request (SPEC §6).
-func compileCondition(c conditionContext, tree func() any) condition {
+func compileCondition(c conditionContext, tree func(member string) any) condition {
 	cond := condition{op: operatorsByName[c.Operator], property: c.Property}
 	cond.text, cond.inSet = operandText(c.Value)
 

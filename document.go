@@ -78,14 +78,13 @@ type documentIdentity struct {
 // parseDocument reads an environment document. Errors name the field that
 // is missing or malformed.
 func parseDocument(raw []byte) (*environmentDocument, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
 	var doc environmentDocument
-	if err := dec.Decode(&doc); err != nil {
-		return nil, fmt.Errorf("parse environment document: %w", err)
-	}
-	if dec.More() {
-		return nil, errors.New("parse environment document: trailing data after the JSON object")
+	// Unmarshal rather than a Decoder: a Decoder first copies the whole
+	// document into a buffer of its own, which for a large document is as
+	// much memory again. Every number field is typed, so nothing needs
+	// UseNumber.
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return nil, documentSyntaxError(raw)
 	}
 	if doc.APIKey == nil || *doc.APIKey == "" {
 		return nil, errors.New("environment document: api_key is missing")
@@ -94,6 +93,18 @@ func parseDocument(raw []byte) (*environmentDocument, error) {
 		return nil, errors.New("environment document: project is missing")
 	}
 	return &doc, nil
+}
+
+// documentSyntaxError says why a document does not parse, in the words of
+// a streaming decoder ("unexpected EOF" for a truncated body, trailing data
+// named as such), which read better in a poll log than Unmarshal's.
+func documentSyntaxError(raw []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	var doc environmentDocument
+	if err := dec.Decode(&doc); err != nil {
+		return fmt.Errorf("parse environment document: %w", err)
+	}
+	return errors.New("parse environment document: trailing data after the JSON object")
 }
 
 // evalContext maps the document to an evaluation context and its identity
@@ -149,6 +160,9 @@ func (doc *environmentDocument) evalContext() (*evalContext, []identityOverrideG
 // dict does: a repeated key keeps its first position and takes the new value.
 func memberSetter[T any](o *ordered[T], capacity int) func(key string, v T) {
 	at := make(map[string]int, capacity)
+	if *o == nil {
+		*o = make(ordered[T], 0, capacity)
+	}
 	return func(key string, v T) {
 		if i, ok := at[key]; ok {
 			(*o)[i].Value = v

@@ -278,28 +278,39 @@ func (e *engine) indexSources() {
 	}
 }
 
-// lazyTree returns the context as plain JSON values, for JSONPath
-// conditions that read the document rather than the identity. It is built on
-// first use: most documents have no such condition, and for a large document
-// the tree costs as much memory as the document itself.
-func lazyTree(ctx *evalContext) func() any {
-	var tree any
-	built := false
-	return func() any {
-		if !built {
-			built = true
-			tree = staticTree(ctx)
+// lazyTree returns the context's top-level members as plain JSON values,
+// for JSONPath conditions that read the document rather than the identity.
+// Each member is built on first use: most documents read at most
+// $.environment, and for a large document the features and segments as a
+// tree cost more memory than the document itself.
+func lazyTree(ctx *evalContext) func(member string) any {
+	built := map[string]any{}
+	return func(member string) any {
+		if v, ok := built[member]; ok {
+			return v
 		}
-		return tree
+		var v any
+		switch member {
+		case "environment":
+			v = jsonTree(ctx.Environment)
+		case "features":
+			if len(ctx.Features) > 0 {
+				v = jsonTree(ctx.Features)
+			}
+		case "segments":
+			if len(ctx.Segments) > 0 {
+				v = jsonTree(ctx.Segments)
+			}
+		}
+		built[member] = v
+		return v
 	}
 }
 
-// staticTree is the context without its identity as plain JSON values; nil
-// when it cannot be encoded, which no decoded context can cause.
-func staticTree(ctx *evalContext) any {
-	shallow := *ctx
-	shallow.Identity = nil
-	raw, err := json.Marshal(&shallow)
+// jsonTree is v as plain JSON values with numbers kept as written; nil when
+// it cannot be encoded, which no decoded context can cause.
+func jsonTree(v any) any {
+	raw, err := json.Marshal(v)
 	if err != nil {
 		return nil
 	}
@@ -416,7 +427,7 @@ func parsePriority(raw json.RawMessage) (*big.Float, bool) {
 	return new(big.Float).SetPrec(precision).SetFloat64(f), true
 }
 
-func compileRule(rc ruleContext, tree func() any) rule {
+func compileRule(rc ruleContext, tree func(member string) any) rule {
 	r := rule{}
 	switch rc.Type {
 	case "ALL":

@@ -230,9 +230,17 @@ func (p *preEncoded) serve(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(p.body)
 }
 
+// gzipBytes compresses a body prepared once per document: as small as gzip
+// can make it, except for bodies so large (an environment document of
+// thousands of features) that the best level would take seconds.
 func gzipBytes(b []byte) []byte {
+	level := gzip.BestCompression
+	if len(b) > 1<<20 {
+		level = gzip.BestSpeed
+	}
 	var buf bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	buf.Grow(len(b) / 4)
+	zw, _ := gzip.NewWriterLevel(&buf, level)
 	_, _ = zw.Write(b)
 	_ = zw.Close()
 	return buf.Bytes()

@@ -105,7 +105,7 @@ func (s *snapshot) encodeSources(serverOnlyIDs map[string]bool) {
 	sources := s.engine.sources
 	s.serverOnly = make([]bool, len(sources))
 	ends := make([]int, len(sources))
-	var buf []byte
+	buf := make([]byte, 0, 96*len(sources)) // about one prefix each
 	for i, f := range sources {
 		id := f.apiID
 		if id == "" {
@@ -134,7 +134,11 @@ func (s *snapshot) encodeSources(serverOnlyIDs map[string]bool) {
 // encodeView pre-encodes the environment's flags as one kind of key sees them.
 func (s *snapshot) encodeView(kind keyKind) view {
 	v := view{feature: make(map[string][]byte, len(s.envFlags)), spans: make([]span, len(s.envFlags))}
-	body := []byte{'['}
+	size := 2
+	for _, fl := range s.envFlags {
+		size += len(s.flagPrefix[fl.source.index]) + len(fl.value()) + 2
+	}
+	body := append(make([]byte, 0, size), '[')
 	for fi, fl := range s.envFlags {
 		if !s.visible(fl.source, kind) {
 			v.spans[fi] = span{-1, -1}
