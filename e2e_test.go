@@ -44,68 +44,6 @@ func e2eWriteFile(t testing.TB, dir, name string, v any) string {
 	return path
 }
 
-// e2eEvent is one Server-Sent Event.
-type e2eEvent struct {
-	event, data string
-}
-
-// e2eReadSSE reads events from r into a channel, closed at the end of the
-// stream. Comments (heartbeats) and retry lines are not events.
-func e2eReadSSE(r io.Reader) <-chan e2eEvent {
-	ch := make(chan e2eEvent, 16)
-	go func() {
-		defer close(ch)
-		sc := bufio.NewScanner(r)
-		var ev e2eEvent
-		for sc.Scan() {
-			line := sc.Text()
-			switch {
-			case line == "":
-				if ev.event != "" || ev.data != "" {
-					ch <- ev
-				}
-				ev = e2eEvent{}
-			case strings.HasPrefix(line, "event:"):
-				ev.event = strings.TrimSpace(strings.TrimPrefix(line, "event:"))
-			case strings.HasPrefix(line, "data:"):
-				ev.data = strings.TrimSpace(strings.TrimPrefix(line, "data:"))
-			}
-		}
-	}()
-	return ch
-}
-
-// e2eNextEvent returns the next event, failing after timeout or at the end of
-// the stream.
-func e2eNextEvent(t testing.TB, ch <-chan e2eEvent, timeout time.Duration) e2eEvent {
-	t.Helper()
-	select {
-	case ev, ok := <-ch:
-		if !ok {
-			t.Fatal("stream ended; want another event")
-		}
-		return ev
-	case <-time.After(timeout):
-		t.Fatalf("no stream event within %v", timeout)
-		return e2eEvent{}
-	}
-}
-
-// e2eEventUpdatedAt is the updated_at of an environment_updated event.
-func e2eEventUpdatedAt(t testing.TB, ev e2eEvent) float64 {
-	t.Helper()
-	if ev.event != "environment_updated" {
-		t.Fatalf("event = %q; want environment_updated", ev.event)
-	}
-	var data struct {
-		UpdatedAt float64 `json:"updated_at"`
-	}
-	if err := json.Unmarshal([]byte(ev.data), &data); err != nil {
-		t.Fatalf("event data %q: %v", ev.data, err)
-	}
-	return data.UpdatedAt
-}
-
 // TestE2EServeBinary runs the built binary against a fake Flagsmith API:
 // the SDK endpoints over real HTTP, a document change seen within a poll
 // period (and pushed to a realtime stream), then a graceful SIGTERM during
@@ -276,26 +214,13 @@ func TestE2EServeBinary(t *testing.T) {
 
 	// A realtime stream, held open across the document change and the
 	// shutdown. Its client has no timeout: the stream is meant to stay open.
-	streamCtx, cancelStream := context.WithCancel(context.Background())
-	t.Cleanup(cancelStream)
-	req, err := http.NewRequestWithContext(streamCtx, "GET", base+"/sse/environments/"+demoClientKey+"/stream", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	streamClient := &http.Client{Transport: &http.Transport{}}
 	t.Cleanup(streamClient.CloseIdleConnections)
-	streamResp, err := streamClient.Do(req)
-	if err != nil {
-		t.Fatalf("open stream: %v", err)
+	stream := sseOpenStream(t, streamClient, base+sseStreamPath(demoClientKey), nil)
+	if ct := stream.resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("stream Content-Type = %q; want text/event-stream", ct)
 	}
-	t.Cleanup(func() { streamResp.Body.Close() })
-	if streamResp.StatusCode != http.StatusOK || streamResp.Header.Get("Content-Type") != "text/event-stream" {
-		t.Fatalf("stream = %d %q; want 200 text/event-stream", streamResp.StatusCode, streamResp.Header.Get("Content-Type"))
-	}
-	events := e2eReadSSE(streamResp.Body)
-	if got, want := e2eEventUpdatedAt(t, e2eNextEvent(t, events, 5*time.Second)), float64(v1.Unix()); got != want {
-		t.Errorf("first stream event updated_at = %v; want %v", got, want)
-	}
+	stream.wantUpdated(t, v1)
 
 	t.Run("document change within a poll period", func(t *testing.T) {
 		up.set(demoServerKey, demoDocument(t, v2, "Hello from v2"))
@@ -315,9 +240,7 @@ func TestE2EServeBinary(t *testing.T) {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
-		if got, want := e2eEventUpdatedAt(t, e2eNextEvent(t, events, 5*time.Second)), float64(v2.Unix()); got != want {
-			t.Errorf("stream event after the change: updated_at = %v; want %v", got, want)
-		}
+		stream.wantUpdated(t, v2)
 	})
 
 	t.Run("metrics", func(t *testing.T) {
@@ -381,17 +304,7 @@ func TestE2EServeBinary(t *testing.T) {
 	})
 
 	t.Run("stream closed", func(t *testing.T) {
-		timeout := time.After(10 * time.Second)
-		for {
-			select {
-			case _, open := <-events:
-				if !open {
-					return
-				}
-			case <-timeout:
-				t.Fatal("the realtime stream is still open 10s after SIGTERM")
-			}
-		}
+		stream.waitEnd(t) // fails if the stream is still open testWait after SIGTERM
 	})
 
 	// shutdown_timeout_seconds is 5; allow as much again for the process to exit.

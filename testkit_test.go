@@ -712,6 +712,208 @@ func eventually(t testing.TB, what string, cond func() bool) {
 	}
 }
 
+// ---- Realtime streams
+
+// sseFloat is updated_at as Unix seconds, the float the SDKs compare:
+// microseconds, as Flagsmith's documents carry them.
+func sseFloat(t time.Time) float64 { return float64(t.UnixMicro()) / 1e6 }
+
+func sseStreamPath(key string) string { return "/sse/environments/" + key + "/stream" }
+
+// sseItem is one thing read from a stream, in stream order: a comment, a
+// retry field, or a dispatched event.
+type sseItem struct {
+	comment, retry string
+	isComment      bool
+	isEvent        bool
+	event, data    string
+}
+
+// sseStream is an open stream read by a parser that follows the WHATWG
+// Server-Sent Events rules: "field: value" lines (one optional space after
+// the colon), ":" comments, events dispatched at a blank line.
+type sseStream struct {
+	resp   *http.Response
+	items  chan sseItem
+	done   chan struct{} // closed when the stream ends; err says why
+	err    error
+	cancel context.CancelFunc
+}
+
+// sseOpenStream starts a stream and fails the test unless it is a 200 event
+// stream. The stream is closed at the end of the test.
+func sseOpenStream(t testing.TB, client *http.Client, url string, header http.Header) *sseStream {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	// Headers must come quickly; the body is a stream and has no deadline.
+	timer := time.AfterFunc(testWait, cancel)
+	resp, err := client.Do(req)
+	timer.Stop()
+	if err != nil {
+		cancel()
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		cancel()
+		t.Fatalf("GET %s = %d %s; want 200 event stream", url, resp.StatusCode, body)
+	}
+	st := &sseStream{resp: resp, items: make(chan sseItem, 64), done: make(chan struct{}), cancel: cancel}
+	go st.read(ctx, resp.Body)
+	t.Cleanup(func() { st.close(t) })
+	return st
+}
+
+func (st *sseStream) read(ctx context.Context, body io.Reader) {
+	defer close(st.done)
+	br := bufio.NewReader(body)
+	eventType, data, hasData := "", "", false
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			st.err = err
+			return
+		}
+		line = strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
+		var it sseItem
+		switch field, value, _ := strings.Cut(line, ":"); {
+		case line == "":
+			if !hasData {
+				eventType = ""
+				continue
+			}
+			if eventType == "" {
+				eventType = "message"
+			}
+			it = sseItem{isEvent: true, event: eventType, data: data}
+			eventType, data, hasData = "", "", false
+		case field == "":
+			it = sseItem{isComment: true, comment: value}
+		default:
+			value = strings.TrimPrefix(value, " ")
+			switch field {
+			case "event":
+				eventType = value
+			case "data":
+				if hasData {
+					data += "\n"
+				}
+				data, hasData = data+value, true
+			case "retry":
+				it = sseItem{retry: value}
+			}
+			if it.retry == "" {
+				continue
+			}
+		}
+		select {
+		case st.items <- it:
+		case <-ctx.Done():
+			st.err = ctx.Err()
+			return
+		}
+	}
+}
+
+// close disconnects the client and waits for its reader.
+func (st *sseStream) close(t testing.TB) {
+	st.cancel()
+	select {
+	case <-st.done:
+	case <-time.After(testWait):
+		t.Errorf("stream reader still running %v after disconnect", testWait)
+	}
+	st.resp.Body.Close()
+}
+
+// next returns the next item, failing when the stream ends or stays silent.
+func (st *sseStream) next(t testing.TB, waitingFor string) sseItem {
+	t.Helper()
+	timer := time.NewTimer(testWait)
+	defer timer.Stop()
+	select {
+	case it := <-st.items:
+		return it
+	case <-st.done:
+		select {
+		case it := <-st.items:
+			return it
+		default:
+		}
+		t.Fatalf("stream ended (%v) while waiting for %s", st.err, waitingFor)
+	case <-timer.C:
+		t.Fatalf("nothing on the stream for %v while waiting for %s", testWait, waitingFor)
+	}
+	return sseItem{}
+}
+
+// nextEvent skips comments and retry fields.
+func (st *sseStream) nextEvent(t testing.TB, waitingFor string) sseItem {
+	t.Helper()
+	for {
+		if it := st.next(t, waitingFor); it.isEvent {
+			return it
+		}
+	}
+}
+
+// wantUpdated reads the next event and checks that it announces updatedAt.
+func (st *sseStream) wantUpdated(t testing.TB, updatedAt time.Time) {
+	t.Helper()
+	want := sseFloat(updatedAt)
+	it := st.nextEvent(t, fmt.Sprintf("the event for updated_at %v", want))
+	if it.event != "environment_updated" {
+		t.Fatalf("event type = %q; want environment_updated (data %q)", it.event, it.data)
+	}
+	if got := sseDecodeUpdatedAt(t, it.data); got != want {
+		t.Fatalf("event updated_at = %v; want %v (data %q)", got, want, it.data)
+	}
+}
+
+// waitEnd waits for the server to end the stream and returns the read error
+// that ended it: io.EOF for a clean end of a chunked body.
+func (st *sseStream) waitEnd(t testing.TB) error {
+	t.Helper()
+	timer := time.NewTimer(testWait)
+	defer timer.Stop()
+	for {
+		select {
+		case it := <-st.items:
+			if it.isEvent {
+				t.Errorf("unexpected event %q %q while waiting for the stream to end", it.event, it.data)
+			}
+		case <-st.done:
+			return st.err
+		case <-timer.C:
+			t.Fatalf("stream still open %v after it should have ended", testWait)
+		}
+	}
+}
+
+// sseDecodeUpdatedAt reads an event's data strictly: one field, updated_at, a
+// JSON number.
+func sseDecodeUpdatedAt(t testing.TB, data string) float64 {
+	t.Helper()
+	dec := json.NewDecoder(strings.NewReader(data))
+	dec.DisallowUnknownFields()
+	var v struct {
+		UpdatedAt *float64 `json:"updated_at"`
+	}
+	if err := dec.Decode(&v); err != nil || v.UpdatedAt == nil {
+		t.Fatalf("event data %q: want {\"updated_at\": <float>} (decode error %v)", data, err)
+	}
+	return *v.UpdatedAt
+}
+
 // ---- The built binary and clients over the network
 
 // stampedVersion is stamped into the test binary as the Dockerfile stamps
