@@ -440,11 +440,19 @@ func TestSSEHealth(t *testing.T) {
 	}
 }
 
-// sseServe runs serve() itself, as main does, on a loopback port, and
-// returns its address and a function that stops it and returns its error.
-func sseServe(t testing.TB, cfg Config) (addr string, stop func() error) {
+// sseServe runs serve() itself, as main does, on a loopback port, polling
+// an upstream that holds the documents of A and B at sseBase once an hour.
+// It returns the base URL, a client for it, and a function that stops
+// serve and returns its error.
+func sseServe(t testing.TB, edits ...func(*Config)) (base string, client *http.Client, stop func() error) {
 	t.Helper()
-	cfg.Server.Host, cfg.Server.Port = "127.0.0.1", 0
+	up := newUpstream(t)
+	up.set(serverKeyA, testDocument(clientKeyA, testTime(sseBase), "a"))
+	up.set(serverKeyB, testDocument(clientKeyB, testTime(sseBase), "b"))
+	cfg := testConfig(t, append([]func(*Config){withUpstream(up), func(c *Config) {
+		c.PollFrequency = 3600
+		c.Server.Host, c.Server.Port = "127.0.0.1", 0
+	}}, edits...)...)
 	logs := &logBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -464,10 +472,9 @@ func sseServe(t testing.TB, cfg Config) (addr string, stop func() error) {
 	}
 	t.Cleanup(func() { _ = stop() })
 	eventually(t, "serve logs its listening address", func() bool {
-		for _, line := range strings.Split(logs.String(), "\n") {
-			var rec struct{ Msg, Addr string }
-			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "listening" {
-				addr = rec.Addr
+		for _, rec := range logs.records(t) {
+			if addr, _ := rec["addr"].(string); rec["msg"] == "listening" {
+				base = "http://" + addr
 				return true
 			}
 		}
@@ -478,28 +485,19 @@ func sseServe(t testing.TB, cfg Config) (addr string, stop func() error) {
 		}
 		return false
 	})
-	return addr, stop
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	return base, &http.Client{Transport: tr}, stop
 }
 
 // TestSSEServeShutdown stops the real server: Shutdown must end every open
 // stream (through the hub) rather than wait for its timeout, and each client
 // must see a clean end.
 func TestSSEServeShutdown(t *testing.T) {
-	up := newUpstream(t)
-	up.set(serverKeyA, testDocument(clientKeyA, testTime(sseBase), "a"))
-	up.set(serverKeyB, testDocument(clientKeyB, testTime(sseBase), "b"))
-	cfg := testConfig(t, func(c *Config) {
-		c.APIURL = up.apiURL
-		c.PollFrequency = 3600
-		c.Server.ShutdownTimeout = 5
-	})
-	addr, stop := sseServe(t, cfg)
-	tr := &http.Transport{}
-	t.Cleanup(tr.CloseIdleConnections)
-	client := &http.Client{Transport: tr}
+	base, client, stop := sseServe(t, func(c *Config) { c.Server.ShutdownTimeout = 5 })
 	var streams []*sseStream
 	for _, key := range []string{clientKeyA, clientKeyA, clientKeyB} {
-		st := sseOpenStream(t, client, "http://"+addr+sseStreamPath(key), nil)
+		st := sseOpenStream(t, client, base+sseStreamPath(key), nil)
 		st.wantUpdated(t, sseBase) // the pollers fetched the documents
 		streams = append(streams, st)
 	}
@@ -519,20 +517,12 @@ func TestSSEServeShutdown(t *testing.T) {
 // (ReadTimeout = read_header_timeout_seconds + write_timeout_seconds) must
 // not end the request context while the stream is open.
 func TestSSEStreamOutlivesReadTimeout(t *testing.T) {
-	up := newUpstream(t)
-	up.set(serverKeyA, testDocument(clientKeyA, testTime(sseBase), "a"))
-	up.set(serverKeyB, testDocument(clientKeyB, testTime(sseBase), "b"))
-	cfg := testConfig(t, func(c *Config) {
-		c.APIURL = up.apiURL
-		c.PollFrequency = 3600
+	base, client, _ := sseServe(t, func(c *Config) {
 		c.Server.ReadHeaderTimeout = 0.05
 		c.Server.WriteTimeout = 0.1 // ReadTimeout 0.15 s
 		c.SSE.HeartbeatSeconds = 0.03
 	})
-	addr, _ := sseServe(t, cfg)
-	tr := &http.Transport{}
-	t.Cleanup(tr.CloseIdleConnections)
-	st := sseOpenStream(t, &http.Client{Transport: tr}, "http://"+addr+sseStreamPath(clientKeyA), nil)
+	st := sseOpenStream(t, client, base+sseStreamPath(clientKeyA), nil)
 	st.wantUpdated(t, sseBase)
 	// 20 heartbeats take 0.6 s, four times the read and write timeouts.
 	for i := range 20 {

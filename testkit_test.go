@@ -633,15 +633,7 @@ func (s *testServer) do(t testing.TB, method, path string, header http.Header) (
 	for k, v := range header {
 		req.Header[k] = v
 	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, path, err)
-	}
+	resp, body := roundTrip(t, s.client, req)
 	return resp.StatusCode, resp.Header, body
 }
 
@@ -1125,16 +1117,22 @@ func httpDo(t testing.TB, client *http.Client, method, url, key, body string) (*
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	return roundTrip(t, client, req)
+}
+
+// roundTrip sends req and returns the response with its whole body.
+func roundTrip(t testing.TB, client *http.Client, req *http.Request) (*http.Response, []byte) {
+	t.Helper()
 	resp, err := client.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
+	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, url, err)
+		t.Fatalf("%s %s: read body: %v", req.Method, req.URL, err)
 	}
-	return resp, b
+	return resp, body
 }
 
 // waitStatus polls url until it answers want, for at most timeout: the
