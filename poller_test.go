@@ -18,7 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// pollerUpdatedAt is the updated_at of the test documents documents unless a test
+// pollerUpdatedAt is the updated_at of the test documents unless a test
 // says otherwise, and pollerIMS the If-Modified-Since it must produce.
 const (
 	pollerUpdatedAt = "2026-11-20T10:00:00.123456Z"
@@ -819,33 +819,31 @@ func TestPollWatchFile(t *testing.T) {
 			t.Errorf("readiness() with a document file = %d %+v; want 200", code, r)
 		}
 
-		next := func() {
+		// Each step changes the file, waits one check, and says which
+		// banner must be served then and which ERROR must have been logged.
+		steps := []struct {
+			content   []byte // nil: the file is removed
+			want, err string
+		}{
+			{content: testDocument(clientKeyA, "2026-11-21T00:00:00Z", "green"), want: "green"},
+			{content: []byte(`{"api_key": "` + clientKeyA + `", "project": {`), want: "green", err: "document file invalid"},
+			{content: testDocument(clientKeyA, "2026-11-22T00:00:00Z", "purple"), want: "purple"},
+			{content: nil, want: "purple", err: "document file unreadable"},
+			{content: testDocument(clientKeyA, "2026-11-23T00:00:00Z", "orange"), want: "orange"},
+		}
+		for _, step := range steps {
+			if step.content != nil {
+				write(step.content)
+			} else if err := os.Remove(path); err != nil {
+				t.Fatal(err)
+			}
 			time.Sleep(fileCheckInterval)
 			synctest.Wait()
+			pollerWantFlags(t, s, clientKeyA, pollerFlags(step.want))
+			if step.err != "" {
+				s.logs.mustHave(t, logRecord{level: "ERROR", msg: step.err, env: clientKeyA})
+			}
 		}
-		write(testDocument(clientKeyA, "2026-11-21T00:00:00Z", "green"))
-		next()
-		pollerWantFlags(t, s, clientKeyA, pollerFlags("green"))
-
-		write([]byte(`{"api_key": "` + clientKeyA + `", "project": {`))
-		next()
-		pollerWantFlags(t, s, clientKeyA, pollerFlags("green"))
-		s.logs.mustHave(t, logRecord{level: "ERROR", msg: "document file invalid", env: clientKeyA})
-
-		write(testDocument(clientKeyA, "2026-11-22T00:00:00Z", "purple"))
-		next()
-		pollerWantFlags(t, s, clientKeyA, pollerFlags("purple"))
-
-		if err := os.Remove(path); err != nil {
-			t.Fatal(err)
-		}
-		next()
-		pollerWantFlags(t, s, clientKeyA, pollerFlags("purple"))
-		s.logs.mustHave(t, logRecord{level: "ERROR", msg: "document file unreadable", env: clientKeyA})
-
-		write(testDocument(clientKeyA, "2026-11-23T00:00:00Z", "orange"))
-		next()
-		pollerWantFlags(t, s, clientKeyA, pollerFlags("orange"))
 		s.logs.noServerKeys(t)
 	})
 }

@@ -590,20 +590,17 @@ type goSDKEvent struct {
 	err   error
 }
 
-// goSDKReader reads a stream the way the Go SDK does: bufio.Scanner lines,
-// every "data: " line parsed, everything else ignored.
-func goSDKReader(body io.Reader, out chan<- goSDKEvent, done <-chan struct{}) {
+// goSDKRead reads a stream the way the Go SDK does: bufio.Scanner lines,
+// every "data: " line parsed, everything else ignored. It hands each event
+// to each until that returns false or the stream ends.
+func goSDKRead(body io.Reader, each func(goSDKEvent) bool) {
 	sc := bufio.NewScanner(body)
 	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "data: ") {
-			continue
-		}
-		v, at, err := goSDKUpdatedAt(line)
-		select {
-		case out <- goSDKEvent{v, at, line, err}:
-		case <-done:
-			return
+		if line := sc.Text(); strings.HasPrefix(line, "data: ") {
+			v, at, err := goSDKUpdatedAt(line)
+			if !each(goSDKEvent{v, at, line, err}) {
+				return
+			}
 		}
 	}
 }
@@ -633,7 +630,17 @@ func TestSSEGoSDKParser(t *testing.T) {
 	t.Cleanup(func() { resp.Body.Close() })
 	events := make(chan goSDKEvent)
 	readerDone := make(chan struct{})
-	go func() { defer close(readerDone); goSDKReader(resp.Body, events, ctx.Done()) }()
+	go func() {
+		defer close(readerDone)
+		goSDKRead(resp.Body, func(ev goSDKEvent) bool {
+			select {
+			case events <- ev:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		})
+	}()
 	t.Cleanup(func() { cancel(); <-readerDone })
 
 	next := func(what string) goSDKEvent {
@@ -717,22 +724,16 @@ func TestSSELoad1000Subscribers(t *testing.T) {
 				return
 			}
 			defer resp.Body.Close()
-			sc := bufio.NewScanner(resp.Body)
 			initial := true
-			for sc.Scan() {
-				line := sc.Text()
-				if !strings.HasPrefix(line, "data: ") {
-					continue
-				}
-				v, _, err := goSDKUpdatedAt(line)
+			goSDKRead(resp.Body, func(ev goSDKEvent) bool {
 				switch {
-				case err != nil:
-					failures <- fmt.Errorf("subscriber %d: %v", i, err)
-					return
+				case ev.err != nil:
+					failures <- fmt.Errorf("subscriber %d: %v", i, ev.err)
+					return false
 				case initial:
 					initial = false
 					readyOnce()
-				case v == want:
+				case ev.value == want:
 					now := time.Now().UnixNano()
 					for {
 						last := lastNano.Load()
@@ -742,10 +743,11 @@ func TestSSELoad1000Subscribers(t *testing.T) {
 					}
 					received.Add(1)
 				default:
-					failures <- fmt.Errorf("subscriber %d: updated_at %v; want %v", i, v, want)
-					return
+					failures <- fmt.Errorf("subscriber %d: updated_at %v; want %v", i, ev.value, want)
+					return false
 				}
-			}
+				return true
+			})
 		}()
 	}
 	stopAll := func() {
