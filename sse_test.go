@@ -30,6 +30,13 @@ const sseToken = "push-refresh-token-0123456789"
 // event (1732467200.123456), so the wire format can be checked literally.
 var sseBase = time.Date(2024, 11, 24, 16, 53, 20, 123456000, time.UTC)
 
+// ssePublish publishes the test document of key at updatedAt, its banner
+// set to value.
+func ssePublish(t testing.TB, h *testServer, key string, updatedAt time.Time, value string) {
+	t.Helper()
+	h.publishDoc(t, key, testDocument(key, testTime(updatedAt), value))
+}
+
 // sseOpen starts a stream on a listening test server; see sseOpenStream.
 func sseOpen(t testing.TB, h *testServer, path string, header http.Header) *sseStream {
 	t.Helper()
@@ -83,7 +90,7 @@ func TestSSEStreamConnect(t *testing.T) {
 					c.AllowOrigins = tt.allowOrigins
 				}
 			}).listen(t, nil)
-			h.publishDoc(t, clientKeyA, testDocument(clientKeyA, testTime(sseBase), "v1"))
+			ssePublish(t, h, clientKeyA, sseBase, "v1")
 			header := http.Header{}
 			if tt.origin != "" {
 				header.Set("Origin", tt.origin)
@@ -133,7 +140,7 @@ func TestSSEStreamConnect(t *testing.T) {
 // exactly one space, so the framing itself is part of the contract.
 func TestSSEStreamWireFormat(t *testing.T) {
 	h := newTestServer(t).listen(t, nil)
-	h.publishDoc(t, clientKeyA, testDocument(clientKeyA, testTime(sseBase), "v1"))
+	ssePublish(t, h, clientKeyA, sseBase, "v1")
 	ctx, cancel := context.WithTimeout(context.Background(), testWait)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url+sseStreamPath(clientKeyA), nil)
@@ -161,13 +168,13 @@ func TestSSEStreamNoDocumentYet(t *testing.T) {
 	h := newTestServer(t).listen(t, nil)
 	st := sseOpen(t, h, sseStreamPath(clientKeyB), nil)
 	// Nothing to announce yet: the first event must be the first document.
-	h.publishDoc(t, clientKeyB, testDocument(clientKeyB, testTime(sseBase), "v1"))
+	ssePublish(t, h, clientKeyB, sseBase, "v1")
 	st.wantUpdated(t, sseBase)
 }
 
 func TestSSEStreamEventsInOrder(t *testing.T) {
 	h := newTestServer(t).listen(t, nil)
-	h.publishDoc(t, clientKeyA, testDocument(clientKeyA, testTime(sseBase), "v1"))
+	ssePublish(t, h, clientKeyA, sseBase, "v1")
 	st := sseOpen(t, h, sseStreamPath(clientKeyA), nil)
 	st.wantUpdated(t, sseBase)
 
@@ -177,9 +184,9 @@ func TestSSEStreamEventsInOrder(t *testing.T) {
 		sseBase.Add(3 * time.Second),
 	}
 	for i, at := range times {
-		h.publishDoc(t, clientKeyA, testDocument(clientKeyA, testTime(at), fmt.Sprint("v", i+2)))
+		ssePublish(t, h, clientKeyA, at, fmt.Sprint("v", i+2))
 		// Another environment's document is not this stream's business.
-		h.publishDoc(t, clientKeyB, testDocument(clientKeyB, testTime(at), fmt.Sprint("b", i)))
+		ssePublish(t, h, clientKeyB, at, fmt.Sprint("b", i))
 	}
 	for _, at := range times {
 		st.wantUpdated(t, at)
@@ -199,13 +206,13 @@ func TestSSEStreamIdenticalDocument(t *testing.T) {
 	h.publishDoc(t, clientKeyA, bytes.Clone(v1))
 	h.publishDoc(t, clientKeyA, bytes.Clone(v1))
 	v2At := sseBase.Add(time.Minute)
-	h.publishDoc(t, clientKeyA, testDocument(clientKeyA, testTime(v2At), "v2"))
+	ssePublish(t, h, clientKeyA, v2At, "v2")
 	st.wantUpdated(t, v2At)
 }
 
 func TestSSEStreamHeartbeat(t *testing.T) {
 	h := newTestServer(t, func(c *Config) { c.SSE.HeartbeatSeconds = 0.05 }).listen(t, nil)
-	h.publishDoc(t, clientKeyA, testDocument(clientKeyA, testTime(sseBase), "v1"))
+	ssePublish(t, h, clientKeyA, sseBase, "v1")
 	st := sseOpen(t, h, sseStreamPath(clientKeyA), nil)
 	st.wantUpdated(t, sseBase)
 	for seen := 0; seen < 2; {
@@ -219,7 +226,7 @@ func TestSSEStreamHeartbeat(t *testing.T) {
 	}
 	// Heartbeats do not disturb events.
 	v2At := sseBase.Add(time.Hour)
-	h.publishDoc(t, clientKeyA, testDocument(clientKeyA, testTime(v2At), "v2"))
+	ssePublish(t, h, clientKeyA, v2At, "v2")
 	st.wantUpdated(t, v2At)
 }
 
@@ -252,7 +259,7 @@ func TestSSEStreamRejected(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newTestServer(t, tt.edit).listen(t, nil)
-			h.publishDoc(t, clientKeyA, testDocument(clientKeyA, testTime(sseBase), "v1"))
+			ssePublish(t, h, clientKeyA, sseBase, "v1")
 			for range tt.preopen {
 				sseOpen(t, h, sseStreamPath(clientKeyA), nil)
 			}
@@ -289,7 +296,7 @@ func TestSSEStreamRejected(t *testing.T) {
 func TestSSEStreamDisconnect(t *testing.T) {
 	handlers := sseGoroutines(sseHandlerFunc) // other tests' leaks are not ours
 	h := newTestServer(t).listen(t, nil)
-	h.publishDoc(t, clientKeyA, testDocument(clientKeyA, testTime(sseBase), "v1"))
+	ssePublish(t, h, clientKeyA, sseBase, "v1")
 	streams := []*sseStream{sseOpen(t, h, sseStreamPath(clientKeyA), nil), sseOpen(t, h, sseStreamPath(clientKeyA), nil)}
 	for _, st := range streams {
 		st.wantUpdated(t, sseBase)
@@ -320,7 +327,7 @@ func TestSSEStreamStalledSubscriber(t *testing.T) {
 			t.Errorf("SetWriteBuffer: %v", err)
 		}
 	})
-	h.publishDoc(t, clientKeyA, testDocument(clientKeyA, testTime(sseBase), "v0"))
+	ssePublish(t, h, clientKeyA, sseBase, "v0")
 	healthy := sseOpen(t, h, sseStreamPath(clientKeyA), nil)
 	healthy.wantUpdated(t, sseBase)
 
@@ -350,7 +357,7 @@ func TestSSEStreamStalledSubscriber(t *testing.T) {
 			published++
 			at = at.Add(time.Second)
 			ats = append(ats, at)
-			h.publishDoc(t, clientKeyA, testDocument(clientKeyA, testTime(at), strconv.Itoa(published)))
+			ssePublish(t, h, clientKeyA, at, strconv.Itoa(published))
 		}
 		for _, at := range ats {
 			healthy.wantUpdated(t, at)
@@ -374,8 +381,8 @@ func TestSSEStreamStalledSubscriber(t *testing.T) {
 func TestSSEHubClose(t *testing.T) {
 	handlers := sseGoroutines(sseHandlerFunc)
 	h := newTestServer(t).listen(t, nil)
-	h.publishDoc(t, clientKeyA, testDocument(clientKeyA, testTime(sseBase), "a"))
-	h.publishDoc(t, clientKeyB, testDocument(clientKeyB, testTime(sseBase), "b"))
+	ssePublish(t, h, clientKeyA, sseBase, "a")
+	ssePublish(t, h, clientKeyB, sseBase, "b")
 	streams := []*sseStream{
 		sseOpen(t, h, sseStreamPath(clientKeyA), nil),
 		sseOpen(t, h, sseStreamPath(clientKeyA), nil),
@@ -539,7 +546,7 @@ func TestSSEStreamOutlivesReadTimeout(t *testing.T) {
 // leaves the client's next request on that connection unanswered.
 func TestSSEStreamHEAD(t *testing.T) {
 	h := newTestServer(t).listen(t, nil)
-	h.publishDoc(t, clientKeyA, testDocument(clientKeyA, testTime(sseBase), "v1"))
+	ssePublish(t, h, clientKeyA, sseBase, "v1")
 	code, header, _ := h.do(t, "HEAD", sseStreamPath(clientKeyA), nil)
 	if code != http.StatusOK {
 		t.Errorf("HEAD stream = %d; want 200", code)
@@ -618,7 +625,7 @@ func TestSSEGoSDKParser(t *testing.T) {
 		time.Date(2026, 11, 25, 9, 31, 0, 0, time.UTC), // whole second: "…0.0"
 		time.Date(2026, 11, 25, 9, 31, 0, 500000000, time.UTC),
 	}
-	h.publishDoc(t, clientKeyA, testDocument(clientKeyA, testTime(times[0]), "v0"))
+	ssePublish(t, h, clientKeyA, times[0], "v0")
 
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -668,7 +675,7 @@ func TestSSEGoSDKParser(t *testing.T) {
 		t.Errorf("initial event parsed to %v; want within 1µs of %v", ev.at, held)
 	}
 	for i, at := range times[1:] {
-		h.publishDoc(t, clientKeyA, testDocument(clientKeyA, testTime(at), fmt.Sprint("v", i+1)))
+		ssePublish(t, h, clientKeyA, at, fmt.Sprint("v", i+1))
 		ev := next(fmt.Sprintf("the event for document %d", i+1))
 		if ev.value != sseFloat(at) {
 			t.Errorf("document %d: updated_at = %v; want %v (%q)", i+1, ev.value, sseFloat(at), ev.line)
@@ -690,7 +697,7 @@ func TestSSEGoSDKParser(t *testing.T) {
 func TestSSELoad1000Subscribers(t *testing.T) {
 	const n = 1000
 	h := newTestServer(t).listen(t, nil)
-	h.publishDoc(t, clientKeyA, testDocument(clientKeyA, testTime(sseBase), "v1"))
+	ssePublish(t, h, clientKeyA, sseBase, "v1")
 	tr := &http.Transport{MaxIdleConnsPerHost: -1}
 	client := &http.Client{Transport: tr}
 
@@ -780,7 +787,7 @@ func TestSSELoad1000Subscribers(t *testing.T) {
 		float64(serverG-baseServerG)/n, float64(clientG-baseClientG)/n)
 
 	start := time.Now()
-	h.publishDoc(t, clientKeyA, testDocument(clientKeyA, testTime(v2At), "v2"))
+	ssePublish(t, h, clientKeyA, v2At, "v2")
 	published := time.Since(start)
 	eventually(t, "every subscriber received the event", func() bool {
 		select {
