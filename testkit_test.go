@@ -183,9 +183,9 @@ type upstreamDocument struct {
 
 // upstreamRequest is what the fake saw of one request.
 type upstreamRequest struct {
-	method, path, key string
-	header            http.Header
-	at                time.Time
+	key    string // X-Environment-Key
+	header http.Header
+	at     time.Time
 }
 
 // A fault answers a request in place of the documents; n counts the
@@ -287,7 +287,7 @@ func (u *fakeUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			n++
 		}
 	}
-	u.requests = append(u.requests, upstreamRequest{r.Method, r.URL.Path, key, r.Header.Clone(), time.Now()})
+	u.requests = append(u.requests, upstreamRequest{key, r.Header.Clone(), time.Now()})
 	f, holding := u.fault, u.holding
 	u.mu.Unlock()
 
