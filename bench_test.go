@@ -19,7 +19,7 @@ import (
 // 10 multivariate, 25 segments with nested rules, 10 identity overrides).
 const benchDocumentEnv = "BENCH_DOCUMENT"
 
-func benchDocument(b *testing.B) []byte {
+func benchDocument(b testing.TB) []byte {
 	b.Helper()
 	path := os.Getenv(benchDocumentEnv)
 	if path == "" {
