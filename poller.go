@@ -10,38 +10,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 )
-
-// environment is one configured key pair and its current snapshot.
-type environment struct {
-	pair    KeyPair
-	snap    atomic.Pointer[snapshot]
-	refresh chan struct{} // buffered 1: refresh requests coalesce
-
-	// lastSuccess is when a poll last confirmed the held document (a new
-	// document, a 304, or an unchanged file), as Unix nanoseconds; 0 never.
-	lastSuccess atomic.Int64
-	// compileStarted is when the compile of a newly received document
-	// began, as Unix nanoseconds; 0 when none is running.
-	compileStarted atomic.Int64
-}
-
-func newEnvironment(p KeyPair) *environment {
-	return &environment{pair: p, refresh: make(chan struct{}, 1)}
-}
-
-// triggerRefresh asks the poller for an immediate poll. Calls made while one
-// is pending or in flight coalesce into it.
-func (e *environment) triggerRefresh() {
-	select {
-	case e.refresh <- struct{}{}:
-	default:
-	}
-}
 
 // maxDocumentBytes bounds an upstream document read; real documents are far
 // smaller, and a runaway body must not exhaust memory.
