@@ -185,12 +185,9 @@ func (s *server) publish(env *environment, raw []byte, source string) error {
 		s.markSuccess(env)
 		return nil
 	}
-	// Readiness counts a compile in progress as fresh: the upstream has just
-	// answered, and a large document can take longer to compile than the
-	// staleness limit while the previous one is served.
-	env.compileStarted.Store(s.now().UnixNano())
+	env.compiling.Store(true)
 	snap, err := newSnapshot(raw)
-	env.compileStarted.Store(0)
+	env.compiling.Store(false)
 	if err != nil {
 		return err
 	}

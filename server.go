@@ -95,9 +95,10 @@ type environment struct {
 	// lastSuccess is when a poll last confirmed the held document (a new
 	// document, a 304, or an unchanged file), as Unix nanoseconds; 0 never.
 	lastSuccess atomic.Int64
-	// compileStarted is when the compile of a newly received document
-	// began, as Unix nanoseconds; 0 when none is running.
-	compileStarted atomic.Int64
+	// compiling is set while a newly received document compiles: the
+	// upstream has just answered, so readiness counts the environment as
+	// fresh however long a large document takes.
+	compiling atomic.Bool
 }
 
 func newEnvironment(p KeyPair) *environment {
