@@ -93,11 +93,10 @@ func (s *server) handleFlags(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	v := &snap.views[ref.kind]
 	if r.URL.RawQuery != "" {
 		if q := r.URL.Query(); q.Has("feature") {
 			name := q.Get("feature")
-			body, found := v.feature[name]
+			body, found := snap.flag(name, ref.kind)
 			if !found {
 				writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("feature '%s' not found", name))
 				return
@@ -106,7 +105,7 @@ func (s *server) handleFlags(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	v.flags.serve(w, r)
+	snap.views[ref.kind].flags.serve(w, r)
 }
 
 // preEncoded is a JSON response body prepared once per document: its bytes,
@@ -161,11 +160,11 @@ func gzipBytes(b []byte) []byte {
 		level = gzip.BestSpeed
 	}
 	var buf bytes.Buffer
-	buf.Grow(len(b) / 4)
 	zw, _ := gzip.NewWriterLevel(&buf, level)
 	_, _ = zw.Write(b)
 	_ = zw.Close()
-	return buf.Bytes()
+	// Kept for the document's life: no spare capacity.
+	return bytes.Clone(buf.Bytes())
 }
 
 func etagOf(b []byte) string {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -18,6 +19,11 @@ import (
 // maxDocumentBytes bounds an upstream document read; real documents are far
 // smaller, and a runaway body must not exhaust memory.
 const maxDocumentBytes = 32 << 20
+
+// largeDocumentBytes is the document size from which a publish returns the
+// compile's garbage to the OS: a forced collection costs milliseconds, which
+// only a document this large makes worth it.
+const largeDocumentBytes = 1 << 20
 
 // fileCheckInterval is how often an offline document's file is checked for
 // changes: cheap (one stat), and quick enough for a person editing it.
@@ -209,6 +215,12 @@ func (s *server) publishSnapshot(env *environment, snap *snapshot, source string
 	}
 	env.snap.Store(snap)
 	s.markSuccess(env)
+	if len(snap.document.body) > largeDocumentBytes {
+		// Compiling a large document leaves garbage several times its size,
+		// and the previous snapshot is garbage now too: hand it back to the
+		// OS at once rather than hold it until the heap grows into it.
+		debug.FreeOSMemory()
+	}
 	s.stats.observeCompile(env.pair.ClientSideKey, snap)
 	s.log.Info("environment updated", "env", env.pair.ClientSideKey, "source", source,
 		"updated_at", snap.updatedAtText, "compile", snap.compile.String())
