@@ -455,7 +455,7 @@ func compactJSON(raw json.RawMessage) json.RawMessage {
 	if len(raw) == 0 {
 		return nil
 	}
-	if bytes.IndexAny(raw, " \t\r\n") < 0 {
+	if !bytes.ContainsAny(raw, " \t\r\n") {
 		return raw // already compact: no copy per value of a large document
 	}
 	var buf bytes.Buffer
