@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,6 +11,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -311,5 +316,248 @@ func TestHandlersLimitsOnTheWire(t *testing.T) {
 				t.Errorf("answer after the body = %d %.200q; want %d", second.status, second.body, tt.wantSecond)
 			}
 		})
+	}
+}
+
+// edgeProxied is one request a forward proxy received.
+type edgeProxied struct {
+	method, target string // target: CONNECT's host:port, else the absolute URL
+	key            string // X-Environment-Key as the proxy saw it
+}
+
+// edgeForwardProxy is a forward proxy that knows one made-up host name and
+// sends its traffic to the real upstream on loopback: it tunnels CONNECT
+// and forwards absolute-form requests, records what it was asked, and dials
+// nothing else. The made-up name matters: Go never proxies requests to
+// localhost or a loopback address.
+type edgeForwardProxy struct {
+	url     string
+	targets map[string]string // "upstream.test:PORT" → "127.0.0.1:PORT"
+
+	mu       sync.Mutex
+	received []edgeProxied
+}
+
+func newEdgeForwardProxy(t testing.TB, targets map[string]string) *edgeForwardProxy {
+	t.Helper()
+	p := &edgeForwardProxy{targets: targets}
+	forward := &http.Transport{} // to loopback only: no proxy of its own
+	t.Cleanup(forward.CloseIdleConnections)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		target := r.URL.String()
+		if r.Method == http.MethodConnect {
+			target = r.Host
+		}
+		p.mu.Lock()
+		p.received = append(p.received, edgeProxied{r.Method, target, r.Header.Get("X-Environment-Key")})
+		p.mu.Unlock()
+		if r.Method == http.MethodConnect {
+			p.tunnel(w, r)
+			return
+		}
+		dest, ok := p.targets[r.URL.Host]
+		if !r.URL.IsAbs() || !ok {
+			http.Error(w, "this proxy only reaches upstream.test", http.StatusBadGateway)
+			return
+		}
+		out, err := http.NewRequestWithContext(r.Context(), r.Method, "http://"+dest+r.URL.RequestURI(), r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		out.Header = r.Header.Clone()
+		resp, err := forward.RoundTrip(out)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		for k, v := range resp.Header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(w, resp.Body)
+	}))
+	t.Cleanup(srv.Close)
+	p.url = srv.URL
+	return p
+}
+
+func (p *edgeForwardProxy) tunnel(w http.ResponseWriter, r *http.Request) {
+	dest, ok := p.targets[r.Host]
+	if !ok {
+		http.Error(w, "this proxy only reaches upstream.test", http.StatusBadGateway)
+		return
+	}
+	upstream, err := net.DialTimeout("tcp", dest, 5*time.Second)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer upstream.Close()
+	client, buf, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer client.Close()
+	if _, err := io.WriteString(client, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+		return
+	}
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(upstream, buf); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(client, upstream); done <- struct{}{} }()
+	<-done
+}
+
+func (p *edgeForwardProxy) requests() []edgeProxied {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]edgeProxied(nil), p.received...)
+}
+
+// TestEgressProxy runs the binary with HTTPS_PROXY or HTTP_PROXY set and an
+// upstream only the proxy can reach: the document arrives through the proxy,
+// by a CONNECT tunnel for HTTPS (the proxy never sees the key) and by an
+// absolute-form request for HTTP.
+func TestEgressProxy(t *testing.T) {
+	bin := buildEdgeProxy(t)
+	ca := newTLSCA(t)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, ca.pem, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile(e2eDocument)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveDoc := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Environment-Key") != e2eServerKey || r.URL.Path != "/api/v1/environment-document/" {
+			http.Error(w, `{"detail":"not found"}`, http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(doc)
+	})
+
+	tests := []struct {
+		name       string
+		tls        bool
+		proxyVar   string
+		wantMethod string
+		wantKey    string // the key the proxy may see
+	}{
+		{"HTTPS_PROXY, CONNECT", true, "HTTPS_PROXY", http.MethodConnect, ""},
+		{"HTTP_PROXY, absolute-form", false, "HTTP_PROXY", http.MethodGet, e2eServerKey},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			upstream := httptest.NewUnstartedServer(serveDoc)
+			scheme := "http"
+			if tt.tls {
+				scheme = "https"
+				issued := ca.issue(t, "upstream", "upstream.test")
+				pair, err := tls.X509KeyPair(issued.cert, issued.key)
+				if err != nil {
+					t.Fatal(err)
+				}
+				upstream.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
+				upstream.StartTLS()
+			} else {
+				upstream.Start()
+			}
+			t.Cleanup(upstream.Close)
+			_, port, err := net.SplitHostPort(upstream.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			name := "upstream.test:" + port
+			proxy := newEdgeForwardProxy(t, map[string]string{name: upstream.Listener.Addr().String()})
+
+			edgePort := e2eFreePort(t)
+			cfgPath := e2eWriteFile(t, t.TempDir(), "config.json", map[string]any{
+				"environment_key_pairs": []map[string]string{{"server_side_key": e2eServerKey, "client_side_key": e2eClientKey}},
+				"api_url":               scheme + "://" + name + "/api/v1",
+				"server":                map[string]any{"host": "127.0.0.1", "port": edgePort},
+				"logging":               map[string]any{"log_format": "json"},
+			})
+			env := []string{"CONFIG_PATH=" + cfgPath, tt.proxyVar + "=" + proxy.url, "SSL_CERT_FILE=" + caFile}
+			e2eStart(t, bin, nil, env, nil)
+			client := &http.Client{Timeout: 5 * time.Second}
+			t.Cleanup(client.CloseIdleConnections)
+			base := "http://127.0.0.1:" + strconv.Itoa(edgePort)
+			e2eWaitStatus(t, client, base+"/proxy/health/readiness", http.StatusOK, 15*time.Second)
+			if resp, body := e2eDo(t, client, "GET", base+"/api/v1/flags/", e2eClientKey, ""); resp.StatusCode != http.StatusOK {
+				t.Errorf("GET /api/v1/flags/ = %d %.200s; want 200, the document having come through the proxy", resp.StatusCode, body)
+			}
+
+			reqs := proxy.requests()
+			if len(reqs) == 0 {
+				t.Fatal("the proxy received nothing; want the polls")
+			}
+			wantTarget := name
+			if !tt.tls {
+				wantTarget = "http://" + name + "/api/v1/environment-document/"
+			}
+			for _, r := range reqs {
+				if r.method != tt.wantMethod || r.target != wantTarget {
+					t.Errorf("the proxy received %s %s; want %s %s", r.method, r.target, tt.wantMethod, wantTarget)
+				}
+				if r.key != tt.wantKey {
+					t.Errorf("the proxy saw X-Environment-Key %q; want %q", r.key, tt.wantKey)
+				}
+			}
+		})
+	}
+}
+
+// TestEgressProxyFromEnvironment checks the poll client's choice of proxy
+// for each kind of upstream URL, NO_PROXY included, without sending
+// anything. Go reads the proxy variables once per process, so the checks run
+// in a child process started with them.
+func TestEgressProxyFromEnvironment(t *testing.T) {
+	const childVar = "EDGE_PROXY_FROM_ENVIRONMENT_CHILD"
+	if os.Getenv(childVar) == "1" {
+		transport, ok := newPollClient().Transport.(*http.Transport)
+		if !ok {
+			t.Fatalf("newPollClient().Transport = %T; want an *http.Transport", newPollClient().Transport)
+		}
+		for _, tt := range []struct{ url, want string }{
+			{"https://edge.api.flagsmith.com/api/v1/environment-document/", "http://proxy.test:3128"},
+			{"http://flagsmith.example.com/api/v1/environment-document/", "http://plain-proxy.test:3128"},
+			{"https://flagsmith.internal.test/api/v1/environment-document/", ""}, // NO_PROXY suffix
+			{"https://self-hosted.test/api/v1/environment-document/", ""},        // NO_PROXY host
+			{"https://127.0.0.1:8000/api/v1/environment-document/", ""},          // loopback, always direct
+			{"https://localhost/api/v1/environment-document/", ""},
+		} {
+			req, err := http.NewRequest("GET", tt.url, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			proxy, err := transport.Proxy(req)
+			got := ""
+			if proxy != nil {
+				got = proxy.String()
+			}
+			if err != nil || got != tt.want {
+				t.Errorf("proxy for %s = %q, %v; want %q", tt.url, got, err, tt.want)
+			}
+		}
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestEgressProxyFromEnvironment$", "-test.count=1", "-test.v")
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		switch strings.ToUpper(name) {
+		case "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "REQUEST_METHOD":
+			continue
+		}
+		cmd.Env = append(cmd.Env, kv)
+	}
+	cmd.Env = append(cmd.Env, childVar+"=1",
+		"HTTPS_PROXY=http://proxy.test:3128", "HTTP_PROXY=http://plain-proxy.test:3128",
+		"NO_PROXY=.internal.test,self-hosted.test")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestEgressProxyFromEnvironment") {
+		t.Errorf("the child process with the proxy variables set: %v\n%s", err, out)
 	}
 }
