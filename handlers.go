@@ -537,14 +537,14 @@ func (s *server) cors(next http.Handler) http.Handler {
 // of a "100 Continue" followed by a body it then uploads for nothing.
 func (s *server) limitRequest(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if max := s.cfg.Server.MaxHeaderBytes; headerBytes(r) > max {
+		if limit := s.cfg.Server.MaxHeaderBytes; headerBytes(r) > limit {
 			writeError(w, http.StatusRequestHeaderFieldsTooLarge, "request_header_fields_too_large",
-				fmt.Sprintf("the request headers are over %d bytes", max))
+				fmt.Sprintf("the request headers are over %d bytes", limit))
 			return
 		}
-		if max := s.cfg.Limits.MaxBodyBytes; r.ContentLength > max {
+		if limit := s.cfg.Limits.MaxBodyBytes; r.ContentLength > limit {
 			writeError(w, http.StatusRequestEntityTooLarge, "request_too_large",
-				fmt.Sprintf("the request body is over %d bytes", max))
+				fmt.Sprintf("the request body is over %d bytes", limit))
 			return
 		}
 		next.ServeHTTP(w, r)
