@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -46,6 +47,7 @@ type Config struct {
 	PollFrequency       float64           `json:"api_poll_frequency_seconds"`
 	PollTimeout         float64           `json:"api_poll_timeout_seconds"`
 	AllowOrigins        []string          `json:"allow_origins"`
+	AllowCredentials    bool              `json:"allow_credentials"`
 	EndpointCaches      json.RawMessage   `json:"endpoint_caches,omitempty"`
 	Server              ServerConfig      `json:"server"`
 	Logging             LoggingConfig     `json:"logging"`
@@ -76,7 +78,19 @@ type ServerConfig struct {
 	WriteTimeout      float64 `json:"write_timeout_seconds"`
 	MaxHeaderBytes    int     `json:"max_header_bytes"`
 	ShutdownTimeout   float64 `json:"shutdown_timeout_seconds"`
+	// TLS, when both files are set, serves HTTPS (and HTTP/2) instead of HTTP.
+	TLS ServerTLSConfig `json:"tls"`
 }
+
+// ServerTLSConfig names the PEM files of the certificate chain and its
+// private key. They are re-read when they change (certificate rotation).
+type ServerTLSConfig struct {
+	CertFile string `json:"cert_file,omitempty"`
+	KeyFile  string `json:"key_file,omitempty"`
+}
+
+// enabled reports whether HTTPS is configured.
+func (t ServerTLSConfig) enabled() bool { return t.CertFile != "" || t.KeyFile != "" }
 
 type LoggingConfig struct {
 	LogLevel        string `json:"log_level"`
@@ -157,6 +171,7 @@ var configKeys = map[string]string{
 	"api_poll_timeout_seconds":   "api_poll_timeout_seconds",
 	"api_poll_timeout":           "api_poll_timeout_seconds",
 	"allow_origins":              "allow_origins",
+	"allow_credentials":          "allow_credentials",
 	"endpoint_caches":            "endpoint_caches",
 	"server":                     "server",
 	"logging":                    "logging",
@@ -254,6 +269,8 @@ func decodeConfigKey(cfg *Config, key string, raw json.RawMessage) error {
 		target = &cfg.PollTimeout
 	case "allow_origins":
 		target = &cfg.AllowOrigins
+	case "allow_credentials":
+		target = &cfg.AllowCredentials
 	case "endpoint_caches":
 		cfg.EndpointCaches = raw
 		return nil
@@ -367,6 +384,12 @@ func (c *Config) validate() error {
 	}
 	if len(c.AllowOrigins) == 0 {
 		bad("allow_origins: must list at least one origin, or \"*\"")
+	}
+	if c.AllowCredentials && slices.Contains(c.AllowOrigins, "*") {
+		bad("allow_credentials: browsers refuse credentials for the origin \"*\"; list the origins in allow_origins")
+	}
+	if t := c.Server.TLS; t.enabled() && (t.CertFile == "" || t.KeyFile == "") {
+		bad("server.tls: cert_file and key_file must be given together (got cert_file %q, key_file %q)", t.CertFile, t.KeyFile)
 	}
 	if c.SSE.HeartbeatSeconds <= 0 {
 		bad("sse.heartbeat_seconds: %v must be positive", c.SSE.HeartbeatSeconds)

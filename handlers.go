@@ -451,7 +451,11 @@ func (s *server) cors(next http.Handler) http.Handler {
 				h.Set("Access-Control-Allow-Origin", "*")
 			} else {
 				h.Set("Access-Control-Allow-Origin", origin)
-				h.Set("Access-Control-Allow-Credentials", "true")
+				// No endpoint reads cookies or HTTP authentication: a page
+				// gets credentials through only when the deployment asks.
+				if s.cfg.AllowCredentials {
+					h.Set("Access-Control-Allow-Credentials", "true")
+				}
 			}
 			h.Set("Access-Control-Expose-Headers", updatedAtHeader+", ETag")
 		}
@@ -471,6 +475,49 @@ func (s *server) cors(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// limitRequest answers requests over the configured limits before a handler
+// reads them, with the JSON errors of the API: headers over
+// server.max_header_bytes get 431 (net/http's own limit, hardHeaderBytes, is
+// set above it so that these reach us), and a body declared over
+// limits.max_body_bytes gets 413 at once. Answering before the body is read
+// also means a client that sent "Expect: 100-continue" gets the 413 instead
+// of a "100 Continue" followed by a body it then uploads for nothing.
+func (s *server) limitRequest(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if limit := s.cfg.Server.MaxHeaderBytes; headerBytes(r) > limit {
+			writeError(w, http.StatusRequestHeaderFieldsTooLarge, "request_header_fields_too_large",
+				fmt.Sprintf("the request headers are over %d bytes", limit))
+			return
+		}
+		if limit := s.cfg.Limits.MaxBodyBytes; r.ContentLength > limit {
+			writeError(w, http.StatusRequestEntityTooLarge, "request_too_large",
+				fmt.Sprintf("the request body is over %d bytes", limit))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// headerBytes is the size of the request line and header block as sent over
+// HTTP/1.1, which is what net/http's MaxHeaderBytes bounds. (HTTP/2 sends
+// them compressed; the decoded size is what matters for memory.)
+func headerBytes(r *http.Request) int {
+	n := len(r.Method) + 1 + len(r.RequestURI) + 1 + len(r.Proto) + 2 // request line
+	n += len("Host: ") + len(r.Host) + 2                              // net/http moves Host out of Header
+	for name, values := range r.Header {
+		for _, v := range values {
+			n += len(name) + 2 + len(v) + 2
+		}
+	}
+	return n + 2
+}
+
+// hardHeaderBytes is net/http's limit on the request line and headers: four
+// times the configured limit, so that limitRequest sees and answers (with
+// JSON) anything up to there. Beyond it net/http closes the connection with
+// a plain-text 431 before any handler runs.
+func (c ServerConfig) hardHeaderBytes() int { return 4 * c.MaxHeaderBytes }
 
 // statusRecorder remembers the status a handler wrote, for metrics and the
 // access log.
@@ -517,7 +564,7 @@ func (s *server) observe(next http.Handler) http.Handler {
 				if p == http.ErrAbortHandler {
 					panic(p)
 				}
-				s.log.Error("handler panic", "path", r.URL.Path, "panic", fmt.Sprint(p))
+				s.log.Error("handler panic", "path", s.loggedPath(r.URL.Path), "panic", fmt.Sprint(p))
 				if sr.status == 0 {
 					writeError(sr, http.StatusInternalServerError, "error", "internal error")
 				}
@@ -530,13 +577,39 @@ func (s *server) observe(next http.Handler) http.Handler {
 			s.stats.observeRequest(routeName(r.Pattern), sr.status, elapsed)
 			if s.cfg.Logging.EnableAccessLog {
 				s.log.Info("access",
-					"method", r.Method, "path", r.URL.Path, "status", sr.status,
+					"method", r.Method, "path", s.loggedPath(r.URL.Path), "status", sr.status,
 					"bytes", sr.bytes, "duration_ms", float64(elapsed.Microseconds())/1000,
 					"client", s.clientAddr(r), "scheme", s.scheme(r), "user_agent", r.UserAgent())
 			}
 		}()
 		next.ServeHTTP(sr, r)
 	})
+}
+
+// streamPathPrefix begins the path of the realtime stream, whose next segment
+// is a key.
+const streamPathPrefix = "/sse/environments/"
+
+// loggedPath is the request path with keys masked, so that a server key used
+// in a stream URL, or pasted into any path, never reaches the log whole. A
+// configured client key, which every browser holds, is kept: it names the
+// environment.
+func (s *server) loggedPath(path string) string {
+	if !strings.HasPrefix(path, streamPathPrefix) && !strings.Contains(path, serverKeyPrefix) {
+		return path // the common case: no allocation
+	}
+	segments := strings.Split(path, "/")
+	for i, seg := range segments {
+		mask := strings.HasPrefix(seg, serverKeyPrefix)
+		if i == 3 && strings.HasPrefix(path, streamPathPrefix) { // "", "sse", "environments", key
+			ref, known := s.byKey[seg]
+			mask = mask || !known || ref.kind != clientKey
+		}
+		if mask {
+			segments[i] = maskedKey(seg)
+		}
+	}
+	return strings.Join(segments, "/")
 }
 
 // routeName turns a mux pattern into a low-cardinality metrics label.

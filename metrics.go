@@ -191,6 +191,9 @@ func (s *server) exposition() []byte {
 	}
 	help("edge_proxy_sse_subscribers", "gauge", "Open realtime streams.")
 	fmt.Fprintf(&b, "edge_proxy_sse_subscribers %d\n", s.hub.subscribers())
+	if s.certs != nil {
+		s.certs.writeMetrics(&b)
+	}
 	help("edge_proxy_uptime_seconds", "gauge", "Seconds since the process started.")
 	fmt.Fprintf(&b, "edge_proxy_uptime_seconds %g\n", now.Sub(m.start).Seconds())
 	return b.Bytes()

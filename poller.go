@@ -34,17 +34,31 @@ var errDocumentSize = fmt.Errorf("document larger than %d bytes", maxDocumentByt
 // newPollClient is the HTTP client of the pollers. Redirects are followed,
 // as by Flagsmith's proxy; each poll carries its own timeout. The server key
 // is a secret: it is not forwarded to another host, as Go already does for
-// Authorization.
+// Authorization, nor over plain HTTP when the configured URL is HTTPS.
+//
+// Requests go through the proxy named by HTTPS_PROXY or HTTP_PROXY unless
+// NO_PROXY exempts the host (http.ProxyFromEnvironment; Go never proxies
+// requests to localhost or loopback addresses). With HTTPS the proxy sees
+// only the host name: the key travels inside the tunnel.
 func newPollClient() *http.Client {
-	return &http.Client{CheckRedirect: func(req *http.Request, via []*http.Request) error {
-		if len(via) >= 10 {
-			return errors.New("stopped after 10 redirects")
-		}
-		if req.URL.Host != via[0].URL.Host {
-			req.Header.Del("X-Environment-Key")
-		}
-		return nil
-	}}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.Proxy = http.ProxyFromEnvironment
+	return &http.Client{
+		Transport: transport,
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) >= 10 {
+				return errors.New("stopped after 10 redirects")
+			}
+			// Headers are copied from the first request on every hop, so
+			// each hop is judged against it.
+			first := via[0].URL
+			downgrade := first.Scheme == "https" && req.URL.Scheme != "https"
+			if req.URL.Host != first.Host || downgrade {
+				req.Header.Del("X-Environment-Key")
+			}
+			return nil
+		},
+	}
 }
 
 // runPollers polls every environment concurrently until ctx ends. One

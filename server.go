@@ -25,6 +25,9 @@ type server struct {
 
 	// stopping turns readiness off while the server drains.
 	stopping atomic.Bool
+
+	// certs serves the TLS certificate; nil when serving plain HTTP.
+	certs *certReloader
 }
 
 type keyRef struct {
@@ -80,10 +83,10 @@ func (s *server) routes() *http.ServeMux {
 	return mux
 }
 
-// handler is the whole HTTP stack: recovery, CORS, then the routes, with
-// metrics and the access log around them.
+// handler is the whole HTTP stack: recovery, CORS, the request limits, then
+// the routes, with metrics and the access log around them.
 func (s *server) handler() http.Handler {
-	return s.observe(s.cors(s.mux))
+	return s.observe(s.cors(s.limitRequest(s.mux)))
 }
 
 // environment is one configured key pair and its current snapshot.
