@@ -1,12 +1,15 @@
 package main
 
 import (
-	"bytes"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -30,12 +33,10 @@ func (s *server) handleOFREPFlag(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	for _, fl := range buf.flags {
-		if fl.source.name == key && visible(snap.doc, fl.source, ref.kind) {
-			buf.out = appendOFREPFlag(buf.out[:0], snap, fl)
-			writeBody(w, r, buf.out)
-			return
-		}
+	if out := appendOFREPFlags(buf.out[:0], snap, ref.kind, buf.flags, key); len(out) > 0 {
+		buf.out = out
+		writeBody(w, r, out)
+		return
 	}
 	writeOFREPError(w, http.StatusNotFound, ofrepFlag(key), "FLAG_NOT_FOUND",
 		fmt.Sprintf("flag '%s' not found", key))
@@ -53,35 +54,25 @@ func (s *server) handleOFREPBulk(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := append(buf.out[:0], `{"flags":[`...)
-	first := true
-	for _, fl := range buf.flags {
-		if !visible(snap.doc, fl.source, ref.kind) {
-			continue
-		}
-		if !first {
-			out = append(out, ',')
-		}
-		first = false
-		out = appendOFREPFlag(out, snap, fl)
-	}
+	out = appendOFREPFlags(out, snap, ref.kind, buf.flags, "")
 	out = append(out, ']')
 	if s.cfg.SSE.Enabled {
 		// An endpoint without an origin: the provider connects to the origin
 		// it already reaches the proxy at, which a Host header behind a load
 		// balancer would not reliably tell us.
 		out = append(out, `,"eventStreams":[{"type":"sse","endpoint":{"requestUri":"`...)
-		out = appendOFREPStreamURI(out, ref.env.pair.ClientSideKey, snap.updatedAt)
+		out = appendOFREPStreamURI(out, ref.env.pair.ClientSideKey, snap.updatedAtUnix)
 		out = append(out, `"}}]`...)
 	}
-	if snap.updatedAt != "" {
+	if snap.updatedAtUnix != "" {
 		out = append(out, `,"metadata":{"updatedAt":`...)
-		out = append(out, snap.updatedAt...)
+		out = append(out, snap.updatedAtUnix...)
 		out = append(out, '}')
 	}
 	out = append(out, '}')
 	buf.out = out
 
-	etag := etagOf(out)
+	etag := ofrepETag(out)
 	w.Header()["Etag"] = []string{etag}
 	if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatches(inm, etag) {
 		w.WriteHeader(http.StatusNotModified)
@@ -89,6 +80,20 @@ func (s *server) handleOFREPBulk(w http.ResponseWriter, r *http.Request) {
 	}
 	writeBody(w, r, out)
 }
+
+// ofrepETag is the bulk answer's ETag: a hash of the body. Unlike the flags
+// list's ETag it is computed per request, on a body of several KB, so it is
+// two hardware CRCs (64 bits) rather than SHA-256, which cost a fifth of the
+// request: a collision could only ever give one client a stale 304.
+func ofrepETag(body []byte) string {
+	var b [18]byte
+	b[0], b[17] = '"', '"'
+	sum := uint64(crc32.Checksum(body, castagnoli))<<32 | uint64(crc32.ChecksumIEEE(body))
+	hex.Encode(b[1:17], binary.BigEndian.AppendUint64(nil, sum))
+	return string(b[:])
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // handleOFREPMethodNotAllowed answers the OFREP paths for any method but
 // POST, in OFREP's error shape rather than the Flagsmith one.
@@ -151,7 +156,7 @@ func (s *server) evaluateOFREP(w http.ResponseWriter, r *http.Request, buf *ofre
 	targetingKey, err := decodeOFREPRequest(body, buf, identityLimits{
 		maxTraits:         s.cfg.Limits.MaxTraits,
 		maxTraitKeyLength: s.cfg.Limits.MaxTraitKeyLength,
-		traitNames:        snap.doc.engine.traitNames,
+		traitNames:        snap.engine.traitNames,
 	})
 	if err != nil {
 		writeOFREPError(w, http.StatusBadRequest, target, "INVALID_CONTEXT", err.Error())
@@ -160,11 +165,11 @@ func (s *server) evaluateOFREP(w http.ResponseWriter, r *http.Request, buf *ofre
 	if targetingKey == "" {
 		// No targeting key: the environment's flags (SPEC §11), whatever
 		// else the context holds.
-		buf.flags = snap.doc.engine.evaluate(buf.flags[:0], nil, nil)
+		buf.flags = snap.engine.evaluate(buf.flags[:0], nil, nil)
 		return ref, snap, true
 	}
 	id := identity{identifier: targetingKey, traits: buf.traits, scratch: buf.slots}
-	buf.flags = snap.doc.engine.evaluate(buf.flags[:0], &id, nil)
+	buf.flags = snap.engine.evaluate(buf.flags[:0], &id, nil)
 	buf.slots = id.scratch
 	return ref, snap, true
 }
@@ -328,55 +333,88 @@ func (d *jsonDecoder) ofrepContext(targetingKey *string, buf *ofrepBuffers, lim 
 	})
 }
 
-// appendOFREPFlag appends one flag as OFREP's evaluationSuccess. The reason
-// is the engine's own (engine.reason, as `edge-proxy evaluate` prints it) in
-// OFREP's words; a disabled flag has no value, so the caller's default
-// applies.
-func appendOFREPFlag(dst []byte, snap *snapshot, fl evalFlag) []byte {
-	e := snap.doc.engine
-	f := fl.source
-	dst = append(dst, `{"key":`...)
-	dst = appendJSONString(dst, f.name)
-	if f.enabled {
-		dst = append(dst, `,"value":`...)
-		if v := fl.value(); string(v) != "null" {
-			dst = append(dst, v...)
+// ofrepSource is the part of one flag source's OFREP answer that does not
+// depend on the request: head is {"key":…,"value": (without "value" when
+// the flag is disabled), meta the start of its metadata.
+type ofrepSource struct {
+	head, meta []byte
+}
+
+// newOFREPSources pre-encodes every flag source of e (engine.sources), when
+// the snapshot is built.
+func newOFREPSources(e *engine) []ofrepSource {
+	out := make([]ofrepSource, len(e.sources))
+	for i, f := range e.sources {
+		head := appendJSONString([]byte(`{"key":`), f.name)
+		if f.enabled {
+			head = append(head, `,"value":`...)
+		}
+		meta := strconv.AppendBool([]byte(`,"metadata":{"enabled":`), f.enabled)
+		meta = append(meta, `,"featureId":`...)
+		if f.apiID == "" {
+			meta = append(meta, "null"...)
 		} else {
-			// A flag without a value is a plain on/off flag: its value is
-			// whether it is on.
-			dst = append(dst, "true"...)
+			meta = append(meta, f.apiID...)
 		}
+		out[i] = ofrepSource{head: head, meta: meta}
 	}
-	reason, segment := ofrepReason(e, fl)
-	dst = append(dst, `,"reason":"`...)
-	dst = append(dst, reason...)
-	dst = append(dst, '"')
-	if f.enabled {
-		switch {
-		case fl.variant >= 0 && string(f.variants[fl.variant].key) != "null":
-			dst = append(dst, `,"variant":`...)
-			dst = append(dst, f.variants[fl.variant].key...)
-		case fl.control:
-			dst = append(dst, `,"variant":"control"`...)
+	return out
+}
+
+// appendOFREPFlags appends the flags the key may see (only the one named
+// only, when it is not empty) as OFREP's evaluationSuccess objects,
+// comma-separated. The reasons are the engine's own (engine.reason, as
+// `edge-proxy evaluate` prints them) in OFREP's words; a disabled flag has
+// no value, so the caller's default applies.
+func appendOFREPFlags(dst []byte, snap *snapshot, kind keyKind, flags []evalFlag, only string) []byte {
+	e := snap.engine
+	first := true
+	for _, fl := range flags {
+		f := fl.source
+		if only != "" && f.name != only || !snap.visible(f, kind) {
+			continue
 		}
+		if !first {
+			dst = append(dst, ',')
+		}
+		first = false
+		src := &snap.ofrep[f.index]
+		dst = append(dst, src.head...)
+		if f.enabled {
+			if v := fl.value(); string(v) != "null" {
+				dst = append(dst, v...)
+			} else {
+				// A flag without a value is a plain on/off flag: its value
+				// is whether it is on.
+				dst = append(dst, "true"...)
+			}
+		}
+		dst = append(dst, `,"reason":"`...)
+		dst = append(dst, ofrepReason(e, fl)...)
+		dst = append(dst, '"')
+		if f.enabled {
+			switch {
+			case fl.variant >= 0 && string(f.variants[fl.variant].key) != "null":
+				dst = append(dst, `,"variant":`...)
+				dst = append(dst, f.variants[fl.variant].key...)
+			case fl.control:
+				dst = append(dst, `,"variant":"control"`...)
+			}
+		}
+		dst = append(dst, src.meta...)
+		// The segment whose override was served; identity overrides are the
+		// segment "identity_overrides", as in the engine's reasons.
+		if seg := e.segmentOf(fl); seg != nil {
+			dst = append(dst, `,"segment":`...)
+			dst = appendJSONString(dst, seg.name)
+		}
+		if snap.updatedAtUnix != "" {
+			dst = append(dst, `,"updatedAt":`...)
+			dst = append(dst, snap.updatedAtUnix...)
+		}
+		dst = append(dst, "}}"...)
 	}
-	dst = append(dst, `,"metadata":{"enabled":`...)
-	if f.enabled {
-		dst = append(dst, "true"...)
-	} else {
-		dst = append(dst, "false"...)
-	}
-	dst = append(dst, `,"featureId":`...)
-	dst = append(dst, featureIDJSON(f.metadata)...)
-	if segment != "" {
-		dst = append(dst, `,"segment":`...)
-		dst = appendJSONString(dst, segment)
-	}
-	if snap.updatedAt != "" {
-		dst = append(dst, `,"updatedAt":`...)
-		dst = append(dst, snap.updatedAt...)
-	}
-	return append(dst, "}}"...)
+	return dst
 }
 
 // The engine's reasons (SPEC §6), as engine.reason words them.
@@ -385,41 +423,18 @@ const (
 	engineReasonTarget = "TARGETING_MATCH; segment="
 )
 
-// ofrepReason maps the engine's reason to OFREP's and names the segment
-// whose override was served (identity overrides are the segment
-// "identity_overrides"), "" for the environment default.
-func ofrepReason(e *engine, fl evalFlag) (reason, segment string) {
-	if fl.segment >= 0 {
-		// The reason the override alone has, before any split of its value.
-		segment, _ = strings.CutPrefix(e.reason(evalFlag{source: fl.source, segment: fl.segment, variant: -1}), engineReasonTarget)
+// ofrepReason maps the engine's reason for a flag to OFREP's.
+func ofrepReason(e *engine, fl evalFlag) string {
+	if !fl.source.enabled {
+		return "DISABLED"
 	}
-	why := e.reason(fl)
-	switch {
-	case !fl.source.enabled:
-		return "DISABLED", segment
+	switch why := e.reason(fl); {
 	case strings.HasPrefix(why, engineReasonSplit):
-		return "SPLIT", segment
+		return "SPLIT"
 	case strings.HasPrefix(why, engineReasonTarget):
-		return "TARGETING_MATCH", segment
+		return "TARGETING_MATCH"
 	}
-	return "STATIC", segment
-}
-
-// featureIDJSON is the feature id from a flag's metadata ({"id": 12}, as the
-// document mapping writes it), or null.
-func featureIDJSON(metadata json.RawMessage) []byte {
-	if rest, ok := bytes.CutPrefix(metadata, []byte(`{"id":`)); ok {
-		if id, ok := bytes.CutSuffix(rest, []byte("}")); ok && len(id) > 0 && bytes.IndexAny(id, `,{["`) < 0 {
-			return id
-		}
-	}
-	var md struct {
-		ID json.RawMessage `json:"id"`
-	}
-	if json.Unmarshal(metadata, &md) != nil || len(md.ID) == 0 {
-		return []byte("null")
-	}
-	return compactJSON(md.ID)
+	return "STATIC"
 }
 
 // appendOFREPStreamURI appends the path of the realtime stream in OFREP's

@@ -1,19 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -98,43 +95,22 @@ const ofrepHiddenDocument = `{
 
 // newOFREPTestServer serves the two OFREP documents, and a third
 // environment whose document never arrives.
-func newOFREPTestServer(t testing.TB, edit func(*Config)) *server {
+func newOFREPTestServer(t testing.TB, edits ...func(*Config)) *testServer {
 	t.Helper()
-	cfg := defaultConfig()
-	cfg.EnvironmentKeyPairs = []KeyPair{
-		{ServerSideKey: ofrepServerKey, ClientSideKey: ofrepClientKey},
-		{ServerSideKey: ofrepHiddenServerKey, ClientSideKey: ofrepHiddenClientKey},
-		{ServerSideKey: "ser.OfrepPendingServerKey03", ClientSideKey: ofrepPendingKey},
-	}
-	if edit != nil {
-		edit(&cfg)
-	}
-	if err := cfg.validate(); err != nil {
-		t.Fatalf("config.validate() = %v", err)
-	}
-	s := newServer(cfg, slog.New(slog.DiscardHandler))
-	docs := map[string]string{ofrepClientKey: ofrepDocument, ofrepHiddenClientKey: ofrepHiddenDocument}
-	for _, env := range s.envs {
-		if doc, ok := docs[env.pair.ClientSideKey]; ok {
-			if err := s.publish(env, []byte(doc), "test"); err != nil {
-				t.Fatalf("publish(%s) = %v", env.pair.ClientSideKey, err)
-			}
-		}
-	}
+	s := newTestServer(t, append([]func(*Config){withPairs(
+		KeyPair{ServerSideKey: ofrepServerKey, ClientSideKey: ofrepClientKey},
+		KeyPair{ServerSideKey: ofrepHiddenServerKey, ClientSideKey: ofrepHiddenClientKey},
+		KeyPair{ServerSideKey: "ser.OfrepPendingServerKey03", ClientSideKey: ofrepPendingKey},
+	)}, edits...)...)
+	s.publishDoc(t, ofrepClientKey, []byte(ofrepDocument))
+	s.publishDoc(t, ofrepHiddenClientKey, []byte(ofrepHiddenDocument))
 	return s
 }
 
 // ofrepPost sends one POST through the whole handler stack.
 func ofrepPost(t testing.TB, h http.Handler, path string, headers map[string]string, body string) *httptest.ResponseRecorder {
 	t.Helper()
-	req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	for k, v := range headers {
-		req.Header.Set(k, v)
-	}
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
-	return rec
+	return callHandler(t, h, http.MethodPost, path, headers, body)
 }
 
 // ofrepJSON decodes a body keeping number literals, so 1.5 and 100 are
@@ -150,12 +126,10 @@ func ofrepJSON(t testing.TB, body []byte) any {
 	return v
 }
 
-func ofrepKey(key string) map[string]string { return map[string]string{"X-Environment-Key": key} }
-
 // TestOFREPFlagMapping checks every row of SPEC §11's mapping on the
 // single-flag endpoint.
 func TestOFREPFlagMapping(t *testing.T) {
-	h := newOFREPTestServer(t, nil).handler()
+	h := newOFREPTestServer(t).handler()
 	meta := func(enabled bool, id int, segment string) string {
 		seg := ""
 		if segment != "" {
@@ -209,7 +183,7 @@ func TestOFREPFlagMapping(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rec := ofrepPost(t, h, "/ofrep/v1/evaluate/flags/"+tt.flag, ofrepKey(tt.key), `{"context":`+tt.context+`}`)
+			rec := ofrepPost(t, h, "/ofrep/v1/evaluate/flags/"+tt.flag, withKey(tt.key), `{"context":`+tt.context+`}`)
 			wantCode := http.StatusOK
 			if strings.Contains(tt.want, "errorCode") {
 				wantCode = http.StatusNotFound
@@ -249,7 +223,7 @@ func ofrepBulkFlags(t testing.TB, body []byte) map[string]any {
 // answers of every flag the key may see, in document order, with the
 // eventStreams entry and the flag set's metadata.
 func TestOFREPBulk(t *testing.T) {
-	s := newOFREPTestServer(t, nil)
+	s := newOFREPTestServer(t)
 	h := s.handler()
 	for _, tt := range []struct {
 		name, key, context string
@@ -264,7 +238,7 @@ func TestOFREPBulk(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			body := `{"context":` + tt.context + `}`
-			rec := ofrepPost(t, h, "/ofrep/v1/evaluate/flags", ofrepKey(tt.key), body)
+			rec := ofrepPost(t, h, "/ofrep/v1/evaluate/flags", withKey(tt.key), body)
 			if rec.Code != http.StatusOK {
 				t.Fatalf("status = %d; want 200\n%s", rec.Code, rec.Body)
 			}
@@ -287,7 +261,7 @@ func TestOFREPBulk(t *testing.T) {
 			}
 			bulk := ofrepBulkFlags(t, rec.Body.Bytes())
 			for _, key := range keys {
-				single := ofrepPost(t, h, "/ofrep/v1/evaluate/flags/"+key, ofrepKey(tt.key), body)
+				single := ofrepPost(t, h, "/ofrep/v1/evaluate/flags/"+key, withKey(tt.key), body)
 				if diff := cmp.Diff(ofrepJSON(t, single.Body.Bytes()), bulk[key]); diff != "" {
 					t.Errorf("flag %s: bulk differs from the single-flag answer (-single +bulk):\n%s", key, diff)
 				}
@@ -297,11 +271,11 @@ func TestOFREPBulk(t *testing.T) {
 				env = s.envs[1]
 			}
 			wantStream := fmt.Sprintf(`{"type":"sse","endpoint":{"requestUri":"/sse/environments/%s/stream?format=ofrep&since=%s"}}`,
-				env.pair.ClientSideKey, env.snap.Load().updatedAt)
+				env.pair.ClientSideKey, env.snap.Load().updatedAtUnix)
 			if len(got.EventStreams) != 1 || string(got.EventStreams[0]) != wantStream {
 				t.Errorf("eventStreams = %s; want [%s]", got.EventStreams, wantStream)
 			}
-			if want := `{"updatedAt":` + env.snap.Load().updatedAt + `}`; string(got.Metadata) != want {
+			if want := `{"updatedAt":` + env.snap.Load().updatedAtUnix + `}`; string(got.Metadata) != want {
 				t.Errorf("metadata = %s; want %s", got.Metadata, want)
 			}
 		})
@@ -312,7 +286,7 @@ func TestOFREPBulk(t *testing.T) {
 // provider to a stream that would answer 404; it keeps polling.
 func TestOFREPBulkNoStreams(t *testing.T) {
 	h := newOFREPTestServer(t, func(c *Config) { c.SSE.Enabled = false }).handler()
-	rec := ofrepPost(t, h, "/ofrep/v1/evaluate/flags", ofrepKey(ofrepClientKey), `{"context":{}}`)
+	rec := ofrepPost(t, h, "/ofrep/v1/evaluate/flags", withKey(ofrepClientKey), `{"context":{}}`)
 	if rec.Code != http.StatusOK || strings.Contains(rec.Body.String(), "eventStreams") {
 		t.Errorf("status %d, body %s; want 200 without eventStreams", rec.Code, rec.Body)
 	}
@@ -321,11 +295,11 @@ func TestOFREPBulkNoStreams(t *testing.T) {
 // TestOFREPBulkETag checks the ETag is a hash of the body: it changes with
 // the answer, not with the request, and If-None-Match gets 304.
 func TestOFREPBulkETag(t *testing.T) {
-	s := newOFREPTestServer(t, nil)
+	s := newOFREPTestServer(t)
 	h := s.handler()
 	post := func(context string, headers map[string]string) *httptest.ResponseRecorder {
 		t.Helper()
-		hdr := ofrepKey(ofrepClientKey)
+		hdr := withKey(ofrepClientKey)
 		for k, v := range headers {
 			hdr[k] = v
 		}
@@ -333,7 +307,7 @@ func TestOFREPBulkETag(t *testing.T) {
 	}
 	first := post(`{"targetingKey":"u1","plan":"free"}`, nil)
 	etag := first.Header().Get("ETag")
-	if want := etagOf(first.Body.Bytes()); etag != want {
+	if want := ofrepETag(first.Body.Bytes()); etag != want {
 		t.Fatalf("ETag = %q; want the hash of the body %q", etag, want)
 	}
 	// Another identity with the same flags has the same body, so the same
@@ -357,9 +331,7 @@ func TestOFREPBulkETag(t *testing.T) {
 
 	// A new document changes every answer (its updatedAt is in the metadata).
 	doc := strings.Replace(ofrepDocument, "2026-11-01T12:00:00.250000Z", "2026-11-02T12:00:00Z", 1)
-	if err := s.publish(s.envs[0], []byte(doc), "test"); err != nil {
-		t.Fatal(err)
-	}
+	s.publishDoc(t, ofrepClientKey, []byte(doc))
 	if rec := post(`{"targetingKey":"u1","plan":"free"}`, map[string]string{"If-None-Match": etag}); rec.Code != http.StatusOK {
 		t.Errorf("new document with the old ETag: status %d; want 200", rec.Code)
 	}
@@ -367,7 +339,7 @@ func TestOFREPBulkETag(t *testing.T) {
 
 // TestOFREPKeyHeaders checks the three ways to send the key.
 func TestOFREPKeyHeaders(t *testing.T) {
-	h := newOFREPTestServer(t, nil).handler()
+	h := newOFREPTestServer(t).handler()
 	for _, tt := range []struct {
 		name    string
 		headers map[string]string
@@ -440,7 +412,7 @@ func TestOFREPErrors(t *testing.T) {
 				continue // bulk has no flag to miss
 			}
 			t.Run(fmt.Sprintf("%s/single=%t", tt.name, single), func(t *testing.T) {
-				rec := ofrepPost(t, h, path, ofrepKey(tt.key), tt.body)
+				rec := ofrepPost(t, h, path, withKey(tt.key), tt.body)
 				if rec.Code != tt.want.code {
 					t.Fatalf("status %d; want %d\n%s", rec.Code, tt.want.code, rec.Body)
 				}
@@ -469,7 +441,7 @@ func TestOFREPErrors(t *testing.T) {
 // TestOFREPMethodNotAllowed checks other methods get 405 with Allow, in
 // OFREP's error shape.
 func TestOFREPMethodNotAllowed(t *testing.T) {
-	h := newOFREPTestServer(t, nil).handler()
+	h := newOFREPTestServer(t).handler()
 	for _, method := range []string{http.MethodGet, http.MethodPut, http.MethodDelete, http.MethodHead} {
 		for _, path := range []string{"/ofrep/v1/evaluate/flags", "/ofrep/v1/evaluate/flags/banner"} {
 			req := httptest.NewRequest(method, path, nil)
@@ -490,7 +462,7 @@ func TestOFREPMethodNotAllowed(t *testing.T) {
 // web provider sends Content-Type: application/json, which needs a preflight,
 // and reads the ETag.
 func TestOFREPCORSPreflight(t *testing.T) {
-	h := newOFREPTestServer(t, nil).handler()
+	h := newOFREPTestServer(t).handler()
 	req := httptest.NewRequest(http.MethodOptions, "/ofrep/v1/evaluate/flags", nil)
 	req.Header.Set("Origin", "https://app.example")
 	req.Header.Set("Access-Control-Request-Method", "POST")
@@ -523,12 +495,8 @@ func TestOFREPMatchesIdentities(t *testing.T) {
 	if err := json.Unmarshal(raw, &doc); err != nil {
 		t.Fatal(err)
 	}
-	cfg := defaultConfig()
-	cfg.EnvironmentKeyPairs = []KeyPair{{ServerSideKey: "ser.ofrep-bench", ClientSideKey: doc.APIKey}}
-	s := newServer(cfg, slog.New(slog.DiscardHandler))
-	if err := s.publish(s.envs[0], raw, "test"); err != nil {
-		t.Fatal(err)
-	}
+	s := newTestServer(t, withPairs(KeyPair{ServerSideKey: "ser.ofrep-bench", ClientSideKey: doc.APIKey}))
+	s.publishDoc(t, doc.APIKey, raw)
 	h := s.handler()
 	traitSets := []map[string]any{
 		{},
@@ -554,8 +522,8 @@ func TestOFREPMatchesIdentities(t *testing.T) {
 			idBody, _ := json.Marshal(map[string]any{"identifier": identifier, "traits": flagsmithTraits})
 			ofrepBody, _ := json.Marshal(map[string]any{"context": ctx})
 
-			idRec := ofrepPost(t, h, "/api/v1/identities/", ofrepKey(key), string(idBody))
-			ofRec := ofrepPost(t, h, "/ofrep/v1/evaluate/flags", ofrepKey(key), string(ofrepBody))
+			idRec := ofrepPost(t, h, "/api/v1/identities/", withKey(key), string(idBody))
+			ofRec := ofrepPost(t, h, "/ofrep/v1/evaluate/flags", withKey(key), string(ofrepBody))
 			if idRec.Code != http.StatusOK || ofRec.Code != http.StatusOK {
 				t.Fatalf("%s: identities %d, OFREP %d", identifier, idRec.Code, ofRec.Code)
 			}
@@ -609,101 +577,43 @@ func TestOFREPMatchesIdentities(t *testing.T) {
 // refetchEvaluation event on connect unless the client is current (by
 // ?since= or Last-Event-ID), and one per new document.
 func TestOFREPStream(t *testing.T) {
-	s := newOFREPTestServer(t, nil)
-	srv := httptest.NewServer(s.handler())
-	t.Cleanup(srv.Close)
-	t.Cleanup(s.hub.close)
-	current := s.envs[0].snap.Load().updatedAt
-	wantEvent := func(updatedAt string) string {
-		lastModified, _, _ := strings.Cut(updatedAt, ".")
-		return fmt.Sprintf("id: %s\nevent: message\ndata: {\"type\":\"refetchEvaluation\",\"lastModified\":%s}\n", updatedAt, lastModified)
-	}
-
-	open := func(query, lastEventID string) *bufio.Reader {
+	s := newOFREPTestServer(t).listen(t, nil)
+	open := func(query, lastEventID string) *sseStream {
 		t.Helper()
-		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/sse/environments/"+ofrepClientKey+"/stream"+query, nil)
+		header := http.Header{}
 		if lastEventID != "" {
-			req.Header.Set("Last-Event-ID", lastEventID)
+			header.Set("Last-Event-ID", lastEventID)
 		}
-		resp, err := srv.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
+		st := sseOpenStream(t, s.client, s.url+sseStreamPath(ofrepClientKey)+query, header)
+		if it := st.next(t, "the retry hint"); it.retry != "3000" {
+			t.Fatalf("first item = %+v; want the retry hint", it)
 		}
-		t.Cleanup(func() { resp.Body.Close() })
-		if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
-			t.Fatalf("stream: status %d, Content-Type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
-		}
-		return bufio.NewReader(resp.Body)
+		return st
 	}
-	// next reads one SSE block (up to a blank line), skipping heartbeats.
-	next := func(r *bufio.Reader) string {
+	wantRefetch := func(st *sseStream, name, updatedAt string) {
 		t.Helper()
-		type result struct {
-			block string
-			err   error
-		}
-		done := make(chan result, 1)
-		go func() {
-			var b strings.Builder
-			for {
-				line, err := r.ReadString('\n')
-				if err != nil {
-					done <- result{b.String(), err}
-					return
-				}
-				if line == "\n" {
-					if b.Len() > 0 && !strings.HasPrefix(b.String(), ":") {
-						done <- result{b.String(), nil}
-						return
-					}
-					b.Reset()
-					continue
-				}
-				b.WriteString(line)
-			}
-		}()
-		select {
-		case res := <-done:
-			if res.err != nil && res.err != io.EOF {
-				t.Fatalf("reading the stream: %v", res.err)
-			}
-			return res.block
-		case <-time.After(10 * time.Second):
-			t.Fatal("no event within 10 s")
-			return ""
+		it := st.nextEvent(t, name+": a refetchEvaluation event")
+		lastModified, _, _ := strings.Cut(updatedAt, ".")
+		want := sseItem{isEvent: true, event: "message", id: updatedAt,
+			data: `{"type":"refetchEvaluation","lastModified":` + lastModified + `}`}
+		if diff := cmp.Diff(want, it, cmp.AllowUnexported(sseItem{})); diff != "" {
+			t.Errorf("%s: event (-want +got):\n%s", name, diff)
 		}
 	}
+	current := s.env(t, ofrepClientKey).snap.Load().updatedAtUnix
 
 	fresh := open("?format=ofrep", "")
-	if got := next(fresh); got != "retry: 3000\n" {
-		t.Fatalf("first block = %q; want the retry hint", got)
-	}
-	if got, want := next(fresh), wantEvent(current); got != want {
-		t.Errorf("on connect = %q; want %q", got, want)
-	}
-	upToDate := open("?format=ofrep&since="+current, "")
-	if got := next(upToDate); got != "retry: 3000\n" {
-		t.Fatalf("first block = %q; want the retry hint", got)
-	}
-	resumed := open("?format=ofrep&since=1.0", current)
-	if got := next(resumed); got != "retry: 3000\n" {
-		t.Fatalf("first block = %q; want the retry hint", got)
-	}
+	wantRefetch(fresh, "on connect", current)
 	behind := open("?format=ofrep", "1.0")
-	next(behind)
-	if got, want := next(behind), wantEvent(current); got != want {
-		t.Errorf("reconnect behind: %q; want %q", got, want)
-	}
+	wantRefetch(behind, "reconnect behind", current)
+	upToDate := open("?format=ofrep&since="+current, "")
+	resumed := open("?format=ofrep&since=1.0", current)
 
-	doc := strings.Replace(ofrepDocument, "2026-11-01T12:00:00.250000Z", "2026-11-02T12:00:00.5Z", 1)
-	if err := s.publish(s.envs[0], []byte(doc), "test"); err != nil {
-		t.Fatal(err)
-	}
-	updated := s.envs[0].snap.Load().updatedAt
-	for name, r := range map[string]*bufio.Reader{"fresh": fresh, "up to date": upToDate, "resumed": resumed, "behind": behind} {
-		if got, want := next(r), wantEvent(updated); got != want {
-			t.Errorf("%s: after a new document = %q; want %q", name, got, want)
-		}
+	s.publishDoc(t, ofrepClientKey, []byte(strings.Replace(ofrepDocument, "2026-11-01T12:00:00.250000Z", "2026-11-02T12:00:00.5Z", 1)))
+	updated := s.env(t, ofrepClientKey).snap.Load().updatedAtUnix
+	// The clients that were current hear of the new document first thing.
+	for name, st := range map[string]*sseStream{"fresh": fresh, "behind": behind, "up to date": upToDate, "resumed": resumed} {
+		wantRefetch(st, name+" after a new document", updated)
 	}
 }
 
@@ -743,4 +653,43 @@ func TestOFREPDecodeContext(t *testing.T) {
 	if _, err := decodeOFREPRequest([]byte(longKey), &buf, lim); err == nil || !strings.Contains(err.Error(), "longer than 20") {
 		t.Errorf("long trait key: err = %v; want the key length limit", err)
 	}
+}
+
+// ofrepBenchContext is the 5-trait identity of SPEC §8 as an OFREP context,
+// for identifier n.
+func ofrepBenchContext(n int) string {
+	return `{"context":{"targetingKey":"bench_user_` + strconv.Itoa(n) + `","plan":"premium","age":34,"country":"GB","app_version":"2.4.1","beta_tester":true}}`
+}
+
+// BenchmarkHandlerOFREPBulk is POST /ofrep/v1/evaluate/flags for the
+// benchmark identity, a different identifier each time, in parallel: compare
+// with BenchmarkHandlerIdentities (the bulk path may cost at most 1.3× it).
+func BenchmarkHandlerOFREPBulk(b *testing.B) {
+	benchmarkOFREP(b, "/ofrep/v1/evaluate/flags")
+}
+
+// BenchmarkHandlerOFREPFlag is POST /ofrep/v1/evaluate/flags/{key} for one
+// segment-overridden flag of the benchmark document.
+func BenchmarkHandlerOFREPFlag(b *testing.B) {
+	benchmarkOFREP(b, "/ofrep/v1/evaluate/flags/new_checkout")
+}
+
+func benchmarkOFREP(b *testing.B, path string) {
+	s := benchServer(b, benchDocument(b))
+	h := s.handler()
+	key := s.envs[0].pair.ClientSideKey
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			i++
+			req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(ofrepBenchContext(i)))
+			req.Header.Set("X-Environment-Key", key)
+			w := newDiscardWriter()
+			h.ServeHTTP(w, req)
+			if w.status != http.StatusOK {
+				b.Fatalf("status %d", w.status)
+			}
+		}
+	})
 }
