@@ -33,7 +33,8 @@ func (s *server) handleOFREPFlag(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if out := appendOFREPFlags(buf.out[:0], snap, ref.kind, buf.flags, key); len(out) > 0 {
+	// An empty key (a path ending in "/") names no flag rather than all.
+	if out := appendOFREPFlags(buf.out[:0], snap, ref.kind, buf.flags, key); key != "" && len(out) > 0 {
 		buf.out = out
 		writeBody(w, r, out)
 		return
@@ -86,10 +87,12 @@ func (s *server) handleOFREPBulk(w http.ResponseWriter, r *http.Request) {
 // two hardware CRCs (64 bits) rather than SHA-256, which cost a fifth of the
 // request: a collision could only ever give one client a stale 304.
 func ofrepETag(body []byte) string {
+	var sum [8]byte
+	binary.BigEndian.PutUint32(sum[:4], crc32.Checksum(body, castagnoli))
+	binary.BigEndian.PutUint32(sum[4:], crc32.ChecksumIEEE(body))
 	var b [18]byte
 	b[0], b[17] = '"', '"'
-	sum := uint64(crc32.Checksum(body, castagnoli))<<32 | uint64(crc32.ChecksumIEEE(body))
-	hex.Encode(b[1:17], binary.BigEndian.AppendUint64(nil, sum))
+	hex.Encode(b[1:17], sum[:])
 	return string(b[:])
 }
 

@@ -438,6 +438,17 @@ func TestOFREPErrors(t *testing.T) {
 	}
 }
 
+// TestOFREPEmptyFlagKey: a path ending in "/" names no flag; it must not
+// answer with every flag run together.
+func TestOFREPEmptyFlagKey(t *testing.T) {
+	h := newOFREPTestServer(t).handler()
+	rec := ofrepPost(t, h, "/ofrep/v1/evaluate/flags/", withKey(ofrepServerKey), `{"context":{}}`)
+	want := `{"key":"","errorCode":"FLAG_NOT_FOUND","errorDetails":"flag '' not found"}`
+	if rec.Code != http.StatusNotFound || rec.Body.String() != want {
+		t.Errorf("POST /ofrep/v1/evaluate/flags/ = %d %s; want 404 %s", rec.Code, rec.Body, want)
+	}
+}
+
 // TestOFREPMethodNotAllowed checks other methods get 405 with Allow, in
 // OFREP's error shape.
 func TestOFREPMethodNotAllowed(t *testing.T) {
