@@ -35,6 +35,7 @@ var routeNames = []string{
 	"/api/v1/flags", "/api/v1/identities", "/api/v1/environment-document",
 	"/proxy/health", "/proxy/health/readiness", "/health", "/proxy/health/liveness",
 	"/sse/environments/stream", "/sse/health", "/proxy/refresh", "/metrics", "unrouted",
+	"/ofrep/v1/evaluate/flags", "/ofrep/v1/evaluate/flags/{key...}",
 }
 
 type routeStats struct {

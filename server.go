@@ -78,6 +78,10 @@ func (s *server) routes() *http.ServeMux {
 	both("GET", "/sse/environments/{client_key}/stream", s.handleStream)
 	both("GET", "/sse/health", s.handleSSEHealth)
 	both("POST", "/proxy/refresh", s.handleRefresh)
+	mux.HandleFunc("POST /ofrep/v1/evaluate/flags", s.handleOFREPBulk)
+	mux.HandleFunc("POST /ofrep/v1/evaluate/flags/{key...}", s.handleOFREPFlag)
+	mux.HandleFunc("/ofrep/v1/evaluate/flags", s.handleOFREPMethodNotAllowed)
+	mux.HandleFunc("/ofrep/v1/evaluate/flags/{key...}", s.handleOFREPMethodNotAllowed)
 	mux.HandleFunc("GET /metrics", s.handleMetrics)
 	mux.HandleFunc("/", s.handleUnrouted)
 	return mux

@@ -35,6 +35,10 @@ type snapshot struct {
 	views    [2]view
 	document preEncoded // GET /api/v1/environment-document/: the document as received
 	compile  time.Duration
+
+	// ofrep holds, per flag source, the parts of its OFREP answer that do
+	// not depend on the request (ofrep.go).
+	ofrep []ofrepSource
 }
 
 type keyKind uint8
@@ -91,6 +95,7 @@ func newSnapshot(raw []byte) (*snapshot, error) {
 	}
 	s.encodeSources(serverOnlyIDs)
 	s.envFlags = e.evaluate(nil, nil, nil)
+	s.ofrep = newOFREPSources(e)
 	for kind := range s.views {
 		s.views[kind] = s.encodeView(keyKind(kind))
 	}
