@@ -301,7 +301,7 @@ const maxTraitValueChars = 2000
 // decodeIdentity reads the request body into buf and decodes it; traits are
 // coerced once here, not per condition.
 func (s *server) decodeIdentity(w http.ResponseWriter, r *http.Request, snap *snapshot, buf *identityBuffers) (string, error) {
-	body, err := readBody(http.MaxBytesReader(w, r.Body, s.cfg.Limits.MaxBodyBytes), buf.body[:0])
+	body, err := readRequestBody(w, r, s.cfg.Limits.MaxBodyBytes, buf.body[:0])
 	buf.body = body
 	if err != nil {
 		return "", err
@@ -311,6 +311,17 @@ func (s *server) decodeIdentity(w http.ResponseWriter, r *http.Request, snap *sn
 		maxTraitKeyLength: s.cfg.Limits.MaxTraitKeyLength,
 		traitNames:        snap.engine.traitNames,
 	})
+}
+
+// readRequestBody reads the request body into buf, at most limit bytes; a
+// larger one is an *http.MaxBytesError. A Content-Length over the limit is
+// refused before reading, so a client that sent "Expect: 100-continue" gets
+// the 413 at once instead of "100 Continue" and then the 413.
+func readRequestBody(w http.ResponseWriter, r *http.Request, limit int64, buf []byte) ([]byte, error) {
+	if r.ContentLength > limit {
+		return buf, &http.MaxBytesError{Limit: limit}
+	}
+	return readBody(http.MaxBytesReader(w, r.Body, limit), buf)
 }
 
 // readBody reads r to the end into buf, reusing its capacity.
@@ -476,23 +487,15 @@ func (s *server) cors(next http.Handler) http.Handler {
 	})
 }
 
-// limitRequest answers requests over the configured limits before a handler
-// reads them, with the JSON errors of the API: headers over
-// server.max_header_bytes get 431 (net/http's own limit, hardHeaderBytes, is
-// set above it so that these reach us), and a body declared over
-// limits.max_body_bytes gets 413 at once. Answering before the body is read
-// also means a client that sent "Expect: 100-continue" gets the 413 instead
-// of a "100 Continue" followed by a body it then uploads for nothing.
+// limitRequest answers headers over server.max_header_bytes with the API's
+// JSON 431 (net/http's own limit, hardHeaderBytes, is set above it so that
+// these reach us). Bodies are limited where they are read
+// (readRequestBody), so that each API answers 413 in its own error shape.
 func (s *server) limitRequest(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if limit := s.cfg.Server.MaxHeaderBytes; headerBytes(r) > limit {
 			writeError(w, http.StatusRequestHeaderFieldsTooLarge, "request_header_fields_too_large",
 				fmt.Sprintf("the request headers are over %d bytes", limit))
-			return
-		}
-		if limit := s.cfg.Limits.MaxBodyBytes; r.ContentLength > limit {
-			writeError(w, http.StatusRequestEntityTooLarge, "request_too_large",
-				fmt.Sprintf("the request body is over %d bytes", limit))
 			return
 		}
 		next.ServeHTTP(w, r)

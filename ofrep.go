@@ -144,7 +144,7 @@ func (s *server) evaluateOFREP(w http.ResponseWriter, r *http.Request, buf *ofre
 	if !ok {
 		return keyRef{}, nil, false
 	}
-	body, err := readBody(http.MaxBytesReader(w, r.Body, s.cfg.Limits.MaxBodyBytes), buf.body[:0])
+	body, err := readRequestBody(w, r, s.cfg.Limits.MaxBodyBytes, buf.body[:0])
 	buf.body = body
 	if err != nil {
 		var tooBig *http.MaxBytesError
