@@ -28,6 +28,9 @@ type server struct {
 	mux    *http.ServeMux
 	now    func() time.Time
 	origin map[string]bool // allowed CORS origins; nil allows any
+	// analytics holds the flag analytics pending upstream; nil when
+	// analytics.enabled is false.
+	analytics *analytics
 
 	// stopping turns readiness off while the server drains.
 	stopping atomic.Bool
@@ -58,6 +61,9 @@ func newServer(cfg Config, log *slog.Logger) *server {
 		}
 		s.origin[o] = true
 	}
+	if cfg.Analytics.Enabled {
+		s.analytics = newAnalytics(cfg, s.envs)
+	}
 	s.mux = s.routes()
 	return s
 }
@@ -81,6 +87,10 @@ func (s *server) routes() *http.ServeMux {
 	both("GET", "/sse/environments/{client_key}/stream", s.handleStream)
 	both("GET", "/sse/health", s.handleSSEHealth)
 	both("POST", "/proxy/refresh", s.handleRefresh)
+	if s.analytics != nil {
+		both("POST", "/api/v1/analytics/flags", s.handleAnalyticsV1)
+		both("POST", "/api/v2/analytics/flags", s.handleAnalyticsV2)
+	}
 	mux.HandleFunc("GET /metrics", s.handleMetrics)
 	mux.HandleFunc("/", s.handleUnrouted)
 	return mux

@@ -13,6 +13,7 @@
 //	GET  /proxy/health/readiness            readiness (also /proxy/health, /health)
 //	GET  /proxy/health/liveness             liveness
 //	GET  /sse/environments/{key}/stream     realtime updates (Server-Sent Events)
+//	POST /api/v1/analytics/flags/           flag analytics (also /api/v2/…), forwarded upstream
 //	POST /proxy/refresh                     poll now (needs admin_token)
 //	GET  /metrics                           Prometheus metrics
 //
@@ -20,7 +21,8 @@
 // ./config.json) and environment variables named like its top-level keys in
 // upper case: environment_key_pairs, api_url, api_poll_frequency_seconds,
 // api_poll_timeout_seconds, allow_origins, server, logging, health_check,
-// cache_dir, admin_token, sse, limits. See README.md for the reference.
+// cache_dir, admin_token, sse, limits, analytics. See README.md for the
+// reference.
 //
 // Subcommands and flags:
 //
@@ -220,6 +222,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	err = srv.Shutdown(shutdownCtx)
 	stopPolls()
 	<-pollersDone
+	s.finalAnalyticsFlush(shutdownCtx, client) // after the last request and the last periodic flush
 	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}

@@ -1,0 +1,725 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+)
+
+// Flag analytics (SPEC §10). SDKs with analytics on post how often each flag
+// was evaluated; the proxy sums the counts per environment and label set in
+// memory and a flusher per environment forwards the sums to Flagsmith every
+// analytics.flush_interval_seconds. Nothing is lost while the upstream is
+// down (failed sums go back and are retried) until the bound on pending keys
+// is reached; past it, new keys are dropped and counted in /metrics.
+
+const (
+	// analyticsShards spreads an environment's pending counts over that many
+	// independently locked maps, so concurrent posts rarely wait for each
+	// other and never for a flush.
+	analyticsShards = 32
+	// maxAnalyticsNameChars is Flagsmith's column length for feature names
+	// and identity identifiers in its analytics tables.
+	maxAnalyticsNameChars = 2000
+	// maxAnalyticsCount is the largest count Flagsmith stores (a 32-bit
+	// integer column). Larger posts are refused; larger sums are sent in
+	// pieces.
+	maxAnalyticsCount = math.MaxInt32
+	// maxFlushBodyBytes splits a large flush into several requests: below
+	// Django's default 2.5 MB request limit (Flagsmith) and below the 1 MiB
+	// this proxy accepts (a chain of proxies).
+	maxFlushBodyBytes = 512 << 10
+	// maxUpstreamAnswerBytes bounds how much of an upstream answer is read.
+	maxUpstreamAnswerBytes = 64 << 10
+)
+
+// analyticsLabels are the SDK headers Flagsmith keeps apart in its
+// analytics: they are part of every pending key and forwarded as received.
+// The plain User-Agent is kept only when the SDK sent no
+// Flagsmith-SDK-User-Agent (the JS client sends both, and a browser's
+// User-Agent would split the sums by browser version for nothing).
+type analyticsLabels struct {
+	appName, appVersion, sdkUserAgent, userAgent string
+}
+
+func analyticsLabelsOf(r *http.Request) analyticsLabels {
+	l := analyticsLabels{
+		appName:      r.Header.Get("Flagsmith-Application-Name"),
+		appVersion:   r.Header.Get("Flagsmith-Application-Version"),
+		sdkUserAgent: r.Header.Get("Flagsmith-SDK-User-Agent"),
+	}
+	if l.sdkUserAgent == "" {
+		l.userAgent = r.UserAgent()
+	}
+	return l
+}
+
+// analyticsKey is one pending sum: a v1 feature count, or a v2 evaluation
+// (feature, identifier, enabled_when_evaluated), under one label set.
+type analyticsKey struct {
+	labels     analyticsLabels
+	feature    string
+	identifier string // v2 only; "" when the SDK sent none
+	v2         bool
+	enabled    bool // v2 only
+}
+
+type analyticsEntry struct {
+	key   analyticsKey
+	count int64
+}
+
+// analyticsShard is one lock and its map; padded so that neighbouring
+// shards' locks do not share a cache line.
+type analyticsShard struct {
+	mu     sync.Mutex
+	counts map[analyticsKey]int64
+	_      [48]byte
+}
+
+// envAnalytics is one environment's pending counts and its counters. It is
+// safe for concurrent use.
+type envAnalytics struct {
+	env *environment
+	// forward is false for an environment served from a file: there is no
+	// upstream, so its counts are only counted.
+	forward bool
+	maxKeys int64
+	seed    maphash.Seed
+	shards  [analyticsShards]analyticsShard
+
+	pendingKeys atomic.Int64
+	// Counters in evaluations (the sum of the counts), for /metrics.
+	received, forwarded, retried      atomic.Uint64
+	droppedBound, droppedRejected     atomic.Uint64
+	droppedShutdown                   atomic.Uint64
+	flushOK, flushFailed, flushRefuse atomic.Uint64
+}
+
+// analytics is the proxy's analytics state, built once with the server; nil
+// when analytics.enabled is false.
+type analytics struct {
+	v1URL, v2URL string
+	byEnv        map[*environment]*envAnalytics
+}
+
+func newAnalytics(cfg Config, envs []*environment) *analytics {
+	a := &analytics{
+		v1URL: cfg.APIURL + "/analytics/flags/",
+		v2URL: analyticsV2URL(cfg.APIURL),
+		byEnv: make(map[*environment]*envAnalytics, len(envs)),
+	}
+	for _, env := range envs {
+		ea := &envAnalytics{
+			env:     env,
+			forward: env.pair.DocumentPath == "",
+			maxKeys: int64(cfg.Analytics.MaxPendingKeys),
+			seed:    maphash.MakeSeed(),
+		}
+		for i := range ea.shards {
+			ea.shards[i].counts = map[analyticsKey]int64{}
+		}
+		a.byEnv[env] = ea
+	}
+	return a
+}
+
+// forEnv is an environment's analytics; nil when analytics are off.
+func (a *analytics) forEnv(env *environment) *envAnalytics {
+	if a == nil {
+		return nil
+	}
+	return a.byEnv[env]
+}
+
+// analyticsV2URL is {api_url}/../v2/analytics/flags/, where Flagsmith's API
+// serves v2 analytics next to its /api/v1.
+func analyticsV2URL(apiURL string) string {
+	base, err := url.Parse(apiURL + "/")
+	if err != nil {
+		return apiURL + "/../v2/analytics/flags/"
+	}
+	return base.ResolveReference(&url.URL{Path: "../v2/analytics/flags/"}).String()
+}
+
+// handleAnalyticsV1 takes {"<feature name>": <count>, …}: 200, empty body.
+func (s *server) handleAnalyticsV1(w http.ResponseWriter, r *http.Request) {
+	ea, body, ok := s.analyticsRequest(w, r)
+	if !ok {
+		return
+	}
+	entries, err := decodeAnalyticsV1(body, analyticsLabelsOf(r))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	ea.record(entries)
+	w.WriteHeader(http.StatusOK)
+}
+
+// handleAnalyticsV2 takes {"evaluations": [{"feature_name", "count",
+// "enabled_when_evaluated", "identity_identifier"?}, …]}: 204.
+func (s *server) handleAnalyticsV2(w http.ResponseWriter, r *http.Request) {
+	ea, body, ok := s.analyticsRequest(w, r)
+	if !ok {
+		return
+	}
+	entries, err := decodeAnalyticsV2(body, analyticsLabelsOf(r))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	ea.record(entries)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// analyticsRequest finds the environment of the request's key and reads the
+// body, or writes the error. Unlike the flag endpoints it needs no document:
+// counts posted before the first poll are as good as any.
+func (s *server) analyticsRequest(w http.ResponseWriter, r *http.Request) (*envAnalytics, []byte, bool) {
+	key := r.Header.Get("X-Environment-Key")
+	if key == "" {
+		writeError(w, http.StatusUnauthorized, "unauthorized", "unknown key: the X-Environment-Key header is missing")
+		return nil, nil, false
+	}
+	ref, ok := s.byKey[key]
+	if !ok {
+		writeError(w, http.StatusUnauthorized, "unauthorized", "unknown key "+maskedKey(key))
+		return nil, nil, false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.Limits.MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "request_too_large",
+				fmt.Sprintf("the request body is over %d bytes", tooBig.Limit))
+			return nil, nil, false
+		}
+		writeError(w, http.StatusBadRequest, "bad_request", "body: could not be read")
+		return nil, nil, false
+	}
+	return s.analytics.byEnv[ref.env], body, true
+}
+
+// decodeAnalyticsV1 reads a v1 body: one object of feature names to counts.
+// A name given twice counts once, with its last count, as Flagsmith's API
+// reads it.
+func decodeAnalyticsV1(body []byte, labels analyticsLabels) ([]analyticsEntry, error) {
+	var counts map[string]json.RawMessage
+	if err := json.Unmarshal(body, &counts); err != nil || counts == nil {
+		return nil, errors.New(`body: must be a JSON object of feature names to evaluation counts, {"<feature name>": <count>, …}`)
+	}
+	entries := make([]analyticsEntry, 0, len(counts))
+	for name, raw := range counts {
+		if err := checkAnalyticsName(name); err != nil {
+			return nil, fmt.Errorf("feature name %q: %w", truncateForError(name), err)
+		}
+		n, err := analyticsCount(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", truncateForError(name), err)
+		}
+		if n > 0 {
+			entries = append(entries, analyticsEntry{analyticsKey{labels: labels, feature: name}, n})
+		}
+	}
+	return entries, nil
+}
+
+// v2Evaluation keeps each field raw, so that a wrong type is reported
+// with the field's name and place.
+type v2Evaluation struct {
+	FeatureName          json.RawMessage `json:"feature_name"`
+	IdentityIdentifier   json.RawMessage `json:"identity_identifier"`
+	EnabledWhenEvaluated json.RawMessage `json:"enabled_when_evaluated"`
+	Count                json.RawMessage `json:"count"`
+}
+
+// decodeAnalyticsV2 reads a v2 body. An empty or null identity_identifier
+// is an evaluation without an identity.
+func decodeAnalyticsV2(body []byte, labels analyticsLabels) ([]analyticsEntry, error) {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(body, &top); err != nil || top == nil {
+		return nil, errors.New(`body: must be a JSON object {"evaluations": [...]}`)
+	}
+	raw, ok := top["evaluations"]
+	if !ok {
+		return nil, errors.New("evaluations: required")
+	}
+	var list []json.RawMessage
+	if err := json.Unmarshal(raw, &list); err != nil || list == nil {
+		return nil, errors.New("evaluations: must be an array")
+	}
+	entries := make([]analyticsEntry, 0, len(list))
+	for i, item := range list {
+		var ev v2Evaluation
+		if err := json.Unmarshal(item, &ev); err != nil || bytes.Equal(item, []byte("null")) {
+			return nil, fmt.Errorf("evaluations[%d]: must be an object", i)
+		}
+		var name string
+		if err := json.Unmarshal(ev.FeatureName, &name); err != nil || isJSONNull(ev.FeatureName) {
+			return nil, fmt.Errorf("evaluations[%d].feature_name: required, a string", i)
+		}
+		if err := checkAnalyticsName(name); err != nil {
+			return nil, fmt.Errorf("evaluations[%d].feature_name: %w", i, err)
+		}
+		var identifier string
+		if ev.IdentityIdentifier != nil && !isJSONNull(ev.IdentityIdentifier) {
+			if err := json.Unmarshal(ev.IdentityIdentifier, &identifier); err != nil {
+				return nil, fmt.Errorf("evaluations[%d].identity_identifier: must be a string or null", i)
+			}
+			if utf8.RuneCountInString(identifier) > maxAnalyticsNameChars {
+				return nil, fmt.Errorf("evaluations[%d].identity_identifier: longer than %d characters", i, maxAnalyticsNameChars)
+			}
+		}
+		var enabled bool
+		if err := json.Unmarshal(ev.EnabledWhenEvaluated, &enabled); err != nil || isJSONNull(ev.EnabledWhenEvaluated) {
+			return nil, fmt.Errorf("evaluations[%d].enabled_when_evaluated: required, true or false", i)
+		}
+		if ev.Count == nil {
+			return nil, fmt.Errorf("evaluations[%d].count: required", i)
+		}
+		n, err := analyticsCount(ev.Count)
+		if err != nil {
+			return nil, fmt.Errorf("evaluations[%d].count: %w", i, err)
+		}
+		if n > 0 {
+			key := analyticsKey{labels: labels, feature: name, identifier: identifier, v2: true, enabled: enabled}
+			entries = append(entries, analyticsEntry{key, n})
+		}
+	}
+	return entries, nil
+}
+
+func isJSONNull(raw json.RawMessage) bool { return bytes.Equal(raw, []byte("null")) }
+
+func checkAnalyticsName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("must not be empty")
+	case utf8.RuneCountInString(name) > maxAnalyticsNameChars:
+		return fmt.Errorf("longer than %d characters", maxAnalyticsNameChars)
+	}
+	return nil
+}
+
+// analyticsCount reads a count: a JSON integer from 0 to maxAnalyticsCount
+// (no fraction, no exponent, no string).
+func analyticsCount(raw json.RawMessage) (int64, error) {
+	bad := func() (int64, error) {
+		return 0, fmt.Errorf("count must be a non-negative integer, not %s", truncateForError(string(raw)))
+	}
+	if len(raw) == 0 || raw[0] < '0' || raw[0] > '9' {
+		return bad()
+	}
+	n, err := strconv.ParseInt(string(raw), 10, 64)
+	if err != nil {
+		var numErr *strconv.NumError
+		if errors.As(err, &numErr) && errors.Is(numErr.Err, strconv.ErrRange) {
+			return 0, fmt.Errorf("count must be at most %d", maxAnalyticsCount)
+		}
+		return bad()
+	}
+	if n > maxAnalyticsCount {
+		return 0, fmt.Errorf("count must be at most %d", maxAnalyticsCount)
+	}
+	return n, nil
+}
+
+// truncateForError keeps error messages short when a client sends a huge
+// name or value.
+func truncateForError(s string) string {
+	const limit = 60
+	if len(s) <= limit {
+		return s
+	}
+	cut := limit
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+// record adds a post's counts. An environment served from a file has no
+// upstream: its counts are only counted.
+func (ea *envAnalytics) record(entries []analyticsEntry) {
+	var total uint64
+	for _, e := range entries {
+		total += uint64(e.count)
+	}
+	ea.received.Add(total)
+	if !ea.forward {
+		return
+	}
+	for _, e := range entries {
+		if !ea.add(e.key, e.count) {
+			ea.droppedBound.Add(uint64(e.count))
+		}
+	}
+}
+
+// add adds n to a pending sum. It returns false, adding nothing, when the
+// key is new and the environment already holds maxKeys keys (or, absurdly,
+// when the sum would overflow).
+func (ea *envAnalytics) add(k analyticsKey, n int64) bool {
+	h := maphash.String(ea.seed, k.feature)
+	if k.identifier != "" {
+		h += maphash.String(ea.seed, k.identifier)
+	}
+	sh := &ea.shards[h%analyticsShards]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if cur, ok := sh.counts[k]; ok {
+		if cur > math.MaxInt64-n {
+			return false
+		}
+		sh.counts[k] = cur + n
+		return true
+	}
+	if ea.pendingKeys.Add(1) > ea.maxKeys {
+		ea.pendingKeys.Add(-1)
+		return false
+	}
+	sh.counts[k] = n
+	return true
+}
+
+// take removes and returns every pending sum. Posts recorded while it runs
+// land either in what it returns or in what the next take returns, never in
+// both and never in neither: each shard's map is swapped under its lock.
+func (ea *envAnalytics) take() []analyticsEntry {
+	var out []analyticsEntry
+	for i := range ea.shards {
+		sh := &ea.shards[i]
+		sh.mu.Lock()
+		m := sh.counts
+		if len(m) > 0 {
+			sh.counts = make(map[analyticsKey]int64, len(m))
+		}
+		sh.mu.Unlock()
+		if len(m) == 0 {
+			continue
+		}
+		ea.pendingKeys.Add(-int64(len(m)))
+		for k, n := range m {
+			out = append(out, analyticsEntry{k, n})
+		}
+	}
+	return out
+}
+
+// addBack returns the sums of a failed request; what no longer fits under
+// the bound is dropped and counted.
+func (ea *envAnalytics) addBack(entries []analyticsEntry) {
+	for _, e := range entries {
+		if ea.add(e.key, e.count) {
+			ea.retried.Add(uint64(e.count))
+		} else {
+			ea.droppedBound.Add(uint64(e.count))
+		}
+	}
+}
+
+// analyticsBatch is what one upstream request carries.
+type analyticsBatch struct {
+	labels  analyticsLabels
+	v2      bool
+	entries []analyticsEntry
+	body    []byte
+}
+
+// batches groups pending sums into requests: per label set and API
+// version, split when a body would pass maxFlushBodyBytes. A sum above what
+// Flagsmith stores is sent in part; the rest goes back for the next flush.
+func (ea *envAnalytics) batches(entries []analyticsEntry) []analyticsBatch {
+	type group struct {
+		labels analyticsLabels
+		v2     bool
+	}
+	grouped := map[group][]analyticsEntry{}
+	var rest []analyticsEntry
+	for _, e := range entries {
+		if e.count > maxAnalyticsCount {
+			rest = append(rest, analyticsEntry{e.key, e.count - maxAnalyticsCount})
+			e.count = maxAnalyticsCount
+		}
+		g := group{e.key.labels, e.key.v2}
+		grouped[g] = append(grouped[g], e)
+	}
+	for _, e := range rest {
+		if !ea.add(e.key, e.count) {
+			ea.droppedBound.Add(uint64(e.count))
+		}
+	}
+	groups := make([]group, 0, len(grouped))
+	for g := range grouped {
+		groups = append(groups, g)
+	}
+	// A stable order keeps logs and tests readable.
+	sort.Slice(groups, func(i, j int) bool {
+		a, b := groups[i], groups[j]
+		if a.labels != b.labels {
+			return fmt.Sprint(a.labels) < fmt.Sprint(b.labels)
+		}
+		return !a.v2 && b.v2
+	})
+	var out []analyticsBatch
+	for _, g := range groups {
+		list := grouped[g]
+		sort.Slice(list, func(i, j int) bool { return list[i].key.feature < list[j].key.feature })
+		cur := analyticsBatch{labels: g.labels, v2: g.v2}
+		for _, e := range list {
+			item := encodeAnalyticsItem(e)
+			if len(cur.entries) > 0 && len(cur.body)+len(item) > maxFlushBodyBytes {
+				out = append(out, cur.finish())
+				cur = analyticsBatch{labels: g.labels, v2: g.v2}
+			}
+			if len(cur.body) > 0 {
+				cur.body = append(cur.body, ',')
+			}
+			cur.body = append(cur.body, item...)
+			cur.entries = append(cur.entries, e)
+		}
+		out = append(out, cur.finish())
+	}
+	return out
+}
+
+// encodeAnalyticsItem is one entry as it appears in a request body: a
+// member of the v1 object or an element of the v2 evaluations array.
+func encodeAnalyticsItem(e analyticsEntry) []byte {
+	name, _ := json.Marshal(e.key.feature)
+	if !e.key.v2 {
+		return strconv.AppendInt(append(name, ':'), e.count, 10)
+	}
+	b := append([]byte(`{"feature_name":`), name...)
+	if e.key.identifier != "" {
+		id, _ := json.Marshal(e.key.identifier)
+		b = append(append(b, `,"identity_identifier":`...), id...)
+	}
+	b = strconv.AppendBool(append(b, `,"enabled_when_evaluated":`...), e.key.enabled)
+	b = strconv.AppendInt(append(b, `,"count":`...), e.count, 10)
+	return append(b, '}')
+}
+
+func (b analyticsBatch) finish() analyticsBatch {
+	if b.v2 {
+		b.body = append(append([]byte(`{"evaluations":[`), b.body...), "]}"...)
+	} else {
+		b.body = append(append([]byte{'{'}, b.body...), '}')
+	}
+	return b
+}
+
+func (b analyticsBatch) total() uint64 {
+	var n uint64
+	for _, e := range b.entries {
+		n += uint64(e.count)
+	}
+	return n
+}
+
+// errAnalyticsRefused marks an upstream answer that no retry can change (a
+// 4xx other than 401, 403, 408 and 429): the batch is dropped, not retried.
+var errAnalyticsRefused = errors.New("upstream refused the analytics")
+
+// flushAnalytics sends an environment's pending sums upstream. Failed
+// requests put their sums back; the returned error is the first of those
+// (nil when nothing is left to retry). A refused batch is logged and
+// dropped: sending it again would be refused again.
+func (s *server) flushAnalytics(ctx context.Context, client *http.Client, ea *envAnalytics) error {
+	var retry error
+	for _, b := range ea.batches(ea.take()) {
+		err := s.sendAnalytics(ctx, client, ea, b)
+		switch {
+		case err == nil:
+			ea.flushOK.Add(1)
+			ea.forwarded.Add(b.total())
+		case errors.Is(err, errAnalyticsRefused):
+			ea.flushRefuse.Add(1)
+			ea.droppedRejected.Add(b.total())
+			s.log.Error("analytics refused by the upstream; dropped", "env", ea.env.pair.ClientSideKey,
+				"error", err.Error(), "evaluations", b.total())
+		default:
+			ea.flushFailed.Add(1)
+			ea.addBack(b.entries)
+			if retry == nil {
+				retry = err
+			}
+		}
+	}
+	return retry
+}
+
+// sendAnalytics posts one batch with the environment's server key and the
+// SDK's labels.
+func (s *server) sendAnalytics(ctx context.Context, client *http.Client, ea *envAnalytics, b analyticsBatch) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.pollTimeout())
+	defer cancel()
+	target := s.analytics.v1URL
+	if b.v2 {
+		target = s.analytics.v2URL
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(b.body))
+	if err != nil {
+		return err
+	}
+	h := req.Header
+	h.Set("X-Environment-Key", string(ea.env.pair.ServerSideKey))
+	h.Set("Content-Type", "application/json")
+	h.Set("User-Agent", "flagsmith-edge-proxy/"+version)
+	if b.labels.userAgent != "" {
+		h.Set("User-Agent", b.labels.userAgent)
+	}
+	if b.labels.sdkUserAgent != "" {
+		h.Set("Flagsmith-SDK-User-Agent", b.labels.sdkUserAgent)
+	}
+	if b.labels.appName != "" {
+		h.Set("Flagsmith-Application-Name", b.labels.appName)
+	}
+	if b.labels.appVersion != "" {
+		h.Set("Flagsmith-Application-Version", b.labels.appVersion)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("post %s: %w", req.URL.Path, err)
+	}
+	defer resp.Body.Close()
+	// Read (a bounded part of) the answer so the connection can be reused.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxUpstreamAnswerBytes))
+	switch code := resp.StatusCode; {
+	case code >= 200 && code <= 299:
+		return nil
+	case code >= 400 && code <= 499 && code != http.StatusUnauthorized && code != http.StatusForbidden &&
+		code != http.StatusRequestTimeout && code != http.StatusTooManyRequests:
+		return fmt.Errorf("post %s: status %d: %w", req.URL.Path, code, errAnalyticsRefused)
+	default:
+		return fmt.Errorf("post %s: upstream status %d", req.URL.Path, code)
+	}
+}
+
+// flushAnalyticsLoop is one environment's flusher, on the pollers' errgroup:
+// every flush interval, or sooner with backoff after a failure, until ctx
+// ends. The final flush is serve's, after the last request.
+func (s *server) flushAnalyticsLoop(ctx context.Context, client *http.Client, ea *envAnalytics) {
+	interval := seconds(s.cfg.Analytics.FlushIntervalSeconds)
+	jitter := jitterFraction(ea.env.pair.ClientSideKey)
+	failures := 0
+	wait := interval
+	for {
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-timer.C:
+		}
+		// A flush in flight is not cancelled at shutdown: a request the
+		// upstream may already have taken must not be counted again by the
+		// final flush.
+		err := s.flushAnalytics(context.WithoutCancel(ctx), client, ea)
+		if err == nil {
+			failures, wait = 0, interval
+			continue
+		}
+		failures++
+		wait = backoff(failures, interval, jitter)
+		s.log.Warn("analytics flush failed; counts kept for retry", "env", ea.env.pair.ClientSideKey,
+			"error", err.Error(), "attempt", failures, "retry_in", wait.String(),
+			"pending_keys", ea.pendingKeys.Load())
+	}
+}
+
+// finalAnalyticsFlush sends what is left when the server stops, every
+// environment at once, within ctx (the shutdown deadline). What cannot be
+// sent is counted as dropped and logged.
+func (s *server) finalAnalyticsFlush(ctx context.Context, client *http.Client) {
+	if s.analytics == nil {
+		return
+	}
+	var wg sync.WaitGroup
+	for _, ea := range s.analytics.byEnv {
+		if !ea.forward {
+			continue
+		}
+		wg.Go(func() {
+			err := s.flushAnalytics(ctx, client, ea)
+			var lost uint64
+			for _, e := range ea.take() {
+				lost += uint64(e.count)
+			}
+			if lost > 0 {
+				ea.droppedShutdown.Add(lost)
+				s.log.Warn("analytics lost at shutdown: the final flush failed", "env", ea.env.pair.ClientSideKey,
+					"evaluations", lost, "error", fmt.Sprint(err))
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// writeAnalyticsMetrics appends the analytics counters to /metrics.
+func (s *server) writeAnalyticsMetrics(b *bytes.Buffer) {
+	if s.analytics == nil {
+		return
+	}
+	counters := []struct {
+		name, help string
+		value      func(*envAnalytics) uint64
+	}{
+		{"edge_proxy_analytics_received_total", "Flag evaluations reported by SDKs (the sum of the posted counts).",
+			func(ea *envAnalytics) uint64 { return ea.received.Load() }},
+		{"edge_proxy_analytics_forwarded_total", "Flag evaluations accepted by the upstream.",
+			func(ea *envAnalytics) uint64 { return ea.forwarded.Load() }},
+		{"edge_proxy_analytics_retried_total", "Flag evaluations put back for a retry after a failed upstream request.",
+			func(ea *envAnalytics) uint64 { return ea.retried.Load() }},
+	}
+	for _, c := range counters {
+		fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s counter\n", c.name, c.help, c.name)
+		for _, env := range s.envs {
+			fmt.Fprintf(b, "%s{environment=%s} %d\n", c.name, label(env.pair.ClientSideKey), c.value(s.analytics.byEnv[env]))
+		}
+	}
+	const dropped = "edge_proxy_analytics_dropped_total"
+	fmt.Fprintf(b, "# HELP %s Flag evaluations lost: over analytics.max_pending_keys (bound), refused by the upstream (rejected), unsent at shutdown (shutdown).\n# TYPE %s counter\n", dropped, dropped)
+	for _, env := range s.envs {
+		ea := s.analytics.byEnv[env]
+		for _, r := range []struct {
+			reason string
+			n      uint64
+		}{{"bound", ea.droppedBound.Load()}, {"rejected", ea.droppedRejected.Load()}, {"shutdown", ea.droppedShutdown.Load()}} {
+			fmt.Fprintf(b, "%s{environment=%s,reason=%s} %d\n", dropped, label(env.pair.ClientSideKey), label(r.reason), r.n)
+		}
+	}
+	const requests = "edge_proxy_analytics_upstream_requests_total"
+	fmt.Fprintf(b, "# HELP %s Analytics requests to the upstream by result.\n# TYPE %s counter\n", requests, requests)
+	for _, env := range s.envs {
+		ea := s.analytics.byEnv[env]
+		if !ea.forward {
+			continue
+		}
+		for _, r := range []struct {
+			result string
+			n      uint64
+		}{{"ok", ea.flushOK.Load()}, {"error", ea.flushFailed.Load()}, {"refused", ea.flushRefuse.Load()}} {
+			fmt.Fprintf(b, "%s{environment=%s,result=%s} %d\n", requests, label(env.pair.ClientSideKey), label(r.result), r.n)
+		}
+	}
+	const pending = "edge_proxy_analytics_pending_keys"
+	fmt.Fprintf(b, "# HELP %s Sums waiting to be forwarded (bounded by analytics.max_pending_keys).\n# TYPE %s gauge\n", pending, pending)
+	for _, env := range s.envs {
+		fmt.Fprintf(b, "%s{environment=%s} %d\n", pending, label(env.pair.ClientSideKey), s.analytics.byEnv[env].pendingKeys.Load())
+	}
+}
