@@ -405,13 +405,13 @@ func (ea *envAnalytics) take() []analyticsEntry {
 		sh := &ea.shards[i]
 		sh.mu.Lock()
 		m := sh.counts
-		if len(m) > 0 {
-			sh.counts = make(map[analyticsKey]int64, len(m))
-		}
-		sh.mu.Unlock()
 		if len(m) == 0 {
+			// Still the live map: not to be read after the unlock.
+			sh.mu.Unlock()
 			continue
 		}
+		sh.counts = make(map[analyticsKey]int64, len(m))
+		sh.mu.Unlock()
 		ea.pendingKeys.Add(-int64(len(m)))
 		for k, n := range m {
 			out = append(out, analyticsEntry{k, n})
