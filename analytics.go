@@ -85,8 +85,10 @@ type analyticsEntry struct {
 // analyticsShard is one lock and its map; padded so that neighbouring
 // shards' locks do not share a cache line.
 type analyticsShard struct {
-	mu     sync.Mutex
-	counts map[analyticsKey]int64
+	mu sync.Mutex
+	// counts point at the sums, so that adding to an existing key hashes
+	// the key once.
+	counts map[analyticsKey]*int64
 	_      [48]byte
 }
 
@@ -130,7 +132,7 @@ func newAnalytics(cfg Config, envs []*environment) *analytics {
 			seed:    maphash.MakeSeed(),
 		}
 		for i := range ea.shards {
-			ea.shards[i].counts = map[analyticsKey]int64{}
+			ea.shards[i].counts = map[analyticsKey]*int64{}
 		}
 		a.byEnv[env] = ea
 	}
@@ -381,18 +383,20 @@ func (ea *envAnalytics) add(k analyticsKey, n int64) bool {
 	sh := &ea.shards[h%analyticsShards]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if cur, ok := sh.counts[k]; ok {
-		if cur > math.MaxInt64-n {
+	if sum := sh.counts[k]; sum != nil {
+		if *sum > math.MaxInt64-n {
 			return false
 		}
-		sh.counts[k] = cur + n
+		*sum += n
 		return true
 	}
 	if ea.pendingKeys.Add(1) > ea.maxKeys {
 		ea.pendingKeys.Add(-1)
 		return false
 	}
-	sh.counts[k] = n
+	sum := new(int64)
+	*sum = n
+	sh.counts[k] = sum
 	return true
 }
 
@@ -410,11 +414,11 @@ func (ea *envAnalytics) take() []analyticsEntry {
 			sh.mu.Unlock()
 			continue
 		}
-		sh.counts = make(map[analyticsKey]int64, len(m))
+		sh.counts = make(map[analyticsKey]*int64, len(m))
 		sh.mu.Unlock()
 		ea.pendingKeys.Add(-int64(len(m)))
 		for k, n := range m {
-			out = append(out, analyticsEntry{k, n})
+			out = append(out, analyticsEntry{k, *n})
 		}
 	}
 	return out

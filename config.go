@@ -39,7 +39,7 @@ const (
 	// forwards at the same pace.
 	defaultAnalyticsFlushSeconds   = 10
 	defaultAnalyticsMaxPendingKeys = 100_000
-	serverKeyPrefix             = "ser."
+	serverKeyPrefix                = "ser."
 )
 
 // Config is the proxy's configuration: config.json, then environment
