@@ -42,6 +42,9 @@ const (
 	// Django's default 2.5 MB request limit (Flagsmith) and below the 1 MiB
 	// this proxy accepts (a chain of proxies).
 	maxFlushBodyBytes = 512 << 10
+	// maxFlushGroups bounds the label sets (times API versions) one flush
+	// sends; SDKs of one application share a handful.
+	maxFlushGroups = 100
 	// maxUpstreamAnswerBytes bounds how much of an upstream answer is read.
 	maxUpstreamAnswerBytes = 64 << 10
 )
@@ -468,17 +471,39 @@ func (ea *envAnalytics) batches(entries []analyticsEntry) []analyticsBatch {
 		}
 	}
 	groups := make([]group, 0, len(grouped))
-	for g := range grouped {
+	totals := make(map[group]int64, len(grouped))
+	for g, list := range grouped {
 		groups = append(groups, g)
+		for _, e := range list {
+			totals[g] += e.count
+		}
 	}
-	// A stable order keeps logs and tests readable.
+	// The largest sums first, then a stable order that keeps logs and tests
+	// readable.
 	sort.Slice(groups, func(i, j int) bool {
 		a, b := groups[i], groups[j]
+		if totals[a] != totals[b] {
+			return totals[a] > totals[b]
+		}
 		if a.labels != b.labels {
 			return fmt.Sprint(a.labels) < fmt.Sprint(b.labels)
 		}
 		return !a.v2 && b.v2
 	})
+	// Client keys are public and label headers are whatever a client sends:
+	// one flush never fans out into more than maxFlushGroups requests (plus
+	// splits). The smallest groups wait for the next flush, still bounded by
+	// maxKeys.
+	if len(groups) > maxFlushGroups {
+		for _, g := range groups[maxFlushGroups:] {
+			for _, e := range grouped[g] {
+				if !ea.add(e.key, e.count) {
+					ea.droppedBound.Add(uint64(e.count))
+				}
+			}
+		}
+		groups = groups[:maxFlushGroups]
+	}
 	var out []analyticsBatch
 	for _, g := range groups {
 		list := grouped[g]

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -523,7 +524,7 @@ func TestAnalyticsConcurrentPosters(t *testing.T) {
 	up := newAnaUpstream(t)
 	var n atomic.Int64
 	up.setFail(func(*http.Request) int {
-		if n.Add(1)%3 == 0 {
+		if i := n.Add(1); i <= 2 || i%3 == 0 {
 			return http.StatusInternalServerError
 		}
 		return 0
@@ -561,6 +562,15 @@ func TestAnalyticsConcurrentPosters(t *testing.T) {
 	wg.Wait()
 	// The same environment through its other key must not mix with anaClientKey2.
 	anaPostTo(t, h, "/api/v1/analytics/flags/", anaClientKey2, `{"other-env": 7}`, nil)
+	// Let the flushers empty both environments through the failures (on a
+	// busy machine the posters may finish before the first tick).
+	deadline := time.Now().Add(10 * time.Second)
+	for anaEnv(t, s, anaClientKey).pendingKeys.Load()+anaEnv(t, s, anaClientKey2).pendingKeys.Load() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the flushers did not empty the pending sums within 10 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 
 	cancel()
 	<-pollersDone
@@ -603,7 +613,7 @@ func TestAnalyticsConcurrentPosters(t *testing.T) {
 		t.Errorf("received %v, forwarded %v; want both %d", received, forwarded, total)
 	}
 	if retried == 0 {
-		t.Error("retried = 0; the upstream failed every third request, so some counts must have been retried")
+		t.Error("retried = 0; the upstream failed the first two requests and every third, so some counts must have been retried")
 	}
 }
 
@@ -1118,4 +1128,37 @@ func BenchmarkAnalyticsRecord(b *testing.B) {
 			}
 		})
 	})
+}
+
+// TestAnalyticsFanOutBound: a client inventing label values cannot make one
+// flush send more than maxFlushGroups requests; the largest sums go first and
+// the rest follow in later flushes, none lost.
+func TestAnalyticsFanOutBound(t *testing.T) {
+	up := newAnaUpstream(t)
+	s := newAnaServer(t, up, nil)
+	h := s.handler()
+	ea := anaEnv(t, s, anaClientKey)
+	const sets = maxFlushGroups + 50
+	for i := range sets {
+		anaPostTo(t, h, "/api/v1/analytics/flags/", anaClientKey, `{"banner": 1}`,
+			map[string]string{"Flagsmith-Application-Name": fmt.Sprintf("app-%d", i)})
+	}
+	anaPostTo(t, h, "/api/v1/analytics/flags/", anaClientKey, `{"banner": 500}`, map[string]string{"User-Agent": "real-sdk/1.0"})
+	if err := s.flushAnalytics(context.Background(), http.DefaultClient, ea); err != nil {
+		t.Fatalf("flushAnalytics = %v", err)
+	}
+	_, _, posts := up.sums()
+	if len(posts) != maxFlushGroups {
+		t.Errorf("the first flush sent %d requests; want %d", len(posts), maxFlushGroups)
+	}
+	if !slices.ContainsFunc(posts, func(p anaPost) bool { return p.UserAgent == "real-sdk/1.0" }) {
+		t.Error("the largest sum was not in the first flush")
+	}
+	if err := s.flushAnalytics(context.Background(), http.DefaultClient, ea); err != nil {
+		t.Fatalf("second flushAnalytics = %v", err)
+	}
+	v1, _, posts := up.sums()
+	if len(posts) != sets+1 || v1["banner"] != sets+500 {
+		t.Errorf("after two flushes: %d requests, banner %d; want %d and %d", len(posts), v1["banner"], sets+1, sets+500)
+	}
 }
