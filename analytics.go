@@ -6,9 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"io"
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"sort"
@@ -27,10 +27,12 @@ import (
 // is reached; past it, new keys are dropped and counted in /metrics.
 
 const (
-	// analyticsShards spreads an environment's pending counts over that many
-	// independently locked maps, so concurrent posts rarely wait for each
-	// other and never for a flush.
-	analyticsShards = 32
+	// analyticsStripes spreads an environment's pending counts over that
+	// many independently locked maps. A post takes one lock, of a stripe
+	// chosen at random, so concurrent posts rarely wait for each other even
+	// when they count the same features (they all do: an application's SDKs
+	// evaluate the same flags); a flush merges the stripes.
+	analyticsStripes = 32
 	// maxAnalyticsNameChars is Flagsmith's column length for feature names
 	// and identity identifiers in its analytics tables.
 	maxAnalyticsNameChars = 2000
@@ -85,14 +87,16 @@ type analyticsEntry struct {
 	count int64
 }
 
-// analyticsShard is one lock and its map; padded so that neighbouring
-// shards' locks do not share a cache line.
-type analyticsShard struct {
+// analyticsStripe is one lock, its map and its share of the received
+// counter; padded to two cache lines so that posts on neighbouring stripes
+// do not share one.
+type analyticsStripe struct {
 	mu sync.Mutex
 	// counts point at the sums, so that adding to an existing key hashes
 	// the key once.
-	counts map[analyticsKey]*int64
-	_      [48]byte
+	counts   map[analyticsKey]*int64
+	received atomic.Uint64
+	_        [104]byte
 }
 
 // envAnalytics is one environment's pending counts and its counters. It is
@@ -103,12 +107,14 @@ type envAnalytics struct {
 	// upstream, so its counts are only counted.
 	forward bool
 	maxKeys int64
-	seed    maphash.Seed
-	shards  [analyticsShards]analyticsShard
+	stripes [analyticsStripes]analyticsStripe
 
+	// pendingKeys counts the sums held in all stripes (a key posted by
+	// concurrent requests may hold one in several stripes until the flush).
 	pendingKeys atomic.Int64
-	// Counters in evaluations (the sum of the counts), for /metrics.
-	received, forwarded, retried      atomic.Uint64
+	// Counters in evaluations (the sum of the counts), for /metrics; what
+	// was received is counted in the stripes.
+	forwarded, retried                atomic.Uint64
 	droppedBound, droppedRejected     atomic.Uint64
 	droppedShutdown                   atomic.Uint64
 	flushOK, flushFailed, flushRefuse atomic.Uint64
@@ -132,10 +138,9 @@ func newAnalytics(cfg Config, envs []*environment) *analytics {
 			env:     env,
 			forward: env.pair.DocumentPath == "",
 			maxKeys: int64(cfg.Analytics.MaxPendingKeys),
-			seed:    maphash.MakeSeed(),
 		}
-		for i := range ea.shards {
-			ea.shards[i].counts = map[analyticsKey]*int64{}
+		for i := range ea.stripes {
+			ea.stripes[i].counts = map[analyticsKey]*int64{}
 		}
 		a.byEnv[env] = ea
 	}
@@ -364,29 +369,45 @@ func (ea *envAnalytics) record(entries []analyticsEntry) {
 	for _, e := range entries {
 		total += uint64(e.count)
 	}
-	ea.received.Add(total)
+	st := &ea.stripes[rand.IntN(analyticsStripes)]
+	st.received.Add(total)
 	if !ea.forward {
 		return
 	}
-	for _, e := range entries {
-		if !ea.add(e.key, e.count) {
-			ea.droppedBound.Add(uint64(e.count))
-		}
+	if dropped := ea.addAll(st, entries); dropped > 0 {
+		ea.droppedBound.Add(dropped)
 	}
 }
 
-// add adds n to a pending sum. It returns false, adding nothing, when the
-// key is new and the environment already holds maxKeys keys (or, absurdly,
-// when the sum would overflow).
-func (ea *envAnalytics) add(k analyticsKey, n int64) bool {
-	h := maphash.String(ea.seed, k.feature)
-	if k.identifier != "" {
-		h += maphash.String(ea.seed, k.identifier)
+// addAll adds entries to the stripe st (a random one when nil) under one
+// lock, and returns the sum of the counts it had to drop. Past the bound, a
+// key new to st is looked for in the other stripes, so that a key already
+// pending keeps adding up; only a key pending nowhere is dropped.
+func (ea *envAnalytics) addAll(st *analyticsStripe, entries []analyticsEntry) (dropped uint64) {
+	if st == nil {
+		st = &ea.stripes[rand.IntN(analyticsStripes)]
 	}
-	sh := &ea.shards[h%analyticsShards]
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if sum := sh.counts[k]; sum != nil {
+	var over []analyticsEntry
+	st.mu.Lock()
+	for _, e := range entries {
+		if !ea.addLocked(st, e.key, e.count) {
+			over = append(over, e)
+		}
+	}
+	st.mu.Unlock()
+	for _, e := range over {
+		if !ea.addToPending(e.key, e.count) {
+			dropped += uint64(e.count)
+		}
+	}
+	return dropped
+}
+
+// addLocked adds n to k's sum in st, whose lock the caller holds. It
+// returns false, adding nothing, when k is new to st and the environment
+// already holds maxKeys sums (or, absurdly, when the sum would overflow).
+func (ea *envAnalytics) addLocked(st *analyticsStripe, k analyticsKey, n int64) bool {
+	if sum := st.counts[k]; sum != nil {
 		if *sum > math.MaxInt64-n {
 			return false
 		}
@@ -399,30 +420,58 @@ func (ea *envAnalytics) add(k analyticsKey, n int64) bool {
 	}
 	sum := new(int64)
 	*sum = n
-	sh.counts[k] = sum
+	st.counts[k] = sum
 	return true
 }
 
-// take removes and returns every pending sum. Posts recorded while it runs
-// land either in what it returns or in what the next take returns, never in
-// both and never in neither: each shard's map is swapped under its lock.
+// addToPending adds n to k's sum in whichever stripe holds it, one lock at
+// a time (only when the bound is reached, so its cost does not matter).
+func (ea *envAnalytics) addToPending(k analyticsKey, n int64) bool {
+	for i := range ea.stripes {
+		st := &ea.stripes[i]
+		st.mu.Lock()
+		sum := st.counts[k]
+		added := sum != nil && *sum <= math.MaxInt64-n
+		if added {
+			*sum += n
+		}
+		st.mu.Unlock()
+		if added {
+			return true
+		}
+	}
+	// A flush may have made room meanwhile.
+	st := &ea.stripes[0]
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return ea.addLocked(st, k, n)
+}
+
+// take removes and returns every pending sum, merged across stripes. Posts
+// recorded while it runs land either in what it returns or in what the next
+// take returns, never in both and never in neither: each stripe's map is
+// swapped under its lock.
 func (ea *envAnalytics) take() []analyticsEntry {
-	var out []analyticsEntry
-	for i := range ea.shards {
-		sh := &ea.shards[i]
-		sh.mu.Lock()
-		m := sh.counts
+	merged := map[analyticsKey]int64{}
+	for i := range ea.stripes {
+		st := &ea.stripes[i]
+		st.mu.Lock()
+		m := st.counts
 		if len(m) == 0 {
 			// Still the live map: not to be read after the unlock.
-			sh.mu.Unlock()
+			st.mu.Unlock()
 			continue
 		}
-		sh.counts = make(map[analyticsKey]*int64, len(m))
-		sh.mu.Unlock()
+		st.counts = make(map[analyticsKey]*int64, len(m))
+		st.mu.Unlock()
 		ea.pendingKeys.Add(-int64(len(m)))
 		for k, n := range m {
-			out = append(out, analyticsEntry{k, *n})
+			merged[k] += *n
 		}
+	}
+	out := make([]analyticsEntry, 0, len(merged))
+	for k, n := range merged {
+		out = append(out, analyticsEntry{k, n})
 	}
 	return out
 }
@@ -430,13 +479,22 @@ func (ea *envAnalytics) take() []analyticsEntry {
 // addBack returns the sums of a failed request; what no longer fits under
 // the bound is dropped and counted.
 func (ea *envAnalytics) addBack(entries []analyticsEntry) {
+	var total uint64
 	for _, e := range entries {
-		if ea.add(e.key, e.count) {
-			ea.retried.Add(uint64(e.count))
-		} else {
-			ea.droppedBound.Add(uint64(e.count))
-		}
+		total += uint64(e.count)
 	}
+	dropped := ea.addAll(nil, entries)
+	ea.retried.Add(total - dropped)
+	ea.droppedBound.Add(dropped)
+}
+
+// receivedTotal is the sum of the stripes' received counts.
+func (ea *envAnalytics) receivedTotal() uint64 {
+	var n uint64
+	for i := range ea.stripes {
+		n += ea.stripes[i].received.Load()
+	}
+	return n
 }
 
 // analyticsBatch is what one upstream request carries.
@@ -465,10 +523,8 @@ func (ea *envAnalytics) batches(entries []analyticsEntry) []analyticsBatch {
 		g := group{e.key.labels, e.key.v2}
 		grouped[g] = append(grouped[g], e)
 	}
-	for _, e := range rest {
-		if !ea.add(e.key, e.count) {
-			ea.droppedBound.Add(uint64(e.count))
-		}
+	if dropped := ea.addAll(nil, rest); dropped > 0 {
+		ea.droppedBound.Add(dropped)
 	}
 	groups := make([]group, 0, len(grouped))
 	totals := make(map[group]int64, len(grouped))
@@ -496,10 +552,8 @@ func (ea *envAnalytics) batches(entries []analyticsEntry) []analyticsBatch {
 	// maxKeys.
 	if len(groups) > maxFlushGroups {
 		for _, g := range groups[maxFlushGroups:] {
-			for _, e := range grouped[g] {
-				if !ea.add(e.key, e.count) {
-					ea.droppedBound.Add(uint64(e.count))
-				}
+			if dropped := ea.addAll(nil, grouped[g]); dropped > 0 {
+				ea.droppedBound.Add(dropped)
 			}
 		}
 		groups = groups[:maxFlushGroups]
@@ -709,7 +763,7 @@ func (s *server) writeAnalyticsMetrics(b *bytes.Buffer) {
 		value      func(*envAnalytics) uint64
 	}{
 		{"edge_proxy_analytics_received_total", "Flag evaluations reported by SDKs (the sum of the posted counts).",
-			func(ea *envAnalytics) uint64 { return ea.received.Load() }},
+			func(ea *envAnalytics) uint64 { return ea.receivedTotal() }},
 		{"edge_proxy_analytics_forwarded_total", "Flag evaluations accepted by the upstream.",
 			func(ea *envAnalytics) uint64 { return ea.forwarded.Load() }},
 		{"edge_proxy_analytics_retried_total", "Flag evaluations put back for a retry after a failed upstream request.",

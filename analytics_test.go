@@ -1091,17 +1091,17 @@ func (w *anaDiscardWriter) Header() http.Header         { return w.h }
 func (w *anaDiscardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *anaDiscardWriter) WriteHeader(code int)        { w.code = code }
 
-// BenchmarkAnalyticsRecord compares the request path's aggregation (sharded
+// BenchmarkAnalyticsRecord compares the request path's aggregation (striped
 // locks) with one mutex around one map, from many goroutines at once, each
-// recording a five-feature post. Run with -cpu 1,2,4: the sharded version
-// must not slow down as goroutines are added.
+// recording the same five-feature post. Run with -cpu 1,2,4: the striped
+// version must not slow down as goroutines are added.
 func BenchmarkAnalyticsRecord(b *testing.B) {
 	labels := analyticsLabels{userAgent: "flagsmith-nodejs-sdk/8.1.2"}
 	var entries []analyticsEntry
 	for _, f := range []string{"banner", "footer", "checkout", "search", "new_onboarding"} {
 		entries = append(entries, analyticsEntry{analyticsKey{labels: labels, feature: f}, 1})
 	}
-	b.Run("sharded", func(b *testing.B) {
+	b.Run("striped", func(b *testing.B) {
 		s := newAnaServer(b, nil, nil)
 		ea := anaEnv(b, s, anaClientKey)
 		b.ReportAllocs()
@@ -1110,7 +1110,7 @@ func BenchmarkAnalyticsRecord(b *testing.B) {
 				ea.record(entries)
 			}
 		})
-		if got := ea.received.Load(); got != uint64(5*b.N) {
+		if got := ea.receivedTotal(); got != uint64(5*b.N) {
 			b.Fatalf("received %d; want %d", got, 5*b.N)
 		}
 	})
@@ -1160,5 +1160,23 @@ func TestAnalyticsFanOutBound(t *testing.T) {
 	v1, _, posts := up.sums()
 	if len(posts) != sets+1 || v1["banner"] != sets+500 {
 		t.Errorf("after two flushes: %d requests, banner %d; want %d and %d", len(posts), v1["banner"], sets+1, sets+500)
+	}
+}
+
+// TestAnalyticsBoundAcrossStripes: at the bound, a count for a key pending
+// in another stripe than the one a post lands on still adds up.
+func TestAnalyticsBoundAcrossStripes(t *testing.T) {
+	s := newAnaServer(t, nil, func(c *Config) { c.Analytics.MaxPendingKeys = 1 })
+	ea := anaEnv(t, s, anaClientKey)
+	key := analyticsKey{feature: "a"}
+	if dropped := ea.addAll(&ea.stripes[0], []analyticsEntry{{key, 1}}); dropped != 0 {
+		t.Fatalf("first add dropped %d", dropped)
+	}
+	if dropped := ea.addAll(&ea.stripes[5], []analyticsEntry{{key, 2}, {analyticsKey{feature: "b"}, 4}}); dropped != 4 {
+		t.Errorf("add at the bound dropped %d; want 4 (b is new, a is pending in stripe 0)", dropped)
+	}
+	got := ea.take()
+	if want := []analyticsEntry{{key, 3}}; !slices.Equal(got, want) {
+		t.Errorf("take() = %+v; want %+v", got, want)
 	}
 }
