@@ -36,7 +36,11 @@ const (
 	defaultWriteTimeout         = 15
 	defaultMaxHeaderBytes       = 16 << 10
 	defaultShutdownSeconds      = 20
-	serverKeyPrefix             = "ser."
+	// Flag analytics (SPEC §10): SDKs post every ~10 s, so the proxy
+	// forwards at the same pace.
+	defaultAnalyticsFlushSeconds   = 10
+	defaultAnalyticsMaxPendingKeys = 100_000
+	serverKeyPrefix                = "ser."
 )
 
 // Config is the proxy's configuration: config.json, then environment
@@ -56,6 +60,7 @@ type Config struct {
 	AdminToken          secret            `json:"admin_token,omitempty"`
 	SSE                 SSEConfig         `json:"sse"`
 	Limits              LimitsConfig      `json:"limits"`
+	Analytics           AnalyticsConfig   `json:"analytics"`
 }
 
 // KeyPair is one Flagsmith environment the proxy serves.
@@ -117,6 +122,16 @@ type LimitsConfig struct {
 	MaxTraitKeyLength int   `json:"max_trait_key_length"`
 }
 
+// AnalyticsConfig is flag analytics: counts posted by SDKs, summed and
+// forwarded upstream (SPEC §10).
+type AnalyticsConfig struct {
+	Enabled              bool    `json:"enabled"`
+	FlushIntervalSeconds float64 `json:"flush_interval_seconds"`
+	// MaxPendingKeys bounds each environment's counts waiting to be
+	// forwarded; past it new keys are dropped and counted.
+	MaxPendingKeys int `json:"max_pending_keys"`
+}
+
 // secret is a credential. It prints masked, so it cannot reach a log, an
 // error or the printed configuration in clear by accident.
 type secret string
@@ -159,6 +174,7 @@ func defaultConfig() Config {
 		HealthCheck: HealthCheckConfig{GracePeriod: &grace},
 		SSE:         SSEConfig{Enabled: true, HeartbeatSeconds: defaultSSEHeartbeatSeconds, MaxSubscribers: defaultSSEMaxSubscribers},
 		Limits:      LimitsConfig{MaxBodyBytes: defaultMaxBodyBytes, MaxTraits: defaultMaxTraits, MaxTraitKeyLength: defaultMaxTraitKeyLength},
+		Analytics:   AnalyticsConfig{Enabled: true, FlushIntervalSeconds: defaultAnalyticsFlushSeconds, MaxPendingKeys: defaultAnalyticsMaxPendingKeys},
 	}
 }
 
@@ -180,6 +196,7 @@ var configKeys = map[string]string{
 	"admin_token":                "admin_token",
 	"sse":                        "sse",
 	"limits":                     "limits",
+	"analytics":                  "analytics",
 }
 
 // loadConfig reads the config file (a missing file is fine when the
@@ -288,6 +305,8 @@ func decodeConfigKey(cfg *Config, key string, raw json.RawMessage) error {
 		target = &cfg.SSE
 	case "limits":
 		target = &cfg.Limits
+	case "analytics":
+		target = &cfg.Analytics
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	if err := dec.Decode(target); err != nil {
@@ -399,6 +418,12 @@ func (c *Config) validate() error {
 	}
 	if c.Limits.MaxBodyBytes <= 0 || c.Limits.MaxTraits <= 0 || c.Limits.MaxTraitKeyLength <= 0 {
 		bad("limits: max_body_bytes, max_traits and max_trait_key_length must be positive")
+	}
+	if c.Analytics.FlushIntervalSeconds <= 0 {
+		bad("analytics.flush_interval_seconds: %v must be a positive number of seconds", c.Analytics.FlushIntervalSeconds)
+	}
+	if c.Analytics.MaxPendingKeys <= 0 {
+		bad("analytics.max_pending_keys: %d must be positive", c.Analytics.MaxPendingKeys)
 	}
 	return errors.Join(errs...)
 }

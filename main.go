@@ -13,6 +13,7 @@
 //	GET  /proxy/health/readiness            readiness (also /proxy/health, /health)
 //	GET  /proxy/health/liveness             liveness
 //	GET  /sse/environments/{key}/stream     realtime updates (Server-Sent Events)
+//	POST /api/v1/analytics/flags/           flag analytics (also /api/v2/…), forwarded upstream
 //	POST /proxy/refresh                     poll now (needs admin_token)
 //	GET  /metrics                           Prometheus metrics
 //
@@ -35,7 +36,7 @@
 // upper case: environment_key_pairs, api_url, api_poll_frequency_seconds,
 // api_poll_timeout_seconds, allow_origins, allow_credentials, server (with
 // server.tls for HTTPS), logging, health_check, cache_dir, admin_token, sse,
-// limits. See README.md for the reference.
+// limits, analytics. See README.md for the reference.
 //
 // Subcommands and flags:
 //
@@ -257,6 +258,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	err = srv.Shutdown(shutdownCtx)
 	stopPolls()
 	<-pollersDone
+	s.finalAnalyticsFlush(shutdownCtx, client) // after the last request and the last periodic flush
 	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}

@@ -29,17 +29,18 @@ var latencyBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.
 
 // trackedStatuses are the status codes the proxy produces; anything else is
 // counted as "other".
-var trackedStatuses = []int{200, 202, 304, 400, 401, 404, 405, 413, 500, 503}
+var trackedStatuses = []int{200, 202, 204, 304, 400, 401, 404, 405, 413, 500, 503}
 
 var routeNames = []string{
 	"/api/v1/flags", "/api/v1/identities", "/api/v1/environment-document",
 	"/proxy/health", "/proxy/health/readiness", "/health", "/proxy/health/liveness",
 	"/sse/environments/stream", "/sse/health", "/proxy/refresh", "/metrics", "unrouted",
 	"/ofrep/v1/evaluate/flags", "/ofrep/v1/evaluate/flags/{key...}",
+	"/api/v1/analytics/flags", "/api/v2/analytics/flags",
 }
 
 type routeStats struct {
-	byStatus [11]atomic.Uint64 // trackedStatuses, then other
+	byStatus [12]atomic.Uint64 // trackedStatuses, then other
 	buckets  [12]atomic.Uint64 // latencyBuckets (not cumulative; summed on scrape)
 	count    atomic.Uint64
 	sumNanos atomic.Uint64
@@ -190,6 +191,7 @@ func (s *server) exposition() []byte {
 			fmt.Fprintf(&b, "edge_proxy_seconds_since_last_update{environment=%s} %g\n", label(env.pair.ClientSideKey), now.Sub(time.Unix(0, last)).Seconds())
 		}
 	}
+	s.writeAnalyticsMetrics(&b)
 	help("edge_proxy_sse_subscribers", "gauge", "Open realtime streams.")
 	fmt.Fprintf(&b, "edge_proxy_sse_subscribers %d\n", s.hub.subscribers())
 	if s.certs != nil {

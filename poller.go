@@ -76,6 +76,12 @@ func (s *server) runPollers(ctx context.Context, client *http.Client) error {
 			// every other environment.
 			return nil
 		})
+		if ea := s.analytics.forEnv(env); ea != nil && ea.forward {
+			g.Go(func() error {
+				s.flushAnalyticsLoop(ctx, client, ea)
+				return nil
+			})
+		}
 	}
 	return g.Wait()
 }
