@@ -112,7 +112,9 @@ func (s *server) handleFlags(w http.ResponseWriter, r *http.Request) {
 // their gzip when large enough to gain from it, its ETag, and the header
 // values, so serving it allocates nothing.
 type preEncoded struct {
+	// body is nil when only the gzip is kept (keepGzipOnly).
 	body, gzipped []byte
+	digest        [sha256.Size]byte
 	etag          string
 	etagHeader    []string
 	// Content-Length values: a known length spares net/http the chunked
@@ -121,13 +123,29 @@ type preEncoded struct {
 }
 
 func newPreEncoded(body []byte) preEncoded {
-	p := preEncoded{body: body, etag: etagOf(body), length: []string{strconv.Itoa(len(body))}}
+	p := preEncoded{body: body, digest: sha256.Sum256(body), length: []string{strconv.Itoa(len(body))}}
+	p.etag = `"` + base64.RawURLEncoding.EncodeToString(p.digest[:12]) + `"`
 	p.etagHeader = []string{p.etag}
 	if len(body) > gzipMinBytes {
 		p.gzipped = gzipBytes(body)
 		p.gzipLength = []string{strconv.Itoa(len(p.gzipped))}
 	}
 	return p
+}
+
+// keepGzipOnly drops the plain bytes of a large body that clients mostly
+// take gzipped (an environment document of megabytes): the rare client that
+// does not accept gzip gets it decompressed as it is sent.
+func (p *preEncoded) keepGzipOnly() {
+	if p.gzipped != nil {
+		p.body = nil
+	}
+}
+
+// size is the length of the plain body.
+func (p *preEncoded) size() int {
+	n, _ := strconv.Atoi(p.length[0])
+	return n
 }
 
 // serve writes a pre-encoded body: 304 when the client holds it, gzipped
@@ -148,6 +166,12 @@ func (p *preEncoded) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h["Content-Length"] = p.length
+	if p.body == nil {
+		if zr, err := gzip.NewReader(bytes.NewReader(p.gzipped)); err == nil {
+			_, _ = io.Copy(w, zr)
+		}
+		return
+	}
 	_, _ = w.Write(p.body)
 }
 
@@ -165,11 +189,6 @@ func gzipBytes(b []byte) []byte {
 	_ = zw.Close()
 	// Kept for the document's life: no spare capacity.
 	return bytes.Clone(buf.Bytes())
-}
-
-func etagOf(b []byte) string {
-	sum := sha256.Sum256(b)
-	return `"` + base64.RawURLEncoding.EncodeToString(sum[:12]) + `"`
 }
 
 func etagMatches(header, etag string) bool {

@@ -82,6 +82,9 @@ func newSnapshot(raw []byte) (*snapshot, error) {
 		hideDisabled:  doc.Project.HideDisabledFlags != nil && *doc.Project.HideDisabledFlags,
 		document:      newPreEncoded(raw),
 	}
+	if len(raw) > largeDocumentBytes {
+		s.document.keepGzipOnly()
+	}
 	if doc.UpdatedAt != "" {
 		s.updatedAt, _ = parseUpdatedAt(doc.UpdatedAt)
 	}

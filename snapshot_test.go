@@ -292,3 +292,51 @@ func TestLargeIdentityResponseInParts(t *testing.T) {
 		}
 	}
 }
+
+// TestLargeDocumentKeptGzipped: a document over largeDocumentBytes is held
+// only gzipped, and served as received either way: gzipped to clients that
+// take it, decompressed with the right length to those that do not.
+func TestLargeDocumentKeptGzipped(t *testing.T) {
+	s := newTestServer(t, withPairs(demoPair))
+	raw := scaleDocument(t, demoDocument(t, time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), "hi"), 60, 1000, true)
+	if len(raw) <= largeDocumentBytes {
+		t.Fatalf("document of %d bytes is not large", len(raw))
+	}
+	s.publishDoc(t, demoClientKey, raw)
+	if snap := s.envs[0].snap.Load(); snap.document.body != nil {
+		t.Error("the large document's plain bytes are kept")
+	}
+	var etags []string
+	for _, gz := range []bool{false, true} {
+		headers := withKey(demoServerKey)
+		if gz {
+			headers["Accept-Encoding"] = "gzip"
+		}
+		rec := callHandler(t, s.handler(), http.MethodGet, "/api/v1/environment-document/", headers, "")
+		got := rec.Body.Bytes()
+		if gz {
+			zr, err := gzip.NewReader(bytes.NewReader(got))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err = io.ReadAll(zr); err != nil {
+				t.Fatal(err)
+			}
+		} else if cl := rec.Header().Get("Content-Length"); cl != strconv.Itoa(len(raw)) {
+			t.Errorf("Content-Length = %s; want %d", cl, len(raw))
+		}
+		if rec.Code != http.StatusOK || !bytes.Equal(got, raw) {
+			t.Fatalf("gzip %t: %d, %d bytes; want 200 and the %d bytes received", gz, rec.Code, len(got), len(raw))
+		}
+		etags = append(etags, rec.Header().Get("ETag"))
+	}
+	if etags[0] == "" || etags[0] != etags[1] {
+		t.Errorf("ETags %q; want one, the same for both encodings", etags)
+	}
+	// Republishing the same bytes is recognised without the plain copy.
+	before := s.envs[0].snap.Load()
+	s.publishDoc(t, demoClientKey, raw)
+	if s.envs[0].snap.Load() != before {
+		t.Error("the same document was compiled and published again")
+	}
+}
