@@ -347,7 +347,13 @@ type ofrepSource struct {
 // the snapshot is built.
 func newOFREPSources(e *engine) []ofrepSource {
 	out := make([]ofrepSource, len(e.sources))
+	shared := map[string]ofrepSource{}
 	for i, f := range e.sources {
+		shape := sourceShape(f)
+		if src, ok := shared[shape]; ok {
+			out[i] = src
+			continue
+		}
 		head := appendJSONString([]byte(`{"key":`), f.name)
 		if f.enabled {
 			head = append(head, `,"value":`...)
@@ -360,6 +366,7 @@ func newOFREPSources(e *engine) []ofrepSource {
 			meta = append(meta, f.apiID...)
 		}
 		out[i] = ofrepSource{head: head, meta: meta}
+		shared[shape] = out[i]
 	}
 	return out
 }

@@ -107,13 +107,24 @@ func newSnapshot(raw []byte) (*snapshot, error) {
 }
 
 // encodeSources pre-encodes every flag source's API object up to its value,
-// all in one buffer.
+// all in one buffer. Sources of one feature in the same state share their
+// bytes: thousands of identity overrides of a feature need one prefix.
 func (s *snapshot) encodeSources(serverOnlyIDs map[string]bool) {
 	sources := s.engine.sources
 	s.serverOnly = make([]bool, len(sources))
-	ends := make([]int, len(sources))
-	buf := make([]byte, 0, 96*len(sources)) // about one prefix each
+	s.flagPrefix = make([][]byte, len(sources))
+	type span struct{ from, to int }
+	shared := map[string]span{}
+	var buf []byte
+	spans := make([]span, len(sources))
 	for i, f := range sources {
+		s.serverOnly[i] = serverOnlyIDs[f.apiID]
+		key := sourceShape(f)
+		if sp, ok := shared[key]; ok {
+			spans[i] = sp
+			continue
+		}
+		from := len(buf)
 		id := f.apiID
 		if id == "" {
 			id = "null"
@@ -127,15 +138,22 @@ func (s *snapshot) encodeSources(serverOnlyIDs map[string]bool) {
 		buf = append(buf, `},"enabled":`...)
 		buf = strconv.AppendBool(buf, f.enabled)
 		buf = append(buf, `,"feature_state_value":`...)
-		ends[i] = len(buf)
-		s.serverOnly[i] = serverOnlyIDs[f.apiID]
+		spans[i] = span{from, len(buf)}
+		shared[key] = spans[i]
 	}
-	s.flagPrefix = make([][]byte, len(sources))
-	from := 0
-	for i, end := range ends {
-		s.flagPrefix[i] = buf[from:end:end]
-		from = end
+	for i, sp := range spans {
+		s.flagPrefix[i] = buf[sp.from:sp.to:sp.to]
 	}
+}
+
+// sourceShape identifies what a flag object shows of a source before its
+// value: the feature and whether it is enabled.
+func sourceShape(f *feature) string {
+	enabled := "0"
+	if f.enabled {
+		enabled = "1"
+	}
+	return f.apiID + "\x00" + f.name + "\x00" + f.apiType + "\x00" + enabled
 }
 
 // encodeView pre-encodes the environment's flags as one kind of key sees them.
