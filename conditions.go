@@ -181,13 +181,13 @@ func parseInList(s string) map[string]struct{} {
 // jsonArraySet reads a JSON array as the set of its members' Python str()
 // forms, the way Flagsmith's engine compares IN values.
 func jsonArraySet(raw []byte) (map[string]struct{}, bool) {
-	var items []json.RawMessage
-	if json.Unmarshal(raw, &items) != nil {
+	members, ok := pyJSONList(raw)
+	if !ok {
 		return nil, false
 	}
-	set := make(map[string]struct{}, len(items))
-	for _, it := range items {
-		set[pyStrOfJSON(it)] = struct{}{}
+	set := make(map[string]struct{}, len(members))
+	for _, m := range members {
+		set[m] = struct{}{}
 	}
 	return set, true
 }
@@ -267,14 +267,18 @@ func (c *condition) compare(v value) bool {
 	switch v.kind {
 	case kindString:
 		if c.isSemver {
-			if c.op == opCONTAINS || !c.semverOK {
-				return false
-			}
 			sv, ok := parseSemver(v.s)
 			if !ok {
 				return false
 			}
-			return cmpHolds(c.op, compareSemver(sv, c.semver))
+			if c.op == opCONTAINS {
+				// Python's `text in version` walks (major, minor, patch,
+				// prerelease, build) comparing with ==, so only the two
+				// strings can equal the text.
+				text := c.text[:len(c.text)-len(":semver")]
+				return text != "" && (text == sv.pre || text == sv.build)
+			}
+			return c.semverOK && cmpHolds(c.op, compareSemver(sv, c.semver))
 		}
 		if c.op == opCONTAINS {
 			return strings.Contains(v.s, c.text)
@@ -289,10 +293,7 @@ func (c *condition) compare(v value) bool {
 		if c.op == opCONTAINS || !c.intOK {
 			return false
 		}
-		if v.bigInt || c.intVal.bigInt {
-			return orderedFloat(c.op, v.f, c.intVal.f)
-		}
-		return cmpHolds(c.op, compareInts(v.i, c.intVal.i))
+		return cmpHolds(c.op, compareIntValues(v, c.intVal))
 	case kindFloat:
 		if c.op == opCONTAINS || !c.floatOK {
 			return false
@@ -317,6 +318,37 @@ func compareInts(a, b int64) int {
 		return 1
 	}
 	return 0
+}
+
+// compareIntValues orders two integers exactly, as Python's unbounded ints
+// compare. A bigInt lies outside int64, so against a small one its sign
+// alone decides.
+func compareIntValues(a, b value) int {
+	switch {
+	case !a.bigInt && !b.bigInt:
+		return compareInts(a.i, b.i)
+	case !b.bigInt:
+		return bigIntSign(a)
+	case !a.bigInt:
+		return -bigIntSign(b)
+	}
+	negA, negB := a.s[0] == '-', b.s[0] == '-'
+	switch {
+	case negA && !negB:
+		return -1
+	case negB && !negA:
+		return 1
+	case negA:
+		return compareNumeric(b.s[1:], a.s[1:])
+	}
+	return compareNumeric(a.s, b.s)
+}
+
+func bigIntSign(v value) int {
+	if v.s[0] == '-' {
+		return -1
+	}
+	return 1
 }
 
 func cmpHolds(op operator, cmp int) bool {

@@ -207,23 +207,3 @@ func FuzzEvaluateContext(f *testing.F) {
 		}
 	})
 }
-
-// FuzzConditions evaluates one condition of any operator, property and
-// operand against one trait of any JSON value.
-func FuzzConditions(f *testing.F) {
-	f.Add("EQUAL", "a", `"1.2.3:semver"`, `"1.2.4"`)
-	f.Add("REGEX", "a", `"(a+)+$"`, `"aaaa"`)
-	f.Add("IN", "$.identity.traits['a']", `"[1,2"`, `2`)
-	f.Add("MODULO", "a", `"-3|0"`, `-9.5`)
-	f.Add("PERCENTAGE_SPLIT", "", `"50"`, `null`)
-	f.Fuzz(func(t *testing.T, op, property, operand, traitValue string) {
-		if !json.Valid([]byte(operand)) || !json.Valid([]byte(traitValue)) {
-			return
-		}
-		traits := map[string]string{"a": traitValue}
-		first := conditionHolds(t, op, property, operand, traits)
-		if second := conditionHolds(t, op, property, operand, traits); first != second {
-			t.Fatalf("%s %s %s on %s: %t then %t", property, op, operand, traitValue, first, second)
-		}
-	})
-}

@@ -2,9 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // valueKind is the type a context value has after Flagsmith's coercion.
@@ -236,35 +240,329 @@ func appendPyFloat(dst []byte, f float64) []byte {
 	}
 }
 
-// pyStrOfJSON returns Python's str() of a JSON scalar as json.loads would
-// produce it; used for IN lists given as JSON arrays.
+// pyStrOfJSON returns Python's str() of what json.loads makes of raw: a
+// string as it is, anything else as its repr. Text json.loads rejects is
+// returned as it is.
 func pyStrOfJSON(raw json.RawMessage) string {
-	raw = trimSpace(raw)
-	if len(raw) == 0 {
-		return ""
-	}
-	switch raw[0] {
-	case '"':
-		var s string
-		_ = json.Unmarshal(raw, &s)
-		return s
-	case 'n':
-		return "None"
-	case 't':
-		return "True"
-	case 'f':
-		return "False"
-	case '{', '[':
+	r := pyJSONReader{data: raw}
+	r.skipSpace()
+	v, ok := r.value(0)
+	r.skipSpace()
+	if !ok || r.pos != len(r.data) {
 		return string(raw)
 	}
-	v := numberValue(string(raw))
-	return string(appendPyStr(nil, v))
+	return v.str()
 }
 
+// pyJSONList reads raw as Python's json.loads would and returns str() of
+// each member of the list it holds; ok is false where json.loads raises or
+// returns something else.
+func pyJSONList(raw []byte) (members []string, ok bool) {
+	r := pyJSONReader{data: raw}
+	r.skipSpace()
+	if r.peek() != '[' {
+		return nil, false
+	}
+	items, ok := r.list(0)
+	r.skipSpace()
+	if !ok || r.pos != len(r.data) {
+		return nil, false
+	}
+	members = make([]string, len(items))
+	for i, it := range items {
+		members[i] = it.str()
+	}
+	return members, true
+}
+
+// pyJSONValue is a value json.loads returned, held as Python would print
+// it: text is a str's own text, or the repr of anything else.
+type pyJSONValue struct {
+	text  string
+	isStr bool
+}
+
+func (v pyJSONValue) str() string { return v.text }
+
+func (v pyJSONValue) repr() string {
+	if v.isStr {
+		return pyRepr(v.text)
+	}
+	return v.text
+}
+
+// pyJSONReader reads JSON as Python's json module does, which differs from
+// encoding/json in what a condition value can show: NaN, Infinity and
+// -Infinity are floats, integers are unbounded (up to Python's 4300 digits)
+// and a repeated object key keeps its first position and last value.
+type pyJSONReader struct {
+	data []byte
+	pos  int
+}
+
+// maxPyJSONDepth stops runaway nesting, as Python's recursion limit does.
+const maxPyJSONDepth = 1000
+
+func (r *pyJSONReader) peek() byte {
+	if r.pos < len(r.data) {
+		return r.data[r.pos]
+	}
+	return 0
+}
+
+func (r *pyJSONReader) skipSpace() {
+	for r.pos < len(r.data) && (r.data[r.pos] == ' ' || r.data[r.pos] == '\t' || r.data[r.pos] == '\n' || r.data[r.pos] == '\r') {
+		r.pos++
+	}
+}
+
+func (r *pyJSONReader) literal(word string) bool {
+	if strings.HasPrefix(string(r.data[r.pos:min(r.pos+len(word), len(r.data))]), word) {
+		r.pos += len(word)
+		return true
+	}
+	return false
+}
+
+func (r *pyJSONReader) value(depth int) (pyJSONValue, bool) {
+	if depth > maxPyJSONDepth {
+		return pyJSONValue{}, false
+	}
+	switch {
+	case r.literal("null"):
+		return pyJSONValue{text: "None"}, true
+	case r.literal("true"):
+		return pyJSONValue{text: "True"}, true
+	case r.literal("false"):
+		return pyJSONValue{text: "False"}, true
+	case r.literal("NaN"):
+		return pyJSONValue{text: "nan"}, true
+	case r.literal("Infinity"):
+		return pyJSONValue{text: "inf"}, true
+	case r.literal("-Infinity"):
+		return pyJSONValue{text: "-inf"}, true
+	}
+	switch c := r.peek(); {
+	case c == '"':
+		return r.str()
+	case c == '-' || c >= '0' && c <= '9':
+		return r.number()
+	case c == '[':
+		items, ok := r.list(depth)
+		if !ok {
+			return pyJSONValue{}, false
+		}
+		var b strings.Builder
+		b.WriteByte('[')
+		for i, it := range items {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(it.repr())
+		}
+		b.WriteByte(']')
+		return pyJSONValue{text: b.String()}, true
+	case c == '{':
+		return r.object(depth)
+	}
+	return pyJSONValue{}, false
+}
+
+func (r *pyJSONReader) list(depth int) ([]pyJSONValue, bool) {
+	r.pos++ // [
+	items := []pyJSONValue{}
+	r.skipSpace()
+	if r.peek() == ']' {
+		r.pos++
+		return items, true
+	}
+	for {
+		r.skipSpace()
+		it, ok := r.value(depth + 1)
+		if !ok {
+			return nil, false
+		}
+		items = append(items, it)
+		r.skipSpace()
+		switch r.peek() {
+		case ',':
+			r.pos++
+			continue
+		case ']':
+			r.pos++
+			return items, true
+		}
+		return nil, false
+	}
+}
+
+func (r *pyJSONReader) object(depth int) (pyJSONValue, bool) {
+	r.pos++ // {
+	type entry struct{ key, value string }
+	var entries []entry
+	r.skipSpace()
+	if r.peek() == '}' {
+		r.pos++
+		return pyJSONValue{text: "{}"}, true
+	}
+	for {
+		r.skipSpace()
+		if r.peek() != '"' {
+			return pyJSONValue{}, false
+		}
+		k, ok := r.str()
+		r.skipSpace()
+		if !ok || r.peek() != ':' {
+			return pyJSONValue{}, false
+		}
+		r.pos++
+		r.skipSpace()
+		v, ok := r.value(depth + 1)
+		if !ok {
+			return pyJSONValue{}, false
+		}
+		e := entry{k.repr(), v.repr()}
+		if i := slices.IndexFunc(entries, func(x entry) bool { return x.key == e.key }); i >= 0 {
+			entries[i] = e
+		} else {
+			entries = append(entries, e)
+		}
+		r.skipSpace()
+		switch r.peek() {
+		case ',':
+			r.pos++
+			continue
+		case '}':
+			r.pos++
+			var b strings.Builder
+			b.WriteByte('{')
+			for i, e := range entries {
+				if i > 0 {
+					b.WriteString(", ")
+				}
+				b.WriteString(e.key + ": " + e.value)
+			}
+			b.WriteByte('}')
+			return pyJSONValue{text: b.String()}, true
+		}
+		return pyJSONValue{}, false
+	}
+}
+
+// str reads a string literal; encoding/json decodes its escapes (a lone
+// surrogate, which a Go string cannot hold, becomes U+FFFD).
+func (r *pyJSONReader) str() (pyJSONValue, bool) {
+	for i := r.pos + 1; i < len(r.data); i++ {
+		switch c := r.data[i]; {
+		case c == '\\':
+			i++
+		case c == '"':
+			var s string
+			if json.Unmarshal(r.data[r.pos:i+1], &s) != nil {
+				return pyJSONValue{}, false
+			}
+			r.pos = i + 1
+			return pyJSONValue{text: s, isStr: true}, true
+		case c < 0x20:
+			return pyJSONValue{}, false
+		}
+	}
+	return pyJSONValue{}, false
+}
+
+// number reads -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?: an int when it
+// has neither fraction nor exponent, else a float.
+func (r *pyJSONReader) number() (pyJSONValue, bool) {
+	start := r.pos
+	digits := func() int {
+		n := 0
+		for r.pos < len(r.data) && r.data[r.pos] >= '0' && r.data[r.pos] <= '9' {
+			r.pos++
+			n++
+		}
+		return n
+	}
+	if r.peek() == '-' {
+		r.pos++
+	}
+	if r.peek() == '0' {
+		r.pos++
+	} else if digits() == 0 {
+		return pyJSONValue{}, false
+	}
+	isFloat := false
+	if r.peek() == '.' {
+		r.pos++
+		if digits() == 0 {
+			return pyJSONValue{}, false
+		}
+		isFloat = true
+	}
+	if c := r.peek(); c == 'e' || c == 'E' {
+		r.pos++
+		if c := r.peek(); c == '+' || c == '-' {
+			r.pos++
+		}
+		if digits() == 0 {
+			return pyJSONValue{}, false
+		}
+		isFloat = true
+	}
+	lit := string(r.data[start:r.pos])
+	if isFloat {
+		f, _ := pyFloat(lit)
+		return pyJSONValue{text: string(appendPyFloat(nil, f))}, true
+	}
+	if len(strings.TrimPrefix(lit, "-")) > maxPyIntDigits {
+		return pyJSONValue{}, false
+	}
+	return pyJSONValue{text: string(appendPyStr(nil, parseIntText(lit)))}, true
+}
+
+// pyRepr is Python's repr() of a str: single quotes unless the text holds a
+// single quote and no double quote; backslash escapes for the quote, the
+// backslash, tab, newline, carriage return and every other character
+// Python cannot print.
+func pyRepr(s string) string {
+	quote := byte('\'')
+	if strings.IndexByte(s, '\'') >= 0 && strings.IndexByte(s, '"') < 0 {
+		quote = '"'
+	}
+	b := []byte{quote}
+	for _, c := range s {
+		switch {
+		case c == rune(quote) || c == '\\':
+			b = append(b, '\\', byte(c))
+		case c == '\t':
+			b = append(b, `\t`...)
+		case c == '\n':
+			b = append(b, `\n`...)
+		case c == '\r':
+			b = append(b, `\r`...)
+		case c >= ' ' && c < 0x7f, c > 0x7f && unicode.IsPrint(c):
+			// Go's IsPrint and Python's isprintable both leave out the
+			// categories Other and Separator, the ASCII space excepted.
+			b = utf8.AppendRune(b, c)
+		case c <= 0xff:
+			b = fmt.Appendf(b, `\x%02x`, c)
+		case c <= 0xffff:
+			b = fmt.Appendf(b, `\u%04x`, c)
+		default:
+			b = fmt.Appendf(b, `\U%08x`, c)
+		}
+	}
+	return string(append(b, quote))
+}
+
+// maxPyIntDigits is the longest decimal text Python's int() converts (the
+// default limit since Python 3.11); longer raises ValueError.
+const maxPyIntDigits = 4300
+
 // pyInt parses text as Python's int() does: surrounding whitespace, a sign,
-// underscores between digits. ok is false where Python raises ValueError.
+// underscores between digits, decimal digits of any script. ok is false
+// where Python raises ValueError.
 func pyInt(s string) (v value, ok bool) {
-	s = strings.TrimSpace(s)
+	s = asciiDigits(strings.TrimSpace(s))
 	neg := false
 	if s != "" && (s[0] == '+' || s[0] == '-') {
 		neg = s[0] == '-'
@@ -274,10 +572,50 @@ func pyInt(s string) (v value, ok bool) {
 		return value{}, false
 	}
 	s = strings.ReplaceAll(s, "_", "")
+	if len(s) > maxPyIntDigits {
+		return value{}, false
+	}
 	if neg {
 		s = "-" + s
 	}
 	return parseIntText(s), true
+}
+
+// asciiDigits replaces decimal digits of other scripts ("٣") with ASCII
+// ones, as Python's int() and float() read them.
+func asciiDigits(s string) string {
+	ascii := true
+	for i := 0; i < len(s) && ascii; i++ {
+		ascii = s[i] < utf8.RuneSelf
+	}
+	if ascii {
+		return s
+	}
+	return strings.Map(func(r rune) rune {
+		if d, ok := decimalValue(r); ok {
+			return '0' + d
+		}
+		return r
+	}, s)
+}
+
+// decimalValue is the value of a decimal digit (Unicode category Nd). The
+// table's ranges each start at a zero, and Nd digits come in runs of ten.
+func decimalValue(r rune) (rune, bool) {
+	if r < utf8.RuneSelf {
+		return r - '0', r >= '0' && r <= '9'
+	}
+	for _, rg := range unicode.Nd.R16 {
+		if lo, hi := rune(rg.Lo), rune(rg.Hi); r >= lo && r <= hi {
+			return (r - lo) % 10, true
+		}
+	}
+	for _, rg := range unicode.Nd.R32 {
+		if lo, hi := rune(rg.Lo), rune(rg.Hi); r >= lo && r <= hi {
+			return (r - lo) % 10, true
+		}
+	}
+	return 0, false
 }
 
 func validUnderscoredDigits(s string) bool {
@@ -299,18 +637,20 @@ func validUnderscoredDigits(s string) bool {
 	return true
 }
 
-// pyFloat parses text as Python's float() does: whitespace, sign, digits with
-// underscores, exponent, inf/infinity/nan in any case.
+// pyFloat parses text as Python's float() does: whitespace, sign, digits of
+// any script with underscores, exponent, inf/infinity/nan in any case.
 func pyFloat(s string) (float64, bool) {
-	s = strings.TrimSpace(s)
+	s = asciiDigits(strings.TrimSpace(s))
 	body := s
 	if body != "" && (body[0] == '+' || body[0] == '-') {
 		body = body[1:]
 	}
 	switch strings.ToLower(body) {
-	case "inf", "infinity", "nan":
+	case "inf", "infinity":
 		f, err := strconv.ParseFloat(s, 64)
 		return f, err == nil
+	case "nan": // with either sign, which strconv refuses
+		return math.NaN(), true
 	}
 	if strings.Contains(s, "_") {
 		if !pyUnderscoresOK(body) {
