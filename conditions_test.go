@@ -305,11 +305,21 @@ func TestPyNumberParsing(t *testing.T) {
 	}
 }
 
-// fuzzOperators are the operators FuzzConditions picks from, with one no
-// engine knows.
-var fuzzOperators = []string{
-	"EQUAL", "NOT_EQUAL", "GREATER_THAN", "GREATER_THAN_INCLUSIVE", "LESS_THAN", "LESS_THAN_INCLUSIVE",
-	"CONTAINS", "NOT_CONTAINS", "REGEX", "PERCENTAGE_SPLIT", "MODULO", "IS_SET", "IS_NOT_SET", "IN", "SOUNDS_LIKE",
+// fuzzOperators are the operators FuzzConditions picks from: every one the
+// proxy knows, and one no engine knows.
+var fuzzOperators = append(slices.Clone(operatorNames[opEqual:]), "SOUNDS_LIKE")
+
+func TestOperatorNames(t *testing.T) {
+	for op := opEqual; op < numOperators; op++ {
+		if name := op.String(); name == "" || parseOperator(name) != op {
+			t.Errorf("operator %d is named %q, which parses as %d", op, name, parseOperator(name))
+		}
+	}
+	for _, name := range []string{"", "equal", "SOUNDS_LIKE"} {
+		if op := parseOperator(name); op != opUnknown {
+			t.Errorf("parseOperator(%q) = %v; want opUnknown", name, op)
+		}
+	}
 }
 
 // Operand forms of FuzzConditions (the low two bits of form).

@@ -157,7 +157,7 @@ func compileContext(ctx *evalContext, groups []identityOverrideGroup) (*engine, 
 	}
 	for gi, g := range groups {
 		ids, _ := json.Marshal(g.identifiers)
-		cond := compileCondition(conditionContext{Property: "$.identity.identifier", Operator: opIn, Value: ids}, tree)
+		cond := compileCondition(conditionContext{Property: "$.identity.identifier", Operator: opIn.String(), Value: ids}, tree)
 		e.segments = append(e.segments, segment{
 			name:     "identity_overrides",
 			metadata: json.RawMessage(`{"source":"identity_overrides"}`),
