@@ -99,8 +99,9 @@ type condition struct {
 }
 
 // compileCondition parses a condition once. It never fails: a bad operand
-// simply makes the condition never match, as an invalid rule must never fail a
-// request (SPEC §6).
+// (an invalid regex, a zero MODULO divisor) makes the condition never match,
+// where Flagsmith's Python engine would raise, because a bad rule in a
+// document must never fail a request.
 func compileCondition(c conditionContext, tree any) condition {
 	cond := condition{op: parseOperator(c.Operator), property: c.Property}
 	cond.text, cond.inSet = operandText(c.Value)

@@ -75,8 +75,9 @@ type documentIdentity struct {
 	IdentityFeatures []documentFeature `json:"identity_features"`
 }
 
-// compiledDocument is an environment document mapped to an evaluation
-// context (SPEC §5) and compiled, with what the API needs beside flags.
+// compiledDocument is an environment document mapped to Flagsmith's
+// evaluation context (as flagsmith-engine's mappers do) and compiled, with
+// what the API needs beside flags.
 type compiledDocument struct {
 	engine        *engine
 	clientKey     string

@@ -23,8 +23,8 @@ const (
 )
 
 // value is a trait or context value after the one coercion every condition
-// read goes through (SPEC §6): numeric strings become numbers. The zero value
-// is "not set".
+// read goes through in Flagsmith's Python engine: strings that look like
+// integers or decimals become numbers. The zero value is "not set".
 //
 // Integers that overflow int64 keep their canonical decimal text in s and an
 // approximation in f (bigInt set): their string forms stay exact, which is what
