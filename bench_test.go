@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -18,7 +20,7 @@ import (
 // overrides), the one bench/run.sh measures.
 const benchDocumentEnv = "BENCH_DOCUMENT"
 
-func benchDocument(b *testing.B) []byte {
+func benchDocument(b testing.TB) []byte {
 	b.Helper()
 	path := os.Getenv(benchDocumentEnv)
 	if path == "" {
@@ -42,26 +44,47 @@ func benchIdentity() *identity {
 	}}
 }
 
-// BenchmarkIdentityEvaluation is one identity evaluation of the benchmark
-// document: every feature, its segment overrides and its multivariate split.
+// benchSizes are the documents the scaled benchmarks run on: the benchmark
+// document as it is, with 10,000 overridden identities that each carry their
+// own value, and with ten times its features and segments.
+var benchSizes = []struct {
+	name              string
+	copies, overrides int
+	distinctOverrides bool
+}{
+	{"doc=1x_overrides=10", 1, 10, false},
+	{"doc=1x_overrides=10000_distinct", 1, 10000, true},
+	{"doc=10x_overrides=1000", 10, 1000, false},
+}
+
+// BenchmarkIdentityEvaluation is one identity evaluation: every feature, its
+// segment overrides, its identity overrides and its multivariate split, for
+// an identity without overrides and for one with.
 func BenchmarkIdentityEvaluation(b *testing.B) {
-	snap, err := newSnapshot(benchDocument(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	id := benchIdentity()
-	flags := make([]evalFlag, 0, 64)
-	b.ReportAllocs()
-	for b.Loop() {
-		flags = snap.doc.engine.evaluate(flags[:0], id, nil)
-	}
-	if len(flags) != len(snap.doc.engine.features) {
-		b.Fatalf("evaluated %d flags; want %d", len(flags), len(snap.doc.engine.features))
+	for _, size := range benchSizes {
+		snap, err := newSnapshot(scaleDocument(b, benchDocument(b), size.copies, size.overrides, size.distinctOverrides))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, who := range []string{"bench_user_42", "vip_000003"} {
+			b.Run(size.name+"/identity="+who, func(b *testing.B) {
+				id := benchIdentity()
+				id.identifier = who
+				flags := make([]evalFlag, 0, len(snap.engine.features))
+				b.ReportAllocs()
+				for b.Loop() {
+					flags = snap.engine.evaluate(flags[:0], id, nil)
+				}
+				if len(flags) != len(snap.engine.features) {
+					b.Fatalf("evaluated %d flags; want %d", len(flags), len(snap.engine.features))
+				}
+			})
+		}
 	}
 }
 
-// BenchmarkIdentityEvaluationNoLoop is the same with a plain b.N loop, to
-// check b.Loop is not hiding allocations.
+// BenchmarkIdentityEvaluationNoLoop is the first case with a plain b.N loop,
+// to check b.Loop is not hiding allocations.
 func BenchmarkIdentityEvaluationNoLoop(b *testing.B) {
 	snap, err := newSnapshot(benchDocument(b))
 	if err != nil {
@@ -72,26 +95,155 @@ func BenchmarkIdentityEvaluationNoLoop(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		flags = snap.doc.engine.evaluate(flags[:0], id, nil)
+		flags = snap.engine.evaluate(flags[:0], id, nil)
 	}
 	_ = flags
 }
 
-// BenchmarkCompile measures turning the document into a snapshot, which
-// happens off the request path whenever a new document arrives.
+// BenchmarkCompile measures turning a document into a snapshot, which
+// happens off the request path whenever a new document arrives. The sizes
+// double, so that growth reads off adjacent rows: linear compiling takes
+// about twice as long per row.
 func BenchmarkCompile(b *testing.B) {
-	raw := benchDocument(b)
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := newSnapshot(raw); err != nil {
-			b.Fatal(err)
-		}
+	base := benchDocument(b)
+	cases := []struct {
+		name              string
+		copies, overrides int
+	}{
+		{"doc=1x", 1, 10},
+		{"features=25000_segments=12500", 500, 0},
+		{"features=50000_segments=25000", 1000, 0},
+		{"features=100000_segments=50000", 2000, 0},
+		{"overrides=5000_distinct", 1, 5000},
+		{"overrides=10000_distinct", 1, 10000},
+		{"overrides=20000_distinct", 1, 20000},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			raw := scaleDocument(b, base, c.copies, c.overrides, true)
+			b.SetBytes(int64(len(raw)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := newSnapshot(raw); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
-func benchServer(b *testing.B) *server {
+// scaleDocument multiplies a document as the shared generator scale.py does:
+// copies copies of its features and segments (ids and names renamed per copy,
+// segment overrides pointing at their copy's features) and overrides
+// identity overrides cloned from its own (identifiers vip_<n>; with distinct,
+// each carries its own value).
+func scaleDocument(tb testing.TB, raw []byte, copies, overrides int, distinct bool) []byte {
+	tb.Helper()
+	var src map[string]any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&src); err != nil {
+		tb.Fatal(err)
+	}
+	counter := int64(1000000)
+	uuidOf := func(n int64) string { return fmt.Sprintf("00000000-0000-0000-0000-%012x", n) }
+	num := func(v any) int64 {
+		n, err := v.(json.Number).Int64()
+		if err != nil {
+			tb.Fatalf("scaleDocument: %v is not an integer", v)
+		}
+		return n
+	}
+	renameFS := func(fs any, k int) map[string]any {
+		out := deepCopyJSON(fs).(map[string]any)
+		f := out["feature"].(map[string]any)
+		if k > 0 {
+			f["id"] = json.Number(strconv.FormatInt(num(f["id"])+100000*int64(k), 10))
+			f["name"] = fmt.Sprintf("%s_%d", f["name"], k)
+		}
+		counter++
+		out["django_id"] = counter
+		out["featurestate_uuid"] = uuidOf(counter)
+		mvs, _ := out["multivariate_feature_state_values"].([]any)
+		for _, mv := range mvs {
+			counter++
+			mv.(map[string]any)["id"] = counter
+			mv.(map[string]any)["mv_fs_value_uuid"] = uuidOf(counter)
+		}
+		return out
+	}
+	list := func(v any) []any { l, _ := v.([]any); return l }
+
+	doc := deepCopyJSON(src).(map[string]any)
+	var features []any
+	for k := range copies {
+		for _, fs := range list(src["feature_states"]) {
+			features = append(features, renameFS(fs, k))
+		}
+	}
+	doc["feature_states"] = features
+	project := doc["project"].(map[string]any)
+	var segments []any
+	for k := range copies {
+		for _, s := range list(src["project"].(map[string]any)["segments"]) {
+			seg := deepCopyJSON(s).(map[string]any)
+			seg["id"] = json.Number(strconv.FormatInt(num(seg["id"])+100000*int64(k), 10))
+			if k > 0 {
+				seg["name"] = fmt.Sprintf("%s_%d", seg["name"], k)
+			}
+			var states []any
+			for _, fs := range list(seg["feature_states"]) {
+				states = append(states, renameFS(fs, k))
+			}
+			seg["feature_states"] = states
+			segments = append(segments, seg)
+		}
+	}
+	project["segments"] = segments
+	templates := list(src["identity_overrides"])
+	var identities []any
+	for n := range overrides {
+		o := deepCopyJSON(templates[n%len(templates)]).(map[string]any)
+		o["identifier"] = fmt.Sprintf("vip_%06d", n)
+		o["identity_uuid"] = uuidOf(int64(n + 1))
+		var states []any
+		for _, fs := range list(o["identity_features"]) {
+			states = append(states, renameFS(fs, 0))
+		}
+		if distinct && len(states) > 0 {
+			states[0].(map[string]any)["feature_state_value"] = fmt.Sprintf("v%d", n)
+		}
+		o["identity_features"] = states
+		identities = append(identities, o)
+	}
+	doc["identity_overrides"] = identities
+	out, err := json.Marshal(doc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+func deepCopyJSON(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(v))
+		for k, x := range v {
+			out[k] = deepCopyJSON(x)
+		}
+		return out
+	case []any:
+		out := make([]any, len(v))
+		for i, x := range v {
+			out[i] = deepCopyJSON(x)
+		}
+		return out
+	}
+	return v
+}
+
+func benchServer(b *testing.B, raw []byte) *server {
 	b.Helper()
-	raw := benchDocument(b)
 	var doc struct {
 		APIKey string `json:"api_key"`
 	}
@@ -108,46 +260,54 @@ func benchServer(b *testing.B) *server {
 }
 
 // BenchmarkHandlerFlags is GET /api/v1/flags/ through the whole handler
-// stack, in parallel.
+// stack, in parallel, on each document size.
 func BenchmarkHandlerFlags(b *testing.B) {
-	s := benchServer(b)
-	h := s.handler()
-	key := s.envs[0].pair.ClientSideKey
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		req := httptest.NewRequest(http.MethodGet, "/api/v1/flags/", nil)
-		req.Header.Set("X-Environment-Key", key)
-		for pb.Next() {
-			w := newDiscardWriter()
-			h.ServeHTTP(w, req)
-			if w.status != http.StatusOK {
-				b.Fatalf("status %d", w.status)
-			}
-		}
-	})
+	for _, size := range benchSizes {
+		s := benchServer(b, scaleDocument(b, benchDocument(b), size.copies, size.overrides, size.distinctOverrides))
+		b.Run(size.name, func(b *testing.B) {
+			h := s.handler()
+			key := s.envs[0].pair.ClientSideKey
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				req := httptest.NewRequest(http.MethodGet, "/api/v1/flags/", nil)
+				req.Header.Set("X-Environment-Key", key)
+				for pb.Next() {
+					w := newDiscardWriter()
+					h.ServeHTTP(w, req)
+					if w.status != http.StatusOK {
+						b.Fatalf("status %d", w.status)
+					}
+				}
+			})
+		})
+	}
 }
 
 // BenchmarkHandlerIdentities is POST /api/v1/identities/ with 5 traits and
-// a different identifier each time, in parallel.
+// a different identifier each time, in parallel, on each document size.
 func BenchmarkHandlerIdentities(b *testing.B) {
-	s := benchServer(b)
-	h := s.handler()
-	key := s.envs[0].pair.ClientSideKey
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		i := 0
-		for pb.Next() {
-			i++
-			body := `{"identifier":"bench_user_` + strconv.Itoa(i) + `","traits":[{"trait_key":"plan","trait_value":"premium"},{"trait_key":"age","trait_value":34},{"trait_key":"country","trait_value":"GB"},{"trait_key":"app_version","trait_value":"2.4.1"},{"trait_key":"beta_tester","trait_value":true}]}`
-			req := httptest.NewRequest(http.MethodPost, "/api/v1/identities/", strings.NewReader(body))
-			req.Header.Set("X-Environment-Key", key)
-			w := newDiscardWriter()
-			h.ServeHTTP(w, req)
-			if w.status != http.StatusOK {
-				b.Fatalf("status %d", w.status)
-			}
-		}
-	})
+	for _, size := range benchSizes {
+		s := benchServer(b, scaleDocument(b, benchDocument(b), size.copies, size.overrides, size.distinctOverrides))
+		b.Run(size.name, func(b *testing.B) {
+			h := s.handler()
+			key := s.envs[0].pair.ClientSideKey
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				i := 0
+				for pb.Next() {
+					i++
+					body := `{"identifier":"bench_user_` + strconv.Itoa(i) + `","traits":[{"trait_key":"plan","trait_value":"premium"},{"trait_key":"age","trait_value":34},{"trait_key":"country","trait_value":"GB"},{"trait_key":"app_version","trait_value":"2.4.1"},{"trait_key":"beta_tester","trait_value":true}]}`
+					req := httptest.NewRequest(http.MethodPost, "/api/v1/identities/", strings.NewReader(body))
+					req.Header.Set("X-Environment-Key", key)
+					w := newDiscardWriter()
+					h.ServeHTTP(w, req)
+					if w.status != http.StatusOK {
+						b.Fatalf("status %d", w.status)
+					}
+				}
+			})
+		})
+	}
 }
 
 // discardWriter is a ResponseWriter that keeps only the status, so handler

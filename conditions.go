@@ -102,7 +102,7 @@ type condition struct {
 // (an invalid regex, a zero MODULO divisor) makes the condition never match,
 // where Flagsmith's Python engine would raise, because a bad rule in a
 // document must never fail a request.
-func compileCondition(c conditionContext, tree any) condition {
+func compileCondition(c conditionContext, tree func(member string) any) condition {
 	cond := condition{op: parseOperator(c.Operator), property: c.Property}
 	cond.text, cond.inSet = operandText(c.Value)
 
@@ -193,6 +193,23 @@ func jsonArraySet(raw []byte) (map[string]struct{}, bool) {
 	return set, true
 }
 
+// inLookup finds a value in a set keyed the way IN compares: strings as
+// they are, integers by their decimal string (as Python does); floats and
+// booleans never match.
+func inLookup[T any](set map[string]T, v value) (T, bool) {
+	switch v.kind {
+	case kindString:
+		t, ok := set[v.s]
+		return t, ok
+	case kindInt:
+		var buf [24]byte
+		t, ok := set[string(appendPyStr(buf[:0], v))]
+		return t, ok
+	}
+	var zero T
+	return zero, false
+}
+
 // matches reports whether the condition holds for the identity in st.
 func (c *condition) matches(st *evalState, segmentKey string) bool {
 	if c.kind == propIdentityKey { // PERCENTAGE_SPLIT of the identity itself
@@ -205,18 +222,8 @@ func (c *condition) matches(st *evalState, segmentKey string) bool {
 	v := st.read(c)
 	switch c.op {
 	case opIn:
-		var buf [24]byte
-		switch v.kind {
-		case kindString:
-			_, ok := c.inSet[v.s]
-			return ok
-		case kindInt:
-			// Python compares integers by their decimal string; floats and
-			// booleans never match.
-			_, ok := c.inSet[string(appendPyStr(buf[:0], v))]
-			return ok
-		}
-		return false
+		_, ok := inLookup(c.inSet, v)
+		return ok
 	case opPercentageSplit:
 		if v.kind == kindNone || !c.pctOK {
 			return false

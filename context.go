@@ -40,6 +40,11 @@ type featureContext struct {
 	Variants []variantContext `json:"variants,omitempty"`
 	Priority json.RawMessage  `json:"priority,omitempty"`
 	Metadata json.RawMessage  `json:"metadata,omitempty"`
+
+	// Set when the feature comes from an environment document: the API
+	// shows a flag's feature with its id and type, which are not part of
+	// the evaluation context.
+	apiID, apiType string
 }
 
 type variantContext struct {
@@ -92,6 +97,7 @@ func (o *ordered[T]) UnmarshalJSON(data []byte) error {
 		return errors.New("expected a JSON object")
 	}
 	out := ordered[T]{}
+	set := memberSetter(&out, 0)
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
@@ -104,16 +110,7 @@ func (o *ordered[T]) UnmarshalJSON(data []byte) error {
 		}
 		// A repeated key keeps its first position and its last value, as a
 		// Python dict does.
-		replaced := false
-		for i := range out {
-			if out[i].Key == key {
-				out[i].Value, replaced = v, true
-				break
-			}
-		}
-		if !replaced {
-			out = append(out, member[T]{key, v})
-		}
+		set(key, v)
 	}
 	*o = out
 	return nil
@@ -171,6 +168,13 @@ func (e *engine) result(id *identity) evaluationResult {
 			s := &e.segments[i]
 			res.Segments = append(res.Segments, segmentResult{Name: s.name, Metadata: nonEmptyObject(s.metadata)})
 		}
+	}
+	// Identity override groups come after every segment, as in the context
+	// Flagsmith's engine builds from a document.
+	st := newEvalState(e, id)
+	for range e.overrideGroupsOf(&st) {
+		s := &identityOverridesSegment
+		res.Segments = append(res.Segments, segmentResult{Name: s.name, Metadata: nonEmptyObject(s.metadata)})
 	}
 	for _, fl := range flags {
 		variant := json.RawMessage("null")

@@ -27,10 +27,23 @@ type identityLimits struct {
 	traitNames map[string]string
 }
 
-// decodeIdentityBody parses body into buf.traits (coerced) and buf.raw (as
-// sent) and returns the identifier. Repeated keys take the last value, as in
-// Python's json module.
-func decodeIdentityBody(body []byte, buf *identityBuffers, lim identityLimits) (string, error) {
+// decodedTraits receives an identity request's traits: coerced for the
+// engine, and as sent for the response to echo. Decoding reuses the slices'
+// capacity.
+type decodedTraits struct {
+	traits []trait
+	sent   []sentTrait
+}
+
+// sentTrait is a trait as the request sent it, both parts as JSON text.
+type sentTrait struct {
+	key   []byte
+	value []byte
+}
+
+// decodeIdentityBody parses body into buf and returns the identifier.
+// Repeated keys take the last value, as in Python's json module.
+func decodeIdentityBody(body []byte, buf *decodedTraits, lim identityLimits) (string, error) {
 	if !utf8.Valid(body) {
 		return "", errors.New("body: not valid UTF-8")
 	}
@@ -47,7 +60,7 @@ func decodeIdentityBody(body []byte, buf *identityBuffers, lim identityLimits) (
 	}
 	var identifier string
 	var haveIdentifier bool
-	buf.traits, buf.raw = buf.traits[:0], buf.raw[:0]
+	buf.traits, buf.sent = buf.traits[:0], buf.sent[:0]
 	err := d.object(func(key []byte) error {
 		switch string(key) {
 		case "identifier":
@@ -62,7 +75,7 @@ func decodeIdentityBody(body []byte, buf *identityBuffers, lim identityLimits) (
 			identifier, haveIdentifier = s, true
 			return err
 		case "traits":
-			buf.traits, buf.raw = buf.traits[:0], buf.raw[:0]
+			buf.traits, buf.sent = buf.traits[:0], buf.sent[:0]
 			return d.traits(buf, lim)
 		case "transient":
 			switch d.peek() {
@@ -107,7 +120,7 @@ type fieldError struct {
 
 func (e fieldError) Error() string { return e.msg }
 
-func (d *jsonDecoder) traits(buf *identityBuffers, lim identityLimits) error {
+func (d *jsonDecoder) traits(buf *decodedTraits, lim identityLimits) error {
 	if d.isNull() {
 		return d.skipValue(0)
 	}
@@ -159,7 +172,7 @@ func (d *jsonDecoder) traits(buf *identityBuffers, lim identityLimits) error {
 	return nil
 }
 
-func (d *jsonDecoder) trait(i int, buf *identityBuffers, lim identityLimits, note func(string, error) error) error {
+func (d *jsonDecoder) trait(i int, buf *decodedTraits, lim identityLimits, note func(string, error) error) error {
 	var rawKey, value []byte
 	err := d.object(func(field []byte) error {
 		switch string(field) {
@@ -203,7 +216,7 @@ func (d *jsonDecoder) trait(i int, buf *identityBuffers, lim identityLimits, not
 	if value == nil {
 		value = []byte("null")
 	}
-	buf.raw = append(buf.raw, identityTrait{key: rawKey, value: value})
+	buf.sent = append(buf.sent, sentTrait{key: rawKey, value: value})
 
 	key, ok := "", false
 	if !bytes.Contains(rawKey, []byte{'\\'}) {

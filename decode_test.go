@@ -15,10 +15,10 @@ import (
 // returns what it decoded: the identifier, the traits coerced for the
 // engine (only those named in names, unless names is nil) and the traits as
 // sent, for the response.
-func decodeForTest(body []byte, names map[string]string) (string, []trait, []identityTrait, error) {
-	buf := &identityBuffers{}
-	identifier, err := decodeIdentityBody(body, buf, identityLimits{maxTraits: 1000, maxTraitKeyLength: 200, traitNames: names})
-	return identifier, buf.traits, buf.raw, err
+func decodeForTest(body []byte, names map[string]string) (string, []trait, []sentTrait, error) {
+	var buf decodedTraits
+	identifier, err := decodeIdentityBody(body, &buf, identityLimits{maxTraits: 1000, maxTraitKeyLength: 200, traitNames: names})
+	return identifier, buf.traits, buf.sent, err
 }
 
 // FuzzIdentityBodyMatchesEncodingJSON checks the hand-written decoder

@@ -75,32 +75,16 @@ type documentIdentity struct {
 	IdentityFeatures []documentFeature `json:"identity_features"`
 }
 
-// compiledDocument is an environment document mapped to Flagsmith's
-// evaluation context (as flagsmith-engine's mappers do) and compiled, with
-// what the API needs beside flags.
-type compiledDocument struct {
-	engine        *engine
-	clientKey     string
-	name          string
-	updatedAt     time.Time // zero when the document has none or it does not parse
-	updatedAtText string
-	hideDisabled  bool
-	serverOnly    map[string]bool // by feature id, as JSON text
-	featureTypes  map[string]string
-	raw           []byte // the document as received
-}
-
-// compileDocument parses and compiles an environment document. Errors name
-// the field that could not be mapped.
-func compileDocument(raw []byte) (*compiledDocument, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
+// parseDocument reads an environment document. Errors name the field that
+// is missing or malformed.
+func parseDocument(raw []byte) (*environmentDocument, error) {
 	var doc environmentDocument
-	if err := dec.Decode(&doc); err != nil {
-		return nil, fmt.Errorf("parse environment document: %w", err)
-	}
-	if dec.More() {
-		return nil, errors.New("parse environment document: trailing data after the JSON object")
+	// Unmarshal rather than a Decoder: a Decoder first copies the whole
+	// document into a buffer of its own, which for a large document is as
+	// much memory again. Every number field is typed, so nothing needs
+	// UseNumber.
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return nil, documentSyntaxError(raw)
 	}
 	if doc.APIKey == nil || *doc.APIKey == "" {
 		return nil, errors.New("environment document: api_key is missing")
@@ -108,77 +92,88 @@ func compileDocument(raw []byte) (*compiledDocument, error) {
 	if doc.Project == nil {
 		return nil, errors.New("environment document: project is missing")
 	}
-	cd := &compiledDocument{
-		clientKey:     *doc.APIKey,
-		name:          doc.Name,
-		updatedAtText: doc.UpdatedAt,
-		serverOnly:    map[string]bool{},
-		featureTypes:  map[string]string{},
-		raw:           raw,
-	}
-	if doc.UpdatedAt != "" {
-		cd.updatedAt, _ = parseUpdatedAt(doc.UpdatedAt)
-	}
-	if doc.Project.HideDisabledFlags != nil {
-		cd.hideDisabled = *doc.Project.HideDisabledFlags
-	}
-	for _, id := range doc.Project.ServerKeyOnlyFeatureIDs {
-		cd.serverOnly[id.String()] = true
-	}
+	return &doc, nil
+}
 
-	ctx := evalContext{Environment: environmentContext{Key: *doc.APIKey, Name: doc.Name}}
-	for i, fs := range doc.FeatureStates {
-		fc, err := mapFeatureState(fs)
-		if err != nil {
-			return nil, fmt.Errorf("environment document: feature_states[%d]: %w", i, err)
-		}
-		if t := fs.Feature.Type; t != nil && *t != "" {
-			cd.featureTypes[fs.Feature.ID.String()] = *t
-		}
-		ctx.Features = setMember(ctx.Features, fc.Name, fc)
+// documentSyntaxError says why a document does not parse, in the words of
+// a streaming decoder ("unexpected EOF" for a truncated body, trailing data
+// named as such), which read better in a poll log than Unmarshal's.
+func documentSyntaxError(raw []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	var doc environmentDocument
+	if err := dec.Decode(&doc); err != nil {
+		return fmt.Errorf("parse environment document: %w", err)
 	}
+	return errors.New("parse environment document: trailing data after the JSON object")
+}
+
+// evalContext maps the document to an evaluation context and its identity
+// overrides to groups, as Flagsmith's engine maps a document: features keyed
+// by name, segments by id, a repeated key keeping its first position and its
+// last value.
+func (doc *environmentDocument) evalContext() (*evalContext, []identityOverrideGroup, error) {
+	// The API shows every flag's feature with the type of the environment's
+	// own feature state of that id.
+	types := make(map[string]string, len(doc.FeatureStates))
+	for _, fs := range doc.FeatureStates {
+		if fs.Feature != nil && fs.Feature.Type != nil && *fs.Feature.Type != "" {
+			types[fs.Feature.ID.String()] = *fs.Feature.Type
+		}
+	}
+	ctx := &evalContext{Environment: environmentContext{Key: *doc.APIKey, Name: doc.Name}}
+	setFeature := memberSetter(&ctx.Features, len(doc.FeatureStates))
+	for i, fs := range doc.FeatureStates {
+		fc, err := mapFeatureState(fs, types)
+		if err != nil {
+			return nil, nil, fmt.Errorf("environment document: feature_states[%d]: %w", i, err)
+		}
+		setFeature(fc.Name, fc)
+	}
+	setSegment := memberSetter(&ctx.Segments, len(doc.Project.Segments))
 	for i, s := range doc.Project.Segments {
+		if s.ID == "" {
+			return nil, nil, fmt.Errorf("environment document: project.segments[%d].id is missing", i)
+		}
 		sc := segmentContext{
 			Key:      s.ID.String(),
 			Name:     s.Name,
 			Rules:    mapRules(s.Rules),
 			Metadata: json.RawMessage(`{"id":` + s.ID.String() + `,"source":"api"}`),
 		}
-		if s.ID == "" {
-			return nil, fmt.Errorf("environment document: project.segments[%d].id is missing", i)
-		}
 		for j, fs := range s.FeatureStates {
-			fc, err := mapFeatureState(fs)
+			fc, err := mapFeatureState(fs, types)
 			if err != nil {
-				return nil, fmt.Errorf("environment document: project.segments[%d].feature_states[%d]: %w", i, j, err)
+				return nil, nil, fmt.Errorf("environment document: project.segments[%d].feature_states[%d]: %w", i, j, err)
 			}
 			sc.Overrides = append(sc.Overrides, fc)
 		}
-		ctx.Segments = setMember(ctx.Segments, sc.Key, sc)
+		setSegment(sc.Key, sc)
 	}
-	groups, err := groupIdentityOverrides(doc.IdentityOverrides)
+	groups, err := groupIdentityOverrides(doc.IdentityOverrides, types)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if cd.engine, err = compileContext(&ctx, groups); err != nil {
-		return nil, fmt.Errorf("environment document: %w", err)
-	}
-	return cd, nil
+	return ctx, groups, nil
 }
 
-// setMember sets a key the way a Python dict does: a repeated key keeps its
-// first position and takes the new value.
-func setMember[T any](o ordered[T], key string, v T) ordered[T] {
-	for i := range o {
-		if o[i].Key == key {
-			o[i].Value = v
-			return o
+// memberSetter returns a function that sets a key of o the way a Python
+// dict does: a repeated key keeps its first position and takes the new value.
+func memberSetter[T any](o *ordered[T], capacity int) func(key string, v T) {
+	at := make(map[string]int, capacity)
+	if *o == nil {
+		*o = make(ordered[T], 0, capacity)
+	}
+	return func(key string, v T) {
+		if i, ok := at[key]; ok {
+			(*o)[i].Value = v
+			return
 		}
+		at[key] = len(*o)
+		*o = append(*o, member[T]{key, v})
 	}
-	return append(o, member[T]{key, v})
 }
 
-func mapFeatureState(fs documentFeature) (featureContext, error) {
+func mapFeatureState(fs documentFeature, types map[string]string) (featureContext, error) {
 	if fs.Feature == nil {
 		return featureContext{}, errors.New("feature is missing")
 	}
@@ -190,6 +185,8 @@ func mapFeatureState(fs documentFeature) (featureContext, error) {
 		Enabled:  fs.Enabled,
 		Value:    fs.FeatureStateValue,
 		Metadata: json.RawMessage(`{"id":` + fs.Feature.ID.String() + `}`),
+		apiID:    fs.Feature.ID.String(),
+		apiType:  featureType(types, fs.Feature.ID.String()),
 	}
 	if fs.DjangoID != nil && fs.DjangoID.String() != "0" {
 		fc.Key = fs.DjangoID.String()
@@ -225,6 +222,15 @@ func mapFeatureState(fs documentFeature) (featureContext, error) {
 	return fc, nil
 }
 
+// featureType is the type the API shows for a feature id; STANDARD unless
+// the environment's feature state says otherwise.
+func featureType(types map[string]string, id string) string {
+	if t := types[id]; t != "" {
+		return t
+	}
+	return "STANDARD"
+}
+
 // uuidInt is Python's uuid.UUID(s).int: the 128-bit number a UUID spells.
 func uuidInt(s string) (*big.Int, bool) {
 	s = strings.TrimPrefix(strings.TrimPrefix(s, "urn:"), "uuid:")
@@ -255,7 +261,7 @@ func mapRules(rules []documentRule) []ruleContext {
 // groupIdentityOverrides puts identities whose overrides are identical into
 // one group, as Flagsmith's SDKs do, so a document with thousands of
 // overridden identities compiles into a handful of hash sets.
-func groupIdentityOverrides(identities []documentIdentity) ([]identityOverrideGroup, error) {
+func groupIdentityOverrides(identities []documentIdentity, types map[string]string) ([]identityOverrideGroup, error) {
 	var groups []identityOverrideGroup
 	byShape := map[string]int{}
 	for i, id := range identities {
@@ -282,6 +288,8 @@ func groupIdentityOverrides(identities []documentIdentity) ([]identityOverrideGr
 				Enabled:  fs.Enabled,
 				Value:    value,
 				Metadata: json.RawMessage(`{"id":` + fs.Feature.ID.String() + `}`),
+				apiID:    fs.Feature.ID.String(),
+				apiType:  featureType(types, fs.Feature.ID.String()),
 			})
 		}
 		gi, seen := byShape[shape.String()]

@@ -11,262 +11,15 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
-
-// The demo environment of examples/: its document's api_key is the client key.
-const (
-	e2eClientKey = "DemoEnvClientKey000001"
-	e2eServerKey = "ser.demo-server-key-000001"
-	e2eDocument  = "examples/environment-document.json"
-	// shipVersion is stamped into the test binary as the Dockerfile stamps
-	// its VERSION build argument.
-	shipVersion = "v0.0.0-shiptest"
-)
-
-var (
-	e2eBinOnce sync.Once
-	e2eBinDir  string
-	e2eBinPath string
-	e2eBinErr  error
-)
-
-// TestMain removes the binary built by buildEdgeProxy once every test has run.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if e2eBinDir != "" {
-		_ = os.RemoveAll(e2eBinDir)
-	}
-	os.Exit(code)
-}
-
-// dockerBuildFlags are the go build flags of the Dockerfile's build step
-// (ship_test.go checks that the Dockerfile still says so).
-func dockerBuildFlags(version string) []string {
-	return []string{"-trimpath", "-ldflags", "-s -w -X main.version=" + version}
-}
-
-// buildEdgeProxy builds the command once per test run, as the Dockerfile
-// does (CGO_ENABLED=0, static, trimmed, stamped with shipVersion), and
-// returns the binary's path. Tests share the binary and must not modify it.
-func buildEdgeProxy(t testing.TB) string {
-	t.Helper()
-	e2eBinOnce.Do(func() {
-		e2eBinDir, e2eBinErr = os.MkdirTemp("", "edge-proxy-bin-")
-		if e2eBinErr != nil {
-			return
-		}
-		e2eBinPath = filepath.Join(e2eBinDir, "edge-proxy")
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		args := append([]string{"build"}, dockerBuildFlags(shipVersion)...)
-		cmd := exec.CommandContext(ctx, "go", append(args, "-o", e2eBinPath, ".")...)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			e2eBinErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if e2eBinErr != nil {
-		t.Fatal(e2eBinErr)
-	}
-	return e2eBinPath
-}
-
-// e2eProcess is a running edge-proxy binary whose stderr is collected line
-// by line. It is safe for concurrent use.
-type e2eProcess struct {
-	cmd    *exec.Cmd
-	notify chan struct{} // receives (without blocking) after each new line
-	done   chan struct{} // closed once the process has exited and err is set
-
-	mu    sync.Mutex
-	lines []string
-	err   error // the result of Wait
-}
-
-// e2eStart starts bin with args and exactly the environment env (the
-// host's environment could configure the proxy). It is killed at cleanup if
-// it is still running.
-func e2eStart(t testing.TB, bin string, args, env []string, configure func(*exec.Cmd)) *e2eProcess {
-	t.Helper()
-	cmd := exec.Command(bin, args...)
-	cmd.Env = env
-	if configure != nil {
-		configure(cmd)
-	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &e2eProcess{cmd: cmd, notify: make(chan struct{}, 1), done: make(chan struct{})}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", bin, err)
-	}
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.lines = append(p.lines, sc.Text())
-			p.mu.Unlock()
-			select {
-			case p.notify <- struct{}{}:
-			default:
-			}
-		}
-		_, _ = io.Copy(io.Discard, stderr)
-		err := cmd.Wait() // only after every read, as StderrPipe requires
-		p.mu.Lock()
-		p.err = err
-		p.mu.Unlock()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("edge-proxy stderr:\n%s", strings.Join(p.stderr(), "\n"))
-		}
-	})
-	return p
-}
-
-func (p *e2eProcess) stderr() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return slices.Clone(p.lines)
-}
-
-// waitLog waits for a JSON log record whose message field is msg and returns
-// it; it fails when the process exits first or after timeout.
-func (p *e2eProcess) waitLog(t testing.TB, msg string, timeout time.Duration) map[string]any {
-	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		for _, line := range p.stderr() {
-			var rec map[string]any
-			if json.Unmarshal([]byte(line), &rec) == nil && rec["message"] == msg {
-				return rec
-			}
-		}
-		select {
-		case <-p.notify:
-		case <-p.done:
-			// The last lines may have arrived together with the exit.
-			for _, line := range p.stderr() {
-				var rec map[string]any
-				if json.Unmarshal([]byte(line), &rec) == nil && rec["message"] == msg {
-					return rec
-				}
-			}
-			t.Fatalf("edge-proxy exited (%v) before logging %q", p.exitErr(), msg)
-		case <-deadline.C:
-			t.Fatalf("edge-proxy logged no %q within %v", msg, timeout)
-		}
-	}
-}
-
-func (p *e2eProcess) exitErr() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.err
-}
-
-// wait waits for the process to exit and returns Wait's result.
-func (p *e2eProcess) wait(t testing.TB, timeout time.Duration) error {
-	t.Helper()
-	select {
-	case <-p.done:
-		return p.exitErr()
-	case <-time.After(timeout):
-		t.Fatalf("edge-proxy still running %v after it was told to stop", timeout)
-		return nil
-	}
-}
-
-// e2eUpstream plays the Flagsmith API's environment-document endpoint for
-// one server key, honouring If-Modified-Since as the API does.
-type e2eUpstream struct {
-	serverKey string
-
-	mu        sync.Mutex
-	doc       []byte
-	updatedAt time.Time
-	polls     int
-}
-
-func (u *e2eUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/api/v1/environment-document/" {
-		http.NotFound(w, r)
-		return
-	}
-	if r.Header.Get("X-Environment-Key") != u.serverKey {
-		w.WriteHeader(http.StatusUnauthorized)
-		return
-	}
-	u.mu.Lock()
-	doc, updatedAt := u.doc, u.updatedAt
-	u.polls++
-	u.mu.Unlock()
-	if ims, err := http.ParseTime(r.Header.Get("If-Modified-Since")); err == nil && !updatedAt.Truncate(time.Second).After(ims) {
-		w.WriteHeader(http.StatusNotModified)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(doc)
-}
-
-func (u *e2eUpstream) set(doc []byte, updatedAt time.Time) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.doc, u.updatedAt = doc, updatedAt
-}
-
-// e2eDemoDocument is the example document with its updated_at and the
-// welcome_message value replaced.
-func e2eDemoDocument(t testing.TB, updatedAt time.Time, welcome string) []byte {
-	t.Helper()
-	raw, err := os.ReadFile(e2eDocument)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc map[string]any
-	if err := json.Unmarshal(raw, &doc); err != nil {
-		t.Fatal(err)
-	}
-	doc["updated_at"] = updatedAt.UTC().Format("2006-01-02T15:04:05.000000Z")
-	found := false
-	for _, fs := range doc["feature_states"].([]any) {
-		fs := fs.(map[string]any)
-		if fs["feature"].(map[string]any)["name"] == "welcome_message" {
-			fs["feature_state_value"] = welcome
-			found = true
-		}
-	}
-	if !found {
-		t.Fatalf("%s has no welcome_message feature", e2eDocument)
-	}
-	out, err := json.Marshal(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
 
 // e2eWriteFile writes v as JSON to dir/name and returns the path.
 func e2eWriteFile(t testing.TB, dir, name string, v any) string {
@@ -291,141 +44,6 @@ func e2eWriteFile(t testing.TB, dir, name string, v any) string {
 	return path
 }
 
-// e2eFlag is one flag object of the SDK API.
-type e2eFlag struct {
-	Feature struct {
-		ID   int    `json:"id"`
-		Name string `json:"name"`
-		Type string `json:"type"`
-	} `json:"feature"`
-	Enabled bool            `json:"enabled"`
-	Value   json.RawMessage `json:"feature_state_value"`
-}
-
-func e2eFlagsByName(flags []e2eFlag) map[string]e2eFlag {
-	m := make(map[string]e2eFlag, len(flags))
-	for _, f := range flags {
-		m[f.Feature.Name] = f
-	}
-	return m
-}
-
-// e2eDo sends one request and returns the response with its whole body.
-func e2eDo(t testing.TB, client *http.Client, method, url, key, body string) (*http.Response, []byte) {
-	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if key != "" {
-		req.Header.Set("X-Environment-Key", key)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, url, err)
-	}
-	return resp, b
-}
-
-// e2eWaitStatus polls url until it answers want, for at most timeout: the
-// bounded wait for a process that becomes ready on its own.
-func e2eWaitStatus(t testing.TB, client *http.Client, url string, want int, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	last := "no answer"
-	for {
-		resp, err := client.Get(url)
-		if err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == want {
-				return
-			}
-			last = resp.Status
-		} else {
-			last = err.Error()
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("GET %s: %s after %v; want %d", url, last, timeout, want)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// e2eEvent is one Server-Sent Event.
-type e2eEvent struct {
-	event, data string
-}
-
-// e2eReadSSE reads events from r into a channel, closed at the end of the
-// stream. Comments (heartbeats) and retry lines are not events.
-func e2eReadSSE(r io.Reader) <-chan e2eEvent {
-	ch := make(chan e2eEvent, 16)
-	go func() {
-		defer close(ch)
-		sc := bufio.NewScanner(r)
-		var ev e2eEvent
-		for sc.Scan() {
-			line := sc.Text()
-			switch {
-			case line == "":
-				if ev.event != "" || ev.data != "" {
-					ch <- ev
-				}
-				ev = e2eEvent{}
-			case strings.HasPrefix(line, "event:"):
-				ev.event = strings.TrimSpace(strings.TrimPrefix(line, "event:"))
-			case strings.HasPrefix(line, "data:"):
-				ev.data = strings.TrimSpace(strings.TrimPrefix(line, "data:"))
-			}
-		}
-	}()
-	return ch
-}
-
-// e2eNextEvent returns the next event, failing after timeout or at the end of
-// the stream.
-func e2eNextEvent(t testing.TB, ch <-chan e2eEvent, timeout time.Duration) e2eEvent {
-	t.Helper()
-	select {
-	case ev, ok := <-ch:
-		if !ok {
-			t.Fatal("stream ended; want another event")
-		}
-		return ev
-	case <-time.After(timeout):
-		t.Fatalf("no stream event within %v", timeout)
-		return e2eEvent{}
-	}
-}
-
-// e2eEventUpdatedAt is the updated_at of an environment_updated event.
-func e2eEventUpdatedAt(t testing.TB, ev e2eEvent) float64 {
-	t.Helper()
-	if ev.event != "environment_updated" {
-		t.Fatalf("event = %q; want environment_updated", ev.event)
-	}
-	var data struct {
-		UpdatedAt float64 `json:"updated_at"`
-	}
-	if err := json.Unmarshal([]byte(ev.data), &data); err != nil {
-		t.Fatalf("event data %q: %v", ev.data, err)
-	}
-	return data.UpdatedAt
-}
-
 // TestE2EServeBinary runs the built binary against a fake Flagsmith API:
 // the SDK endpoints over real HTTP, a document change seen within a poll
 // period (and pushed to a realtime stream), then a graceful SIGTERM during
@@ -435,20 +53,19 @@ func TestE2EServeBinary(t *testing.T) {
 
 	v1 := time.Date(2026, 10, 1, 12, 0, 0, 0, time.UTC)
 	v2 := v1.Add(5 * time.Minute)
-	up := &e2eUpstream{serverKey: e2eServerKey}
-	doc1 := e2eDemoDocument(t, v1, "Welcome to Acme Notes!")
-	up.set(doc1, v1)
-	upstream := e2eServe(t, up)
+	up := newUpstream(t)
+	doc1 := demoDocument(t, v1, "Welcome to Acme Notes!")
+	up.set(demoServerKey, doc1)
 
 	dir := t.TempDir()
 	cfg := e2eWriteFile(t, dir, "config.json", map[string]any{
-		"environment_key_pairs":      []any{map[string]any{"server_side_key": e2eServerKey, "client_side_key": e2eClientKey}},
-		"api_url":                    upstream + "/api/v1",
+		"environment_key_pairs":      []any{map[string]any{"server_side_key": demoServerKey, "client_side_key": demoClientKey}},
+		"api_url":                    up.apiURL,
 		"api_poll_frequency_seconds": 1,
 		"server":                     map[string]any{"host": "127.0.0.1", "port": 0, "shutdown_timeout_seconds": 5},
 		"logging":                    map[string]any{"log_format": "json", "log_level": "INFO"},
 	})
-	p := e2eStart(t, bin, []string{"-config", cfg}, nil, nil)
+	p := startProcess(t, bin, []string{"-config", cfg}, nil, nil)
 	addr, _ := p.waitLog(t, "listening", 10*time.Second)["addr"].(string)
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		t.Fatalf("listening addr = %q; want host:port", addr)
@@ -456,7 +73,7 @@ func TestE2EServeBinary(t *testing.T) {
 	base := "http://" + addr
 	client := &http.Client{Timeout: 5 * time.Second}
 	t.Cleanup(client.CloseIdleConnections)
-	e2eWaitStatus(t, client, base+"/proxy/health/readiness", http.StatusOK, 5*time.Second)
+	waitStatus(t, client, base+"/proxy/health/readiness", http.StatusOK, 5*time.Second)
 
 	t.Run("endpoints", func(t *testing.T) {
 		tests := []struct {
@@ -465,12 +82,12 @@ func TestE2EServeBinary(t *testing.T) {
 			check                         func(t *testing.T, resp *http.Response, body []byte)
 		}{
 			{
-				name: "flags with the client key hide server-only features", method: "GET", path: "/api/v1/flags/", key: e2eClientKey,
+				name: "flags with the client key hide server-only features", method: "GET", path: "/api/v1/flags/", key: demoClientKey,
 				wantStatus: http.StatusOK,
 				check: func(t *testing.T, resp *http.Response, body []byte) {
-					var flags []e2eFlag
-					e2eUnmarshal(t, body, &flags)
-					byName := e2eFlagsByName(flags)
+					var flags []apiFlag
+					mustUnmarshal(t, body, &flags)
+					byName := flagsByName(flags)
 					if _, ok := byName["billing_provider"]; ok {
 						t.Errorf("client key sees server-only feature billing_provider")
 					}
@@ -486,31 +103,31 @@ func TestE2EServeBinary(t *testing.T) {
 				},
 			},
 			{
-				name: "flags with the server key show every feature", method: "GET", path: "/api/v1/flags", key: e2eServerKey,
+				name: "flags with the server key show every feature", method: "GET", path: "/api/v1/flags", key: demoServerKey,
 				wantStatus: http.StatusOK,
 				check: func(t *testing.T, resp *http.Response, body []byte) {
-					var flags []e2eFlag
-					e2eUnmarshal(t, body, &flags)
+					var flags []apiFlag
+					mustUnmarshal(t, body, &flags)
 					if got, want := len(flags), 24; got != want {
 						t.Errorf("len(flags) = %d; want %d", got, want)
 					}
-					if _, ok := e2eFlagsByName(flags)["billing_provider"]; !ok {
+					if _, ok := flagsByName(flags)["billing_provider"]; !ok {
 						t.Errorf("server key does not see billing_provider")
 					}
 				},
 			},
 			{
-				name: "one feature", method: "GET", path: "/api/v1/flags/?feature=max_upload_mb", key: e2eClientKey,
+				name: "one feature", method: "GET", path: "/api/v1/flags/?feature=max_upload_mb", key: demoClientKey,
 				wantStatus: http.StatusOK,
 				check: func(t *testing.T, resp *http.Response, body []byte) {
-					var f e2eFlag
-					e2eUnmarshal(t, body, &f)
+					var f apiFlag
+					mustUnmarshal(t, body, &f)
 					if f.Feature.Name != "max_upload_mb" || string(f.Value) != "10" || !f.Enabled {
 						t.Errorf("flag = %+v (value %s); want max_upload_mb enabled with 10", f.Feature, f.Value)
 					}
 				},
 			},
-			{name: "unknown feature", method: "GET", path: "/api/v1/flags/?feature=nope", key: e2eClientKey, wantStatus: http.StatusNotFound},
+			{name: "unknown feature", method: "GET", path: "/api/v1/flags/?feature=nope", key: demoClientKey, wantStatus: http.StatusNotFound},
 			{
 				name: "unknown key", method: "GET", path: "/api/v1/flags/", key: "UnknownKeyThatIsLong-123456",
 				wantStatus: http.StatusUnauthorized,
@@ -521,33 +138,33 @@ func TestE2EServeBinary(t *testing.T) {
 				},
 			},
 			{
-				name: "identity POST with a segment trait", method: "POST", path: "/api/v1/identities/", key: e2eClientKey,
+				name: "identity POST with a segment trait", method: "POST", path: "/api/v1/identities/", key: demoClientKey,
 				body:       `{"identifier": "alice", "traits": [{"trait_key": "plan", "trait_value": "premium"}]}`,
 				wantStatus: http.StatusOK,
 				check: func(t *testing.T, resp *http.Response, body []byte) {
 					var got struct {
 						Identifier string            `json:"identifier"`
 						Traits     []json.RawMessage `json:"traits"`
-						Flags      []e2eFlag         `json:"flags"`
+						Flags      []apiFlag         `json:"flags"`
 					}
-					e2eUnmarshal(t, body, &got)
+					mustUnmarshal(t, body, &got)
 					if got.Identifier != "alice" || len(got.Traits) != 1 {
 						t.Errorf("identifier, traits = %q, %d traits; want \"alice\", 1 trait", got.Identifier, len(got.Traits))
 					}
-					if v := string(e2eFlagsByName(got.Flags)["max_upload_mb"].Value); v != "100" {
+					if v := string(flagsByName(got.Flags)["max_upload_mb"].Value); v != "100" {
 						t.Errorf("max_upload_mb for a premium identity = %s; want 100 (premium_users override)", v)
 					}
 				},
 			},
 			{
-				name: "identity GET with an identity override", method: "GET", path: "/api/v1/identities/?identifier=vip@example.com", key: e2eClientKey,
+				name: "identity GET with an identity override", method: "GET", path: "/api/v1/identities/?identifier=vip@example.com", key: demoClientKey,
 				wantStatus: http.StatusOK,
 				check: func(t *testing.T, resp *http.Response, body []byte) {
 					var got struct {
-						Flags []e2eFlag `json:"flags"`
+						Flags []apiFlag `json:"flags"`
 					}
-					e2eUnmarshal(t, body, &got)
-					byName := e2eFlagsByName(got.Flags)
+					mustUnmarshal(t, body, &got)
+					byName := flagsByName(got.Flags)
 					if v := string(byName["dark_mode"].Value); v != `"midnight"` {
 						t.Errorf("dark_mode for vip@example.com = %s; want \"midnight\"", v)
 					}
@@ -557,7 +174,7 @@ func TestE2EServeBinary(t *testing.T) {
 				},
 			},
 			{
-				name: "environment document with the server key", method: "GET", path: "/api/v1/environment-document/", key: e2eServerKey,
+				name: "environment document with the server key", method: "GET", path: "/api/v1/environment-document/", key: demoServerKey,
 				wantStatus: http.StatusOK,
 				check: func(t *testing.T, resp *http.Response, body []byte) {
 					if !bytes.Equal(body, doc1) {
@@ -565,12 +182,12 @@ func TestE2EServeBinary(t *testing.T) {
 					}
 				},
 			},
-			{name: "environment document with the client key", method: "GET", path: "/api/v1/environment-document/", key: e2eClientKey, wantStatus: http.StatusUnauthorized},
+			{name: "environment document with the client key", method: "GET", path: "/api/v1/environment-document/", key: demoClientKey, wantStatus: http.StatusUnauthorized},
 			{
 				name: "readiness", method: "GET", path: "/proxy/health/readiness", wantStatus: http.StatusOK,
 				check: func(t *testing.T, resp *http.Response, body []byte) {
 					var r readiness
-					e2eUnmarshal(t, body, &r)
+					mustUnmarshal(t, body, &r)
 					if r.Status != "ok" || r.Reason != nil || r.LastSuccessfulUpdate == nil {
 						t.Errorf("readiness = %s; want status ok, reason null and a last_successful_update", body)
 					}
@@ -581,7 +198,7 @@ func TestE2EServeBinary(t *testing.T) {
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				resp, body := e2eDo(t, client, tt.method, base+tt.path, tt.key, tt.body)
+				resp, body := httpDo(t, client, tt.method, base+tt.path, tt.key, tt.body)
 				if resp.StatusCode != tt.wantStatus {
 					t.Fatalf("%s %s = %d %s; want %d", tt.method, tt.path, resp.StatusCode, body, tt.wantStatus)
 				}
@@ -597,34 +214,21 @@ func TestE2EServeBinary(t *testing.T) {
 
 	// A realtime stream, held open across the document change and the
 	// shutdown. Its client has no timeout: the stream is meant to stay open.
-	streamCtx, cancelStream := context.WithCancel(context.Background())
-	t.Cleanup(cancelStream)
-	req, err := http.NewRequestWithContext(streamCtx, "GET", base+"/sse/environments/"+e2eClientKey+"/stream", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	streamClient := &http.Client{Transport: &http.Transport{}}
 	t.Cleanup(streamClient.CloseIdleConnections)
-	streamResp, err := streamClient.Do(req)
-	if err != nil {
-		t.Fatalf("open stream: %v", err)
+	stream := sseOpenStream(t, streamClient, base+sseStreamPath(demoClientKey), nil)
+	if ct := stream.resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("stream Content-Type = %q; want text/event-stream", ct)
 	}
-	t.Cleanup(func() { streamResp.Body.Close() })
-	if streamResp.StatusCode != http.StatusOK || streamResp.Header.Get("Content-Type") != "text/event-stream" {
-		t.Fatalf("stream = %d %q; want 200 text/event-stream", streamResp.StatusCode, streamResp.Header.Get("Content-Type"))
-	}
-	events := e2eReadSSE(streamResp.Body)
-	if got, want := e2eEventUpdatedAt(t, e2eNextEvent(t, events, 5*time.Second)), float64(v1.Unix()); got != want {
-		t.Errorf("first stream event updated_at = %v; want %v", got, want)
-	}
+	stream.wantUpdated(t, v1)
 
 	t.Run("document change within a poll period", func(t *testing.T) {
-		up.set(e2eDemoDocument(t, v2, "Hello from v2"), v2)
+		up.set(demoServerKey, demoDocument(t, v2, "Hello from v2"))
 		deadline := time.Now().Add(5 * time.Second)
 		for {
-			resp, body := e2eDo(t, client, "GET", base+"/api/v1/flags/?feature=welcome_message", e2eClientKey, "")
-			var f e2eFlag
-			e2eUnmarshal(t, body, &f)
+			resp, body := httpDo(t, client, "GET", base+"/api/v1/flags/?feature=welcome_message", demoClientKey, "")
+			var f apiFlag
+			mustUnmarshal(t, body, &f)
 			if string(f.Value) == `"Hello from v2"` {
 				if got := resp.Header.Get(updatedAtHeader); got != unixSeconds(v2) {
 					t.Errorf("%s = %q; want %q", updatedAtHeader, got, unixSeconds(v2))
@@ -636,17 +240,15 @@ func TestE2EServeBinary(t *testing.T) {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
-		if got, want := e2eEventUpdatedAt(t, e2eNextEvent(t, events, 5*time.Second)), float64(v2.Unix()); got != want {
-			t.Errorf("stream event after the change: updated_at = %v; want %v", got, want)
-		}
+		stream.wantUpdated(t, v2)
 	})
 
 	t.Run("metrics", func(t *testing.T) {
-		resp, body := e2eDo(t, client, "GET", base+"/metrics", "", "")
+		resp, body := httpDo(t, client, "GET", base+"/metrics", "", "")
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("GET /metrics = %d; want 200", resp.StatusCode)
 		}
-		want := `edge_proxy_polls_total{environment="` + e2eClientKey + `",result="ok"} 2`
+		want := `edge_proxy_polls_total{environment="` + demoClientKey + `",result="ok"} 2`
 		if !bytes.Contains(body, []byte(want)) {
 			t.Errorf("/metrics lacks %q:\n%s", want, body)
 		}
@@ -664,7 +266,7 @@ func TestE2EServeBinary(t *testing.T) {
 	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
 	slowReq, _ := http.NewRequest("POST", base+"/api/v1/identities/", nil)
 	fmt.Fprintf(conn, "POST /api/v1/identities/ HTTP/1.1\r\nHost: %s\r\nX-Environment-Key: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n",
-		addr, e2eClientKey, len(body))
+		addr, demoClientKey, len(body))
 	br := bufio.NewReader(conn)
 	cont, err := http.ReadResponse(br, slowReq)
 	if err != nil || cont.StatusCode != http.StatusContinue {
@@ -690,29 +292,19 @@ func TestE2EServeBinary(t *testing.T) {
 			t.Fatal(err)
 		}
 		var id struct {
-			Flags []e2eFlag `json:"flags"`
+			Flags []apiFlag `json:"flags"`
 		}
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("in-flight POST = %d %s; want 200", resp.StatusCode, got)
 		}
-		e2eUnmarshal(t, got, &id)
-		if v := string(e2eFlagsByName(id.Flags)["max_upload_mb"].Value); v != "100" {
+		mustUnmarshal(t, got, &id)
+		if v := string(flagsByName(id.Flags)["max_upload_mb"].Value); v != "100" {
 			t.Errorf("in-flight identity max_upload_mb = %s; want 100", v)
 		}
 	})
 
 	t.Run("stream closed", func(t *testing.T) {
-		timeout := time.After(10 * time.Second)
-		for {
-			select {
-			case _, open := <-events:
-				if !open {
-					return
-				}
-			case <-timeout:
-				t.Fatal("the realtime stream is still open 10s after SIGTERM")
-			}
-		}
+		stream.waitEnd(t) // fails if the stream is still open testWait after SIGTERM
 	})
 
 	// shutdown_timeout_seconds is 5; allow as much again for the process to exit.
@@ -734,50 +326,11 @@ func TestE2EServeBinary(t *testing.T) {
 			if _, ok := rec["msg"]; ok {
 				t.Errorf("log line %q still has a \"msg\" field", line)
 			}
-			if strings.Contains(line, e2eServerKey) {
+			if strings.Contains(line, demoServerKey) {
 				t.Errorf("log line %q holds the server key in clear", line)
 			}
 		}
 	})
-}
-
-// e2eServe serves h on a loopback port until the test ends and
-// returns its URL.
-func e2eServe(t testing.TB, h http.Handler) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		_ = srv.Close()
-		<-done
-	})
-	return "http://" + ln.Addr().String()
-}
-
-func e2eUnmarshal(t testing.TB, data []byte, v any) {
-	t.Helper()
-	if err := json.Unmarshal(data, v); err != nil {
-		t.Fatalf("json.Unmarshal(%.200s): %v", data, err)
-	}
-}
-
-// e2eFreePort returns a loopback TCP port that was free a moment ago.
-func e2eFreePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // e2eEnv is a getenv for run() that sees only vars.
@@ -788,27 +341,9 @@ func e2eEnv(vars map[string]string) func(string) string {
 // e2eRun calls run with args and an environment of exactly vars.
 func e2eRun(t testing.TB, ctx context.Context, vars map[string]string, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
-	var out, errb e2eBuffer
+	var out, errb logBuffer
 	err = run(ctx, args, e2eEnv(vars), &out, &errb)
 	return out.String(), errb.String(), err
-}
-
-// e2eBuffer is a bytes.Buffer safe for concurrent use.
-type e2eBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *e2eBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *e2eBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 func TestRunVersion(t *testing.T) {
@@ -853,7 +388,7 @@ func TestRunPrintConfig(t *testing.T) {
 		}
 	}
 	var got Config
-	e2eUnmarshal(t, []byte(out), &got)
+	mustUnmarshal(t, []byte(out), &got)
 	grace := 30.0
 	tests := []struct {
 		name      string
@@ -971,7 +506,7 @@ func e2ePrintedConfig(t testing.TB, vars map[string]string, args ...string) Conf
 		t.Fatalf("run(%q -print-config) = %v; want nil", args, err)
 	}
 	var cfg Config
-	e2eUnmarshal(t, []byte(out), &cfg)
+	mustUnmarshal(t, []byte(out), &cfg)
 	return cfg
 }
 
@@ -1111,13 +646,13 @@ func TestRunConfigAliasPrecedence(t *testing.T) {
 // 127.0.0.1:port, logging JSON.
 func e2eOfflineConfig(t testing.TB, port int, extra map[string]any) string {
 	t.Helper()
-	doc, err := filepath.Abs(e2eDocument)
+	doc, err := filepath.Abs(demoDocumentPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := map[string]any{
 		"environment_key_pairs": []any{map[string]any{
-			"server_side_key": e2eServerKey, "client_side_key": e2eClientKey, "environment_document_path": doc,
+			"server_side_key": demoServerKey, "client_side_key": demoClientKey, "environment_document_path": doc,
 		}},
 		"server":  map[string]any{"host": "127.0.0.1", "port": port},
 		"logging": map[string]any{"log_format": "json"},
@@ -1126,20 +661,6 @@ func e2eOfflineConfig(t testing.TB, port int, extra map[string]any) string {
 		cfg[k] = v
 	}
 	return e2eWriteFile(t, t.TempDir(), "config.json", cfg)
-}
-
-// e2eLogRecords parses JSON log output.
-func e2eLogRecords(t testing.TB, out string) []map[string]any {
-	t.Helper()
-	var recs []map[string]any
-	for line := range strings.Lines(out) {
-		var rec map[string]any
-		if err := json.Unmarshal([]byte(line), &rec); err != nil {
-			t.Fatalf("log line %q is not JSON: %v", line, err)
-		}
-		recs = append(recs, rec)
-	}
-	return recs
 }
 
 // e2eServeOnce runs the server with a context that has already ended: it
@@ -1152,7 +673,7 @@ func e2eServeOnce(t testing.TB, vars map[string]string, cfg string) []map[string
 	if err != nil {
 		t.Fatalf("run(-config %s) with an ended context = %v; want nil\n%s", cfg, err, errOut)
 	}
-	return e2eLogRecords(t, errOut)
+	return logRecords(t, errOut)
 }
 
 func TestRunUnknownKeyWarns(t *testing.T) {
@@ -1222,7 +743,7 @@ func TestRunEvaluateContext(t *testing.T) {
 }
 
 func TestRunEvaluateDocument(t *testing.T) {
-	args := []string{"evaluate", "-document", e2eDocument, "-identifier", "alice", "-trait", "plan=premium", "-trait", "n=5"}
+	args := []string{"evaluate", "-document", demoDocumentPath, "-identifier", "alice", "-trait", "plan=premium", "-trait", "n=5"}
 
 	t.Run("table", func(t *testing.T) {
 		out, _, err := e2eRun(t, t.Context(), nil, args...)
@@ -1274,7 +795,7 @@ func TestRunEvaluateDocument(t *testing.T) {
 			t.Fatalf("run(%q -json) = %v; want nil", args, err)
 		}
 		var res evaluationResult
-		e2eUnmarshal(t, []byte(out), &res)
+		mustUnmarshal(t, []byte(out), &res)
 		if got, want := len(res.Flags), 24; got != want {
 			t.Errorf("len(flags) = %d; want %d", got, want)
 		}
@@ -1288,12 +809,12 @@ func TestRunEvaluateDocument(t *testing.T) {
 	})
 
 	t.Run("identity override", func(t *testing.T) {
-		out, _, err := e2eRun(t, t.Context(), nil, "evaluate", "-document", e2eDocument, "-identifier", "vip@example.com", "-json")
+		out, _, err := e2eRun(t, t.Context(), nil, "evaluate", "-document", demoDocumentPath, "-identifier", "vip@example.com", "-json")
 		if err != nil {
 			t.Fatalf("run(evaluate -identifier vip@example.com) = %v; want nil", err)
 		}
 		var res evaluationResult
-		e2eUnmarshal(t, []byte(out), &res)
+		mustUnmarshal(t, []byte(out), &res)
 		if f := res.Flags["dark_mode"]; string(f.Value) != `"midnight"` || !strings.HasPrefix(f.Reason, "TARGETING_MATCH") {
 			t.Errorf("dark_mode = %s, %q; want \"midnight\" by TARGETING_MATCH", f.Value, f.Reason)
 		}
@@ -1316,9 +837,9 @@ func TestRunEvaluateBadInput(t *testing.T) {
 		{"missing document", []string{"evaluate", "-document", filepath.Join(dir, "missing.json")}},
 		{"invalid document JSON", []string{"evaluate", "-document", invalid}},
 		{"document that is not an object", []string{"evaluate", "-document", notDoc}},
-		{"trait without =", []string{"evaluate", "-document", e2eDocument, "-identifier", "alice", "-trait", "plan"}},
-		{"trait with an empty key", []string{"evaluate", "-document", e2eDocument, "-identifier", "alice", "-trait", "=x"}},
-		{"trait without an identifier", []string{"evaluate", "-document", e2eDocument, "-trait", "plan=premium"}},
+		{"trait without =", []string{"evaluate", "-document", demoDocumentPath, "-identifier", "alice", "-trait", "plan"}},
+		{"trait with an empty key", []string{"evaluate", "-document", demoDocumentPath, "-identifier", "alice", "-trait", "=x"}},
+		{"trait without an identifier", []string{"evaluate", "-document", demoDocumentPath, "-trait", "plan=premium"}},
 		{"unknown flag", []string{"evaluate", "-bogus", ctxFile}},
 	}
 	for _, tt := range tests {
@@ -1336,11 +857,11 @@ func TestRunEvaluateBadInput(t *testing.T) {
 
 // TestRunHealthcheck probes a server that run serves in this process.
 func TestRunHealthcheck(t *testing.T) {
-	port := e2eFreePort(t)
+	port := freePort(t)
 	cfg := e2eOfflineConfig(t, port, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	var serverLog e2eBuffer
+	var serverLog logBuffer
 	go func() { served <- run(ctx, []string{"-config", cfg}, e2eEnv(nil), io.Discard, &serverLog) }()
 	stopped := false
 	stop := func() error {
@@ -1383,11 +904,11 @@ func TestRunHealthcheck(t *testing.T) {
 	})
 
 	t.Run("server not ready", func(t *testing.T) {
-		port := e2eFreePort(t)
+		port := freePort(t)
 		missing := filepath.Join(t.TempDir(), "missing.json")
 		cfg := e2eWriteFile(t, t.TempDir(), "config.json", map[string]any{
 			"environment_key_pairs": []any{map[string]any{
-				"server_side_key": e2eServerKey, "client_side_key": e2eClientKey, "environment_document_path": missing,
+				"server_side_key": demoServerKey, "client_side_key": demoClientKey, "environment_document_path": missing,
 			}},
 			"server":  map[string]any{"host": "127.0.0.1", "port": port},
 			"logging": map[string]any{"log_format": "json"},
@@ -1400,7 +921,7 @@ func TestRunHealthcheck(t *testing.T) {
 			<-served
 		})
 		// Liveness first, so the probe below meets a serving, unready proxy.
-		e2eWaitStatus(t, &http.Client{Timeout: time.Second}, "http://127.0.0.1:"+strconv.Itoa(port)+"/proxy/health/liveness", http.StatusOK, 5*time.Second)
+		waitStatus(t, &http.Client{Timeout: time.Second}, "http://127.0.0.1:"+strconv.Itoa(port)+"/proxy/health/liveness", http.StatusOK, 5*time.Second)
 		_, _, err := e2eRun(t, t.Context(), nil, "-config", cfg, "-healthcheck")
 		if err == nil || exitCode(err) != 1 {
 			t.Errorf("run(-healthcheck) on an unready server = %v (exit %d); want an error with exit 1", err, exitCode(err))

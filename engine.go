@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/big"
+	"slices"
 	"sort"
 	"strconv"
 )
@@ -14,19 +15,29 @@ import (
 // compiled once into an engine, and the engine evaluates identities against it
 // without locks and without allocating per segment or per feature.
 
-// engine is a compiled evaluation context. It is immutable and safe for
-// concurrent use.
+// engine is a compiled evaluation context. It is never modified after
+// compileContext returns, so it is safe for concurrent use.
 type engine struct {
 	envKey    string
 	keyPrefix string    // envKey + "_", the default identity key's prefix
 	features  []feature // in context order
-	segments  []segment // in context order; identity-override groups last
-	// candidates[i] lists, for features[i], the overrides that may replace it,
-	// strongest first: ascending priority, ties in segment order.
+	segments  []segment // in context order
+	// candidates[i] lists, for features[i], the segment overrides that may
+	// replace it, strongest first: ascending priority, ties in segment order.
 	candidates [][]candidate
-	// overrideSegments lists the segments that carry at least one override:
-	// the only ones a flags-only evaluation needs to test.
-	overrideSegments []int
+	// identityOverrides finds an identity's override groups by its
+	// identifier (in the text an IN condition compares), in document order:
+	// a lookup instead of testing every group as a segment, so the cost of an
+	// evaluation does not grow with the number of overridden identities.
+	identityOverrides map[string][]int32
+	overrideGroups    []overrideGroup
+	// identifierRead is the condition the groups would test, kept for how it
+	// reads the identifier: a trait named "$.identity.identifier" wins.
+	identifierRead condition
+	// sources lists every flag source (feature defaults, segment and
+	// identity overrides); sources[i].index is i, so a caller can keep data
+	// per source in a slice of its own.
+	sources []*feature
 	// traitNames holds every trait key a condition can read, interned: the
 	// request decoder keeps only these traits. traitSlots numbers them.
 	traitNames map[string]string
@@ -41,11 +52,12 @@ type feature struct {
 	value    json.RawMessage
 	variants []variant // ascending priority
 	metadata json.RawMessage
+	index    int // in engine.sources
 
-	// Set by the API when it prepares a snapshot: the pre-encoded start of the
-	// flag object, and whether client keys may see it.
-	apiPrefix  []byte
-	serverOnly bool
+	// The feature as the Flagsmith API shows it, when it comes from an
+	// environment document: its id (JSON number text) and type.
+	apiID   string
+	apiType string
 }
 
 type variant struct {
@@ -89,14 +101,31 @@ type identityOverrideGroup struct {
 	overrides   []featureContext
 }
 
+// overrideGroup is a compiled identityOverrideGroup: its overrides by
+// feature index, ascending, one per feature.
+type overrideGroup struct {
+	overrides []groupOverride
+}
+
+type groupOverride struct {
+	feature int
+	source  *feature
+}
+
+// identityOverridesSegment stands for every override group where results
+// name the segment that decided a flag: they all read "identity_overrides",
+// as in Flagsmith's engine, where each group is a segment of that name.
+var identityOverridesSegment = segment{
+	name:     "identity_overrides",
+	metadata: json.RawMessage(`{"source":"identity_overrides"}`),
+	reason:   "TARGETING_MATCH; segment=identity_overrides",
+}
+
 // compileContext compiles ctx (its identity, if any, is ignored) plus the
 // document's identity overrides, which bind more strongly than any segment.
 func compileContext(ctx *evalContext, groups []identityOverrideGroup) (*engine, error) {
 	e := &engine{envKey: ctx.Environment.Key, keyPrefix: ctx.Environment.Key + "_"}
-	tree, err := staticTree(ctx)
-	if err != nil {
-		return nil, err
-	}
+	tree := lazyTree(ctx)
 	index := make(map[string]int, len(ctx.Features))
 	for _, m := range ctx.Features {
 		f, err := compileFeature(m.Value)
@@ -114,35 +143,9 @@ func compileContext(ctx *evalContext, groups []identityOverrideGroup) (*engine, 
 	type ranked struct {
 		candidate
 		priority *big.Float // nil is the weakest
-		negInf   bool
-		order    int
 	}
 	perFeature := make([][]ranked, len(e.features))
-	order := 0
-	addOverrides := func(segIdx int, overrides []featureContext, negInf bool) error {
-		for j, o := range overrides {
-			f, err := compileFeature(o)
-			if err != nil {
-				return fmt.Errorf("overrides[%d]: %w", j, err)
-			}
-			fi, ok := index[f.name]
-			if !ok {
-				continue // an override of a feature the environment lacks is never listed
-			}
-			r := ranked{candidate: candidate{segment: segIdx, source: &f}, negInf: negInf, order: order}
-			order++
-			if !negInf && len(o.Priority) > 0 && string(o.Priority) != "null" {
-				p, ok := parsePriority(o.Priority)
-				if !ok {
-					return fmt.Errorf("overrides[%d].priority: %q is not a number", j, o.Priority)
-				}
-				r.priority = p
-			}
-			perFeature[fi] = append(perFeature[fi], r)
-		}
-		return nil
-	}
-
+	e.segments = make([]segment, 0, len(ctx.Segments))
 	for _, m := range ctx.Segments {
 		s := m.Value
 		seg := segment{key: s.Key, name: s.Name, metadata: compactJSON(s.Metadata),
@@ -151,71 +154,173 @@ func compileContext(ctx *evalContext, groups []identityOverrideGroup) (*engine, 
 			seg.rules = append(seg.rules, compileRule(r, tree))
 		}
 		e.segments = append(e.segments, seg)
-		if err := addOverrides(len(e.segments)-1, s.Overrides, false); err != nil {
-			return nil, fmt.Errorf("segments[%q].%w", m.Key, err)
+		for j, o := range s.Overrides {
+			f, err := compileFeature(o)
+			if err != nil {
+				return nil, fmt.Errorf("segments[%q].overrides[%d]: %w", m.Key, j, err)
+			}
+			fi, ok := index[f.name]
+			if !ok {
+				continue // an override of a feature the environment lacks is never listed
+			}
+			r := ranked{candidate: candidate{segment: len(e.segments) - 1, source: &f}}
+			if len(o.Priority) > 0 && string(o.Priority) != "null" {
+				p, ok := parsePriority(o.Priority)
+				if !ok {
+					return nil, fmt.Errorf("segments[%q].overrides[%d].priority: %q is not a number", m.Key, j, o.Priority)
+				}
+				r.priority = p
+			}
+			perFeature[fi] = append(perFeature[fi], r)
 		}
 	}
-	for gi, g := range groups {
-		ids, _ := json.Marshal(g.identifiers)
-		cond := compileCondition(conditionContext{Property: "$.identity.identifier", Operator: opIn.String(), Value: ids}, tree)
-		e.segments = append(e.segments, segment{
-			name:     "identity_overrides",
-			metadata: json.RawMessage(`{"source":"identity_overrides"}`),
-			rules:    []rule{{typ: ruleAll, conditions: []condition{cond}}},
-			reason:   "TARGETING_MATCH; segment=identity_overrides",
-		})
-		if err := addOverrides(len(e.segments)-1, g.overrides, true); err != nil {
-			return nil, fmt.Errorf("identity_overrides group %d: %w", gi, err)
-		}
+	if err := e.compileOverrideGroups(groups, index); err != nil {
+		return nil, err
 	}
 
 	e.traitNames, e.traitSlots = map[string]string{}, map[string]int{}
 	for i := range e.segments {
 		assignTraitSlots(e.segments[i].rules, e.traitNames, e.traitSlots)
 	}
+	if len(e.overrideGroups) > 0 {
+		read := []rule{{typ: ruleAll, conditions: []condition{e.identifierRead}}}
+		assignTraitSlots(read, e.traitNames, e.traitSlots)
+		e.identifierRead = read[0].conditions[0]
+	}
 
 	e.candidates = make([][]candidate, len(e.features))
-	withOverrides := make([]bool, len(e.segments))
 	for fi, list := range perFeature {
+		// Stable: equal priorities keep segment order.
 		sort.SliceStable(list, func(a, b int) bool {
-			x, y := list[a], list[b]
-			switch {
-			case x.negInf != y.negInf:
-				return x.negInf
-			case x.priority == nil || y.priority == nil:
-				return x.priority != nil && y.priority == nil
+			x, y := list[a].priority, list[b].priority
+			if x == nil || y == nil {
+				return x != nil && y == nil
 			}
-			return x.priority.Cmp(y.priority) < 0
+			return x.Cmp(y) < 0
 		})
-		for _, r := range list {
-			e.candidates[fi] = append(e.candidates[fi], r.candidate)
-			withOverrides[r.segment] = true
+		e.candidates[fi] = make([]candidate, len(list))
+		for i, r := range list {
+			e.candidates[fi][i] = r.candidate
 		}
 	}
-	for si, ok := range withOverrides {
-		if ok {
-			e.overrideSegments = append(e.overrideSegments, si)
-		}
-	}
+	e.indexSources()
 	return e, nil
 }
 
-// staticTree is the context as plain JSON values, for JSONPath conditions
-// that read the document rather than the identity.
-func staticTree(ctx *evalContext) (any, error) {
-	shallow := *ctx
-	shallow.Identity = nil
-	raw, err := json.Marshal(&shallow)
+// compileOverrideGroups turns the identity override groups into a lookup by
+// identifier. Within a group the first override of a feature wins, and an
+// identifier listed by several groups takes each feature from the first
+// group that overrides it, as the equivalent segments of equal (strongest)
+// priority would.
+func (e *engine) compileOverrideGroups(groups []identityOverrideGroup, index map[string]int) error {
+	if len(groups) == 0 {
+		return nil
+	}
+	e.identifierRead = compileCondition(conditionContext{Property: "$.identity.identifier", Operator: opIn.String()}, nil)
+	e.overrideGroups = make([]overrideGroup, len(groups))
+	total := 0
+	for _, g := range groups {
+		total += len(g.identifiers)
+	}
+	e.identityOverrides = make(map[string][]int32, total)
+	// One backing array for the common case of an identifier in one group;
+	// capped slices make a second group's append copy instead of overwrite.
+	arena := make([]int32, total)
+	for gi, g := range groups {
+		og := &e.overrideGroups[gi]
+		for j, o := range g.overrides {
+			f, err := compileFeature(o)
+			if err != nil {
+				return fmt.Errorf("identity_overrides group %d: overrides[%d]: %w", gi, j, err)
+			}
+			fi, ok := index[f.name]
+			if !ok {
+				continue
+			}
+			og.overrides = append(og.overrides, groupOverride{feature: fi, source: &f})
+		}
+		sort.SliceStable(og.overrides, func(a, b int) bool { return og.overrides[a].feature < og.overrides[b].feature })
+		og.overrides = slices.CompactFunc(og.overrides, func(a, b groupOverride) bool { return a.feature == b.feature })
+		for _, id := range g.identifiers {
+			if list, ok := e.identityOverrides[id]; ok {
+				if list[len(list)-1] != int32(gi) {
+					e.identityOverrides[id] = append(list, int32(gi))
+				}
+				continue
+			}
+			arena[0] = int32(gi)
+			e.identityOverrides[id] = arena[:1:1]
+			arena = arena[1:]
+		}
+	}
+	return nil
+}
+
+// indexSources numbers every flag source, so callers can keep per-source
+// data (the snapshot's pre-encoded flag objects) beside the engine.
+func (e *engine) indexSources() {
+	add := func(f *feature) {
+		f.index = len(e.sources)
+		e.sources = append(e.sources, f)
+	}
+	for i := range e.features {
+		add(&e.features[i])
+	}
+	for _, list := range e.candidates {
+		for _, c := range list {
+			add(c.source)
+		}
+	}
+	for _, g := range e.overrideGroups {
+		for _, o := range g.overrides {
+			add(o.source)
+		}
+	}
+}
+
+// lazyTree returns the context's top-level members as plain JSON values,
+// for JSONPath conditions that read the document rather than the identity.
+// Each member is built on first use: most documents read at most
+// $.environment, and for a large document the features and segments as a
+// tree cost more memory than the document itself.
+func lazyTree(ctx *evalContext) func(member string) any {
+	built := map[string]any{}
+	return func(member string) any {
+		if v, ok := built[member]; ok {
+			return v
+		}
+		var v any
+		switch member {
+		case "environment":
+			v = jsonTree(ctx.Environment)
+		case "features":
+			if len(ctx.Features) > 0 {
+				v = jsonTree(ctx.Features)
+			}
+		case "segments":
+			if len(ctx.Segments) > 0 {
+				v = jsonTree(ctx.Segments)
+			}
+		}
+		built[member] = v
+		return v
+	}
+}
+
+// jsonTree is v as plain JSON values with numbers kept as written; nil when
+// it cannot be encoded, which no decoded context can cause.
+func jsonTree(v any) any {
+	raw, err := json.Marshal(v)
 	if err != nil {
-		return nil, fmt.Errorf("encode context: %w", err)
+		return nil
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	var tree any
-	if err := dec.Decode(&tree); err != nil {
-		return nil, fmt.Errorf("decode context: %w", err)
+	if dec.Decode(&tree) != nil {
+		return nil
 	}
-	return tree, nil
+	return tree
 }
 
 func compileFeature(fc featureContext) (feature, error) {
@@ -225,6 +330,8 @@ func compileFeature(fc featureContext) (feature, error) {
 		enabled:  fc.Enabled,
 		value:    compactJSON(fc.Value),
 		metadata: compactJSON(fc.Metadata),
+		apiID:    fc.apiID,
+		apiType:  fc.apiType,
 	}
 	if len(f.value) == 0 {
 		f.value = json.RawMessage("null")
@@ -320,7 +427,7 @@ func parsePriority(raw json.RawMessage) (*big.Float, bool) {
 	return new(big.Float).SetPrec(precision).SetFloat64(f), true
 }
 
-func compileRule(rc ruleContext, tree any) rule {
+func compileRule(rc ruleContext, tree func(member string) any) rule {
 	r := rule{}
 	switch rc.Type {
 	case "ALL":
@@ -497,8 +604,10 @@ func (r *rule) subRulesHold(st *evalState, segmentKey string) bool {
 // evalFlag is one evaluated feature: its source (default or override) and the
 // variant chosen, -1 for none.
 type evalFlag struct {
-	source  *feature
-	segment int // overriding segment, -1 for the default
+	source *feature
+	// segment is the overriding segment's index, -1 for the default, and
+	// len(segments)+g for identity override group g (see segmentOf).
+	segment int
 	variant int
 	control bool // an identity was split but landed on the control value
 }
@@ -508,9 +617,10 @@ type evalFlag struct {
 // otherwise only segments carrying overrides are tested.
 func (e *engine) evaluate(dst []evalFlag, id *identity, matched []bool) []evalFlag {
 	st := newEvalState(e, id)
+	groups := e.overrideGroupsOf(&st)
 	// A tri-state per segment (0 untested, 1 match, 2 no match), on the stack
 	// for documents of ordinary size.
-	var small [64]uint8
+	var small [256]uint8
 	var memo []uint8
 	if len(e.segments) <= len(small) {
 		memo = small[:len(e.segments)]
@@ -528,16 +638,20 @@ func (e *engine) evaluate(dst []evalFlag, id *identity, matched []bool) []evalFl
 	}
 	for fi := range e.features {
 		fl := evalFlag{source: &e.features[fi], segment: -1, variant: -1}
-		for _, c := range e.candidates[fi] {
-			if memo[c.segment] == 0 {
-				memo[c.segment] = 2
-				if e.segments[c.segment].matches(&st) {
-					memo[c.segment] = 1
+		if g, src := e.identityOverride(groups, fi); src != nil {
+			fl.source, fl.segment = src, len(e.segments)+g
+		} else {
+			for _, c := range e.candidates[fi] {
+				if memo[c.segment] == 0 {
+					memo[c.segment] = 2
+					if e.segments[c.segment].matches(&st) {
+						memo[c.segment] = 1
+					}
 				}
-			}
-			if memo[c.segment] == 1 {
-				fl.source, fl.segment = c.source, c.segment
-				break
+				if memo[c.segment] == 1 {
+					fl.source, fl.segment = c.source, c.segment
+					break
+				}
 			}
 		}
 		if st.hasIdentity && len(fl.source.variants) > 0 {
@@ -546,6 +660,49 @@ func (e *engine) evaluate(dst []evalFlag, id *identity, matched []bool) []evalFl
 		dst = append(dst, fl)
 	}
 	return dst
+}
+
+// overrideGroupsOf returns the identity override groups that list the
+// identity, in document order; usually none or one.
+func (e *engine) overrideGroupsOf(st *evalState) []int32 {
+	if len(e.identityOverrides) == 0 || !st.hasIdentity {
+		return nil
+	}
+	groups, _ := inLookup(e.identityOverrides, st.read(&e.identifierRead))
+	return groups
+}
+
+// identityOverride returns the first of groups that overrides feature fi:
+// its index and the override, or a nil source.
+func (e *engine) identityOverride(groups []int32, fi int) (int, *feature) {
+	for _, g := range groups {
+		list := e.overrideGroups[g].overrides
+		lo, hi := 0, len(list)
+		for lo < hi {
+			mid := int(uint(lo+hi) >> 1)
+			if list[mid].feature < fi {
+				lo = mid + 1
+			} else {
+				hi = mid
+			}
+		}
+		if lo < len(list) && list[lo].feature == fi {
+			return int(g), list[lo].source
+		}
+	}
+	return 0, nil
+}
+
+// segmentOf is the segment that decided the flag: nil for the default, and
+// identityOverridesSegment for an identity override.
+func (e *engine) segmentOf(fl evalFlag) *segment {
+	switch {
+	case fl.segment < 0:
+		return nil
+	case fl.segment >= len(e.segments):
+		return &identityOverridesSegment
+	}
+	return &e.segments[fl.segment]
 }
 
 // split picks a multivariate value for an identity: the variant whose
@@ -570,8 +727,8 @@ func (e *engine) reason(fl evalFlag) string {
 	if fl.variant >= 0 {
 		return fl.source.variants[fl.variant].reason
 	}
-	if fl.segment >= 0 {
-		return e.segments[fl.segment].reason
+	if seg := e.segmentOf(fl); seg != nil {
+		return seg.reason
 	}
 	return "DEFAULT"
 }

@@ -168,7 +168,7 @@ func evaluateGoldenCase(t testing.TB, path string) []byte {
 	}
 	res := goldenResult{
 		Reason:      gc.Reason,
-		Environment: snap.doc.engine.result(nil),
+		Environment: snap.engine.result(nil),
 		ClientFlags: snap.views[clientKey].flags.body,
 		Identities:  map[string]evaluationResult{},
 	}
@@ -177,7 +177,7 @@ func evaluateGoldenCase(t testing.TB, path string) []byte {
 		for _, tr := range gi.Traits {
 			id.traits = append(id.traits, trait{key: tr.Key, value: valueFromJSON(tr.Value)})
 		}
-		res.Identities[gi.Identifier] = snap.doc.engine.result(id)
+		res.Identities[gi.Identifier] = snap.engine.result(id)
 	}
 	out, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {

@@ -58,7 +58,7 @@ func runEvaluate(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usage(err)
 	}
-	doc, err := compileDocument(raw)
+	doc, err := newSnapshot(raw)
 	if err != nil {
 		return usage(fmt.Errorf("%s: %w", *document, err))
 	}
@@ -110,7 +110,7 @@ func printJSON(w io.Writer, v any) error {
 
 // printExplanation prints flags in document order with their reasons, for
 // a person.
-func printExplanation(w io.Writer, doc *compiledDocument, id *identity, res evaluationResult) error {
+func printExplanation(w io.Writer, doc *snapshot, id *identity, res evaluationResult) error {
 	if id == nil {
 		fmt.Fprintf(w, "Environment %q (%s): environment flags, no identity\n", doc.name, doc.clientKey)
 	} else {

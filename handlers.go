@@ -1,96 +1,21 @@
 package main
 
 import (
+	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 )
-
-// server is the proxy: its environments, their snapshots, and the HTTP API.
-// It is safe for concurrent use; request handlers only Load snapshots.
-type server struct {
-	cfg    Config
-	log    *slog.Logger
-	envs   []*environment
-	byKey  map[string]keyRef
-	hub    *hub
-	stats  *metrics
-	mux    *http.ServeMux
-	now    func() time.Time
-	origin map[string]bool // allowed CORS origins; nil allows any
-
-	// stopping turns readiness off while the server drains.
-	stopping atomic.Bool
-}
-
-type keyRef struct {
-	env  *environment
-	kind keyKind
-}
-
-func newServer(cfg Config, log *slog.Logger) *server {
-	s := &server{cfg: cfg, log: log, byKey: map[string]keyRef{}, now: time.Now}
-	s.stats = newMetrics()
-	s.hub = newHub(cfg.SSE.MaxSubscribers)
-	for _, p := range cfg.EnvironmentKeyPairs {
-		env := newEnvironment(p)
-		s.envs = append(s.envs, env)
-		s.byKey[p.ClientSideKey] = keyRef{env, clientKey}
-		s.byKey[string(p.ServerSideKey)] = keyRef{env, serverKey}
-	}
-	for _, o := range cfg.AllowOrigins {
-		if o == "*" {
-			s.origin = nil
-			break
-		}
-		if s.origin == nil {
-			s.origin = map[string]bool{}
-		}
-		s.origin[o] = true
-	}
-	s.mux = s.routes()
-	return s
-}
-
-// routes is the API table. Each SDK path answers with and without its
-// trailing slash.
-func (s *server) routes() *http.ServeMux {
-	mux := http.NewServeMux()
-	both := func(method, path string, h http.HandlerFunc) {
-		mux.HandleFunc(method+" "+path+"/{$}", h)
-		mux.HandleFunc(method+" "+path, h)
-	}
-	both("GET", "/api/v1/flags", s.handleFlags)
-	both("GET", "/api/v1/identities", s.handleIdentitiesGet)
-	both("POST", "/api/v1/identities", s.handleIdentitiesPost)
-	both("GET", "/api/v1/environment-document", s.handleEnvironmentDocument)
-	both("GET", "/proxy/health", s.handleReadiness)
-	both("GET", "/proxy/health/readiness", s.handleReadiness)
-	both("GET", "/health", s.handleReadiness)
-	both("GET", "/proxy/health/liveness", s.handleLiveness)
-	both("GET", "/sse/environments/{client_key}/stream", s.handleStream)
-	both("GET", "/sse/health", s.handleSSEHealth)
-	both("POST", "/proxy/refresh", s.handleRefresh)
-	mux.HandleFunc("GET /metrics", s.handleMetrics)
-	mux.HandleFunc("/", s.handleUnrouted)
-	return mux
-}
-
-// handler is the whole HTTP stack: recovery, CORS, then the routes, with
-// metrics and the access log around them.
-func (s *server) handler() http.Handler {
-	return s.observe(s.cors(s.mux))
-}
 
 const updatedAtHeader = "X-Flagsmith-Document-Updated-At"
 
@@ -184,6 +109,28 @@ func (s *server) handleFlags(w http.ResponseWriter, r *http.Request) {
 	v.flags.serve(w, r)
 }
 
+// preEncoded is a JSON response body prepared once per document: its bytes,
+// their gzip when large enough to gain from it, its ETag, and the header
+// values, so serving it allocates nothing.
+type preEncoded struct {
+	body, gzipped []byte
+	etag          string
+	etagHeader    []string
+	// Content-Length values: a known length spares net/http the chunked
+	// encoding of a body this size.
+	length, gzipLength []string
+}
+
+func newPreEncoded(body []byte) preEncoded {
+	p := preEncoded{body: body, etag: etagOf(body), length: []string{strconv.Itoa(len(body))}}
+	p.etagHeader = []string{p.etag}
+	if len(body) > gzipMinBytes {
+		p.gzipped = gzipBytes(body)
+		p.gzipLength = []string{strconv.Itoa(len(p.gzipped))}
+	}
+	return p
+}
+
 // serve writes a pre-encoded body: 304 when the client holds it, gzipped
 // when the client accepts it.
 func (p *preEncoded) serve(w http.ResponseWriter, r *http.Request) {
@@ -203,6 +150,27 @@ func (p *preEncoded) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	h["Content-Length"] = p.length
 	_, _ = w.Write(p.body)
+}
+
+// gzipBytes compresses a body prepared once per document: as small as gzip
+// can make it, except for bodies so large (an environment document of
+// thousands of features) that the best level would take seconds.
+func gzipBytes(b []byte) []byte {
+	level := gzip.BestCompression
+	if len(b) > 1<<20 {
+		level = gzip.BestSpeed
+	}
+	var buf bytes.Buffer
+	buf.Grow(len(b) / 4)
+	zw, _ := gzip.NewWriterLevel(&buf, level)
+	_, _ = zw.Write(b)
+	_ = zw.Close()
+	return buf.Bytes()
+}
+
+func etagOf(b []byte) string {
+	sum := sha256.Sum256(b)
+	return `"` + base64.RawURLEncoding.EncodeToString(sum[:12]) + `"`
 }
 
 func etagMatches(header, etag string) bool {
@@ -265,32 +233,25 @@ func writeBody(w http.ResponseWriter, r *http.Request, body []byte) {
 
 // identityBuffers holds the per-request scratch space of identity requests.
 type identityBuffers struct {
-	body   []byte
-	slots  []value
-	out    []byte
-	flags  []evalFlag
-	traits []trait
-	raw    []identityTrait
+	decodedTraits
+	body  []byte
+	slots []value
+	out   []byte
+	flags []evalFlag
 }
 
 var identityPool = sync.Pool{New: func() any { return new(identityBuffers) }}
 
-// maxPooledBytes keeps one huge request from pinning its buffers in the pool.
-const maxPooledBytes = 64 << 10
+// maxPooledBytes keeps one huge request from pinning its buffers in the
+// pool; it is well above the identity response of a 500-feature document.
+const maxPooledBytes = 1 << 20
 
 func putIdentityBuffers(buf *identityBuffers) {
 	if cap(buf.body) > maxPooledBytes || cap(buf.out) > maxPooledBytes || cap(buf.traits) > 256 || cap(buf.slots) > 256 {
 		return
 	}
-	buf.traits, buf.raw = buf.traits[:0], buf.raw[:0]
+	buf.traits, buf.sent = buf.traits[:0], buf.sent[:0]
 	identityPool.Put(buf)
-}
-
-// identityTrait is a trait as the request sent it (both parts as JSON
-// text), echoed in the response.
-type identityTrait struct {
-	key   []byte
-	value []byte
 }
 
 func (s *server) handleIdentitiesGet(w http.ResponseWriter, r *http.Request) {
@@ -346,10 +307,10 @@ func (s *server) decodeIdentity(w http.ResponseWriter, r *http.Request, snap *sn
 	if err != nil {
 		return "", err
 	}
-	return decodeIdentityBody(body, buf, identityLimits{
+	return decodeIdentityBody(body, &buf.decodedTraits, identityLimits{
 		maxTraits:         s.cfg.Limits.MaxTraits,
 		maxTraitKeyLength: s.cfg.Limits.MaxTraitKeyLength,
-		traitNames:        snap.doc.engine.traitNames,
+		traitNames:        snap.engine.traitNames,
 	})
 }
 
@@ -370,16 +331,17 @@ func readBody(r io.Reader, buf []byte) ([]byte, error) {
 	}
 }
 
-// writeIdentity evaluates the identity and appends the response by hand: the
-// flag objects are pre-encoded up to their value.
+// writeIdentity evaluates the identity and appends the response by hand:
+// flags the identity leaves as in the environment are copied from the
+// environment's pre-encoded body, the others are encoded from their value.
 func (s *server) writeIdentity(w http.ResponseWriter, r *http.Request, ref keyRef, snap *snapshot, buf *identityBuffers, identifier string) {
 	id := identity{identifier: identifier, traits: buf.traits, scratch: buf.slots}
-	buf.flags = snap.doc.engine.evaluate(buf.flags[:0], &id, nil)
+	buf.flags = snap.engine.evaluate(buf.flags[:0], &id, nil)
 	buf.slots = id.scratch
 	out := append(buf.out[:0], `{"identifier":`...)
 	out = appendJSONString(out, identifier)
 	out = append(out, `,"traits":[`...)
-	for i, t := range buf.raw {
+	for i, t := range buf.sent {
 		if i > 0 {
 			out = append(out, ',')
 		}
@@ -390,17 +352,7 @@ func (s *server) writeIdentity(w http.ResponseWriter, r *http.Request, ref keyRe
 		out = append(out, '}')
 	}
 	out = append(out, `],"flags":[`...)
-	first := true
-	for _, fl := range buf.flags {
-		if !visible(snap.doc, fl.source, ref.kind) {
-			continue
-		}
-		if !first {
-			out = append(out, ',')
-		}
-		first = false
-		out = appendFlag(out, fl)
-	}
+	out = snap.appendFlags(out, buf.flags, ref.kind)
 	out = append(out, "]}"...)
 	buf.out = out
 	writeBody(w, r, out)

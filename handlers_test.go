@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -163,67 +162,17 @@ func apiKeyPairs() []KeyPair {
 	}
 }
 
-// newAPITestServer builds a server for the four test environments with the
-// default configuration changed by edit (which may be nil), and publishes
-// every document but the pending environment's.
-func newAPITestServer(t testing.TB, edit func(*Config)) *server {
+// newAPITestServer serves the four test environments, the default
+// configuration changed by edits, with every document published but the
+// pending environment's.
+func newAPITestServer(t testing.TB, edits ...func(*Config)) *testServer {
 	t.Helper()
-	cfg := defaultConfig()
-	cfg.EnvironmentKeyPairs = apiKeyPairs()
-	if edit != nil {
-		edit(&cfg)
-	}
-	if err := cfg.validate(); err != nil {
-		t.Fatalf("config.validate() = %v", err)
-	}
-	s := newServer(cfg, slog.New(slog.DiscardHandler))
-	docs := map[string]string{
-		apiClientKey:    apiDocument,
-		hiddenClientKey: hiddenDocument,
-		bigClientKey:    bigDocument,
-	}
-	for _, env := range s.envs {
-		if doc, ok := docs[env.pair.ClientSideKey]; ok {
-			if err := s.publish(env, []byte(doc), "test"); err != nil {
-				t.Fatalf("publish(%s) = %v", env.pair.ClientSideKey, err)
-			}
-		}
-	}
+	s := newTestServer(t, append([]func(*Config){withPairs(apiKeyPairs()...)}, edits...)...)
+	s.publishDoc(t, apiClientKey, []byte(apiDocument))
+	s.publishDoc(t, hiddenClientKey, []byte(hiddenDocument))
+	s.publishDoc(t, bigClientKey, []byte(bigDocument))
 	return s
 }
-
-// apiEnv is the server's environment for a client key.
-func apiEnv(t testing.TB, s *server, clientKey string) *environment {
-	t.Helper()
-	for _, env := range s.envs {
-		if env.pair.ClientSideKey == clientKey {
-			return env
-		}
-	}
-	t.Fatalf("no environment with client key %q", clientKey)
-	return nil
-}
-
-// apiDo sends one request through the whole handler stack. Headers with an
-// empty value are not sent.
-func apiDo(t testing.TB, h http.Handler, method, path string, headers map[string]string, body string) *httptest.ResponseRecorder {
-	t.Helper()
-	var r io.Reader
-	if body != "" {
-		r = strings.NewReader(body)
-	}
-	req := httptest.NewRequest(method, path, r)
-	for k, v := range headers {
-		if v != "" {
-			req.Header.Set(k, v)
-		}
-	}
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
-	return rec
-}
-
-func withKey(key string) map[string]string { return map[string]string{"X-Environment-Key": key} }
 
 // apiJSON decodes a JSON body keeping number literals, so 10.0 and 10 stay
 // distinct as they are for Python.
@@ -316,7 +265,7 @@ const apiFlagsServerB = `[
 ]`
 
 func TestHandlersFlags(t *testing.T) {
-	h := newAPITestServer(t, nil).handler()
+	h := newAPITestServer(t).handler()
 	tests := []struct {
 		name string
 		key  string
@@ -330,7 +279,7 @@ func TestHandlersFlags(t *testing.T) {
 	for _, tt := range tests {
 		for _, path := range []string{"/api/v1/flags/", "/api/v1/flags"} {
 			t.Run(tt.name+" "+path, func(t *testing.T) {
-				rec := apiDo(t, h, "GET", path, withKey(tt.key), "")
+				rec := callHandler(t, h, "GET", path, withKey(tt.key), "")
 				if rec.Code != http.StatusOK {
 					t.Fatalf("GET %s = %d %s; want 200", path, rec.Code, rec.Body)
 				}
@@ -343,7 +292,7 @@ func TestHandlersFlags(t *testing.T) {
 }
 
 func TestHandlersFlagsFeature(t *testing.T) {
-	h := newAPITestServer(t, nil).handler()
+	h := newAPITestServer(t).handler()
 	tests := []struct {
 		name    string
 		key     string
@@ -376,7 +325,7 @@ func TestHandlersFlagsFeature(t *testing.T) {
 		for _, path := range []string{"/api/v1/flags/", "/api/v1/flags"} {
 			t.Run(tt.name+" "+path, func(t *testing.T) {
 				target := path + "?feature=" + urlQueryEscape(tt.feature)
-				rec := apiDo(t, h, "GET", target, withKey(tt.key), "")
+				rec := callHandler(t, h, "GET", target, withKey(tt.key), "")
 				if tt.want == "" {
 					apiError(t, rec, http.StatusNotFound, "not_found")
 					wantBody := fmt.Sprintf(`{"status":"not_found","message":"feature '%s' not found"}`, tt.feature)
@@ -405,10 +354,10 @@ func urlQueryEscape(s string) string {
 
 // apiEngineFlags returns what the engine's result() says an identity gets,
 // keyed by feature name, in the form the API prints.
-func apiEngineFlags(t testing.TB, s *server, clientKey, identifier string, traits []trait) map[string]any {
+func apiEngineFlags(t testing.TB, s *testServer, clientKey, identifier string, traits []trait) map[string]any {
 	t.Helper()
-	snap := apiEnv(t, s, clientKey).snap.Load()
-	res := snap.doc.engine.result(&identity{identifier: identifier, traits: traits})
+	snap := s.env(t, clientKey).snap.Load()
+	res := snap.engine.result(&identity{identifier: identifier, traits: traits})
 	out := map[string]any{}
 	for name, fl := range res.Flags {
 		out[name] = map[string]any{"enabled": fl.Enabled, "value": apiJSON(t, fl.Value)}
@@ -430,7 +379,7 @@ func apiResponseFlags(t testing.TB, flags any) map[string]any {
 }
 
 func TestHandlersIdentities(t *testing.T) {
-	s := newAPITestServer(t, nil)
+	s := newAPITestServer(t)
 	h := s.handler()
 	tests := []struct {
 		name       string
@@ -514,7 +463,7 @@ func TestHandlersIdentities(t *testing.T) {
 		}
 		for _, r := range requests {
 			t.Run(tt.name+" "+r.method+" "+r.path, func(t *testing.T) {
-				rec := apiDo(t, h, r.method, r.path, withKey(tt.key), r.body)
+				rec := callHandler(t, h, r.method, r.path, withKey(tt.key), r.body)
 				if rec.Code != http.StatusOK {
 					t.Fatalf("%s %s = %d %s; want 200", r.method, r.path, rec.Code, rec.Body)
 				}
@@ -565,7 +514,7 @@ func apiEnvClientKey(key string) string {
 // takes its last value, as a Python dict built from the list does, both for
 // a few traits and for enough to take the indexed lookup.
 func TestHandlersIdentitiesDuplicateTraits(t *testing.T) {
-	h := newAPITestServer(t, nil).handler()
+	h := newAPITestServer(t).handler()
 	filler := func(n int) string {
 		var b strings.Builder
 		for i := range n {
@@ -587,7 +536,7 @@ func TestHandlersIdentitiesDuplicateTraits(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			body := `{"identifier":"dup","traits":[` + tt.traits + `]}`
-			rec := apiDo(t, h, "POST", "/api/v1/identities/", withKey(apiClientKey), body)
+			rec := callHandler(t, h, "POST", "/api/v1/identities/", withKey(apiClientKey), body)
 			if rec.Code != http.StatusOK {
 				t.Fatalf("POST = %d %s; want 200", rec.Code, rec.Body)
 			}
@@ -608,7 +557,7 @@ func TestHandlersIdentitiesDuplicateTraits(t *testing.T) {
 // pooled buffers never see each other's data: each answer equals the one the
 // same request got alone.
 func TestHandlersIdentitiesConcurrent(t *testing.T) {
-	h := newAPITestServer(t, nil).handler()
+	h := newAPITestServer(t).handler()
 	bodies := []string{
 		`{"identifier":"alice","traits":[{"trait_key":"plan","trait_value":"premium"}]}`,
 		`{"identifier":"vip","traits":[]}`,
@@ -617,7 +566,7 @@ func TestHandlersIdentitiesConcurrent(t *testing.T) {
 	}
 	want := make([]string, len(bodies))
 	for i, body := range bodies {
-		want[i] = apiDo(t, h, "POST", "/api/v1/identities/", withKey(apiClientKey), body).Body.String()
+		want[i] = callHandler(t, h, "POST", "/api/v1/identities/", withKey(apiClientKey), body).Body.String()
 	}
 	var wg sync.WaitGroup
 	for g := range 4 {
@@ -639,10 +588,10 @@ func TestHandlersIdentitiesConcurrent(t *testing.T) {
 }
 
 func TestHandlersEnvironmentDocument(t *testing.T) {
-	h := newAPITestServer(t, nil).handler()
+	h := newAPITestServer(t).handler()
 	for _, path := range []string{"/api/v1/environment-document/", "/api/v1/environment-document"} {
 		t.Run("server key "+path, func(t *testing.T) {
-			rec := apiDo(t, h, "GET", path, withKey(apiServerKey), "")
+			rec := callHandler(t, h, "GET", path, withKey(apiServerKey), "")
 			if rec.Code != http.StatusOK {
 				t.Fatalf("GET %s = %d %s; want 200", path, rec.Code, rec.Body)
 			}
@@ -654,7 +603,7 @@ func TestHandlersEnvironmentDocument(t *testing.T) {
 			}
 		})
 		t.Run("client key "+path, func(t *testing.T) {
-			rec := apiDo(t, h, "GET", path, withKey(apiClientKey), "")
+			rec := callHandler(t, h, "GET", path, withKey(apiClientKey), "")
 			apiError(t, rec, http.StatusUnauthorized, "unauthorized")
 			if strings.Contains(rec.Body.String(), "feature_states") {
 				t.Errorf("client key got document content: %.300s", rec.Body)
@@ -662,7 +611,7 @@ func TestHandlersEnvironmentDocument(t *testing.T) {
 		})
 	}
 	t.Run("server key gzip", func(t *testing.T) {
-		rec := apiDo(t, h, "GET", "/api/v1/environment-document/", map[string]string{
+		rec := callHandler(t, h, "GET", "/api/v1/environment-document/", map[string]string{
 			"X-Environment-Key": apiServerKey, "Accept-Encoding": "gzip"}, "")
 		if got := string(apiGunzip(t, rec)); got != apiDocument {
 			t.Errorf("gunzipped document is not the document as received:\n%.500s", got)
@@ -671,11 +620,7 @@ func TestHandlersEnvironmentDocument(t *testing.T) {
 }
 
 func TestHandlersHealth(t *testing.T) {
-	s := newServer(func() Config {
-		cfg := defaultConfig()
-		cfg.EnvironmentKeyPairs = []KeyPair{{ServerSideKey: apiServerKey, ClientSideKey: apiClientKey}}
-		return cfg
-	}(), slog.New(slog.DiscardHandler))
+	s := newTestServer(t, withPairs(KeyPair{ServerSideKey: apiServerKey, ClientSideKey: apiClientKey}))
 	h := s.handler()
 	readinessPaths := []string{
 		"/proxy/health", "/proxy/health/", "/proxy/health/readiness", "/proxy/health/readiness/",
@@ -683,7 +628,7 @@ func TestHandlersHealth(t *testing.T) {
 	}
 	liveness := func(t *testing.T) {
 		for _, path := range []string{"/proxy/health/liveness", "/proxy/health/liveness/"} {
-			rec := apiDo(t, h, "GET", path, nil, "")
+			rec := callHandler(t, h, "GET", path, nil, "")
 			if rec.Code != http.StatusOK || rec.Body.Len() != 0 {
 				t.Errorf("GET %s = %d %q; want 200 and an empty body", path, rec.Code, rec.Body)
 			}
@@ -692,7 +637,7 @@ func TestHandlersHealth(t *testing.T) {
 
 	t.Run("before any document", func(t *testing.T) {
 		for _, path := range readinessPaths {
-			rec := apiDo(t, h, "GET", path, nil, "")
+			rec := callHandler(t, h, "GET", path, nil, "")
 			want := `{"status":"error","reason":"environment document(s) not updated.","last_successful_update":null}`
 			if rec.Code != http.StatusServiceUnavailable {
 				t.Errorf("GET %s = %d; want 503", path, rec.Code)
@@ -709,7 +654,7 @@ func TestHandlersHealth(t *testing.T) {
 	}
 	t.Run("after a document", func(t *testing.T) {
 		for _, path := range readinessPaths {
-			rec := apiDo(t, h, "GET", path, nil, "")
+			rec := callHandler(t, h, "GET", path, nil, "")
 			if rec.Code != http.StatusOK {
 				t.Errorf("GET %s = %d %s; want 200", path, rec.Code, rec.Body)
 				continue
@@ -734,7 +679,7 @@ func TestHandlersHealth(t *testing.T) {
 
 	t.Run("sse health", func(t *testing.T) {
 		for _, path := range []string{"/sse/health", "/sse/health/"} {
-			rec := apiDo(t, h, "GET", path, nil, "")
+			rec := callHandler(t, h, "GET", path, nil, "")
 			if rec.Code != http.StatusOK {
 				t.Errorf("GET %s = %d; want 200", path, rec.Code)
 			}
@@ -745,7 +690,7 @@ func TestHandlersHealth(t *testing.T) {
 	})
 
 	t.Run("metrics", func(t *testing.T) {
-		rec := apiDo(t, h, "GET", "/metrics", nil, "")
+		rec := callHandler(t, h, "GET", "/metrics", nil, "")
 		if rec.Code != http.StatusOK {
 			t.Fatalf("GET /metrics = %d; want 200", rec.Code)
 		}
@@ -759,7 +704,7 @@ func TestHandlersHealth(t *testing.T) {
 }
 
 func TestHandlersUpdatedAtHeader(t *testing.T) {
-	h := newAPITestServer(t, nil).handler()
+	h := newAPITestServer(t).handler()
 	tests := []struct {
 		name, method, path, key, body, want string
 	}{
@@ -773,7 +718,7 @@ func TestHandlersUpdatedAtHeader(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rec := apiDo(t, h, tt.method, tt.path, withKey(tt.key), tt.body)
+			rec := callHandler(t, h, tt.method, tt.path, withKey(tt.key), tt.body)
 			if rec.Code != http.StatusOK {
 				t.Fatalf("%s %s = %d %s; want 200", tt.method, tt.path, rec.Code, rec.Body)
 			}
@@ -809,7 +754,7 @@ func apiGunzip(t testing.TB, rec *httptest.ResponseRecorder) []byte {
 }
 
 func TestHandlersGzip(t *testing.T) {
-	h := newAPITestServer(t, nil).handler()
+	h := newAPITestServer(t).handler()
 	tests := []struct {
 		name, method, path, key, body string
 		acceptEncoding                string
@@ -837,8 +782,8 @@ func TestHandlersGzip(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			plain := apiDo(t, h, tt.method, tt.path, withKey(tt.key), tt.body)
-			rec := apiDo(t, h, tt.method, tt.path, map[string]string{
+			plain := callHandler(t, h, tt.method, tt.path, withKey(tt.key), tt.body)
+			rec := callHandler(t, h, tt.method, tt.path, map[string]string{
 				"X-Environment-Key": tt.key, "Accept-Encoding": tt.acceptEncoding}, tt.body)
 			if plain.Header().Get("Content-Encoding") != "" {
 				t.Fatalf("without Accept-Encoding: Content-Encoding = %q; want none", plain.Header().Get("Content-Encoding"))
@@ -872,16 +817,16 @@ func TestHandlersGzip(t *testing.T) {
 }
 
 func TestHandlersETag(t *testing.T) {
-	h := newAPITestServer(t, nil).handler()
+	h := newAPITestServer(t).handler()
 	for _, path := range []string{"/api/v1/flags/", "/api/v1/flags"} {
 		t.Run(path, func(t *testing.T) {
-			first := apiDo(t, h, "GET", path, withKey(apiClientKey), "")
+			first := callHandler(t, h, "GET", path, withKey(apiClientKey), "")
 			etag := first.Header().Get("ETag")
 			if first.Code != http.StatusOK || etag == "" {
 				t.Fatalf("GET %s = %d, ETag %q; want 200 with an ETag", path, first.Code, etag)
 			}
 			for _, inm := range []string{etag, "W/" + etag, `"other", ` + etag, "*"} {
-				rec := apiDo(t, h, "GET", path, map[string]string{"X-Environment-Key": apiClientKey, "If-None-Match": inm}, "")
+				rec := callHandler(t, h, "GET", path, map[string]string{"X-Environment-Key": apiClientKey, "If-None-Match": inm}, "")
 				if rec.Code != http.StatusNotModified || rec.Body.Len() != 0 {
 					t.Errorf("GET %s If-None-Match %s = %d %q; want 304 with no body", path, inm, rec.Code, rec.Body)
 				}
@@ -889,13 +834,13 @@ func TestHandlersETag(t *testing.T) {
 					t.Errorf("GET %s If-None-Match %s: ETag = %q; want %q", path, inm, got, etag)
 				}
 			}
-			rec := apiDo(t, h, "GET", path, map[string]string{"X-Environment-Key": apiClientKey, "If-None-Match": `"stale"`}, "")
+			rec := callHandler(t, h, "GET", path, map[string]string{"X-Environment-Key": apiClientKey, "If-None-Match": `"stale"`}, "")
 			if rec.Code != http.StatusOK || !bytes.Equal(rec.Body.Bytes(), first.Body.Bytes()) {
 				t.Errorf("GET %s with a stale ETag = %d; want 200 and the full body", path, rec.Code)
 			}
 			// A server key sees other flags, so its ETag must differ and the
 			// client's ETag must not give it a 304.
-			server := apiDo(t, h, "GET", path, map[string]string{"X-Environment-Key": apiServerKey, "If-None-Match": etag}, "")
+			server := callHandler(t, h, "GET", path, map[string]string{"X-Environment-Key": apiServerKey, "If-None-Match": etag}, "")
 			if server.Code != http.StatusOK || server.Header().Get("ETag") == etag {
 				t.Errorf("GET %s with a server key and the client's ETag = %d, ETag %q; want 200 and another ETag",
 					path, server.Code, server.Header().Get("ETag"))
@@ -905,7 +850,7 @@ func TestHandlersETag(t *testing.T) {
 }
 
 func TestHandlersCORS(t *testing.T) {
-	wildcard := newAPITestServer(t, nil).handler()
+	wildcard := newAPITestServer(t).handler()
 	listed := newAPITestServer(t, func(c *Config) {
 		c.AllowOrigins = []string{"https://app.example.com", "https://admin.example.com"}
 	}).handler()
@@ -950,7 +895,7 @@ func TestHandlersCORS(t *testing.T) {
 			if tt.method == "POST" {
 				body = `{"identifier":"cors"}`
 			}
-			rec := apiDo(t, tt.h, tt.method, tt.path, tt.headers, body)
+			rec := callHandler(t, tt.h, tt.method, tt.path, tt.headers, body)
 			if tt.wantCode != 0 && rec.Code != tt.wantCode {
 				t.Errorf("%s %s = %d %s; want %d", tt.method, tt.path, rec.Code, rec.Body, tt.wantCode)
 			}
@@ -989,7 +934,7 @@ func TestHandlersCORS(t *testing.T) {
 }
 
 func TestHandlersErrors(t *testing.T) {
-	s := newAPITestServer(t, nil)
+	s := newAPITestServer(t)
 	h := s.handler()
 	sdkPaths := []string{
 		"/api/v1/flags/", "/api/v1/flags",
@@ -1003,7 +948,7 @@ func TestHandlersErrors(t *testing.T) {
 			if strings.Contains(path, "identities") {
 				method = "POST"
 			}
-			rec := apiDo(t, h, method, path, nil, `{"identifier":"a"}`)
+			rec := callHandler(t, h, method, path, nil, `{"identifier":"a"}`)
 			apiError(t, rec, http.StatusUnauthorized, "unauthorized")
 		}
 	})
@@ -1015,7 +960,7 @@ func TestHandlersErrors(t *testing.T) {
 			if strings.Contains(path, "identities") {
 				method = "POST"
 			}
-			rec := apiDo(t, h, method, path, withKey(key), `{"identifier":"a"}`)
+			rec := callHandler(t, h, method, path, withKey(key), `{"identifier":"a"}`)
 			msg := apiError(t, rec, http.StatusUnauthorized, "unauthorized")
 			if strings.Contains(rec.Body.String(), key) || strings.Contains(rec.Body.String(), key[:12]) {
 				t.Errorf("%s %s: 401 body %q echoes the key; want at most a short prefix", method, path, rec.Body)
@@ -1028,7 +973,7 @@ func TestHandlersErrors(t *testing.T) {
 
 	t.Run("server key of another format", func(t *testing.T) {
 		// "ser." plus an unknown secret is still unknown, never a 500.
-		rec := apiDo(t, h, "GET", "/api/v1/flags/", withKey("ser.not-configured-secret"), "")
+		rec := callHandler(t, h, "GET", "/api/v1/flags/", withKey("ser.not-configured-secret"), "")
 		apiError(t, rec, http.StatusUnauthorized, "unauthorized")
 		if strings.Contains(rec.Body.String(), "not-configured") {
 			t.Errorf("401 body %q echoes the server key", rec.Body)
@@ -1044,7 +989,7 @@ func TestHandlersErrors(t *testing.T) {
 				{"GET", "/api/v1/identities/?identifier=a", ""},
 				{"GET", "/api/v1/environment-document/", ""},
 			} {
-				rec := apiDo(t, h, req.method, req.path, withKey(key), req.body)
+				rec := callHandler(t, h, req.method, req.path, withKey(key), req.body)
 				if msg := apiError(t, rec, http.StatusServiceUnavailable, ""); msg == "" {
 					t.Errorf("%s %s: 503 without a reason", req.method, req.path)
 				}
@@ -1055,7 +1000,7 @@ func TestHandlersErrors(t *testing.T) {
 	t.Run("wrong method", func(t *testing.T) {
 		for _, path := range append(sdkPaths, "/proxy/health/", "/proxy/health/liveness", "/metrics") {
 			for _, method := range []string{"DELETE", "PUT", "PATCH"} {
-				rec := apiDo(t, h, method, path, withKey(apiClientKey), `{"identifier":"a"}`)
+				rec := callHandler(t, h, method, path, withKey(apiClientKey), `{"identifier":"a"}`)
 				apiError(t, rec, http.StatusMethodNotAllowed, "method_not_allowed")
 				allow := rec.Header().Get("Allow")
 				want := "GET"
@@ -1068,7 +1013,7 @@ func TestHandlersErrors(t *testing.T) {
 			}
 		}
 		for _, path := range []string{"/api/v1/flags/", "/api/v1/environment-document"} {
-			rec := apiDo(t, h, "POST", path, withKey(apiClientKey), `{}`)
+			rec := callHandler(t, h, "POST", path, withKey(apiClientKey), `{}`)
 			apiError(t, rec, http.StatusMethodNotAllowed, "method_not_allowed")
 			if allow := rec.Header().Get("Allow"); !strings.Contains(allow, "GET") || strings.Contains(allow, "POST") {
 				t.Errorf("POST %s: Allow = %q; want GET and not POST", path, allow)
@@ -1079,7 +1024,7 @@ func TestHandlersErrors(t *testing.T) {
 	t.Run("unknown path", func(t *testing.T) {
 		for _, path := range []string{"/", "/api/v1/", "/api/v1/nope", "/api/v1/flags/extra", "/api/v2/flags/",
 			"/api/v1/identities/x/y", "/API/V1/FLAGS/", "/proxy/health/other"} {
-			rec := apiDo(t, h, "GET", path, withKey(apiClientKey), "")
+			rec := callHandler(t, h, "GET", path, withKey(apiClientKey), "")
 			apiError(t, rec, http.StatusNotFound, "not_found")
 		}
 	})
@@ -1089,7 +1034,7 @@ func TestHandlersErrors(t *testing.T) {
 		// form (307 keeps a POST's method and body), which serves a base URL
 		// configured with a trailing slash.
 		for _, path := range []string{"/api/v1//flags/", "/api/v1/./flags/"} {
-			rec := apiDo(t, h, "GET", path, withKey(apiClientKey), "")
+			rec := callHandler(t, h, "GET", path, withKey(apiClientKey), "")
 			if rec.Code != http.StatusTemporaryRedirect && rec.Code != http.StatusMovedPermanently {
 				t.Errorf("GET %s = %d; want a redirect", path, rec.Code)
 			}
@@ -1104,22 +1049,22 @@ func TestHandlersErrors(t *testing.T) {
 			t.Fatalf("default limits.max_body_bytes = %d; want 1 MiB", s.cfg.Limits.MaxBodyBytes)
 		}
 		exact := apiPadBody(`{"identifier":"limit"}`, 1<<20)
-		rec := apiDo(t, h, "POST", "/api/v1/identities/", withKey(apiClientKey), exact)
+		rec := callHandler(t, h, "POST", "/api/v1/identities/", withKey(apiClientKey), exact)
 		if rec.Code != http.StatusOK {
 			t.Errorf("POST a body of exactly 1 MiB = %d %.200s; want 200", rec.Code, rec.Body)
 		}
 		over := apiPadBody(`{"identifier":"limit"}`, 1<<20+1)
-		rec = apiDo(t, h, "POST", "/api/v1/identities/", withKey(apiClientKey), over)
+		rec = callHandler(t, h, "POST", "/api/v1/identities/", withKey(apiClientKey), over)
 		apiError(t, rec, http.StatusRequestEntityTooLarge, "")
 	})
 
 	t.Run("body over a configured limit", func(t *testing.T) {
 		small := newAPITestServer(t, func(c *Config) { c.Limits.MaxBodyBytes = 64 }).handler()
-		rec := apiDo(t, small, "POST", "/api/v1/identities/", withKey(apiClientKey), apiPadBody(`{"identifier":"a"}`, 64))
+		rec := callHandler(t, small, "POST", "/api/v1/identities/", withKey(apiClientKey), apiPadBody(`{"identifier":"a"}`, 64))
 		if rec.Code != http.StatusOK {
 			t.Errorf("POST a body of exactly the limit = %d %s; want 200", rec.Code, rec.Body)
 		}
-		rec = apiDo(t, small, "POST", "/api/v1/identities/", withKey(apiClientKey), apiPadBody(`{"identifier":"a"}`, 65))
+		rec = callHandler(t, small, "POST", "/api/v1/identities/", withKey(apiClientKey), apiPadBody(`{"identifier":"a"}`, 65))
 		apiError(t, rec, http.StatusRequestEntityTooLarge, "")
 	})
 }
@@ -1154,7 +1099,7 @@ func apiTraitKey(k string) string {
 // TestHandlersBadInput sends malformed, mistyped and oversized input to every
 // endpoint. Each must get a JSON error naming what is wrong, and never a 500.
 func TestHandlersBadInput(t *testing.T) {
-	h := newAPITestServer(t, nil).handler()
+	h := newAPITestServer(t).handler()
 	const ids = "/api/v1/identities/"
 	long := func(r string, n int) string { return strings.Repeat(r, n) }
 	tests := []struct {
@@ -1273,7 +1218,7 @@ func TestHandlersBadInput(t *testing.T) {
 			for k, v := range tt.headers {
 				headers[k] = v
 			}
-			rec := apiDo(t, h, tt.method, tt.path, headers, tt.body)
+			rec := callHandler(t, h, tt.method, tt.path, headers, tt.body)
 			if rec.Code >= 500 {
 				t.Fatalf("%s %s (%.80q) = %d %s; want no 5xx", tt.method, tt.path, tt.body, rec.Code, rec.Body)
 			}
@@ -1301,7 +1246,7 @@ func TestHandlersBadInput(t *testing.T) {
 // configured MaxHeaderBytes (as serve sets it): a 1 MiB header is refused by
 // net/http before any handler runs, so its body is net/http's, not JSON.
 func TestHandlersHeaderLimit(t *testing.T) {
-	s := newAPITestServer(t, nil)
+	s := newAPITestServer(t)
 	ts := httptest.NewUnstartedServer(s.handler())
 	ts.Config.MaxHeaderBytes = s.cfg.Server.MaxHeaderBytes
 	ts.Start()
@@ -1368,7 +1313,7 @@ func FuzzDecodeIdentity(f *testing.F) {
 	for _, seed := range apiFuzzSeeds {
 		f.Add([]byte(seed))
 	}
-	s := newAPITestServer(f, nil)
+	s := newAPITestServer(f)
 	h := s.handler()
 	post := func(t *testing.T, body []byte) *httptest.ResponseRecorder {
 		req := httptest.NewRequest("POST", "/api/v1/identities/", bytes.NewReader(body))
@@ -1405,22 +1350,21 @@ func FuzzDecodeIdentity(f *testing.F) {
 func TestAccessLogProxyHeaders(t *testing.T) {
 	for _, trust := range []bool{true, false} {
 		t.Run(fmt.Sprintf("proxy_headers=%t", trust), func(t *testing.T) {
-			var logs bytes.Buffer
-			cfg := defaultConfig()
-			cfg.EnvironmentKeyPairs = []KeyPair{{ServerSideKey: "ser.access-log-key", ClientSideKey: "AccessLogClient"}}
-			cfg.Logging.EnableAccessLog = true
-			cfg.Server.ProxyHeaders = trust
-			s := newServer(cfg, slog.New(slog.NewJSONHandler(&logs, nil)))
+			s := newTestServer(t, func(c *Config) {
+				c.Logging.EnableAccessLog = true
+				c.Server.ProxyHeaders = trust
+			})
 			req := httptest.NewRequest(http.MethodGet, "/proxy/health/liveness", nil)
 			req.RemoteAddr = "192.0.2.1:5555"
 			req.Header.Set("X-Forwarded-For", "203.0.113.7, 10.0.0.1")
 			req.Header.Set("X-Forwarded-Proto", "https")
 			s.handler().ServeHTTP(httptest.NewRecorder(), req)
 
-			var rec map[string]any
-			if err := json.Unmarshal(logs.Bytes(), &rec); err != nil {
-				t.Fatalf("access log %q is not one JSON line: %v", logs.String(), err)
+			recs := s.logs.records(t)
+			if len(recs) != 1 {
+				t.Fatalf("access log %q is not one JSON line", s.logs)
 			}
+			rec := recs[0]
 			wantClient, wantScheme := "192.0.2.1:5555", "http"
 			if trust {
 				wantClient, wantScheme = "203.0.113.7", "https"

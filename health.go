@@ -29,7 +29,7 @@ func (s *server) readiness() (int, readiness) {
 	}
 	var oldest int64
 	for _, env := range s.envs {
-		last := env.lastSuccess.Load()
+		last := max(env.lastSuccess.Load(), env.compileStarted.Load())
 		if env.snap.Load() == nil || last == 0 {
 			r := reasonNotUpdated
 			return http.StatusServiceUnavailable, readiness{Status: "error", Reason: &r}

@@ -167,8 +167,9 @@ func parseJSONPathString(s string, i int) (string, int, bool) {
 // resolvePath decides once per document where a path reads from. Paths into
 // $.identity depend on the request; every other path reads the document's own
 // context (environment, features, segments), which cannot change until the
-// next document, so it is resolved here.
-func resolvePath(path []pathSegment, tree any) (propertyKind, string, value) {
+// next document, so it is resolved here; tree returns a top-level member of
+// that context as JSON values (a nil tree: there is no context).
+func resolvePath(path []pathSegment, tree func(member string) any) (propertyKind, string, value) {
 	if len(path) > 0 && !path[0].isIndex && path[0].name == "identity" {
 		switch {
 		case len(path) == 2 && !path[1].isIndex && path[1].name == "identifier":
@@ -180,8 +181,11 @@ func resolvePath(path []pathSegment, tree any) (propertyKind, string, value) {
 		}
 		return propNone, "", value{}
 	}
-	node := tree
-	for _, seg := range path {
+	if len(path) == 0 || path[0].isIndex || tree == nil {
+		return propNone, "", value{}
+	}
+	node := tree(path[0].name)
+	for _, seg := range path[1:] {
 		switch n := node.(type) {
 		case map[string]any:
 			if seg.isIndex {

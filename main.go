@@ -16,6 +16,20 @@
 //	POST /proxy/refresh                     poll now (needs admin_token)
 //	GET  /metrics                           Prometheus metrics
 //
+// A document becomes what a request reads in four stages, each named once and
+// by that name everywhere:
+//
+//	environmentDocument  document.go  the JSON as received (raw bytes kept for serving)
+//	evalContext          context.go   Flagsmith's evaluation context it maps to
+//	engine               engine.go    the context compiled: conditions parsed, overrides
+//	                                  ranked, identity overrides a lookup by identifier
+//	snapshot             snapshot.go  the engine plus every response body pre-encoded
+//
+// Each configured environment (server.go) holds its current snapshot behind
+// an atomic pointer: its poller (poller.go) compiles a new document off the
+// request path and swaps it in; handlers (handlers.go) load it once per
+// request and take no lock.
+//
 // Configuration comes from config.json (-config, else $CONFIG_PATH, else
 // ./config.json) and environment variables named like its top-level keys in
 // upper case: environment_key_pairs, api_url, api_poll_frequency_seconds,

@@ -120,8 +120,8 @@ func (m *metrics) observeCompile(key string, snap *snapshot) {
 	defer m.mu.Unlock()
 	e := m.env(key)
 	e.compileSecs = snap.compile.Seconds()
-	if !snap.doc.updatedAt.IsZero() {
-		e.lastUpdatedAt = float64(snap.doc.updatedAt.UnixMicro()) / 1e6
+	if !snap.updatedAt.IsZero() {
+		e.lastUpdatedAt = float64(snap.updatedAt.UnixMicro()) / 1e6
 	}
 }
 

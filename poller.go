@@ -10,35 +10,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 )
-
-// environment is one configured key pair and its current snapshot.
-type environment struct {
-	pair    KeyPair
-	snap    atomic.Pointer[snapshot]
-	refresh chan struct{} // buffered 1: refresh requests coalesce
-
-	// lastSuccess is when a poll last confirmed the held document (a new
-	// document, a 304, or an unchanged file), as Unix nanoseconds; 0 never.
-	lastSuccess atomic.Int64
-}
-
-func newEnvironment(p KeyPair) *environment {
-	return &environment{pair: p, refresh: make(chan struct{}, 1)}
-}
-
-// triggerRefresh asks the poller for an immediate poll. Calls made while one
-// is pending or in flight coalesce into it.
-func (e *environment) triggerRefresh() {
-	select {
-	case e.refresh <- struct{}{}:
-	default:
-	}
-}
 
 // maxDocumentBytes bounds an upstream document read; real documents are far
 // smaller, and a runaway body must not exhaust memory.
@@ -159,8 +134,8 @@ func (s *server) pollOnce(ctx context.Context, env *environment, client *http.Cl
 	req.Header.Set("X-Environment-Key", string(env.pair.ServerSideKey))
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "flagsmith-edge-proxy/"+version)
-	if cur := env.snap.Load(); cur != nil && !cur.doc.updatedAt.IsZero() {
-		req.Header.Set("If-Modified-Since", cur.doc.updatedAt.Format(http.TimeFormat))
+	if cur := env.snap.Load(); cur != nil && !cur.updatedAt.IsZero() {
+		req.Header.Set("If-Modified-Since", cur.updatedAt.Format(http.TimeFormat))
 	}
 	start := time.Now()
 	resp, err := client.Do(req)
@@ -208,35 +183,45 @@ func (s *server) pollOnce(ctx context.Context, env *environment, client *http.Cl
 // publish compiles a document and swaps it in with one atomic store. An
 // identical document changes nothing and sends no realtime event.
 func (s *server) publish(env *environment, raw []byte, source string) error {
-	if cur := env.snap.Load(); cur != nil && bytes.Equal(cur.doc.raw, raw) {
+	if cur := env.snap.Load(); cur != nil && bytes.Equal(cur.document.body, raw) {
 		s.markSuccess(env)
 		return nil
 	}
+	// Readiness counts a compile in progress as fresh: the upstream has just
+	// answered, and a large document can take longer to compile than the
+	// staleness limit while the previous one is served.
+	env.compileStarted.Store(s.now().UnixNano())
 	snap, err := newSnapshot(raw)
+	env.compileStarted.Store(0)
 	if err != nil {
 		return err
 	}
-	if snap.doc.clientKey != env.pair.ClientSideKey {
+	return s.publishSnapshot(env, snap, source)
+}
+
+// publishSnapshot swaps in a compiled document.
+func (s *server) publishSnapshot(env *environment, snap *snapshot, source string) error {
+	if snap.clientKey != env.pair.ClientSideKey {
 		// The document's api_key is its environment's client-side key: a
 		// mismatch means the key pair is misconfigured, and SDKs holding the
 		// real client key would get 401 anyway. Refusing it keeps the cache
 		// free of foreign documents and makes the mistake loud.
-		return fmt.Errorf("document belongs to environment %s, not to the configured client key", maskedKey(snap.doc.clientKey))
+		return fmt.Errorf("document belongs to environment %s, not to the configured client key", maskedKey(snap.clientKey))
 	}
-	if snap.doc.updatedAt.IsZero() {
+	if snap.updatedAt.IsZero() {
 		s.log.Warn("document updated_at missing or unparsable; If-Modified-Since not sent",
-			"env", env.pair.ClientSideKey, "updated_at", snap.doc.updatedAtText)
+			"env", env.pair.ClientSideKey, "updated_at", snap.updatedAtText)
 	}
 	env.snap.Store(snap)
 	s.markSuccess(env)
 	s.stats.observeCompile(env.pair.ClientSideKey, snap)
 	s.log.Info("environment updated", "env", env.pair.ClientSideKey, "source", source,
-		"updated_at", snap.doc.updatedAtText, "compile", snap.compile.String())
-	if snap.updatedAt != "" {
-		s.hub.publish(env.pair.ClientSideKey, snap.updatedAt)
+		"updated_at", snap.updatedAtText, "compile", snap.compile.String())
+	if snap.updatedAtUnix != "" {
+		s.hub.publish(env.pair.ClientSideKey, snap.updatedAtUnix)
 	}
 	if source == "upstream" && s.cfg.CacheDir != "" {
-		if err := writeCache(s.cfg.CacheDir, env.pair.ClientSideKey, raw); err != nil {
+		if err := writeCache(s.cfg.CacheDir, env.pair.ClientSideKey, snap.document.body); err != nil {
 			s.log.Warn("cache write failed; serving continues", "env", env.pair.ClientSideKey, "error", err.Error())
 		}
 	}
@@ -350,17 +335,17 @@ func (s *server) loadCache() {
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
+		var snap *snapshot
 		if err == nil {
-			var snap *snapshot
-			if snap, err = newSnapshot(raw); err == nil && snap.doc.clientKey != env.pair.ClientSideKey {
-				err = fmt.Errorf("cached document belongs to another environment (api_key %s)", maskedKey(snap.doc.clientKey))
-			}
+			snap, err = newSnapshot(raw)
+		}
+		if err == nil && snap.clientKey != env.pair.ClientSideKey {
+			err = fmt.Errorf("cached document belongs to another environment (api_key %s)", maskedKey(snap.clientKey))
+		}
+		if err == nil {
+			err = s.publishSnapshot(env, snap, "cache")
 		}
 		if err != nil {
-			s.log.Warn("cached document ignored", "env", env.pair.ClientSideKey, "path", path, "error", err.Error())
-			continue
-		}
-		if err := s.publish(env, raw, "cache"); err != nil {
 			s.log.Warn("cached document ignored", "env", env.pair.ClientSideKey, "path", path, "error", err.Error())
 		}
 	}

@@ -7,13 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -21,196 +18,27 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// The keys of the environments these tests poll. The server keys must never
-// appear in a log in clear.
-const (
-	pollerClientA = "PollerEnvAlphaClient"
-	pollerServerA = "ser.PollerAlphaServerSecret"
-	pollerClientB = "PollerEnvBetaClient"
-	pollerServerB = "ser.PollerBetaServerSecret"
-)
-
-// pollerUpdatedAt is the updated_at of pollerDoc's documents unless a test
+// pollerUpdatedAt is the updated_at of the test documents unless a test
 // says otherwise, and pollerIMS the If-Modified-Since it must produce.
 const (
 	pollerUpdatedAt = "2026-11-20T10:00:00.123456Z"
 	pollerIMS       = "Fri, 20 Nov 2026 10:00:00 GMT"
 )
 
-func pollerPair(client, server string) KeyPair {
-	return KeyPair{ClientSideKey: client, ServerSideKey: secret(server)}
-}
-
-// pollerDoc is a minimal environment document with one flag, "banner",
-// whose value is value.
-func pollerDoc(apiKey, updatedAt, value string) []byte {
-	doc := map[string]any{
-		"api_key":    apiKey,
-		"name":       "poller test",
-		"updated_at": updatedAt,
-		"project": map[string]any{
-			"hide_disabled_flags":         false,
-			"server_key_only_feature_ids": []int{},
-			"segments":                    []any{},
-		},
-		"feature_states": []any{map[string]any{
-			"feature":                           map[string]any{"id": 1, "name": "banner", "type": "STANDARD"},
-			"enabled":                           true,
-			"django_id":                         11,
-			"featurestate_uuid":                 "5b1a3c1e-0000-4000-8000-000000000001",
-			"feature_state_value":               value,
-			"multivariate_feature_state_values": []any{},
-		}},
-		"identity_overrides": []any{},
-	}
-	b, err := json.Marshal(doc)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
-// pollerFlags is the body GET /api/v1/flags/ answers for a pollerDoc.
+// pollerFlags is the body GET /api/v1/flags/ answers for a testDocument.
 func pollerFlags(value string) string {
 	return `[{"feature":{"id":1,"name":"banner","type":"STANDARD"},"enabled":true,"feature_state_value":"` + value + `"}]`
 }
 
-// pollerLog captures the server's log as JSON lines and wakes waiters on
-// every record. It is safe for concurrent use.
-type pollerLog struct {
-	mu      sync.Mutex
-	buf     bytes.Buffer
-	changed chan struct{}
-}
-
-func (l *pollerLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	n, err := l.buf.Write(p)
-	l.mu.Unlock()
-	select {
-	case l.changed <- struct{}{}:
-	default:
-	}
-	return n, err
-}
-
-func (l *pollerLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-// records decodes every line logged so far.
-func (l *pollerLog) records(t testing.TB) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	for line := range strings.Lines(l.String()) {
-		var rec map[string]any
-		if err := json.Unmarshal([]byte(line), &rec); err != nil {
-			t.Fatalf("log line %q is not JSON: %v", line, err)
-		}
-		out = append(out, rec)
-	}
-	return out
-}
-
-// pollerRecord is a log record a test expects: its level, a part of its
-// message, the env attribute, and a part of its error attribute (when set).
-type pollerRecord struct {
-	level, msg, env, err string
-}
-
-func (w pollerRecord) matches(rec map[string]any) bool {
-	s := func(k string) string { v, _ := rec[k].(string); return v }
-	return s("level") == w.level && strings.Contains(s("msg"), w.msg) && s("env") == w.env &&
-		(w.err == "" || strings.Contains(s("error"), w.err))
-}
-
-func (l *pollerLog) has(t testing.TB, want pollerRecord) bool {
-	t.Helper()
-	for _, rec := range l.records(t) {
-		if want.matches(rec) {
-			return true
-		}
-	}
-	return false
-}
-
-// mustHave fails unless a record matching want was logged.
-func (l *pollerLog) mustHave(t testing.TB, want pollerRecord) {
-	t.Helper()
-	if !l.has(t, want) {
-		t.Errorf("no log record %+v; log:\n%s", want, l)
-	}
-}
-
-// waitFor waits until a record matching want is logged. The bound only
-// guards against a pollerHang.
-func (l *pollerLog) waitFor(t testing.TB, want pollerRecord) {
-	t.Helper()
-	const bound = 60 * time.Second
-	timeout := time.NewTimer(bound)
-	defer timeout.Stop()
-	for !l.has(t, want) {
-		select {
-		case <-l.changed:
-		case <-timeout.C:
-			t.Fatalf("no log record %+v after %v; log:\n%s", want, bound, l)
-		}
-	}
-}
-
-// noServerKeys fails when a server key appears in the log in clear.
-func (l *pollerLog) noServerKeys(t testing.TB) {
-	t.Helper()
-	out := l.String()
-	for _, k := range []string{pollerServerA, pollerServerB} {
-		if strings.Contains(out, k) {
-			t.Errorf("log holds the server key %q in clear:\n%s", k, out)
-		}
-	}
-}
-
-// newPollerServer builds a server for pairs against apiURL, logging JSON at
-// DEBUG into the returned log. mod adjusts the configuration.
-func newPollerServer(t testing.TB, apiURL string, mod func(*Config), pairs ...KeyPair) (*server, *pollerLog) {
-	t.Helper()
-	cfg := defaultConfig()
-	cfg.APIURL = apiURL
-	cfg.EnvironmentKeyPairs = pairs
-	cfg.PollTimeout = 30 // a bound only; tests of timeouts set their own
-	if mod != nil {
-		mod(&cfg)
-	}
-	if err := cfg.validate(); err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	logs := &pollerLog{changed: make(chan struct{}, 1)}
-	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	return newServer(cfg, log), logs
-}
-
-// pollerGet serves one GET request through the whole handler stack.
-func pollerGet(t testing.TB, s *server, path, key string) *httptest.ResponseRecorder {
-	t.Helper()
-	req := httptest.NewRequest(http.MethodGet, path, nil)
-	if key != "" {
-		req.Header.Set("X-Environment-Key", key)
-	}
-	rec := httptest.NewRecorder()
-	s.handler().ServeHTTP(rec, req)
-	return rec
-}
-
 // pollerFlagsBody is the status and body of GET /api/v1/flags/ for key.
-func pollerFlagsBody(t testing.TB, s *server, key string) (int, string) {
+func pollerFlagsBody(t testing.TB, s *testServer, key string) (int, string) {
 	t.Helper()
-	rec := pollerGet(t, s, "/api/v1/flags/", key)
+	rec := callHandler(t, s.handler(), http.MethodGet, "/api/v1/flags/", withKey(key), "")
 	return rec.Code, rec.Body.String()
 }
 
 // pollerWantFlags fails unless key is served flags with body want.
-func pollerWantFlags(t testing.TB, s *server, key, want string) {
+func pollerWantFlags(t testing.TB, s *testServer, key, want string) {
 	t.Helper()
 	if code, body := pollerFlagsBody(t, s, key); code != http.StatusOK || body != want {
 		t.Errorf("GET /api/v1/flags/ (%s) = %d %s; want 200 %s", key, code, body, want)
@@ -218,145 +46,14 @@ func pollerWantFlags(t testing.TB, s *server, key, want string) {
 }
 
 // pollerWantNoFlags fails unless key is answered 503: no document yet.
-func pollerWantNoFlags(t testing.TB, s *server, key string) {
+func pollerWantNoFlags(t testing.TB, s *testServer, key string) {
 	t.Helper()
 	if code, body := pollerFlagsBody(t, s, key); code != http.StatusServiceUnavailable {
 		t.Errorf("GET /api/v1/flags/ (%s) = %d %s; want 503", key, code, body)
 	}
 }
 
-// pollerUpstream is a fake Flagsmith API: it records the headers of every
-// request and answers with the current responder.
-type pollerUpstream struct {
-	srv  *httptest.Server
-	url  string        // the api_url to configure
-	stop chan struct{} // closed at cleanup: releases handlers that pollerHang
-
-	mu      sync.Mutex
-	respond http.HandlerFunc
-	headers []http.Header
-}
-
-func newPollerUpstream(t testing.TB, respond http.HandlerFunc) *pollerUpstream {
-	t.Helper()
-	u := &pollerUpstream{stop: make(chan struct{}), respond: respond}
-	u.srv = httptest.NewServer(http.HandlerFunc(u.serve))
-	u.url = u.srv.URL + "/api/v1"
-	t.Cleanup(u.srv.Close)
-	// Registered after Close, so it runs before it: Close waits for
-	// handlers, and the hanging ones return only once stop is closed.
-	t.Cleanup(func() { close(u.stop) })
-	return u
-}
-
-// serve records the request and hands it to the responder, with a request
-// context that also ends with the test, so a responder that hangs on it
-// never blocks the server's Close.
-func (u *pollerUpstream) serve(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	go func() {
-		select {
-		case <-u.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	r = r.WithContext(ctx)
-	u.mu.Lock()
-	u.headers = append(u.headers, r.Header.Clone())
-	respond := u.respond
-	u.mu.Unlock()
-	respond(w, r)
-}
-
-func (u *pollerUpstream) set(respond http.HandlerFunc) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.respond = respond
-}
-
-// requests is the headers of every request received so far.
-func (u *pollerUpstream) requests() []http.Header {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return append([]http.Header(nil), u.headers...)
-}
-
-func (u *pollerUpstream) last(t testing.TB) http.Header {
-	t.Helper()
-	reqs := u.requests()
-	if len(reqs) == 0 {
-		t.Fatal("the upstream received no request")
-	}
-	return reqs[len(reqs)-1]
-}
-
-const pollerDocPath = "/api/v1/environment-document/"
-
-// pollerServeDoc answers the document endpoint with doc, 404 elsewhere.
-func pollerServeDoc(doc []byte) http.HandlerFunc {
-	return pollerServeAt(pollerDocPath, doc)
-}
-
-func pollerServeAt(path string, doc []byte) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != path || r.Method != http.MethodGet {
-			http.NotFound(w, r)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(doc)
-	}
-}
-
-// pollerServeByKey answers each X-Environment-Key with its document, 401 for
-// any other key.
-func pollerServeByKey(docs map[string][]byte) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		doc, ok := docs[r.Header.Get("X-Environment-Key")]
-		if !ok {
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		}
-		pollerServeDoc(doc)(w, r)
-	}
-}
-
-func pollerServeStatus(code int) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(code) }
-}
-
-// pollerClient is a client of its own, so that idle connections are closed
-// when the test ends.
-func pollerClient(t testing.TB) *http.Client {
-	tr := &http.Transport{}
-	t.Cleanup(tr.CloseIdleConnections)
-	client := newPollClient()
-	client.Transport = tr
-	return client
-}
-
-// pollerStart runs s.runPollers until the returned stop (or the test's
-// cleanup) cancels it and it has returned.
-func pollerStart(t testing.TB, s *server, client *http.Client) (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.runPollers(ctx, client) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("runPollers = %v; want nil", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
-}
-
-func pollerMustPoll(t testing.TB, s *server, env *environment, client *http.Client) {
+func pollerMustPoll(t testing.TB, s *testServer, env *environment, client *http.Client) {
 	t.Helper()
 	if err := s.pollOnce(context.Background(), env, client); err != nil {
 		t.Fatalf("pollOnce(%s) = %v; want nil", env.pair.ClientSideKey, err)
@@ -366,50 +63,52 @@ func pollerMustPoll(t testing.TB, s *server, env *environment, client *http.Clie
 // TestPollConditionalGet follows one environment through a first fetch, a
 // 304 and a changed document (SPEC §3).
 func TestPollConditionalGet(t *testing.T) {
-	doc1 := pollerDoc(pollerClientA, pollerUpdatedAt, "blue")
-	up := newPollerUpstream(t, pollerServeDoc(doc1))
-	s, logs := newPollerServer(t, up.url, nil, pollerPair(pollerClientA, pollerServerA))
-	client, env := pollerClient(t), s.envs[0]
+	doc1 := testDocument(clientKeyA, pollerUpdatedAt, "blue")
+	up := newUpstream(t)
+	up.set(serverKeyA, doc1)
+	s := newTestServer(t, withUpstream(up), withPairs(pairA))
+	client, env := pollClient(t), s.envs[0]
 
-	pollerWantNoFlags(t, s, pollerClientA)
+	pollerWantNoFlags(t, s, clientKeyA)
 	pollerMustPoll(t, s, env, client)
-	pollerWantFlags(t, s, pollerClientA, pollerFlags("blue"))
+	pollerWantFlags(t, s, clientKeyA, pollerFlags("blue"))
 	first := up.last(t)
-	if got := first.Get("X-Environment-Key"); got != pollerServerA {
-		t.Errorf("first poll: X-Environment-Key = %q; want the server key %q", got, pollerServerA)
+	if got := first.Get("X-Environment-Key"); got != serverKeyA {
+		t.Errorf("first poll: X-Environment-Key = %q; want the server key %q", got, serverKeyA)
 	}
 	if got := first.Values("If-Modified-Since"); got != nil {
 		t.Errorf("first poll: If-Modified-Since = %q; want none (no document held)", got)
 	}
-	logs.mustHave(t, pollerRecord{level: "INFO", msg: "environment updated", env: pollerClientA})
+	s.logs.mustHave(t, logRecord{level: "INFO", msg: "environment updated", env: clientKeyA})
 
 	// 304: the held document stays, as the very same snapshot.
 	held := env.snap.Load()
-	up.set(pollerServeStatus(http.StatusNotModified))
 	pollerMustPoll(t, s, env, client)
+	if n := up.notModified(); n != 1 {
+		t.Errorf("the upstream answered %d 304s to the second poll; want 1", n)
+	}
 	second := up.last(t)
 	if got := second.Get("If-Modified-Since"); got != pollerIMS {
 		t.Errorf("second poll: If-Modified-Since = %q; want %q (updated_at %s)", got, pollerIMS, pollerUpdatedAt)
 	}
-	if got := second.Get("X-Environment-Key"); got != pollerServerA {
-		t.Errorf("second poll: X-Environment-Key = %q; want %q", got, pollerServerA)
+	if got := second.Get("X-Environment-Key"); got != serverKeyA {
+		t.Errorf("second poll: X-Environment-Key = %q; want %q", got, serverKeyA)
 	}
 	if env.snap.Load() != held {
 		t.Error("a 304 replaced the held snapshot; want it kept")
 	}
-	pollerWantFlags(t, s, pollerClientA, pollerFlags("blue"))
+	pollerWantFlags(t, s, clientKeyA, pollerFlags("blue"))
 
 	// A changed document is published, and the next poll asks from its date.
-	up.set(pollerServeDoc(pollerDoc(pollerClientA, "2026-11-21T08:30:15Z", "green")))
+	up.set(serverKeyA, testDocument(clientKeyA, "2026-11-21T08:30:15Z", "green"))
 	pollerMustPoll(t, s, env, client)
-	pollerWantFlags(t, s, pollerClientA, pollerFlags("green"))
-	up.set(pollerServeStatus(http.StatusNotModified))
+	pollerWantFlags(t, s, clientKeyA, pollerFlags("green"))
 	pollerMustPoll(t, s, env, client)
 	if got, want := up.last(t).Get("If-Modified-Since"), "Sat, 21 Nov 2026 08:30:15 GMT"; got != want {
 		t.Errorf("after a new document: If-Modified-Since = %q; want %q", got, want)
 	}
-	pollerWantFlags(t, s, pollerClientA, pollerFlags("green"))
-	logs.noServerKeys(t)
+	pollerWantFlags(t, s, clientKeyA, pollerFlags("green"))
+	s.logs.noServerKeys(t)
 }
 
 // TestPollIfModifiedSince checks the HTTP date built from the forms of
@@ -426,11 +125,12 @@ func TestPollIfModifiedSince(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			up := newPollerUpstream(t, pollerServeDoc(pollerDoc(pollerClientA, tt.updatedAt, "blue")))
-			s, _ := newPollerServer(t, up.url, nil, pollerPair(pollerClientA, pollerServerA))
-			client := pollerClient(t)
+			up := newUpstream(t)
+			up.set(serverKeyA, testDocument(clientKeyA, tt.updatedAt, "blue"))
+			s := newTestServer(t, withUpstream(up), withPairs(pairA))
+			client := pollClient(t)
 			pollerMustPoll(t, s, s.envs[0], client)
-			up.set(pollerServeStatus(http.StatusNotModified))
+			up.setFault(failWith(http.StatusNotModified))
 			pollerMustPoll(t, s, s.envs[0], client)
 			if got := up.last(t).Get("If-Modified-Since"); got != tt.want {
 				t.Errorf("updated_at %q: If-Modified-Since = %q; want %q", tt.updatedAt, got, tt.want)
@@ -445,8 +145,8 @@ const pollerHugeBody = 50 << 20
 
 // pollerStreamHuge writes a JSON string of pollerHugeBody bytes, chunk by
 // chunk, and reports how much the client let it write.
-func pollerStreamHuge(sent chan<- int64) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+func pollerStreamHuge(sent chan<- int64) fault {
+	return func(w http.ResponseWriter, r *http.Request, _ int) bool {
 		var n int64
 		defer func() {
 			select {
@@ -462,6 +162,7 @@ func pollerStreamHuge(sent chan<- int64) http.HandlerFunc {
 			m, err = w.Write(chunk)
 			n += int64(m)
 		}
+		return true
 	}
 }
 
@@ -469,14 +170,14 @@ func pollerStreamHuge(sent chan<- int64) http.HandlerFunc {
 // is logged with the environment's client key, and leaves the last good
 // document served unchanged (SPEC §3).
 func TestPollFaults(t *testing.T) {
-	good := pollerDoc(pollerClientA, pollerUpdatedAt, "blue")
+	good := testDocument(clientKeyA, pollerUpdatedAt, "blue")
 	hugeSent := make(chan int64, 4)
 	tests := []struct {
 		name    string
-		respond http.HandlerFunc // nil: the upstream is down (closed)
-		timeout float64          // api_poll_timeout_seconds for the faulty polls, when not the default
-		wantErr string           // part of the poll's error and of the logged error
-		wantIs  error            // when set, errors.Is(err, wantIs) must hold
+		fault   fault   // nil: the upstream is down (closed)
+		timeout float64 // api_poll_timeout_seconds for the faulty polls, when not the default
+		wantErr string  // part of the poll's error and of the logged error
+		wantIs  error   // when set, errors.Is(err, wantIs) must hold
 		// rejected: the key was refused, which is logged at ERROR.
 		rejected bool
 		// check, when set, runs after the failed poll.
@@ -485,45 +186,44 @@ func TestPollFaults(t *testing.T) {
 		{name: "connection refused", wantErr: "connection refused"},
 		{
 			name: "timeout, slow headers", timeout: 0.2, wantErr: "deadline exceeded", wantIs: context.DeadlineExceeded,
-			respond: func(w http.ResponseWriter, r *http.Request) {
-				<-r.Context().Done() // the client gives up, or the test ends
-			},
+			fault: hang,
 		},
 		{
 			name: "timeout, slow body", timeout: 0.2, wantErr: "deadline exceeded", wantIs: context.DeadlineExceeded,
-			respond: func(w http.ResponseWriter, r *http.Request) {
+			fault: func(w http.ResponseWriter, r *http.Request, _ int) bool {
 				w.Header().Set("Content-Type", "application/json")
-				_, _ = io.WriteString(w, `{"api_key": "`+pollerClientA)
+				_, _ = io.WriteString(w, `{"api_key": "`+clientKeyA)
 				http.NewResponseController(w).Flush()
-				<-r.Context().Done()
+				return hang(w, r, 0)
 			},
 		},
-		{name: "status 500", respond: pollerServeStatus(http.StatusInternalServerError), wantErr: "500"},
-		{name: "status 502", respond: pollerServeStatus(http.StatusBadGateway), wantErr: "502"},
-		{name: "status 404", respond: pollerServeStatus(http.StatusNotFound), wantErr: "404"},
-		{name: "status 401", respond: pollerServeStatus(http.StatusUnauthorized), wantErr: "401", rejected: true},
-		{name: "status 403", respond: pollerServeStatus(http.StatusForbidden), wantErr: "403", rejected: true},
-		{name: "invalid JSON", respond: pollerServeDoc([]byte("<html>captive portal</html>")), wantErr: "parse environment document"},
-		{name: "truncated JSON", respond: pollerServeDoc(good[:len(good)/2]), wantErr: "unexpected EOF"},
-		{name: "empty 200 body", respond: pollerServeDoc(nil), wantErr: "parse environment document"},
-		{name: "JSON array", respond: pollerServeDoc([]byte("[]")), wantErr: "parse environment document"},
-		{name: "empty object", respond: pollerServeDoc([]byte("{}")), wantErr: "api_key"},
-		{name: "api_key a number", respond: pollerServeDoc([]byte(`{"api_key": 5}`)), wantErr: "parse environment document"},
-		{name: "no project", respond: pollerServeDoc([]byte(`{"api_key": "` + pollerClientA + `"}`)), wantErr: "project"},
+		{name: "status 500", fault: failWith(http.StatusInternalServerError), wantErr: "500"},
+		{name: "status 502", fault: failWith(http.StatusBadGateway), wantErr: "502"},
+		{name: "status 404", fault: failWith(http.StatusNotFound), wantErr: "404"},
+		{name: "status 401", fault: failWith(http.StatusUnauthorized), wantErr: "401", rejected: true},
+		{name: "status 403", fault: failWith(http.StatusForbidden), wantErr: "403", rejected: true},
+		{name: "invalid JSON", fault: answerWith([]byte("<html>captive portal</html>")), wantErr: "parse environment document"},
+		{name: "truncated JSON", fault: answerWith(good[:len(good)/2]), wantErr: "unexpected EOF"},
+		{name: "empty 200 body", fault: answerWith(nil), wantErr: "parse environment document"},
+		{name: "JSON array", fault: answerWith([]byte("[]")), wantErr: "parse environment document"},
+		{name: "empty object", fault: answerWith([]byte("{}")), wantErr: "api_key"},
+		{name: "api_key a number", fault: answerWith([]byte(`{"api_key": 5}`)), wantErr: "parse environment document"},
+		{name: "no project", fault: answerWith([]byte(`{"api_key": "` + clientKeyA + `"}`)), wantErr: "project"},
 		{
 			name: "feature without id", wantErr: "feature_states[0]",
-			respond: pollerServeDoc([]byte(`{"api_key": "` + pollerClientA + `", "project": {}, "feature_states": [{"feature": {"name": "x"}, "django_id": 1}]}`)),
+			fault: answerWith([]byte(`{"api_key": "` + clientKeyA + `", "project": {}, "feature_states": [{"feature": {"name": "x"}, "django_id": 1}]}`)),
 		},
 		{
 			name: "redirect loop", wantErr: "redirect",
-			respond: func(w http.ResponseWriter, r *http.Request) {
+			fault: func(w http.ResponseWriter, r *http.Request, _ int) bool {
 				http.Redirect(w, r, r.URL.Path, http.StatusFound)
+				return true
 			},
 		},
 		{
 			// The timeout only bounds the test: reading 32 MiB under the race
 			// detector on a busy machine takes seconds.
-			name: "50 MB body", respond: pollerStreamHuge(hugeSent), timeout: 120,
+			name: "50 MB body", fault: pollerStreamHuge(hugeSent), timeout: 120,
 			wantErr: "larger than", wantIs: errDocumentSize,
 			check: func(t testing.TB) {
 				select {
@@ -539,9 +239,10 @@ func TestPollFaults(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			up := newPollerUpstream(t, pollerServeDoc(good))
-			s, logs := newPollerServer(t, up.url, nil, pollerPair(pollerClientA, pollerServerA))
-			client, env := pollerClient(t), s.envs[0]
+			up := newUpstream(t)
+			up.set(serverKeyA, good)
+			s := newTestServer(t, withUpstream(up), withPairs(pairA))
+			client, env := pollClient(t), s.envs[0]
 			pollerMustPoll(t, s, env, client)
 			if tt.timeout != 0 {
 				// Set after the good poll, so that a loaded machine cannot
@@ -549,12 +250,12 @@ func TestPollFaults(t *testing.T) {
 				s.cfg.PollTimeout = tt.timeout
 			}
 			held := env.snap.Load()
-			_, before := pollerFlagsBody(t, s, pollerClientA)
+			_, before := pollerFlagsBody(t, s, clientKeyA)
 
-			if tt.respond == nil {
-				up.srv.Close()
+			if tt.fault == nil {
+				up.close()
 			} else {
-				up.set(tt.respond)
+				up.setFault(tt.fault)
 			}
 			err := s.pollOnce(context.Background(), env, client)
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
@@ -569,17 +270,17 @@ func TestPollFaults(t *testing.T) {
 			if env.snap.Load() != held {
 				t.Error("the fault replaced the held snapshot; want the last good one kept")
 			}
-			pollerWantFlags(t, s, pollerClientA, before)
+			pollerWantFlags(t, s, clientKeyA, before)
 
 			// The poll loop logs the failure with the client key.
-			stop := pollerStart(t, s, client)
-			logs.waitFor(t, pollerRecord{level: "WARN", msg: "poll failed", env: pollerClientA, err: tt.wantErr})
+			stop := s.poll(t, client)
+			s.logs.waitFor(t, logRecord{level: "WARN", msg: "poll failed", env: clientKeyA, err: tt.wantErr})
 			stop()
 			if tt.rejected {
-				logs.mustHave(t, pollerRecord{level: "ERROR", msg: "rejected", env: pollerClientA})
+				s.logs.mustHave(t, logRecord{level: "ERROR", msg: "rejected", env: clientKeyA})
 			}
-			pollerWantFlags(t, s, pollerClientA, before)
-			logs.noServerKeys(t)
+			pollerWantFlags(t, s, clientKeyA, before)
+			s.logs.noServerKeys(t)
 		})
 	}
 }
@@ -587,29 +288,31 @@ func TestPollFaults(t *testing.T) {
 // TestPollRejectedKeyMasked checks that the ERROR for a rejected key names
 // the server key only masked.
 func TestPollRejectedKeyMasked(t *testing.T) {
-	up := newPollerUpstream(t, pollerServeStatus(http.StatusUnauthorized))
-	s, logs := newPollerServer(t, up.url, nil, pollerPair(pollerClientA, pollerServerA))
-	if err := s.pollOnce(context.Background(), s.envs[0], pollerClient(t)); err == nil {
+	up := newUpstream(t)
+	up.setFault(failWith(http.StatusUnauthorized))
+	s := newTestServer(t, withUpstream(up), withPairs(pairA))
+	if err := s.pollOnce(context.Background(), s.envs[0], pollClient(t)); err == nil {
 		t.Fatal("pollOnce against a 401 = nil; want an error")
 	}
-	for _, rec := range logs.records(t) {
+	for _, rec := range s.logs.records(t) {
 		if rec["level"] != "ERROR" {
 			continue
 		}
-		if got, want := rec["server_key"], secret(pollerServerA).String(); got != nil && got != want {
+		if got, want := rec["server_key"], secret(serverKeyA).String(); got != nil && got != want {
 			t.Errorf("logged server_key = %v; want the masked %q", got, want)
 		}
 	}
-	logs.mustHave(t, pollerRecord{level: "ERROR", msg: "rejected", env: pollerClientA})
-	logs.noServerKeys(t)
+	s.logs.mustHave(t, logRecord{level: "ERROR", msg: "rejected", env: clientKeyA})
+	s.logs.noServerKeys(t)
 }
 
 // TestPollNotModifiedWithoutDocument: a 304 is only meaningful for a held
 // document; without one it is a failure and publishes nothing.
 func TestPollNotModifiedWithoutDocument(t *testing.T) {
-	up := newPollerUpstream(t, pollerServeStatus(http.StatusNotModified))
-	s, logs := newPollerServer(t, up.url, nil, pollerPair(pollerClientA, pollerServerA))
-	client := pollerClient(t)
+	up := newUpstream(t)
+	up.setFault(failWith(http.StatusNotModified))
+	s := newTestServer(t, withUpstream(up), withPairs(pairA))
+	client := pollClient(t)
 	err := s.pollOnce(context.Background(), s.envs[0], client)
 	if err == nil {
 		t.Error("pollOnce answered 304 with no document held = nil; want an error")
@@ -617,142 +320,76 @@ func TestPollNotModifiedWithoutDocument(t *testing.T) {
 	if s.envs[0].snap.Load() != nil {
 		t.Error("a 304 with no document held published a snapshot")
 	}
-	pollerWantNoFlags(t, s, pollerClientA)
+	pollerWantNoFlags(t, s, clientKeyA)
 	if code, r := s.readiness(); code != http.StatusServiceUnavailable || r.Reason == nil || *r.Reason != reasonNotUpdated {
 		t.Errorf("readiness() = %d %+v; want 503 %q", code, r, reasonNotUpdated)
 	}
-	pollerStart(t, s, client)
-	logs.waitFor(t, pollerRecord{level: "WARN", msg: "poll failed", env: pollerClientA, err: "304"})
+	s.poll(t, client)
+	s.logs.waitFor(t, logRecord{level: "WARN", msg: "poll failed", env: clientKeyA, err: "304"})
 }
 
 // TestPollFollowsRedirect: a redirect to a good document is followed and the
 // document published.
 func TestPollFollowsRedirect(t *testing.T) {
-	up := newPollerUpstream(t, pollerServeDoc(pollerDoc(pollerClientA, pollerUpdatedAt, "blue")))
-	s, _ := newPollerServer(t, up.url, nil, pollerPair(pollerClientA, pollerServerA))
-	client, env := pollerClient(t), s.envs[0]
+	up := newUpstream(t)
+	up.set(serverKeyA, testDocument(clientKeyA, pollerUpdatedAt, "blue"))
+	s := newTestServer(t, withUpstream(up), withPairs(pairA))
+	client, env := pollClient(t), s.envs[0]
 	pollerMustPoll(t, s, env, client)
 
+	// The document has moved: the endpoint redirects to where it now is.
 	const moved = "/moved/api/v1/environment-document/"
-	green := pollerServeAt(moved, pollerDoc(pollerClientA, "2026-11-21T00:00:00Z", "green"))
-	up.set(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == pollerDocPath {
+	green := answerWith(testDocument(clientKeyA, "2026-11-21T00:00:00Z", "green"))
+	up.setFault(func(w http.ResponseWriter, r *http.Request, n int) bool {
+		if r.URL.Path == documentPath {
 			http.Redirect(w, r, moved, http.StatusMovedPermanently)
-			return
+			return true
 		}
-		green(w, r)
+		return r.URL.Path == moved && green(w, r, n)
 	})
 	pollerMustPoll(t, s, env, client)
-	pollerWantFlags(t, s, pollerClientA, pollerFlags("green"))
-	if got := up.last(t).Get("X-Environment-Key"); got != pollerServerA {
-		t.Errorf("redirected request: X-Environment-Key = %q; want %q", got, pollerServerA)
+	pollerWantFlags(t, s, clientKeyA, pollerFlags("green"))
+	if got := up.last(t).Get("X-Environment-Key"); got != serverKeyA {
+		t.Errorf("redirected request: X-Environment-Key = %q; want %q", got, serverKeyA)
 	}
 }
 
 // TestPollRedirectToAnotherHost: a redirect to another host is followed,
 // but the server key, a secret, is not sent there.
 func TestPollRedirectToAnotherHost(t *testing.T) {
-	other := newPollerUpstream(t, pollerServeByKey(map[string][]byte{
-		pollerServerA: pollerDoc(pollerClientA, pollerUpdatedAt, "stolen"),
-	}))
-	up := newPollerUpstream(t, func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, other.url+"/environment-document/", http.StatusFound)
+	other := newUpstream(t)
+	other.set(serverKeyA, testDocument(clientKeyA, pollerUpdatedAt, "stolen"))
+	up := newUpstream(t)
+	up.setFault(func(w http.ResponseWriter, r *http.Request, _ int) bool {
+		http.Redirect(w, r, other.apiURL+"/environment-document/", http.StatusFound)
+		return true
 	})
-	s, _ := newPollerServer(t, up.url, nil, pollerPair(pollerClientA, pollerServerA))
-	if err := s.pollOnce(t.Context(), s.envs[0], pollerClient(t)); err == nil {
+	s := newTestServer(t, withUpstream(up), withPairs(pairA))
+	if err := s.pollOnce(t.Context(), s.envs[0], pollClient(t)); err == nil {
 		t.Fatal("pollOnce through a cross-host redirect = nil error; want the other host's 401")
 	}
 	if got := other.last(t).Get("X-Environment-Key"); got != "" {
 		t.Errorf("X-Environment-Key sent to another host = %q; want none", got)
 	}
-	pollerWantNoFlags(t, s, pollerClientA)
+	pollerWantNoFlags(t, s, clientKeyA)
 }
 
 // TestPollUnparsableUpdatedAt: a document whose updated_at does not parse is
 // still served, but no If-Modified-Since can be built from it.
 func TestPollUnparsableUpdatedAt(t *testing.T) {
-	up := newPollerUpstream(t, pollerServeDoc(pollerDoc(pollerClientA, "last tuesday", "blue")))
-	s, logs := newPollerServer(t, up.url, nil, pollerPair(pollerClientA, pollerServerA))
-	client, env := pollerClient(t), s.envs[0]
+	up := newUpstream(t)
+	up.set(serverKeyA, testDocument(clientKeyA, "last tuesday", "blue"))
+	s := newTestServer(t, withUpstream(up), withPairs(pairA))
+	client, env := pollClient(t), s.envs[0]
 	pollerMustPoll(t, s, env, client)
-	pollerWantFlags(t, s, pollerClientA, pollerFlags("blue"))
-	logs.mustHave(t, pollerRecord{level: "WARN", msg: "updated_at", env: pollerClientA})
+	pollerWantFlags(t, s, clientKeyA, pollerFlags("blue"))
+	s.logs.mustHave(t, logRecord{level: "WARN", msg: "updated_at", env: clientKeyA})
 
 	pollerMustPoll(t, s, env, client)
 	if got := up.last(t).Values("If-Modified-Since"); got != nil {
 		t.Errorf("after a document with an unparsable updated_at: If-Modified-Since = %q; want none", got)
 	}
-	pollerWantFlags(t, s, pollerClientA, pollerFlags("blue"))
-}
-
-// pollerTransport is an in-memory upstream for synctest bubbles, where real
-// network I/O has no place. It records when each key polled, in the bubble's
-// fake time.
-type pollerTransport struct {
-	// answer gives the response to the n-th request (from 0) of key.
-	answer func(req *http.Request, key string, n int) (*http.Response, error)
-
-	mu    sync.Mutex
-	calls map[string][]time.Time
-}
-
-func (p *pollerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	key := req.Header.Get("X-Environment-Key")
-	p.mu.Lock()
-	if p.calls == nil {
-		p.calls = map[string][]time.Time{}
-	}
-	n := len(p.calls[key])
-	p.calls[key] = append(p.calls[key], time.Now())
-	p.mu.Unlock()
-	return p.answer(req, key, n)
-}
-
-// offsets is when key polled, relative to start.
-func (p *pollerTransport) offsets(key string, start time.Time) []time.Duration {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var out []time.Duration
-	for _, at := range p.calls[key] {
-		out = append(out, at.Sub(start))
-	}
-	return out
-}
-
-func pollerResponse(req *http.Request, code int, body []byte) *http.Response {
-	return &http.Response{
-		Status: fmt.Sprintf("%d %s", code, http.StatusText(code)), StatusCode: code,
-		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header:        http.Header{"Content-Type": {"application/json"}},
-		Body:          io.NopCloser(bytes.NewReader(body)),
-		ContentLength: int64(len(body)),
-		Request:       req,
-	}
-}
-
-// pollerHang answers only when the request is cancelled: an upstream that never
-// answers.
-func pollerHang(req *http.Request) (*http.Response, error) {
-	<-req.Context().Done()
-	return nil, req.Context().Err()
-}
-
-// newPollerBubble is newPollerServer for synctest bubbles: the transport is
-// in memory, and the pollers stop when the bubble's test ends.
-func newPollerBubble(t *testing.T, tr *pollerTransport, mod func(*Config), pairs ...KeyPair) *server {
-	t.Helper()
-	s, _ := newPollerServer(t, "http://upstream.invalid/api/v1", mod, pairs...)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = s.runPollers(ctx, &http.Client{Transport: tr})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	return s
+	pollerWantFlags(t, s, clientKeyA, pollerFlags("blue"))
 }
 
 func pollerSeconds(d ...float64) []time.Duration {
@@ -767,34 +404,35 @@ func pollerSeconds(d ...float64) []time.Duration {
 // delay another, which is fetched and refreshed on schedule (SPEC §3).
 func TestPollIndependence(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		tr := &pollerTransport{answer: func(req *http.Request, key string, n int) (*http.Response, error) {
-			if key == pollerServerA {
-				return pollerHang(req)
+		up := newUpstreamInMemory(t)
+		up.setFault(func(w http.ResponseWriter, r *http.Request, n int) bool {
+			if r.Header.Get("X-Environment-Key") == serverKeyA {
+				return hang(w, r, n)
 			}
-			value := fmt.Sprintf("v%d", n)
 			updated := time.Date(2026, 11, 20, 10, 0, n, 0, time.UTC).Format(time.RFC3339)
-			return pollerResponse(req, http.StatusOK, pollerDoc(pollerClientB, updated, value)), nil
-		}}
+			return answerWith(testDocument(clientKeyB, updated, fmt.Sprintf("v%d", n)))(w, r, n)
+		})
 		start := time.Now()
-		s := newPollerBubble(t, tr, func(c *Config) {
+		s := newTestServer(t, func(c *Config) {
 			c.PollFrequency = 10
 			c.PollTimeout = 3600 // A's request outlives the test
-		}, pollerPair(pollerClientA, pollerServerA), pollerPair(pollerClientB, pollerServerB))
+		})
+		s.poll(t, &http.Client{Transport: up})
 
 		synctest.Wait()
-		pollerWantFlags(t, s, pollerClientB, pollerFlags("v0"))
-		pollerWantNoFlags(t, s, pollerClientA)
+		pollerWantFlags(t, s, clientKeyB, pollerFlags("v0"))
+		pollerWantNoFlags(t, s, clientKeyA)
 
 		time.Sleep(35 * time.Second)
 		synctest.Wait()
-		if diff := cmp.Diff(pollerSeconds(0, 10, 20, 30), tr.offsets(pollerServerB, start)); diff != "" {
+		if diff := cmp.Diff(pollerSeconds(0, 10, 20, 30), up.offsets(serverKeyB, start)); diff != "" {
 			t.Errorf("B's polls while A hangs (-want +got):\n%s", diff)
 		}
-		if diff := cmp.Diff(pollerSeconds(0), tr.offsets(pollerServerA, start)); diff != "" {
+		if diff := cmp.Diff(pollerSeconds(0), up.offsets(serverKeyA, start)); diff != "" {
 			t.Errorf("A's polls (-want +got):\n%s", diff)
 		}
-		pollerWantFlags(t, s, pollerClientB, pollerFlags("v3"))
-		pollerWantNoFlags(t, s, pollerClientA)
+		pollerWantFlags(t, s, clientKeyB, pollerFlags("v3"))
+		pollerWantNoFlags(t, s, clientKeyA)
 		if code, r := s.readiness(); code != http.StatusServiceUnavailable || r.Reason == nil || *r.Reason != reasonNotUpdated {
 			t.Errorf("readiness() with A never updated = %d %+v; want 503 %q", code, r, reasonNotUpdated)
 		}
@@ -820,20 +458,19 @@ func TestPollBackoff(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				doc := pollerDoc(pollerClientA, pollerUpdatedAt, "blue")
-				tr := &pollerTransport{answer: func(req *http.Request, key string, n int) (*http.Response, error) {
-					if failing[n] {
-						return pollerResponse(req, http.StatusServiceUnavailable, nil), nil
-					}
-					return pollerResponse(req, http.StatusOK, doc), nil
-				}}
+				up := newUpstreamInMemory(t)
+				up.set(serverKeyA, testDocument(clientKeyA, pollerUpdatedAt, "blue"))
+				up.setFault(func(w http.ResponseWriter, r *http.Request, n int) bool {
+					return failing[n] && failWith(http.StatusServiceUnavailable)(w, r, n)
+				})
 				start := time.Now()
 				freq := seconds(tt.freq)
-				newPollerBubble(t, tr, func(c *Config) { c.PollFrequency = tt.freq }, pollerPair(pollerClientA, pollerServerA))
+				s := newTestServer(t, withPairs(pairA), func(c *Config) { c.PollFrequency = tt.freq })
+				s.poll(t, &http.Client{Transport: up})
 				time.Sleep(11*freq + 16*time.Second)
 				synctest.Wait()
 
-				at := tr.offsets(pollerServerA, start)
+				at := up.offsets(serverKeyA, start)
 				if len(at) < 11 {
 					t.Fatalf("polls at %v; want at least 11", at)
 				}
@@ -876,21 +513,20 @@ func TestPollBackoff(t *testing.T) {
 // restarts from that poll.
 func TestPollRefreshTrigger(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		doc := pollerDoc(pollerClientA, pollerUpdatedAt, "blue")
-		tr := &pollerTransport{answer: func(req *http.Request, key string, n int) (*http.Response, error) {
-			return pollerResponse(req, http.StatusOK, doc), nil
-		}}
+		up := newUpstreamInMemory(t)
+		up.set(serverKeyA, testDocument(clientKeyA, pollerUpdatedAt, "blue"))
 		start := time.Now()
-		s := newPollerBubble(t, tr, func(c *Config) { c.PollFrequency = 10 }, pollerPair(pollerClientA, pollerServerA))
+		s := newTestServer(t, withPairs(pairA), func(c *Config) { c.PollFrequency = 10 })
+		s.poll(t, &http.Client{Transport: up})
 		time.Sleep(3 * time.Second)
 		s.envs[0].triggerRefresh()
 		synctest.Wait()
-		if diff := cmp.Diff(pollerSeconds(0, 3), tr.offsets(pollerServerA, start)); diff != "" {
+		if diff := cmp.Diff(pollerSeconds(0, 3), up.offsets(serverKeyA, start)); diff != "" {
 			t.Errorf("polls after a trigger at 3s (-want +got):\n%s", diff)
 		}
 		time.Sleep(11 * time.Second)
 		synctest.Wait()
-		if diff := cmp.Diff(pollerSeconds(0, 3, 13), tr.offsets(pollerServerA, start)); diff != "" {
+		if diff := cmp.Diff(pollerSeconds(0, 3, 13), up.offsets(serverKeyA, start)); diff != "" {
 			t.Errorf("polls by 14s (-want +got):\n%s", diff)
 		}
 	})
@@ -900,27 +536,29 @@ func TestPollRefreshTrigger(t *testing.T) {
 // make one more poll, not one each.
 func TestPollRefreshCoalesces(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		doc := pollerDoc(pollerClientA, pollerUpdatedAt, "blue")
-		tr := &pollerTransport{answer: func(req *http.Request, key string, n int) (*http.Response, error) {
+		up := newUpstreamInMemory(t)
+		up.set(serverKeyA, testDocument(clientKeyA, pollerUpdatedAt, "blue"))
+		up.setFault(func(w http.ResponseWriter, r *http.Request, n int) bool {
 			if n == 1 {
 				time.Sleep(2 * time.Second) // a slow answer: the poll at 10s ends at 12s
 			}
-			return pollerResponse(req, http.StatusOK, doc), nil
-		}}
+			return false
+		})
 		start := time.Now()
-		s := newPollerBubble(t, tr, func(c *Config) { c.PollFrequency = 10 }, pollerPair(pollerClientA, pollerServerA))
+		s := newTestServer(t, withPairs(pairA), func(c *Config) { c.PollFrequency = 10 })
+		s.poll(t, &http.Client{Transport: up})
 		time.Sleep(11 * time.Second)
 		for range 3 {
 			s.envs[0].triggerRefresh()
 		}
 		time.Sleep(4 * time.Second)
 		synctest.Wait()
-		if diff := cmp.Diff(pollerSeconds(0, 10, 12), tr.offsets(pollerServerA, start)); diff != "" {
+		if diff := cmp.Diff(pollerSeconds(0, 10, 12), up.offsets(serverKeyA, start)); diff != "" {
 			t.Errorf("polls by 15s, with three triggers at 11s (-want +got):\n%s", diff)
 		}
 		time.Sleep(10 * time.Second)
 		synctest.Wait()
-		if diff := cmp.Diff(pollerSeconds(0, 10, 12, 22), tr.offsets(pollerServerA, start)); diff != "" {
+		if diff := cmp.Diff(pollerSeconds(0, 10, 12, 22), up.offsets(serverKeyA, start)); diff != "" {
 			t.Errorf("polls by 25s (-want +got):\n%s", diff)
 		}
 	})
@@ -931,18 +569,17 @@ func TestPollRefreshCoalesces(t *testing.T) {
 func TestPollReadiness(t *testing.T) {
 	const freq, grace = 10, 30
 	t0 := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
-	up := newPollerUpstream(t, pollerServeByKey(map[string][]byte{
-		pollerServerA: pollerDoc(pollerClientA, pollerUpdatedAt, "blue"),
-		pollerServerB: pollerDoc(pollerClientB, pollerUpdatedAt, "blue"),
-	}))
-	s, _ := newPollerServer(t, up.url, func(c *Config) {
+	up := newUpstream(t)
+	up.set(serverKeyA, testDocument(clientKeyA, pollerUpdatedAt, "blue"))
+	up.set(serverKeyB, testDocument(clientKeyB, pollerUpdatedAt, "blue"))
+	s := newTestServer(t, withUpstream(up), func(c *Config) {
 		c.PollFrequency = freq
 		g := float64(grace)
 		c.HealthCheck.GracePeriod = &g
-	}, pollerPair(pollerClientA, pollerServerA), pollerPair(pollerClientB, pollerServerB))
+	})
 	clock := t0
 	s.now = func() time.Time { return clock }
-	client := pollerClient(t)
+	client := pollClient(t)
 	envA, envB := s.envs[0], s.envs[1]
 	// limit is poll_frequency + grace × number_of_environments.
 	limit := seconds(freq + grace*2)
@@ -957,7 +594,7 @@ func TestPollReadiness(t *testing.T) {
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("%s: readiness() (-want +got):\n%s", step, diff)
 		}
-		rec := pollerGet(t, s, "/proxy/health/readiness", "")
+		rec := callHandler(t, s.handler(), http.MethodGet, "/proxy/health/readiness", nil, "")
 		wantBody, err := json.Marshal(want)
 		if err != nil {
 			t.Fatal(err)
@@ -987,14 +624,14 @@ func TestPollReadiness(t *testing.T) {
 	check("past the limit", http.StatusServiceUnavailable, stale(t0))
 
 	// A failed poll confirms nothing.
-	up.set(pollerServeStatus(http.StatusInternalServerError))
+	up.setFault(failWith(http.StatusInternalServerError))
 	if err := s.pollOnce(context.Background(), envA, client); err == nil {
 		t.Fatal("pollOnce against a 500 = nil; want an error")
 	}
 	check("after a failed poll", http.StatusServiceUnavailable, stale(t0))
 
 	// A 304 is a success: the oldest success is now B's.
-	up.set(pollerServeStatus(http.StatusNotModified))
+	up.setFault(failWith(http.StatusNotModified))
 	pollerMustPoll(t, s, envA, client)
 	check("A confirmed by a 304", http.StatusOK, ok(t0.Add(time.Second)))
 
@@ -1017,13 +654,14 @@ func TestPollReadiness(t *testing.T) {
 // cached document at once (SPEC §2 cache_dir).
 func TestPollCacheWarmStart(t *testing.T) {
 	dir := t.TempDir()
-	doc := pollerDoc(pollerClientA, pollerUpdatedAt, "blue")
-	up := newPollerUpstream(t, pollerServeDoc(doc))
+	doc := testDocument(clientKeyA, pollerUpdatedAt, "blue")
+	up := newUpstream(t)
+	up.set(serverKeyA, doc)
 	cacheDir := func(c *Config) { c.CacheDir = dir }
-	first, _ := newPollerServer(t, up.url, cacheDir, pollerPair(pollerClientA, pollerServerA))
-	pollerMustPoll(t, first, first.envs[0], pollerClient(t))
+	first := newTestServer(t, withUpstream(up), withPairs(pairA), cacheDir)
+	pollerMustPoll(t, first, first.envs[0], pollClient(t))
 
-	path := cachePath(dir, pollerClientA)
+	path := cachePath(dir, clientKeyA)
 	cached, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatalf("cache file after a poll: %v", err)
@@ -1043,37 +681,38 @@ func TestPollCacheWarmStart(t *testing.T) {
 		t.Errorf("cache dir holds (-want +got):\n%s", diff)
 	}
 
-	up.srv.Close() // the upstream is down for the restart
-	s, logs := newPollerServer(t, up.url, cacheDir, pollerPair(pollerClientA, pollerServerA))
+	up.close() // the upstream is down for the restart
+	s := newTestServer(t, withUpstream(up), withPairs(pairA), cacheDir)
 	s.loadCache()
-	pollerWantFlags(t, s, pollerClientA, pollerFlags("blue"))
+	pollerWantFlags(t, s, clientKeyA, pollerFlags("blue"))
 	if code, r := s.readiness(); code != http.StatusOK {
 		t.Errorf("readiness() after loadCache = %d %+v; want 200", code, r)
 	}
-	client := pollerClient(t)
+	client := pollClient(t)
 	if err := s.pollOnce(context.Background(), s.envs[0], client); err == nil {
 		t.Error("pollOnce with the upstream down = nil; want an error")
 	}
-	pollerWantFlags(t, s, pollerClientA, pollerFlags("blue"))
-	logs.mustHave(t, pollerRecord{level: "INFO", msg: "environment updated", env: pollerClientA})
-	logs.noServerKeys(t)
+	pollerWantFlags(t, s, clientKeyA, pollerFlags("blue"))
+	s.logs.mustHave(t, logRecord{level: "INFO", msg: "environment updated", env: clientKeyA})
+	s.logs.noServerKeys(t)
 }
 
 // TestPollCacheConditionalAfterWarmStart: the first poll after a warm start asks
 // from the cached document's date, so an unchanged upstream answers 304.
 func TestPollCacheConditionalAfterWarmStart(t *testing.T) {
 	dir := t.TempDir()
-	if err := writeCache(dir, pollerClientA, pollerDoc(pollerClientA, pollerUpdatedAt, "blue")); err != nil {
+	if err := writeCache(dir, clientKeyA, testDocument(clientKeyA, pollerUpdatedAt, "blue")); err != nil {
 		t.Fatal(err)
 	}
-	up := newPollerUpstream(t, pollerServeStatus(http.StatusNotModified))
-	s, _ := newPollerServer(t, up.url, func(c *Config) { c.CacheDir = dir }, pollerPair(pollerClientA, pollerServerA))
+	up := newUpstream(t)
+	up.setFault(failWith(http.StatusNotModified))
+	s := newTestServer(t, withUpstream(up), withPairs(pairA), func(c *Config) { c.CacheDir = dir })
 	s.loadCache()
-	pollerMustPoll(t, s, s.envs[0], pollerClient(t))
+	pollerMustPoll(t, s, s.envs[0], pollClient(t))
 	if got := up.last(t).Get("If-Modified-Since"); got != pollerIMS {
 		t.Errorf("first poll after a warm start: If-Modified-Since = %q; want %q", got, pollerIMS)
 	}
-	pollerWantFlags(t, s, pollerClientA, pollerFlags("blue"))
+	pollerWantFlags(t, s, clientKeyA, pollerFlags("blue"))
 }
 
 // TestPollCacheBadFiles: a cache file that cannot be used is logged and ignored;
@@ -1084,37 +723,39 @@ func TestPollCacheBadFiles(t *testing.T) {
 		name    string
 		content []byte
 	}{
-		{"corrupt", []byte(`{"api_key": "` + pollerClientA + `", "proj`)},
-		{"another environment", pollerDoc("SomeOtherEnvironment", pollerUpdatedAt, "red")},
+		{"corrupt", []byte(`{"api_key": "` + clientKeyA + `", "proj`)},
+		{"another environment", testDocument("SomeOtherEnvironment", pollerUpdatedAt, "red")},
 		{"empty", nil},
 		{"not a document", []byte(`[]`)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			path := cachePath(dir, pollerClientA)
+			path := cachePath(dir, clientKeyA)
 			if err := os.WriteFile(path, tt.content, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			up := newPollerUpstream(t, pollerServeStatus(http.StatusBadGateway))
-			s, logs := newPollerServer(t, up.url, func(c *Config) { c.CacheDir = dir }, pollerPair(pollerClientA, pollerServerA))
+			up := newUpstream(t)
+			up.setFault(failWith(http.StatusBadGateway))
+			s := newTestServer(t, withUpstream(up), withPairs(pairA), func(c *Config) { c.CacheDir = dir })
 			s.loadCache()
-			logs.mustHave(t, pollerRecord{level: "WARN", msg: "cache", env: pollerClientA})
-			pollerWantNoFlags(t, s, pollerClientA)
+			s.logs.mustHave(t, logRecord{level: "WARN", msg: "cache", env: clientKeyA})
+			pollerWantNoFlags(t, s, clientKeyA)
 			if code, r := s.readiness(); code != http.StatusServiceUnavailable {
 				t.Errorf("readiness() after an ignored cache file = %d %+v; want 503", code, r)
 			}
 
-			client := pollerClient(t)
+			client := pollClient(t)
 			if err := s.pollOnce(context.Background(), s.envs[0], client); err == nil {
 				t.Error("pollOnce against a 502 = nil; want an error")
 			}
-			pollerWantNoFlags(t, s, pollerClientA)
+			pollerWantNoFlags(t, s, clientKeyA)
 
-			doc := pollerDoc(pollerClientA, pollerUpdatedAt, "blue")
-			up.set(pollerServeDoc(doc))
+			doc := testDocument(clientKeyA, pollerUpdatedAt, "blue")
+			up.setFault(nil)
+			up.set(serverKeyA, doc)
 			pollerMustPoll(t, s, s.envs[0], client)
-			pollerWantFlags(t, s, pollerClientA, pollerFlags("blue"))
+			pollerWantFlags(t, s, clientKeyA, pollerFlags("blue"))
 			if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, doc) {
 				t.Errorf("cache file after a good poll = %q, %v; want the new document", got, err)
 			}
@@ -1129,13 +770,14 @@ func TestPollCacheUnwritableDir(t *testing.T) {
 	if err := os.WriteFile(file, []byte("not a directory"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	up := newPollerUpstream(t, pollerServeDoc(pollerDoc(pollerClientA, pollerUpdatedAt, "blue")))
-	s, logs := newPollerServer(t, up.url, func(c *Config) { c.CacheDir = filepath.Join(file, "cache") }, pollerPair(pollerClientA, pollerServerA))
+	up := newUpstream(t)
+	up.set(serverKeyA, testDocument(clientKeyA, pollerUpdatedAt, "blue"))
+	s := newTestServer(t, withUpstream(up), withPairs(pairA), func(c *Config) { c.CacheDir = filepath.Join(file, "cache") })
 	s.loadCache() // must not stop the start
-	pollerWantNoFlags(t, s, pollerClientA)
-	pollerMustPoll(t, s, s.envs[0], pollerClient(t))
-	pollerWantFlags(t, s, pollerClientA, pollerFlags("blue"))
-	logs.mustHave(t, pollerRecord{level: "WARN", msg: "cache write failed", env: pollerClientA})
+	pollerWantNoFlags(t, s, clientKeyA)
+	pollerMustPoll(t, s, s.envs[0], pollClient(t))
+	pollerWantFlags(t, s, clientKeyA, pollerFlags("blue"))
+	s.logs.mustHave(t, logRecord{level: "WARN", msg: "cache write failed", env: clientKeyA})
 	if code, r := s.readiness(); code != http.StatusOK {
 		t.Errorf("readiness() with an unwritable cache dir = %d %+v; want 200", code, r)
 	}
@@ -1160,58 +802,49 @@ func TestPollWatchFile(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		write(pollerDoc(pollerClientA, pollerUpdatedAt, "blue"))
-		pair := pollerPair(pollerClientA, pollerServerA)
+		write(testDocument(clientKeyA, pollerUpdatedAt, "blue"))
+		pair := pairA
 		pair.DocumentPath = path
-		s, logs := newPollerServer(t, "http://upstream.invalid/api/v1", nil, pair)
-		ctx, cancel := context.WithCancel(t.Context())
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			_ = s.runPollers(ctx, &http.Client{Transport: &pollerTransport{answer: func(req *http.Request, _ string, _ int) (*http.Response, error) {
-				t.Errorf("an offline environment made a request to %s", req.URL)
-				return nil, errors.New("offline")
-			}}})
-		}()
-		t.Cleanup(func() {
-			cancel()
-			<-done
+		up := newUpstreamInMemory(t)
+		up.setFault(func(w http.ResponseWriter, r *http.Request, _ int) bool {
+			t.Errorf("an offline environment made a request to %s", r.URL)
+			return false
 		})
+		s := newTestServer(t, withPairs(pair))
+		s.poll(t, &http.Client{Transport: up})
 
 		synctest.Wait()
-		pollerWantFlags(t, s, pollerClientA, pollerFlags("blue"))
+		pollerWantFlags(t, s, clientKeyA, pollerFlags("blue"))
 		if code, r := s.readiness(); code != http.StatusOK {
 			t.Errorf("readiness() with a document file = %d %+v; want 200", code, r)
 		}
 
-		next := func() {
+		// Each step changes the file, waits one check, and says which
+		// banner must be served then and which ERROR must have been logged.
+		steps := []struct {
+			content   []byte // nil: the file is removed
+			want, err string
+		}{
+			{content: testDocument(clientKeyA, "2026-11-21T00:00:00Z", "green"), want: "green"},
+			{content: []byte(`{"api_key": "` + clientKeyA + `", "project": {`), want: "green", err: "document file invalid"},
+			{content: testDocument(clientKeyA, "2026-11-22T00:00:00Z", "purple"), want: "purple"},
+			{content: nil, want: "purple", err: "document file unreadable"},
+			{content: testDocument(clientKeyA, "2026-11-23T00:00:00Z", "orange"), want: "orange"},
+		}
+		for _, step := range steps {
+			if step.content != nil {
+				write(step.content)
+			} else if err := os.Remove(path); err != nil {
+				t.Fatal(err)
+			}
 			time.Sleep(fileCheckInterval)
 			synctest.Wait()
+			pollerWantFlags(t, s, clientKeyA, pollerFlags(step.want))
+			if step.err != "" {
+				s.logs.mustHave(t, logRecord{level: "ERROR", msg: step.err, env: clientKeyA})
+			}
 		}
-		write(pollerDoc(pollerClientA, "2026-11-21T00:00:00Z", "green"))
-		next()
-		pollerWantFlags(t, s, pollerClientA, pollerFlags("green"))
-
-		write([]byte(`{"api_key": "` + pollerClientA + `", "project": {`))
-		next()
-		pollerWantFlags(t, s, pollerClientA, pollerFlags("green"))
-		logs.mustHave(t, pollerRecord{level: "ERROR", msg: "document file invalid", env: pollerClientA})
-
-		write(pollerDoc(pollerClientA, "2026-11-22T00:00:00Z", "purple"))
-		next()
-		pollerWantFlags(t, s, pollerClientA, pollerFlags("purple"))
-
-		if err := os.Remove(path); err != nil {
-			t.Fatal(err)
-		}
-		next()
-		pollerWantFlags(t, s, pollerClientA, pollerFlags("purple"))
-		logs.mustHave(t, pollerRecord{level: "ERROR", msg: "document file unreadable", env: pollerClientA})
-
-		write(pollerDoc(pollerClientA, "2026-11-23T00:00:00Z", "orange"))
-		next()
-		pollerWantFlags(t, s, pollerClientA, pollerFlags("orange"))
-		logs.noServerKeys(t)
+		s.logs.noServerKeys(t)
 	})
 }
 
@@ -1219,16 +852,18 @@ func TestPollWatchFile(t *testing.T) {
 // configured client key is refused, keeping the last good one, so a
 // misconfigured pair is loud and never reaches the cache.
 func TestPollForeignDocumentRefused(t *testing.T) {
-	up := newPollerUpstream(t, pollerServeDoc(pollerDoc(pollerClientA, pollerUpdatedAt, "blue")))
-	s, _ := newPollerServer(t, up.url, func(c *Config) { c.CacheDir = t.TempDir() }, pollerPair(pollerClientA, pollerServerA))
-	client, env := pollerClient(t), s.envs[0]
+	up := newUpstream(t)
+	up.set(serverKeyA, testDocument(clientKeyA, pollerUpdatedAt, "blue"))
+	s := newTestServer(t, withUpstream(up), withPairs(pairA), func(c *Config) { c.CacheDir = t.TempDir() })
+	client, env := pollClient(t), s.envs[0]
 	pollerMustPoll(t, s, env, client)
-	up.set(pollerServeDoc(pollerDoc("SomeOtherEnvironmentKey", "2026-11-22T00:00:00Z", "red")))
+	up.setFault(nil)
+	up.set(serverKeyA, testDocument("SomeOtherEnvironmentKey", "2026-11-22T00:00:00Z", "red"))
 	if err := s.pollOnce(t.Context(), env, client); err == nil || !strings.Contains(err.Error(), "belongs to environment") {
 		t.Fatalf("pollOnce of a foreign document = %v; want a refusal", err)
 	}
-	pollerWantFlags(t, s, pollerClientA, pollerFlags("blue"))
-	cached, err := os.ReadFile(cachePath(s.cfg.CacheDir, pollerClientA))
+	pollerWantFlags(t, s, clientKeyA, pollerFlags("blue"))
+	cached, err := os.ReadFile(cachePath(s.cfg.CacheDir, clientKeyA))
 	if err != nil || !strings.Contains(string(cached), `"blue"`) {
 		t.Errorf("cache after a foreign document = %q, %v; want the last good document", cached, err)
 	}

@@ -7,7 +7,6 @@ import (
 	"debug/elf"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -274,8 +273,8 @@ func TestShipEmptyRoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e2eUnmarshal(t, exampleRaw, &exampleCfg)
-	port := e2eFreePort(t)
+	mustUnmarshal(t, exampleRaw, &exampleCfg)
+	port := freePort(t)
 	exampleCfg["server"].(map[string]any)["port"] = port
 	cfgRaw, err := json.Marshal(exampleCfg)
 	if err != nil {
@@ -286,7 +285,7 @@ func TestShipEmptyRoot(t *testing.T) {
 		t.Fatal("the Dockerfile sets no CONFIG_PATH")
 	}
 	shipWriteFile(t, filepath.Join(root, configPath), cfgRaw, 0o644)
-	docRaw, err := os.ReadFile(e2eDocument)
+	docRaw, err := os.ReadFile(demoDocumentPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,30 +325,30 @@ func TestShipEmptyRoot(t *testing.T) {
 
 	t.Run("version", func(t *testing.T) {
 		out, err := runJailed(t, append(slices.Clone(img.entrypoint), "-version"))
-		if err != nil || out != "edge-proxy "+shipVersion+"\n" {
-			t.Errorf("edge-proxy -version in the root = %q, %v; want %q (stamped by -X main.version)", out, err, "edge-proxy "+shipVersion+"\n")
+		if err != nil || out != "edge-proxy "+stampedVersion+"\n" {
+			t.Errorf("edge-proxy -version in the root = %q, %v; want %q (stamped by -X main.version)", out, err, "edge-proxy "+stampedVersion+"\n")
 		}
 	})
 
 	name, args, configure := jail(img.entrypoint)
-	p := e2eStart(t, name, args, img.env, configure)
+	p := startProcess(t, name, args, img.env, configure)
 	base := "http://127.0.0.1:" + strconv.Itoa(port)
 	client := &http.Client{Timeout: 5 * time.Second}
 	t.Cleanup(client.CloseIdleConnections)
-	e2eWaitStatus(t, client, base+"/proxy/health/liveness", http.StatusOK, 10*time.Second)
+	waitStatus(t, client, base+"/proxy/health/liveness", http.StatusOK, 10*time.Second)
 
 	t.Run("readiness", func(t *testing.T) {
-		e2eWaitStatus(t, client, base+"/proxy/health/readiness", http.StatusOK, 5*time.Second)
+		waitStatus(t, client, base+"/proxy/health/readiness", http.StatusOK, 5*time.Second)
 	})
 
 	t.Run("flags with the demo client key", func(t *testing.T) {
-		resp, body := e2eDo(t, client, "GET", base+"/api/v1/flags/", e2eClientKey, "")
+		resp, body := httpDo(t, client, "GET", base+"/api/v1/flags/", demoClientKey, "")
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("GET /api/v1/flags/ = %d %s; want 200", resp.StatusCode, body)
 		}
-		var flags []e2eFlag
-		e2eUnmarshal(t, body, &flags)
-		if _, ok := e2eFlagsByName(flags)["dark_mode"]; !ok || len(flags) == 0 {
+		var flags []apiFlag
+		mustUnmarshal(t, body, &flags)
+		if _, ok := flagsByName(flags)["dark_mode"]; !ok || len(flags) == 0 {
 			t.Errorf("GET /api/v1/flags/ = %d flags without dark_mode; want the example document's flags", len(flags))
 		}
 	})
@@ -685,32 +684,18 @@ func checkHistogram(f *promFamily) []error {
 	return errs
 }
 
-// shipServer is a server for the configured pairs, logging nowhere.
-func shipServer(t testing.TB, apiURL string, pairs ...KeyPair) *server {
-	t.Helper()
-	cfg := defaultConfig()
-	cfg.EnvironmentKeyPairs = pairs
-	cfg.APIURL = apiURL
-	if err := cfg.validate(); err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	return newServer(cfg, slog.New(slog.DiscardHandler))
-}
-
 // TestShipMetricsExposition drives requests and polls through a server,
 // then parses its whole /metrics answer back.
 func TestShipMetricsExposition(t *testing.T) {
 	updatedAt := time.Date(2026, 10, 1, 12, 0, 0, 0, time.UTC)
-	up := &e2eUpstream{serverKey: e2eServerKey}
-	up.set(e2eDemoDocument(t, updatedAt, "hello"), updatedAt)
-	upstream := e2eServe(t, up)
+	up := newUpstream(t)
+	up.set(demoServerKey, demoDocument(t, updatedAt, "hello"))
 
 	// The second environment's server key is refused upstream; its client
 	// key needs escaping in a label value.
 	const oddKey = `odd"client\key`
-	s := shipServer(t, upstream+"/api/v1",
-		KeyPair{ServerSideKey: e2eServerKey, ClientSideKey: e2eClientKey},
-		KeyPair{ServerSideKey: "ser.refused-by-upstream", ClientSideKey: oddKey})
+	s := newTestServer(t, withUpstream(up),
+		withPairs(demoPair, KeyPair{ServerSideKey: "ser.refused-by-upstream", ClientSideKey: oddKey}))
 	client := &http.Client{Timeout: 5 * time.Second}
 	t.Cleanup(client.CloseIdleConnections)
 	for range 2 { // ok, then not_modified
@@ -722,8 +707,7 @@ func TestShipMetricsExposition(t *testing.T) {
 		t.Fatal("poll with a refused server key = nil; want an error")
 	}
 
-	base := e2eServe(t, s.handler())
-	t.Cleanup(s.hub.close)
+	base := s.listen(t, nil).url
 
 	// Identifiers, trait keys, unknown keys and paths sent below must never
 	// become label values.
@@ -732,19 +716,19 @@ func TestShipMetricsExposition(t *testing.T) {
 		method, path, key, body string
 		want                    int
 	}{
-		{"GET", "/api/v1/flags/", e2eClientKey, "", 200},
-		{"GET", "/api/v1/flags", e2eClientKey, "", 200},
-		{"GET", "/api/v1/flags/?feature=dark_mode", e2eClientKey, "", 200},
+		{"GET", "/api/v1/flags/", demoClientKey, "", 200},
+		{"GET", "/api/v1/flags", demoClientKey, "", 200},
+		{"GET", "/api/v1/flags/?feature=dark_mode", demoClientKey, "", 200},
 		{"GET", "/api/v1/flags/", "SecretUnknownKey-abcdef", "", 401},
-		{"POST", "/api/v1/identities/", e2eClientKey, `{"identifier": "secret-identifier-42", "traits": [{"trait_key": "secret_trait_key", "trait_value": "x"}]}`, 200},
-		{"GET", "/api/v1/identities/?identifier=secret-identifier-43", e2eClientKey, "", 200},
+		{"POST", "/api/v1/identities/", demoClientKey, `{"identifier": "secret-identifier-42", "traits": [{"trait_key": "secret_trait_key", "trait_value": "x"}]}`, 200},
+		{"GET", "/api/v1/identities/?identifier=secret-identifier-43", demoClientKey, "", 200},
 		{"GET", "/nope-secret-path", "", "", 404},
-		{"DELETE", "/api/v1/flags/", e2eClientKey, "", 405},
+		{"DELETE", "/api/v1/flags/", demoClientKey, "", 405},
 		{"GET", "/sse/environments/secret-sse-key/stream", "", "", 404},
 		{"GET", "/proxy/health/readiness", "", "", 503}, // the second environment has no document
 	}
 	for _, r := range requests {
-		resp, body := e2eDo(t, client, r.method, base+r.path, r.key, r.body)
+		resp, body := httpDo(t, client, r.method, base+r.path, r.key, r.body)
 		if resp.StatusCode != r.want {
 			t.Fatalf("%s %s = %d %s; want %d", r.method, r.path, resp.StatusCode, body, r.want)
 		}
@@ -753,7 +737,7 @@ func TestShipMetricsExposition(t *testing.T) {
 	// One open stream while scraping.
 	streamCtx, cancelStream := context.WithCancel(t.Context())
 	t.Cleanup(cancelStream)
-	req, _ := http.NewRequestWithContext(streamCtx, "GET", base+"/sse/environments/"+e2eClientKey+"/stream", nil)
+	req, _ := http.NewRequestWithContext(streamCtx, "GET", base+"/sse/environments/"+demoClientKey+"/stream", nil)
 	streamResp, err := (&http.Client{}).Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -763,7 +747,7 @@ func TestShipMetricsExposition(t *testing.T) {
 		t.Fatalf("read the stream's first line: %v", err)
 	}
 
-	resp, body := e2eDo(t, client, "GET", base+"/metrics", "", "")
+	resp, body := httpDo(t, client, "GET", base+"/metrics", "", "")
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /metrics = %d; want 200", resp.StatusCode)
 	}
@@ -850,10 +834,10 @@ func TestShipMetricsExposition(t *testing.T) {
 			{"edge_proxy_http_requests_total", map[string]string{"route": "/sse/environments/stream", "code": "404"}, 1},
 			{"edge_proxy_http_requests_total", map[string]string{"route": "/proxy/health/readiness", "code": "503"}, 1},
 			{"edge_proxy_http_request_duration_seconds_count", map[string]string{"route": "/api/v1/flags"}, 4},
-			{"edge_proxy_polls_total", map[string]string{"environment": e2eClientKey, "result": "ok"}, 1},
-			{"edge_proxy_polls_total", map[string]string{"environment": e2eClientKey, "result": "not_modified"}, 1},
+			{"edge_proxy_polls_total", map[string]string{"environment": demoClientKey, "result": "ok"}, 1},
+			{"edge_proxy_polls_total", map[string]string{"environment": demoClientKey, "result": "not_modified"}, 1},
 			{"edge_proxy_polls_total", map[string]string{"environment": oddKey, "result": "error"}, 1},
-			{"edge_proxy_document_updated_at_seconds", map[string]string{"environment": e2eClientKey}, float64(updatedAt.Unix())},
+			{"edge_proxy_document_updated_at_seconds", map[string]string{"environment": demoClientKey}, float64(updatedAt.Unix())},
 			{"edge_proxy_sse_subscribers", map[string]string{}, 1},
 		}
 		for _, tt := range tests {
@@ -865,9 +849,9 @@ func TestShipMetricsExposition(t *testing.T) {
 			}
 		}
 		for _, name := range []string{"edge_proxy_seconds_since_last_update", "edge_proxy_snapshot_compile_seconds"} {
-			got, ok := value(name, map[string]string{"environment": e2eClientKey})
+			got, ok := value(name, map[string]string{"environment": demoClientKey})
 			if !ok || got < 0 || math.IsNaN(got) || math.IsInf(got, 0) {
-				t.Errorf("%s{environment=%q} = %v, %t; want a finite value >= 0", name, e2eClientKey, got, ok)
+				t.Errorf("%s{environment=%q} = %v, %t; want a finite value >= 0", name, demoClientKey, got, ok)
 			}
 		}
 	})
@@ -897,7 +881,7 @@ func TestShipMetricsExposition(t *testing.T) {
 // %q escapes such as \t.
 func TestShipMetricsLabelEscaping(t *testing.T) {
 	const key = "tab\tkey"
-	s := shipServer(t, "http://127.0.0.1:1/api/v1", KeyPair{ServerSideKey: "ser.label-escaping", ClientSideKey: key})
+	s := newTestServer(t, withPairs(KeyPair{ServerSideKey: "ser.label-escaping", ClientSideKey: key}))
 	s.stats.observePoll(key, "error")
 	rec := httptest.NewRecorder()
 	s.handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -972,9 +956,9 @@ func TestShipManifests(t *testing.T) {
 			Port int `json:"port"`
 		} `json:"server"`
 	}
-	e2eUnmarshal(t, []byte(read("examples/config.json")), &example)
+	mustUnmarshal(t, []byte(read("examples/config.json")), &example)
 
-	s := shipServer(t, defaultAPIURL, KeyPair{ServerSideKey: e2eServerKey, ClientSideKey: e2eClientKey})
+	s := newTestServer(t, withPairs(demoPair))
 	get := func(path string) (*httptest.ResponseRecorder, string) {
 		req := httptest.NewRequest("GET", path, nil)
 		_, pattern := s.mux.Handler(req)
@@ -995,13 +979,11 @@ func TestShipManifests(t *testing.T) {
 		if rec, pattern := get(ready); pattern == "/" || rec.Code != http.StatusServiceUnavailable {
 			t.Errorf("readinessProbe GET %s before any document = %d (route %q); want 503 from a real route", ready, rec.Code, pattern)
 		}
-		raw, err := os.ReadFile(e2eDocument)
+		raw, err := os.ReadFile(demoDocumentPath)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := s.publish(s.envs[0], raw, "test"); err != nil {
-			t.Fatal(err)
-		}
+		s.publishDoc(t, demoClientKey, raw)
 		if rec, _ := get(ready); rec.Code != http.StatusOK {
 			t.Errorf("readinessProbe GET %s with a document = %d %s; want 200", ready, rec.Code, rec.Body)
 		}

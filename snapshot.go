@@ -1,11 +1,7 @@
 package main
 
 import (
-	"bytes"
-	"compress/gzip"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/json"
+	"fmt"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -15,14 +11,30 @@ import (
 // document, built once when the document arrives and never modified after it
 // is published: handlers Load it once per request and take no lock.
 type snapshot struct {
-	doc       *compiledDocument
-	updatedAt string // X-Flagsmith-Document-Updated-At, empty when unknown
-	// updatedAtHeader is updatedAt as a ready header value (nil when
-	// unknown), assigned to responses without allocating.
+	engine        *engine
+	clientKey     string // the document's api_key
+	name          string
+	updatedAt     time.Time // zero when the document has none or it does not parse
+	updatedAtText string    // as the document spells it
+	hideDisabled  bool
+	// updatedAtUnix is updatedAt as Unix seconds with microseconds, as
+	// Flagsmith writes it in X-Flagsmith-Document-Updated-At and realtime
+	// events; empty when unknown. updatedAtHeader is the same as a ready
+	// header value, assigned to responses without allocating.
+	updatedAtUnix   string
 	updatedAtHeader []string
-	views           [2]view
-	document        preEncoded // GET /api/v1/environment-document/
-	compile         time.Duration
+
+	// flagPrefix holds, per flag source (engine.sources), the pre-encoded
+	// start of its API flag object, so a response only appends the value;
+	// serverOnly says which sources client keys never see.
+	flagPrefix [][]byte
+	serverOnly []bool
+	// envFlags is the environment's own evaluation (no identity). An
+	// identity's flag that equals it is copied from views[kind].flags.
+	envFlags []evalFlag
+	views    [2]view
+	document preEncoded // GET /api/v1/environment-document/: the document as received
+	compile  time.Duration
 }
 
 type keyKind uint8
@@ -36,134 +48,177 @@ const (
 type view struct {
 	flags   preEncoded
 	feature map[string][]byte // ?feature=NAME bodies
+	// spans locates each feature's flag object in flags.body, by feature
+	// index; start is -1 for a flag this kind of key does not see.
+	spans []span
 }
 
-// preEncoded is a JSON response body prepared once per document: its bytes,
-// their gzip when large enough to gain from it, its ETag, and the header
-// values, so serving it allocates nothing.
-type preEncoded struct {
-	body, gzipped []byte
-	etag          string
-	etagHeader    []string
-	// Content-Length values: a known length spares net/http the chunked
-	// encoding of a body this size.
-	length, gzipLength []string
-}
+type span struct{ start, end int32 }
 
-func newPreEncoded(body []byte) preEncoded {
-	p := preEncoded{body: body, etag: etagOf(body), length: []string{strconv.Itoa(len(body))}}
-	p.etagHeader = []string{p.etag}
-	if len(body) > gzipMinBytes {
-		p.gzipped = gzipBytes(body)
-		p.gzipLength = []string{strconv.Itoa(len(p.gzipped))}
-	}
-	return p
-}
-
-// newSnapshot compiles a document and pre-encodes the environment flags.
+// newSnapshot compiles a document and pre-encodes what the API serves from
+// it. It is the only place a document is compiled.
 func newSnapshot(raw []byte) (*snapshot, error) {
 	start := time.Now()
-	doc, err := compileDocument(raw)
+	doc, err := parseDocument(raw)
 	if err != nil {
 		return nil, err
 	}
-	s := &snapshot{doc: doc, document: newPreEncoded(raw)}
-	if !doc.updatedAt.IsZero() {
-		s.updatedAt = unixSeconds(doc.updatedAt)
-		s.updatedAtHeader = []string{s.updatedAt}
+	ctx, groups, err := doc.evalContext()
+	if err != nil {
+		return nil, err
 	}
-	prepareAPIFeatures(doc)
-	flags := doc.engine.evaluate(nil, nil, nil)
+	e, err := compileContext(ctx, groups)
+	if err != nil {
+		return nil, fmt.Errorf("environment document: %w", err)
+	}
+	s := &snapshot{
+		engine:        e,
+		clientKey:     *doc.APIKey,
+		name:          doc.Name,
+		updatedAtText: doc.UpdatedAt,
+		hideDisabled:  doc.Project.HideDisabledFlags != nil && *doc.Project.HideDisabledFlags,
+		document:      newPreEncoded(raw),
+	}
+	if doc.UpdatedAt != "" {
+		s.updatedAt, _ = parseUpdatedAt(doc.UpdatedAt)
+	}
+	if !s.updatedAt.IsZero() {
+		s.updatedAtUnix = unixSeconds(s.updatedAt)
+		s.updatedAtHeader = []string{s.updatedAtUnix}
+	}
+	serverOnlyIDs := make(map[string]bool, len(doc.Project.ServerKeyOnlyFeatureIDs))
+	for _, id := range doc.Project.ServerKeyOnlyFeatureIDs {
+		serverOnlyIDs[id.String()] = true
+	}
+	s.encodeSources(serverOnlyIDs)
+	s.envFlags = e.evaluate(nil, nil, nil)
 	for kind := range s.views {
-		v := &s.views[kind]
-		v.feature = make(map[string][]byte, len(flags))
-		body := []byte{'['}
-		for _, fl := range flags {
-			if !visible(doc, fl.source, keyKind(kind)) {
-				continue
-			}
-			obj := appendFlag(nil, fl)
-			v.feature[fl.source.name] = obj
-			if len(body) > 1 {
-				body = append(body, ',')
-			}
-			body = append(body, obj...)
-		}
-		v.flags = newPreEncoded(append(body, ']'))
+		s.views[kind] = s.encodeView(keyKind(kind))
 	}
 	s.compile = time.Since(start)
 	return s, nil
 }
 
-// prepareAPIFeatures pre-encodes, for every flag source (defaults and
-// overrides), the start of its API flag object, so a response only appends
-// the value.
-func prepareAPIFeatures(doc *compiledDocument) {
-	prep := func(f *feature) {
-		var md struct {
-			ID json.RawMessage `json:"id"`
-		}
-		_ = json.Unmarshal(f.metadata, &md)
-		id := string(compactJSON(md.ID))
+// encodeSources pre-encodes every flag source's API object up to its value,
+// all in one buffer.
+func (s *snapshot) encodeSources(serverOnlyIDs map[string]bool) {
+	sources := s.engine.sources
+	s.serverOnly = make([]bool, len(sources))
+	ends := make([]int, len(sources))
+	buf := make([]byte, 0, 96*len(sources)) // about one prefix each
+	for i, f := range sources {
+		id := f.apiID
 		if id == "" {
 			id = "null"
 		}
-		typ := doc.featureTypes[id]
-		if typ == "" {
-			typ = "STANDARD"
-		}
-		b := append([]byte(nil), `{"feature":{"id":`...)
-		b = append(b, id...)
-		b = append(b, `,"name":`...)
-		b = appendJSONString(b, f.name)
-		b = append(b, `,"type":`...)
-		b = appendJSONString(b, typ)
-		b = append(b, `},"enabled":`...)
-		if f.enabled {
-			b = append(b, "true"...)
-		} else {
-			b = append(b, "false"...)
-		}
-		f.apiPrefix = append(b, `,"feature_state_value":`...)
-		f.serverOnly = doc.serverOnly[id]
+		buf = append(buf, `{"feature":{"id":`...)
+		buf = append(buf, id...)
+		buf = append(buf, `,"name":`...)
+		buf = appendJSONString(buf, f.name)
+		buf = append(buf, `,"type":`...)
+		buf = appendJSONString(buf, f.apiType)
+		buf = append(buf, `},"enabled":`...)
+		buf = strconv.AppendBool(buf, f.enabled)
+		buf = append(buf, `,"feature_state_value":`...)
+		ends[i] = len(buf)
+		s.serverOnly[i] = serverOnlyIDs[f.apiID]
 	}
-	e := doc.engine
-	for i := range e.features {
-		prep(&e.features[i])
+	s.flagPrefix = make([][]byte, len(sources))
+	from := 0
+	for i, end := range ends {
+		s.flagPrefix[i] = buf[from:end:end]
+		from = end
 	}
-	for _, list := range e.candidates {
-		for _, c := range list {
-			prep(c.source)
+}
+
+// encodeView pre-encodes the environment's flags as one kind of key sees them.
+func (s *snapshot) encodeView(kind keyKind) view {
+	v := view{feature: make(map[string][]byte, len(s.envFlags)), spans: make([]span, len(s.envFlags))}
+	size := 2
+	for _, fl := range s.envFlags {
+		size += len(s.flagPrefix[fl.source.index]) + len(fl.value()) + 2
+	}
+	body := append(make([]byte, 0, size), '[')
+	for fi, fl := range s.envFlags {
+		if !s.visible(fl.source, kind) {
+			v.spans[fi] = span{-1, -1}
+			continue
+		}
+		if len(body) > 1 {
+			body = append(body, ',')
+		}
+		from := len(body)
+		body = s.appendFlag(body, fl)
+		v.spans[fi] = span{int32(from), int32(len(body))}
+	}
+	body = append(body, ']')
+	for fi, sp := range v.spans {
+		if sp.start >= 0 {
+			v.feature[s.envFlags[fi].source.name] = body[sp.start:sp.end:sp.end]
 		}
 	}
+	v.flags = newPreEncoded(body)
+	return v
 }
 
 // visible applies the client-key rules: server-only features and, when the
 // project hides them, disabled flags are left out.
-func visible(doc *compiledDocument, f *feature, kind keyKind) bool {
+func (s *snapshot) visible(f *feature, kind keyKind) bool {
 	if kind == serverKey {
 		return true
 	}
-	return !f.serverOnly && (f.enabled || !doc.hideDisabled)
+	return !s.serverOnly[f.index] && (f.enabled || !s.hideDisabled)
 }
 
-func appendFlag(dst []byte, fl evalFlag) []byte {
-	dst = append(dst, fl.source.apiPrefix...)
+// appendFlag appends the flag's API object.
+func (s *snapshot) appendFlag(dst []byte, fl evalFlag) []byte {
+	dst = append(dst, s.flagPrefix[fl.source.index]...)
 	dst = append(dst, fl.value()...)
 	return append(dst, '}')
 }
 
-func gzipBytes(b []byte) []byte {
-	var buf bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
-	_, _ = zw.Write(b)
-	_ = zw.Close()
-	return buf.Bytes()
-}
-
-func etagOf(b []byte) string {
-	sum := sha256.Sum256(b)
-	return `"` + base64.RawURLEncoding.EncodeToString(sum[:12]) + `"`
+// appendFlags appends an identity's flags as kind sees them, comma
+// separated. A flag the identity's segments, overrides and splits leave as
+// in the environment is copied from the environment's pre-encoded body, in
+// runs as long as possible; only the flags that differ are encoded.
+func (s *snapshot) appendFlags(dst []byte, flags []evalFlag, kind keyKind) []byte {
+	v := &s.views[kind]
+	body := v.flags.body
+	first := true
+	runStart, runEnd := int32(-1), int32(-1)
+	for fi := range flags {
+		fl := &flags[fi]
+		if fl.source == s.envFlags[fi].source && fl.variant < 0 {
+			if sp := v.spans[fi]; sp.start >= 0 {
+				if runStart < 0 {
+					runStart = sp.start
+				}
+				runEnd = sp.end
+			}
+			continue
+		}
+		if runStart >= 0 {
+			if !first {
+				dst = append(dst, ',')
+			}
+			dst, first = append(dst, body[runStart:runEnd]...), false
+			runStart = -1
+		}
+		if !s.visible(fl.source, kind) {
+			continue
+		}
+		if !first {
+			dst = append(dst, ',')
+		}
+		dst, first = s.appendFlag(dst, *fl), false
+	}
+	if runStart >= 0 {
+		if !first {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, body[runStart:runEnd]...)
+	}
+	return dst
 }
 
 // appendJSONString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD,

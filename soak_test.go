@@ -6,10 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync"
@@ -22,79 +20,74 @@ import (
 // that CI can afford.
 var soakDuration = flag.Duration("soak", 3*time.Second, "how long TestSoak drives load (e.g. -soak 10m)")
 
-// soakUpstream plays a Flagsmith API that publishes a new document every
-// period and misbehaves in between: 500s, slow answers, invalid JSON, 304s.
-type soakUpstream struct {
-	mu      sync.Mutex
-	version int
-	faults  atomic.Int64
-}
-
-func (u *soakUpstream) document() string {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return fmt.Sprintf(`{"api_key":"SoakClientKey","name":"Soak","updated_at":"2026-11-25T10:00:%02d.%06dZ",
+// soakDocument is a document that exercises the whole engine: a segment
+// override, a multivariate flag, a server-only feature and an identity
+// override. TestSoak changes its values with every version.
+const soakDocument = `{"api_key":"` + clientKeyA + `","name":"Soak","updated_at":"",
 	"project":{"hide_disabled_flags":false,"server_key_only_feature_ids":[3],"segments":[
 	 {"id":1,"name":"premium","rules":[{"type":"ALL","rules":[{"type":"ANY","conditions":[{"operator":"EQUAL","property_":"plan","value":"premium"}],"rules":[]}],"conditions":[]}],
-	  "feature_states":[{"feature":{"id":1,"name":"banner","type":"STANDARD"},"enabled":true,"django_id":901,"featurestate_uuid":"a0000000-0000-0000-0000-000000000001","feature_state_value":"premium-%d","feature_segment":{"priority":0},"multivariate_feature_state_values":[]}]}]},
+	  "feature_states":[{"feature":{"id":1,"name":"banner","type":"STANDARD"},"enabled":true,"django_id":901,"featurestate_uuid":"a0000000-0000-0000-0000-000000000001","feature_state_value":"premium","feature_segment":{"priority":0},"multivariate_feature_state_values":[]}]}]},
 	"feature_states":[
-	 {"feature":{"id":1,"name":"banner","type":"STANDARD"},"enabled":true,"django_id":1,"featurestate_uuid":"b0000000-0000-0000-0000-000000000001","feature_state_value":"v%d","multivariate_feature_state_values":[]},
+	 {"feature":{"id":1,"name":"banner","type":"STANDARD"},"enabled":true,"django_id":1,"featurestate_uuid":"b0000000-0000-0000-0000-000000000001","feature_state_value":"v","multivariate_feature_state_values":[]},
 	 {"feature":{"id":2,"name":"colour","type":"MULTIVARIATE"},"enabled":true,"django_id":2,"featurestate_uuid":"b0000000-0000-0000-0000-000000000002","feature_state_value":"red","multivariate_feature_state_values":[
 	   {"multivariate_feature_option":{"value":"blue"},"percentage_allocation":50,"id":11,"mv_fs_value_uuid":"c0000000-0000-0000-0000-000000000001"}]},
-	 {"feature":{"id":3,"name":"secret","type":"STANDARD"},"enabled":true,"django_id":3,"featurestate_uuid":"b0000000-0000-0000-0000-000000000003","feature_state_value":%d,"multivariate_feature_state_values":[]}],
-	"identity_overrides":[{"identifier":"vip","identity_features":[{"feature":{"id":1,"name":"banner"},"enabled":false,"django_id":5,"featurestate_uuid":"d0000000-0000-0000-0000-000000000001","feature_state_value":"vip","multivariate_feature_state_values":[]}]}]}`,
-		u.version%60, u.version, u.version, u.version, u.version)
+	 {"feature":{"id":3,"name":"secret","type":"STANDARD"},"enabled":true,"django_id":3,"featurestate_uuid":"b0000000-0000-0000-0000-000000000003","feature_state_value":0,"multivariate_feature_state_values":[]}],
+	"identity_overrides":[{"identifier":"vip","identity_features":[{"feature":{"id":1,"name":"banner"},"enabled":false,"django_id":5,"featurestate_uuid":"d0000000-0000-0000-0000-000000000001","feature_state_value":"vip","multivariate_feature_state_values":[]}]}]}`
+
+// soakVersion is version n of soakDocument, n microseconds and seconds after
+// the first.
+func soakVersion(n int) []byte {
+	at := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC).Add(time.Duration(n) * (time.Second + time.Microsecond))
+	return buildDocument([]byte(soakDocument), withUpdatedAt(testTime(at)),
+		withValue("banner", fmt.Sprint("v", n)), withValue("secret", n),
+		func(doc map[string]any) {
+			segment := doc["project"].(map[string]any)["segments"].([]any)[0].(map[string]any)
+			segment["feature_states"].([]any)[0].(map[string]any)["feature_state_value"] = fmt.Sprint("premium-", n)
+		})
 }
 
-func (u *soakUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	switch rand.IntN(10) {
-	case 0:
-		u.faults.Add(1)
-		w.WriteHeader(http.StatusInternalServerError)
-		return
-	case 1:
-		u.faults.Add(1)
-		_, _ = io.WriteString(w, `{"api_key": "SoakClientKey", "project": `) // truncated
-		return
-	case 2:
-		u.faults.Add(1)
-		time.Sleep(300 * time.Millisecond) // over the poll timeout
-	case 3:
-		if r.Header.Get("If-Modified-Since") != "" {
-			w.WriteHeader(http.StatusNotModified)
-			return
+// soakFaults makes the upstream misbehave on most requests: 500s, truncated
+// JSON, answers slower than the poll timeout, and 304s whatever changed.
+func soakFaults(injected *atomic.Int64) fault {
+	return func(w http.ResponseWriter, r *http.Request, _ int) bool {
+		switch rand.IntN(10) {
+		case 0:
+			injected.Add(1)
+			w.WriteHeader(http.StatusInternalServerError)
+			return true
+		case 1:
+			injected.Add(1)
+			_, _ = io.WriteString(w, `{"api_key": "`+clientKeyA+`", "project": `) // truncated
+			return true
+		case 2:
+			injected.Add(1)
+			time.Sleep(300 * time.Millisecond) // over the poll timeout
+		case 3:
+			if r.Header.Get("If-Modified-Since") != "" {
+				w.WriteHeader(http.StatusNotModified)
+				return true
+			}
 		}
+		return false
 	}
-	_, _ = io.WriteString(w, u.document())
 }
 
 // TestSoak drives every endpoint while the upstream changes its document and
 // injects faults, and checks: no 5xx on the SDK endpoints, no goroutine
 // growth, bounded memory. Run long with: go test -run TestSoak -soak 10m -v
 func TestSoak(t *testing.T) {
-	up := &soakUpstream{}
-	upstream := httptest.NewServer(up)
-	t.Cleanup(upstream.Close)
-
-	cfg := defaultConfig()
-	cfg.EnvironmentKeyPairs = []KeyPair{{ServerSideKey: "ser.soak-server-key", ClientSideKey: "SoakClientKey"}}
-	cfg.APIURL = upstream.URL + "/api/v1"
-	cfg.PollFrequency = 0.1
-	cfg.PollTimeout = 0.2
-	cfg.SSE.HeartbeatSeconds = 0.05
-	s := newServer(cfg, slog.New(slog.DiscardHandler))
-	proxy := httptest.NewServer(s.handler())
-	t.Cleanup(proxy.Close)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	polling := make(chan struct{})
-	go func() { _ = s.runPollers(ctx, newPollClient()); close(polling) }()
-	t.Cleanup(func() { cancel(); <-polling })
-	for deadline := time.Now().Add(10 * time.Second); s.envs[0].snap.Load() == nil; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("no document arrived within 10 s")
-		}
-	}
+	var faults, versions atomic.Int64
+	up := newUpstream(t)
+	up.set(serverKeyA, soakVersion(0))
+	up.setFault(soakFaults(&faults))
+	s := newTestServer(t, withUpstream(up), withPairs(pairA), func(c *Config) {
+		c.PollFrequency = 0.1
+		c.PollTimeout = 0.2
+		c.SSE.HeartbeatSeconds = 0.05
+	})
+	s.listen(t, nil)
+	s.poll(t, pollClient(t))
+	eventually(t, "a document arrived", func() bool { return s.envs[0].snap.Load() != nil })
 
 	runtime.GC()
 	baseGoroutines := runtime.NumGoroutine()
@@ -107,7 +100,7 @@ func TestSoak(t *testing.T) {
 	if *soakDuration > time.Minute {
 		period = time.Second
 	}
-	loadCtx, stopLoad := context.WithTimeout(ctx, *soakDuration)
+	loadCtx, stopLoad := context.WithTimeout(t.Context(), *soakDuration)
 	defer stopLoad()
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -120,9 +113,7 @@ func TestSoak(t *testing.T) {
 			case <-loadCtx.Done():
 				return
 			case <-tick.C:
-				up.mu.Lock()
-				up.version++
-				up.mu.Unlock()
+				up.set(serverKeyA, soakVersion(int(versions.Add(1))))
 			}
 		}
 	}()
@@ -133,12 +124,12 @@ func TestSoak(t *testing.T) {
 		method, path, key, body string
 	}
 	requests := []request{
-		{"GET", "/api/v1/flags/", "SoakClientKey", ""},
-		{"GET", "/api/v1/flags/?feature=banner", "ser.soak-server-key", ""},
-		{"POST", "/api/v1/identities/", "SoakClientKey", `{"identifier":"u%d","traits":[{"trait_key":"plan","trait_value":"premium"},{"trait_key":"age","trait_value":%d}]}`},
-		{"GET", "/api/v1/identities/?identifier=vip", "SoakClientKey", ""},
-		{"GET", "/api/v1/environment-document/", "ser.soak-server-key", ""},
-		{"POST", "/api/v1/identities/", "SoakClientKey", `{"identifier": 5}`},
+		{"GET", "/api/v1/flags/", clientKeyA, ""},
+		{"GET", "/api/v1/flags/?feature=banner", serverKeyA, ""},
+		{"POST", "/api/v1/identities/", clientKeyA, `{"identifier":"u%d","traits":[{"trait_key":"plan","trait_value":"premium"},{"trait_key":"age","trait_value":%d}]}`},
+		{"GET", "/api/v1/identities/?identifier=vip", clientKeyA, ""},
+		{"GET", "/api/v1/environment-document/", serverKeyA, ""},
+		{"POST", "/api/v1/identities/", clientKeyA, `{"identifier": 5}`},
 		{"GET", "/api/v1/flags/", "unknown-key", ""},
 		{"GET", "/proxy/health/liveness", "", ""},
 		{"GET", "/metrics", "", ""},
@@ -154,7 +145,7 @@ func TestSoak(t *testing.T) {
 				if strings.Contains(body, "%d") {
 					body = fmt.Sprintf(body, i, i%90)
 				}
-				req, _ := http.NewRequestWithContext(loadCtx, rq.method, proxy.URL+rq.path, strings.NewReader(body))
+				req, _ := http.NewRequestWithContext(loadCtx, rq.method, s.url+rq.path, strings.NewReader(body))
 				if rq.key != "" {
 					req.Header.Set("X-Environment-Key", rq.key)
 				}
@@ -178,7 +169,7 @@ func TestSoak(t *testing.T) {
 		defer wg.Done()
 		for loadCtx.Err() == nil {
 			streamCtx, done := context.WithTimeout(loadCtx, 500*time.Millisecond)
-			req, _ := http.NewRequestWithContext(streamCtx, "GET", proxy.URL+"/sse/environments/SoakClientKey/stream", nil)
+			req, _ := http.NewRequestWithContext(streamCtx, "GET", s.url+"/sse/environments/"+clientKeyA+"/stream", nil)
 			if resp, err := client.Do(req); err == nil {
 				sc := bufio.NewScanner(resp.Body)
 				for sc.Scan() {
@@ -217,10 +208,7 @@ func TestSoak(t *testing.T) {
 	if s.envs[0].snap.Load() == nil {
 		t.Fatal("no document held after the soak")
 	}
-	up.mu.Lock()
-	versions := up.version
-	up.mu.Unlock()
 	t.Logf("soak %v: %d requests (%.0f/s), %d 5xx, %d stream events, %d upstream faults injected, %d document versions; goroutines %d -> %d; heap in use %d -> %d KiB",
 		*soakDuration, total.Load(), float64(total.Load())/soakDuration.Seconds(), serverErrors.Load(), streamEvents.Load(),
-		up.faults.Load(), versions, baseGoroutines, runtime.NumGoroutine(), before.HeapInuse>>10, after.HeapInuse>>10)
+		faults.Load(), versions.Load(), baseGoroutines, runtime.NumGoroutine(), before.HeapInuse>>10, after.HeapInuse>>10)
 }

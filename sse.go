@@ -155,8 +155,8 @@ func (s *server) handleStream(w http.ResponseWriter, r *http.Request) {
 		return "event: environment_updated\ndata: {\"updated_at\": " + updatedAt + "}\n\n"
 	}
 	first := "retry: 3000\n\n"
-	if snap := ref.env.snap.Load(); snap != nil && snap.updatedAt != "" {
-		first += event(snap.updatedAt)
+	if snap := ref.env.snap.Load(); snap != nil && snap.updatedAtUnix != "" {
+		first += event(snap.updatedAtUnix)
 	}
 	if !write(first) {
 		return

@@ -12,7 +12,6 @@ import (
 	"mime"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"runtime"
 	"strconv"
 	"strings"
@@ -24,342 +23,24 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// The two environments every realtime test serves, and the push-refresh token.
-const (
-	sseKeyA       = "sseEnvAclientKey01"
-	sseServerKeyA = "ser.sseEnvAserverKey01"
-	sseKeyB       = "sseEnvBclientKey02"
-	sseServerKeyB = "ser.sseEnvBserverKey02"
-	sseToken      = "push-refresh-token-0123456789"
-)
-
-// sseWait bounds every wait for something the server does on its own (an
-// event, a disconnect noticed, a poll). It is generous so that a loaded -race
-// run does not flake; a working server answers in milliseconds, so only a
-// broken one ever reaches it.
-const sseWait = 10 * time.Second
+// sseToken is the push-refresh token (admin_token) of the refresh tests.
+const sseToken = "push-refresh-token-0123456789"
 
 // sseBase is the updated_at of the first test document: the SPEC's example
 // event (1732467200.123456), so the wire format can be checked literally.
 var sseBase = time.Date(2024, 11, 24, 16, 53, 20, 123456000, time.UTC)
 
-// sseDoc is a minimal environment document for clientKey, as Flagsmith
-// sends it: updated_at in Python's isoformat with microseconds, and one flag
-// whose value tells documents apart.
-func sseDoc(clientKey string, updatedAt time.Time, value string) []byte {
-	return fmt.Appendf(nil, `{"api_key": %q, "name": "Realtime", "updated_at": %q,
- "project": {"name": "P", "hide_disabled_flags": false, "segments": [], "server_key_only_feature_ids": []},
- "feature_states": [{"feature": {"id": 1, "name": "banner", "type": "STANDARD"}, "enabled": true,
-   "django_id": 11, "featurestate_uuid": "7d7a5a4e-3c4b-4b8e-9f1e-2b1c3d4e5f60",
-   "feature_state_value": %q, "multivariate_feature_state_values": []}],
- "identity_overrides": []}`, clientKey, updatedAt.UTC().Format("2006-01-02T15:04:05.000000-07:00"), value)
-}
-
-// sseFloat is updated_at as Unix seconds, the float the SDKs compare:
-// microseconds, as Flagsmith's documents carry them.
-func sseFloat(t time.Time) float64 { return float64(t.UnixMicro()) / 1e6 }
-
-// sseConfig is a valid configuration serving environments A and B; edit
-// changes it before validation. The upstream URL is never reached unless a
-// test runs the pollers and sets it.
-func sseConfig(t testing.TB, edit func(*Config)) Config {
+// ssePublish publishes the test document of key at updatedAt, its banner
+// set to value.
+func ssePublish(t testing.TB, h *testServer, key string, updatedAt time.Time, value string) {
 	t.Helper()
-	cfg := defaultConfig()
-	cfg.EnvironmentKeyPairs = []KeyPair{
-		{ServerSideKey: sseServerKeyA, ClientSideKey: sseKeyA},
-		{ServerSideKey: sseServerKeyB, ClientSideKey: sseKeyB},
-	}
-	cfg.APIURL = "http://127.0.0.1:9/api/v1"
-	if edit != nil {
-		edit(&cfg)
-	}
-	if err := cfg.validate(); err != nil {
-		t.Fatalf("test configuration invalid: %v", err)
-	}
-	return cfg
+	h.publishDoc(t, key, testDocument(key, testTime(updatedAt), value))
 }
 
-// sseHarness is a server behind a real HTTP listener, and a client of its own
-// so that its idle connections can be closed at the end.
-type sseHarness struct {
-	s      *server
-	url    string
-	client *http.Client
-}
-
-func startSSE(t testing.TB, cfg Config) *sseHarness {
-	t.Helper()
-	return startSSEWith(t, cfg, nil)
-}
-
-// startSSEWith lets a test act on each server connection as it is accepted.
-func startSSEWith(t testing.TB, cfg Config, onConn func(net.Conn)) *sseHarness {
-	t.Helper()
-	s := newServer(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	ts := httptest.NewUnstartedServer(s.handler())
-	if onConn != nil {
-		ts.Config.ConnState = func(c net.Conn, state http.ConnState) {
-			if state == http.StateNew {
-				onConn(c)
-			}
-		}
-	}
-	ts.Start()
-	tr := &http.Transport{}
-	t.Cleanup(func() {
-		// A stream left open would keep ts.Close waiting for its handler.
-		s.hub.close()
-		tr.CloseIdleConnections()
-		ts.Close()
-	})
-	return &sseHarness{s: s, url: ts.URL, client: &http.Client{Transport: tr}}
-}
-
-func (h *sseHarness) env(key string) *environment { return h.s.byKey[key].env }
-
-func (h *sseHarness) publish(t testing.TB, key string, raw []byte) {
-	t.Helper()
-	if err := h.s.publish(h.env(key), raw, "test"); err != nil {
-		t.Fatalf("publish(%s) = %v; want nil", key, err)
-	}
-}
-
-func sseStreamPath(key string) string { return "/sse/environments/" + key + "/stream" }
-
-// do sends a request and returns the status, headers and whole body. It is
-// for answers that are not streams.
-func (h *sseHarness) do(t testing.TB, method, path string, header http.Header) (int, http.Header, []byte) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), sseWait)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, h.url+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	resp, err := h.client.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, path, err)
-	}
-	return resp.StatusCode, resp.Header, body
-}
-
-// sseItem is one thing read from a stream, in stream order: a comment, a
-// retry field, or a dispatched event.
-type sseItem struct {
-	comment, retry string
-	isComment      bool
-	isEvent        bool
-	event, data    string
-}
-
-// sseStream is an open stream read by a parser that follows the WHATWG
-// Server-Sent Events rules: "field: value" lines (one optional space after
-// the colon), ":" comments, events dispatched at a blank line.
-type sseStream struct {
-	resp   *http.Response
-	items  chan sseItem
-	done   chan struct{} // closed when the stream ends; err says why
-	err    error
-	cancel context.CancelFunc
-}
-
-// open starts a stream and fails the test unless it is a 200 event stream.
-// The stream is closed at the end of the test.
-func (h *sseHarness) open(t testing.TB, path string, header http.Header) *sseStream {
+// sseOpen starts a stream on a listening test server; see sseOpenStream.
+func sseOpen(t testing.TB, h *testServer, path string, header http.Header) *sseStream {
 	t.Helper()
 	return sseOpenStream(t, h.client, h.url+path, header)
-}
-
-func sseOpenStream(t testing.TB, client *http.Client, url string, header http.Header) *sseStream {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	// Headers must come quickly; the body is a stream and has no deadline.
-	timer := time.AfterFunc(sseWait, cancel)
-	resp, err := client.Do(req)
-	timer.Stop()
-	if err != nil {
-		cancel()
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		cancel()
-		t.Fatalf("GET %s = %d %s; want 200 event stream", url, resp.StatusCode, body)
-	}
-	st := &sseStream{resp: resp, items: make(chan sseItem, 64), done: make(chan struct{}), cancel: cancel}
-	go st.read(ctx, resp.Body)
-	t.Cleanup(func() { st.close(t) })
-	return st
-}
-
-func (st *sseStream) read(ctx context.Context, body io.Reader) {
-	defer close(st.done)
-	br := bufio.NewReader(body)
-	eventType, data, hasData := "", "", false
-	for {
-		line, err := br.ReadString('\n')
-		if err != nil {
-			st.err = err
-			return
-		}
-		line = strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
-		var it sseItem
-		switch field, value, _ := strings.Cut(line, ":"); {
-		case line == "":
-			if !hasData {
-				eventType = ""
-				continue
-			}
-			if eventType == "" {
-				eventType = "message"
-			}
-			it = sseItem{isEvent: true, event: eventType, data: data}
-			eventType, data, hasData = "", "", false
-		case field == "":
-			it = sseItem{isComment: true, comment: value}
-		default:
-			value = strings.TrimPrefix(value, " ")
-			switch field {
-			case "event":
-				eventType = value
-			case "data":
-				if hasData {
-					data += "\n"
-				}
-				data, hasData = data+value, true
-			case "retry":
-				it = sseItem{retry: value}
-			}
-			if it.retry == "" {
-				continue
-			}
-		}
-		select {
-		case st.items <- it:
-		case <-ctx.Done():
-			st.err = ctx.Err()
-			return
-		}
-	}
-}
-
-// close disconnects the client and waits for its reader.
-func (st *sseStream) close(t testing.TB) {
-	st.cancel()
-	select {
-	case <-st.done:
-	case <-time.After(sseWait):
-		t.Errorf("stream reader still running %v after disconnect", sseWait)
-	}
-	st.resp.Body.Close()
-}
-
-// next returns the next item, failing when the stream ends or stays silent.
-func (st *sseStream) next(t testing.TB, waitingFor string) sseItem {
-	t.Helper()
-	timer := time.NewTimer(sseWait)
-	defer timer.Stop()
-	select {
-	case it := <-st.items:
-		return it
-	case <-st.done:
-		select {
-		case it := <-st.items:
-			return it
-		default:
-		}
-		t.Fatalf("stream ended (%v) while waiting for %s", st.err, waitingFor)
-	case <-timer.C:
-		t.Fatalf("nothing on the stream for %v while waiting for %s", sseWait, waitingFor)
-	}
-	return sseItem{}
-}
-
-// nextEvent skips comments and retry fields.
-func (st *sseStream) nextEvent(t testing.TB, waitingFor string) sseItem {
-	t.Helper()
-	for {
-		if it := st.next(t, waitingFor); it.isEvent {
-			return it
-		}
-	}
-}
-
-// wantUpdated reads the next event and checks that it announces updatedAt.
-func (st *sseStream) wantUpdated(t testing.TB, updatedAt time.Time) {
-	t.Helper()
-	want := sseFloat(updatedAt)
-	it := st.nextEvent(t, fmt.Sprintf("the event for updated_at %v", want))
-	if it.event != "environment_updated" {
-		t.Fatalf("event type = %q; want environment_updated (data %q)", it.event, it.data)
-	}
-	if got := sseDecodeUpdatedAt(t, it.data); got != want {
-		t.Fatalf("event updated_at = %v; want %v (data %q)", got, want, it.data)
-	}
-}
-
-// waitEnd waits for the server to end the stream and returns the read error
-// that ended it: io.EOF for a clean end of a chunked body.
-func (st *sseStream) waitEnd(t testing.TB) error {
-	t.Helper()
-	timer := time.NewTimer(sseWait)
-	defer timer.Stop()
-	for {
-		select {
-		case it := <-st.items:
-			if it.isEvent {
-				t.Errorf("unexpected event %q %q while waiting for the stream to end", it.event, it.data)
-			}
-		case <-st.done:
-			return st.err
-		case <-timer.C:
-			t.Fatalf("stream still open %v after it should have ended", sseWait)
-		}
-	}
-}
-
-// sseDecodeUpdatedAt reads an event's data strictly: one field, updated_at, a
-// JSON number.
-func sseDecodeUpdatedAt(t testing.TB, data string) float64 {
-	t.Helper()
-	dec := json.NewDecoder(strings.NewReader(data))
-	dec.DisallowUnknownFields()
-	var v struct {
-		UpdatedAt *float64 `json:"updated_at"`
-	}
-	if err := dec.Decode(&v); err != nil || v.UpdatedAt == nil {
-		t.Fatalf("event data %q: want {\"updated_at\": <float>} (decode error %v)", data, err)
-	}
-	return *v.UpdatedAt
-}
-
-// sseWaitFor polls cond until it holds, failing after sseWait.
-func sseWaitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(sseWait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still not true after %v", what, sseWait)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 // sseGoroutines counts the goroutines whose stack mentions fn.
@@ -394,27 +75,27 @@ func TestSSEStreamConnect(t *testing.T) {
 		origin       string
 		wantACAO     string
 	}{
-		{name: "any origin", path: sseStreamPath(sseKeyA), origin: "https://app.example.com", wantACAO: "*"},
-		{name: "trailing slash", path: sseStreamPath(sseKeyA) + "/", origin: "https://app.example.com", wantACAO: "*"},
-		{name: "configured origin", path: sseStreamPath(sseKeyA), allowOrigins: []string{"https://app.example.com"},
+		{name: "any origin", path: sseStreamPath(clientKeyA), origin: "https://app.example.com", wantACAO: "*"},
+		{name: "trailing slash", path: sseStreamPath(clientKeyA) + "/", origin: "https://app.example.com", wantACAO: "*"},
+		{name: "configured origin", path: sseStreamPath(clientKeyA), allowOrigins: []string{"https://app.example.com"},
 			origin: "https://app.example.com", wantACAO: "https://app.example.com"},
-		{name: "origin not allowed", path: sseStreamPath(sseKeyA), allowOrigins: []string{"https://app.example.com"},
+		{name: "origin not allowed", path: sseStreamPath(clientKeyA), allowOrigins: []string{"https://app.example.com"},
 			origin: "https://evil.example.com", wantACAO: ""},
-		{name: "no origin", path: sseStreamPath(sseKeyA), wantACAO: ""},
+		{name: "no origin", path: sseStreamPath(clientKeyA), wantACAO: ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := startSSE(t, sseConfig(t, func(c *Config) {
+			h := newTestServer(t, func(c *Config) {
 				if tt.allowOrigins != nil {
 					c.AllowOrigins = tt.allowOrigins
 				}
-			}))
-			h.publish(t, sseKeyA, sseDoc(sseKeyA, sseBase, "v1"))
+			}).listen(t, nil)
+			ssePublish(t, h, clientKeyA, sseBase, "v1")
 			header := http.Header{}
 			if tt.origin != "" {
 				header.Set("Origin", tt.origin)
 			}
-			st := h.open(t, tt.path, header)
+			st := sseOpen(t, h, tt.path, header)
 
 			if mt, _, err := mime.ParseMediaType(st.resp.Header.Get("Content-Type")); mt != "text/event-stream" {
 				t.Errorf("Content-Type = %q (%v); want text/event-stream", st.resp.Header.Get("Content-Type"), err)
@@ -425,7 +106,7 @@ func TestSSEStreamConnect(t *testing.T) {
 			if got := st.resp.Header.Get("Access-Control-Allow-Origin"); got != tt.wantACAO {
 				t.Errorf("Access-Control-Allow-Origin = %q; want %q", got, tt.wantACAO)
 			}
-			if got := h.s.hub.subscribers(); got != 1 {
+			if got := h.hub.subscribers(); got != 1 {
 				t.Errorf("hub.subscribers() = %d after connecting; want 1", got)
 			}
 
@@ -458,11 +139,11 @@ func TestSSEStreamConnect(t *testing.T) {
 // TestSSEStreamWireFormat reads the raw bytes: one SDK parses "data: " with
 // exactly one space, so the framing itself is part of the contract.
 func TestSSEStreamWireFormat(t *testing.T) {
-	h := startSSE(t, sseConfig(t, nil))
-	h.publish(t, sseKeyA, sseDoc(sseKeyA, sseBase, "v1"))
-	ctx, cancel := context.WithTimeout(context.Background(), sseWait)
+	h := newTestServer(t).listen(t, nil)
+	ssePublish(t, h, clientKeyA, sseBase, "v1")
+	ctx, cancel := context.WithTimeout(context.Background(), testWait)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url+sseStreamPath(sseKeyA), nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url+sseStreamPath(clientKeyA), nil)
 	resp, err := h.client.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -484,17 +165,17 @@ func TestSSEStreamWireFormat(t *testing.T) {
 }
 
 func TestSSEStreamNoDocumentYet(t *testing.T) {
-	h := startSSE(t, sseConfig(t, nil))
-	st := h.open(t, sseStreamPath(sseKeyB), nil)
+	h := newTestServer(t).listen(t, nil)
+	st := sseOpen(t, h, sseStreamPath(clientKeyB), nil)
 	// Nothing to announce yet: the first event must be the first document.
-	h.publish(t, sseKeyB, sseDoc(sseKeyB, sseBase, "v1"))
+	ssePublish(t, h, clientKeyB, sseBase, "v1")
 	st.wantUpdated(t, sseBase)
 }
 
 func TestSSEStreamEventsInOrder(t *testing.T) {
-	h := startSSE(t, sseConfig(t, nil))
-	h.publish(t, sseKeyA, sseDoc(sseKeyA, sseBase, "v1"))
-	st := h.open(t, sseStreamPath(sseKeyA), nil)
+	h := newTestServer(t).listen(t, nil)
+	ssePublish(t, h, clientKeyA, sseBase, "v1")
+	st := sseOpen(t, h, sseStreamPath(clientKeyA), nil)
 	st.wantUpdated(t, sseBase)
 
 	times := []time.Time{
@@ -503,9 +184,9 @@ func TestSSEStreamEventsInOrder(t *testing.T) {
 		sseBase.Add(3 * time.Second),
 	}
 	for i, at := range times {
-		h.publish(t, sseKeyA, sseDoc(sseKeyA, at, fmt.Sprint("v", i+2)))
+		ssePublish(t, h, clientKeyA, at, fmt.Sprint("v", i+2))
 		// Another environment's document is not this stream's business.
-		h.publish(t, sseKeyB, sseDoc(sseKeyB, at, fmt.Sprint("b", i)))
+		ssePublish(t, h, clientKeyB, at, fmt.Sprint("b", i))
 	}
 	for _, at := range times {
 		st.wantUpdated(t, at)
@@ -516,23 +197,23 @@ func TestSSEStreamEventsInOrder(t *testing.T) {
 // (what a poll answered with the same bytes does) sends nothing: the next
 // event on the stream is the next different document.
 func TestSSEStreamIdenticalDocument(t *testing.T) {
-	h := startSSE(t, sseConfig(t, nil))
-	v1 := sseDoc(sseKeyA, sseBase, "v1")
-	h.publish(t, sseKeyA, v1)
-	st := h.open(t, sseStreamPath(sseKeyA), nil)
+	h := newTestServer(t).listen(t, nil)
+	v1 := testDocument(clientKeyA, testTime(sseBase), "v1")
+	h.publishDoc(t, clientKeyA, v1)
+	st := sseOpen(t, h, sseStreamPath(clientKeyA), nil)
 	st.wantUpdated(t, sseBase)
 
-	h.publish(t, sseKeyA, bytes.Clone(v1))
-	h.publish(t, sseKeyA, bytes.Clone(v1))
+	h.publishDoc(t, clientKeyA, bytes.Clone(v1))
+	h.publishDoc(t, clientKeyA, bytes.Clone(v1))
 	v2At := sseBase.Add(time.Minute)
-	h.publish(t, sseKeyA, sseDoc(sseKeyA, v2At, "v2"))
+	ssePublish(t, h, clientKeyA, v2At, "v2")
 	st.wantUpdated(t, v2At)
 }
 
 func TestSSEStreamHeartbeat(t *testing.T) {
-	h := startSSE(t, sseConfig(t, func(c *Config) { c.SSE.HeartbeatSeconds = 0.05 }))
-	h.publish(t, sseKeyA, sseDoc(sseKeyA, sseBase, "v1"))
-	st := h.open(t, sseStreamPath(sseKeyA), nil)
+	h := newTestServer(t, func(c *Config) { c.SSE.HeartbeatSeconds = 0.05 }).listen(t, nil)
+	ssePublish(t, h, clientKeyA, sseBase, "v1")
+	st := sseOpen(t, h, sseStreamPath(clientKeyA), nil)
 	st.wantUpdated(t, sseBase)
 	for seen := 0; seen < 2; {
 		it := st.next(t, "a heartbeat comment")
@@ -545,7 +226,7 @@ func TestSSEStreamHeartbeat(t *testing.T) {
 	}
 	// Heartbeats do not disturb events.
 	v2At := sseBase.Add(time.Hour)
-	h.publish(t, sseKeyA, sseDoc(sseKeyA, v2At, "v2"))
+	ssePublish(t, h, clientKeyA, v2At, "v2")
 	st.wantUpdated(t, v2At)
 }
 
@@ -564,26 +245,26 @@ func TestSSEStreamRejected(t *testing.T) {
 	}{
 		{name: "unknown key", method: "GET", path: sseStreamPath("unknownClientKey123"),
 			wantCode: http.StatusNotFound, wantStatus: "not_found"},
-		{name: "server key", method: "GET", path: sseStreamPath(sseServerKeyA),
+		{name: "server key", method: "GET", path: sseStreamPath(serverKeyA),
 			wantCode: http.StatusNotFound, wantStatus: "not_found"},
-		{name: "streams disabled", edit: func(c *Config) { c.SSE.Enabled = false }, method: "GET", path: sseStreamPath(sseKeyA),
+		{name: "streams disabled", edit: func(c *Config) { c.SSE.Enabled = false }, method: "GET", path: sseStreamPath(clientKeyA),
 			wantCode: http.StatusNotFound, wantStatus: "not_found"},
-		{name: "hub full", edit: func(c *Config) { c.SSE.MaxSubscribers = 1 }, method: "GET", path: sseStreamPath(sseKeyA),
+		{name: "hub full", edit: func(c *Config) { c.SSE.MaxSubscribers = 1 }, method: "GET", path: sseStreamPath(clientKeyA),
 			preopen: 1, wantCode: http.StatusServiceUnavailable, wantStatus: "unavailable"},
-		{name: "hub closed", method: "GET", path: sseStreamPath(sseKeyA), closeHub: true,
+		{name: "hub closed", method: "GET", path: sseStreamPath(clientKeyA), closeHub: true,
 			wantCode: http.StatusServiceUnavailable, wantStatus: "unavailable"},
-		{name: "POST", method: "POST", path: sseStreamPath(sseKeyA),
+		{name: "POST", method: "POST", path: sseStreamPath(clientKeyA),
 			wantCode: http.StatusMethodNotAllowed, wantStatus: "method_not_allowed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := startSSE(t, sseConfig(t, tt.edit))
-			h.publish(t, sseKeyA, sseDoc(sseKeyA, sseBase, "v1"))
+			h := newTestServer(t, tt.edit).listen(t, nil)
+			ssePublish(t, h, clientKeyA, sseBase, "v1")
 			for range tt.preopen {
-				h.open(t, sseStreamPath(sseKeyA), nil)
+				sseOpen(t, h, sseStreamPath(clientKeyA), nil)
 			}
 			if tt.closeHub {
-				h.s.hub.close()
+				h.hub.close()
 			}
 			code, header, body := h.do(t, tt.method, tt.path, http.Header{"Origin": {"https://app.example.com"}})
 			if code != tt.wantCode {
@@ -602,7 +283,7 @@ func TestSSEStreamRejected(t *testing.T) {
 			if strings.Contains(string(body), "unknownClientKey123") {
 				t.Errorf("body %s echoes the whole unknown key", body)
 			}
-			if got := h.s.hub.subscribers(); got != tt.preopen && !tt.closeHub {
+			if got := h.hub.subscribers(); got != tt.preopen && !tt.closeHub {
 				t.Errorf("hub.subscribers() = %d; want %d", got, tt.preopen)
 			}
 		})
@@ -614,22 +295,22 @@ func TestSSEStreamRejected(t *testing.T) {
 // heartbeat stays at its 15 s default), and that its handler goroutine ends.
 func TestSSEStreamDisconnect(t *testing.T) {
 	handlers := sseGoroutines(sseHandlerFunc) // other tests' leaks are not ours
-	h := startSSE(t, sseConfig(t, nil))
-	h.publish(t, sseKeyA, sseDoc(sseKeyA, sseBase, "v1"))
-	streams := []*sseStream{h.open(t, sseStreamPath(sseKeyA), nil), h.open(t, sseStreamPath(sseKeyA), nil)}
+	h := newTestServer(t).listen(t, nil)
+	ssePublish(t, h, clientKeyA, sseBase, "v1")
+	streams := []*sseStream{sseOpen(t, h, sseStreamPath(clientKeyA), nil), sseOpen(t, h, sseStreamPath(clientKeyA), nil)}
 	for _, st := range streams {
 		st.wantUpdated(t, sseBase)
 	}
-	if got := h.s.hub.subscribers(); got != 2 {
+	if got := h.hub.subscribers(); got != 2 {
 		t.Fatalf("hub.subscribers() = %d; want 2", got)
 	}
 	streams[0].close(t)
-	sseWaitFor(t, "hub.subscribers() == 1 after one client left", func() bool { return h.s.hub.subscribers() == 1 })
+	eventually(t, "hub.subscribers() == 1 after one client left", func() bool { return h.hub.subscribers() == 1 })
 	streams[1].close(t)
-	sseWaitFor(t, "hub.subscribers() == 0 after both clients left", func() bool { return h.s.hub.subscribers() == 0 })
-	sseWaitFor(t, "no stream handler goroutine left", func() bool { return sseGoroutines(sseHandlerFunc) == handlers })
+	eventually(t, "hub.subscribers() == 0 after both clients left", func() bool { return h.hub.subscribers() == 0 })
+	eventually(t, "no stream handler goroutine left", func() bool { return sseGoroutines(sseHandlerFunc) == handlers })
 	// The hub still works for the next client.
-	st := h.open(t, sseStreamPath(sseKeyA), nil)
+	st := sseOpen(t, h, sseStreamPath(clientKeyA), nil)
 	st.wantUpdated(t, sseBase)
 }
 
@@ -641,13 +322,13 @@ func TestSSEStreamDisconnect(t *testing.T) {
 func TestSSEStreamStalledSubscriber(t *testing.T) {
 	// Small fixed socket buffers make the stall show after a few KB rather
 	// than the hundreds of KB that loopback buffers otherwise absorb.
-	h := startSSEWith(t, sseConfig(t, nil), func(c net.Conn) {
+	h := newTestServer(t).listen(t, func(c net.Conn) {
 		if err := c.(*net.TCPConn).SetWriteBuffer(4096); err != nil {
 			t.Errorf("SetWriteBuffer: %v", err)
 		}
 	})
-	h.publish(t, sseKeyA, sseDoc(sseKeyA, sseBase, "v0"))
-	healthy := h.open(t, sseStreamPath(sseKeyA), nil)
+	ssePublish(t, h, clientKeyA, sseBase, "v0")
+	healthy := sseOpen(t, h, sseStreamPath(clientKeyA), nil)
 	healthy.wantUpdated(t, sseBase)
 
 	stalled, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
@@ -658,10 +339,10 @@ func TestSSEStreamStalledSubscriber(t *testing.T) {
 	if err := stalled.(*net.TCPConn).SetReadBuffer(4096); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := fmt.Fprintf(stalled, "GET %s HTTP/1.1\r\nHost: proxy\r\nAccept: text/event-stream\r\n\r\n", sseStreamPath(sseKeyA)); err != nil {
+	if _, err := fmt.Fprintf(stalled, "GET %s HTTP/1.1\r\nHost: proxy\r\nAccept: text/event-stream\r\n\r\n", sseStreamPath(clientKeyA)); err != nil {
 		t.Fatal(err)
 	}
-	sseWaitFor(t, "the stalled client subscribed", func() bool { return h.s.hub.subscribers() == 2 })
+	eventually(t, "the stalled client subscribed", func() bool { return h.hub.subscribers() == 2 })
 
 	// Publish in batches no larger than a subscriber buffer, and let the
 	// healthy client catch up between batches, so only the stalled one can
@@ -676,12 +357,12 @@ func TestSSEStreamStalledSubscriber(t *testing.T) {
 			published++
 			at = at.Add(time.Second)
 			ats = append(ats, at)
-			h.publish(t, sseKeyA, sseDoc(sseKeyA, at, strconv.Itoa(published)))
+			ssePublish(t, h, clientKeyA, at, strconv.Itoa(published))
 		}
 		for _, at := range ats {
 			healthy.wantUpdated(t, at)
 		}
-		if droppedAt == 0 && h.s.hub.subscribers() == 1 {
+		if droppedAt == 0 && h.hub.subscribers() == 1 {
 			droppedAt = published
 		}
 	}
@@ -689,7 +370,7 @@ func TestSSEStreamStalledSubscriber(t *testing.T) {
 		t.Fatalf("stalled subscriber still subscribed after %d events", published)
 	}
 	t.Logf("stalled subscriber dropped after %d events; the healthy one received all %d", droppedAt, published)
-	if got := h.s.hub.subscribers(); got != 1 {
+	if got := h.hub.subscribers(); got != 1 {
 		t.Errorf("hub.subscribers() = %d; want 1 (the healthy subscriber)", got)
 	}
 }
@@ -699,13 +380,13 @@ func TestSSEStreamStalledSubscriber(t *testing.T) {
 // new streams are refused.
 func TestSSEHubClose(t *testing.T) {
 	handlers := sseGoroutines(sseHandlerFunc)
-	h := startSSE(t, sseConfig(t, nil))
-	h.publish(t, sseKeyA, sseDoc(sseKeyA, sseBase, "a"))
-	h.publish(t, sseKeyB, sseDoc(sseKeyB, sseBase, "b"))
+	h := newTestServer(t).listen(t, nil)
+	ssePublish(t, h, clientKeyA, sseBase, "a")
+	ssePublish(t, h, clientKeyB, sseBase, "b")
 	streams := []*sseStream{
-		h.open(t, sseStreamPath(sseKeyA), nil),
-		h.open(t, sseStreamPath(sseKeyA), nil),
-		h.open(t, sseStreamPath(sseKeyB), nil),
+		sseOpen(t, h, sseStreamPath(clientKeyA), nil),
+		sseOpen(t, h, sseStreamPath(clientKeyA), nil),
+		sseOpen(t, h, sseStreamPath(clientKeyB), nil),
 	}
 	for _, st := range streams {
 		st.wantUpdated(t, sseBase)
@@ -713,17 +394,17 @@ func TestSSEHubClose(t *testing.T) {
 	if code, _, body := h.do(t, "GET", "/sse/health", nil); code != http.StatusOK {
 		t.Errorf("GET /sse/health before hub.close() = %d %s; want 200", code, body)
 	}
-	h.s.hub.close()
+	h.hub.close()
 	for i, st := range streams {
 		if err := st.waitEnd(t); err != io.EOF {
 			t.Errorf("stream %d ended with %v; want io.EOF", i, err)
 		}
 	}
-	if got := h.s.hub.subscribers(); got != 0 {
+	if got := h.hub.subscribers(); got != 0 {
 		t.Errorf("hub.subscribers() = %d after close; want 0", got)
 	}
-	sseWaitFor(t, "no stream handler goroutine left", func() bool { return sseGoroutines(sseHandlerFunc) == handlers })
-	if code, _, body := h.do(t, "GET", sseStreamPath(sseKeyA), nil); code != http.StatusServiceUnavailable {
+	eventually(t, "no stream handler goroutine left", func() bool { return sseGoroutines(sseHandlerFunc) == handlers })
+	if code, _, body := h.do(t, "GET", sseStreamPath(clientKeyA), nil); code != http.StatusServiceUnavailable {
 		t.Errorf("GET stream after hub.close() = %d %s; want 503", code, body)
 	}
 	if code, _, body := h.do(t, "GET", "/sse/health", nil); code != http.StatusServiceUnavailable {
@@ -745,9 +426,9 @@ func TestSSEHealth(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := startSSE(t, sseConfig(t, tt.edit))
+			h := newTestServer(t, tt.edit).listen(t, nil)
 			if tt.closeHub {
-				h.s.hub.close()
+				h.hub.close()
 			}
 			code, header, body := h.do(t, "GET", "/sse/health", nil)
 			if code != tt.wantCode {
@@ -766,12 +447,20 @@ func TestSSEHealth(t *testing.T) {
 	}
 }
 
-// sseServe runs serve() itself, as main does, on a loopback port, and
-// returns its address and a function that stops it and returns its error.
-func sseServe(t testing.TB, cfg Config) (addr string, stop func() error) {
+// sseServe runs serve() itself, as main does, on a loopback port, polling
+// an upstream that holds the documents of A and B at sseBase once an hour.
+// It returns the base URL, a client for it, and a function that stops
+// serve and returns its error.
+func sseServe(t testing.TB, edits ...func(*Config)) (base string, client *http.Client, stop func() error) {
 	t.Helper()
-	cfg.Server.Host, cfg.Server.Port = "127.0.0.1", 0
-	logs := &sseLogBuffer{}
+	up := newUpstream(t)
+	up.set(serverKeyA, testDocument(clientKeyA, testTime(sseBase), "a"))
+	up.set(serverKeyB, testDocument(clientKeyB, testTime(sseBase), "b"))
+	cfg := testConfig(t, append([]func(*Config){withUpstream(up), func(c *Config) {
+		c.PollFrequency = 3600
+		c.Server.Host, c.Server.Port = "127.0.0.1", 0
+	}}, edits...)...)
+	logs := &logBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx, cfg, slog.New(slog.NewJSONHandler(logs, nil))) }()
@@ -782,18 +471,17 @@ func sseServe(t testing.TB, cfg Config) (addr string, stop func() error) {
 			cancel()
 			select {
 			case err = <-done:
-			case <-time.After(seconds(cfg.Server.ShutdownTimeout) + sseWait):
+			case <-time.After(seconds(cfg.Server.ShutdownTimeout) + testWait):
 				err = errors.New("serve did not return after shutdown")
 			}
 		})
 		return err
 	}
 	t.Cleanup(func() { _ = stop() })
-	sseWaitFor(t, "serve logs its listening address", func() bool {
-		for _, line := range strings.Split(logs.String(), "\n") {
-			var rec struct{ Msg, Addr string }
-			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "listening" {
-				addr = rec.Addr
+	eventually(t, "serve logs its listening address", func() bool {
+		for _, rec := range logs.records(t) {
+			if addr, _ := rec["addr"].(string); rec["msg"] == "listening" {
+				base = "http://" + addr
 				return true
 			}
 		}
@@ -804,45 +492,19 @@ func sseServe(t testing.TB, cfg Config) (addr string, stop func() error) {
 		}
 		return false
 	})
-	return addr, stop
-}
-
-type sseLogBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (lb *sseLogBuffer) Write(p []byte) (int, error) {
-	lb.mu.Lock()
-	defer lb.mu.Unlock()
-	return lb.b.Write(p)
-}
-
-func (lb *sseLogBuffer) String() string {
-	lb.mu.Lock()
-	defer lb.mu.Unlock()
-	return lb.b.String()
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	return base, &http.Client{Transport: tr}, stop
 }
 
 // TestSSEServeShutdown stops the real server: Shutdown must end every open
 // stream (through the hub) rather than wait for its timeout, and each client
 // must see a clean end.
 func TestSSEServeShutdown(t *testing.T) {
-	up := newSSEUpstream(t, false)
-	up.set(sseServerKeyA, sseDoc(sseKeyA, sseBase, "a"))
-	up.set(sseServerKeyB, sseDoc(sseKeyB, sseBase, "b"))
-	cfg := sseConfig(t, func(c *Config) {
-		c.APIURL = up.url + "/api/v1"
-		c.PollFrequency = 3600
-		c.Server.ShutdownTimeout = 5
-	})
-	addr, stop := sseServe(t, cfg)
-	tr := &http.Transport{}
-	t.Cleanup(tr.CloseIdleConnections)
-	client := &http.Client{Transport: tr}
+	base, client, stop := sseServe(t, func(c *Config) { c.Server.ShutdownTimeout = 5 })
 	var streams []*sseStream
-	for _, key := range []string{sseKeyA, sseKeyA, sseKeyB} {
-		st := sseOpenStream(t, client, "http://"+addr+sseStreamPath(key), nil)
+	for _, key := range []string{clientKeyA, clientKeyA, clientKeyB} {
+		st := sseOpenStream(t, client, base+sseStreamPath(key), nil)
 		st.wantUpdated(t, sseBase) // the pollers fetched the documents
 		streams = append(streams, st)
 	}
@@ -862,20 +524,12 @@ func TestSSEServeShutdown(t *testing.T) {
 // (ReadTimeout = read_header_timeout_seconds + write_timeout_seconds) must
 // not end the request context while the stream is open.
 func TestSSEStreamOutlivesReadTimeout(t *testing.T) {
-	up := newSSEUpstream(t, false)
-	up.set(sseServerKeyA, sseDoc(sseKeyA, sseBase, "a"))
-	up.set(sseServerKeyB, sseDoc(sseKeyB, sseBase, "b"))
-	cfg := sseConfig(t, func(c *Config) {
-		c.APIURL = up.url + "/api/v1"
-		c.PollFrequency = 3600
+	base, client, _ := sseServe(t, func(c *Config) {
 		c.Server.ReadHeaderTimeout = 0.05
 		c.Server.WriteTimeout = 0.1 // ReadTimeout 0.15 s
 		c.SSE.HeartbeatSeconds = 0.03
 	})
-	addr, _ := sseServe(t, cfg)
-	tr := &http.Transport{}
-	t.Cleanup(tr.CloseIdleConnections)
-	st := sseOpenStream(t, &http.Client{Transport: tr}, "http://"+addr+sseStreamPath(sseKeyA), nil)
+	st := sseOpenStream(t, client, base+sseStreamPath(clientKeyA), nil)
 	st.wantUpdated(t, sseBase)
 	// 20 heartbeats take 0.6 s, four times the read and write timeouts.
 	for i := range 20 {
@@ -891,9 +545,9 @@ func TestSSEStreamOutlivesReadTimeout(t *testing.T) {
 // that keeps streaming (net/http discards the writes) holds a subscriber and
 // leaves the client's next request on that connection unanswered.
 func TestSSEStreamHEAD(t *testing.T) {
-	h := startSSE(t, sseConfig(t, nil))
-	h.publish(t, sseKeyA, sseDoc(sseKeyA, sseBase, "v1"))
-	code, header, _ := h.do(t, "HEAD", sseStreamPath(sseKeyA), nil)
+	h := newTestServer(t).listen(t, nil)
+	ssePublish(t, h, clientKeyA, sseBase, "v1")
+	code, header, _ := h.do(t, "HEAD", sseStreamPath(clientKeyA), nil)
 	if code != http.StatusOK {
 		t.Errorf("HEAD stream = %d; want 200", code)
 	}
@@ -901,7 +555,7 @@ func TestSSEStreamHEAD(t *testing.T) {
 		t.Errorf("HEAD stream Content-Type = %q; want text/event-stream", header.Get("Content-Type"))
 	}
 	// The same client's next request reuses the kept-alive connection.
-	ctx, cancel := context.WithTimeout(context.Background(), sseWait)
+	ctx, cancel := context.WithTimeout(context.Background(), testWait)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url+"/sse/health", nil)
 	resp, err := h.client.Do(req)
@@ -912,7 +566,7 @@ func TestSSEStreamHEAD(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("GET /sse/health after HEAD stream = %d; want 200", resp.StatusCode)
 	}
-	sseWaitFor(t, "HEAD left no subscriber behind", func() bool { return h.s.hub.subscribers() == 0 })
+	eventually(t, "HEAD left no subscriber behind", func() bool { return h.hub.subscribers() == 0 })
 }
 
 // goSDKUpdatedAt parses one stream line as Flagsmith's Go SDK realtime client
@@ -943,20 +597,17 @@ type goSDKEvent struct {
 	err   error
 }
 
-// goSDKReader reads a stream the way the Go SDK does: bufio.Scanner lines,
-// every "data: " line parsed, everything else ignored.
-func goSDKReader(body io.Reader, out chan<- goSDKEvent, done <-chan struct{}) {
+// goSDKRead reads a stream the way the Go SDK does: bufio.Scanner lines,
+// every "data: " line parsed, everything else ignored. It hands each event
+// to each until that returns false or the stream ends.
+func goSDKRead(body io.Reader, each func(goSDKEvent) bool) {
 	sc := bufio.NewScanner(body)
 	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "data: ") {
-			continue
-		}
-		v, at, err := goSDKUpdatedAt(line)
-		select {
-		case out <- goSDKEvent{v, at, line, err}:
-		case <-done:
-			return
+		if line := sc.Text(); strings.HasPrefix(line, "data: ") {
+			v, at, err := goSDKUpdatedAt(line)
+			if !each(goSDKEvent{v, at, line, err}) {
+				return
+			}
 		}
 	}
 }
@@ -966,7 +617,7 @@ func goSDKReader(body io.Reader, out chan<- goSDKEvent, done <-chan struct{}) {
 // interleaved), and for each new document must see a value equal to the
 // document's updated_at and decide to refetch.
 func TestSSEGoSDKParser(t *testing.T) {
-	h := startSSE(t, sseConfig(t, func(c *Config) { c.SSE.HeartbeatSeconds = 0.02 }))
+	h := newTestServer(t, func(c *Config) { c.SSE.HeartbeatSeconds = 0.02 }).listen(t, nil)
 	times := []time.Time{
 		sseBase,
 		sseBase.Add(1*time.Second - 123455*time.Microsecond), // .000001
@@ -974,11 +625,11 @@ func TestSSEGoSDKParser(t *testing.T) {
 		time.Date(2026, 11, 25, 9, 31, 0, 0, time.UTC), // whole second: "…0.0"
 		time.Date(2026, 11, 25, 9, 31, 0, 500000000, time.UTC),
 	}
-	h.publish(t, sseKeyA, sseDoc(sseKeyA, times[0], "v0"))
+	ssePublish(t, h, clientKeyA, times[0], "v0")
 
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url+sseStreamPath(sseKeyA), nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url+sseStreamPath(clientKeyA), nil)
 	resp, err := h.client.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -986,7 +637,17 @@ func TestSSEGoSDKParser(t *testing.T) {
 	t.Cleanup(func() { resp.Body.Close() })
 	events := make(chan goSDKEvent)
 	readerDone := make(chan struct{})
-	go func() { defer close(readerDone); goSDKReader(resp.Body, events, ctx.Done()) }()
+	go func() {
+		defer close(readerDone)
+		goSDKRead(resp.Body, func(ev goSDKEvent) bool {
+			select {
+			case events <- ev:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		})
+	}()
 	t.Cleanup(func() { cancel(); <-readerDone })
 
 	next := func(what string) goSDKEvent {
@@ -999,8 +660,8 @@ func TestSSEGoSDKParser(t *testing.T) {
 			return ev
 		case <-readerDone:
 			t.Fatalf("stream ended while waiting for %s", what)
-		case <-time.After(sseWait):
-			t.Fatalf("no data line for %v while waiting for %s", sseWait, what)
+		case <-time.After(testWait):
+			t.Fatalf("no data line for %v while waiting for %s", testWait, what)
 		}
 		return goSDKEvent{}
 	}
@@ -1014,7 +675,7 @@ func TestSSEGoSDKParser(t *testing.T) {
 		t.Errorf("initial event parsed to %v; want within 1µs of %v", ev.at, held)
 	}
 	for i, at := range times[1:] {
-		h.publish(t, sseKeyA, sseDoc(sseKeyA, at, fmt.Sprint("v", i+1)))
+		ssePublish(t, h, clientKeyA, at, fmt.Sprint("v", i+1))
 		ev := next(fmt.Sprintf("the event for document %d", i+1))
 		if ev.value != sseFloat(at) {
 			t.Errorf("document %d: updated_at = %v; want %v (%q)", i+1, ev.value, sseFloat(at), ev.line)
@@ -1035,8 +696,8 @@ func TestSSEGoSDKParser(t *testing.T) {
 // the cost of an idle subscriber; nothing is asserted about speed.
 func TestSSELoad1000Subscribers(t *testing.T) {
 	const n = 1000
-	h := startSSE(t, sseConfig(t, nil))
-	h.publish(t, sseKeyA, sseDoc(sseKeyA, sseBase, "v1"))
+	h := newTestServer(t).listen(t, nil)
+	ssePublish(t, h, clientKeyA, sseBase, "v1")
 	tr := &http.Transport{MaxIdleConnsPerHost: -1}
 	client := &http.Client{Transport: tr}
 
@@ -1063,29 +724,23 @@ func TestSSELoad1000Subscribers(t *testing.T) {
 			defer finished.Done()
 			readyOnce := sync.OnceFunc(ready.Done)
 			defer readyOnce()
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url+sseStreamPath(sseKeyA), nil)
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url+sseStreamPath(clientKeyA), nil)
 			resp, err := client.Do(req)
 			if err != nil {
 				failures <- fmt.Errorf("subscriber %d: connect: %w (1,000 subscribers need about 2,000 file descriptors in this process)", i, err)
 				return
 			}
 			defer resp.Body.Close()
-			sc := bufio.NewScanner(resp.Body)
 			initial := true
-			for sc.Scan() {
-				line := sc.Text()
-				if !strings.HasPrefix(line, "data: ") {
-					continue
-				}
-				v, _, err := goSDKUpdatedAt(line)
+			goSDKRead(resp.Body, func(ev goSDKEvent) bool {
 				switch {
-				case err != nil:
-					failures <- fmt.Errorf("subscriber %d: %v", i, err)
-					return
+				case ev.err != nil:
+					failures <- fmt.Errorf("subscriber %d: %v", i, ev.err)
+					return false
 				case initial:
 					initial = false
 					readyOnce()
-				case v == want:
+				case ev.value == want:
 					now := time.Now().UnixNano()
 					for {
 						last := lastNano.Load()
@@ -1095,10 +750,11 @@ func TestSSELoad1000Subscribers(t *testing.T) {
 					}
 					received.Add(1)
 				default:
-					failures <- fmt.Errorf("subscriber %d: updated_at %v; want %v", i, v, want)
-					return
+					failures <- fmt.Errorf("subscriber %d: updated_at %v; want %v", i, ev.value, want)
+					return false
 				}
-			}
+				return true
+			})
 		}()
 	}
 	stopAll := func() {
@@ -1107,15 +763,15 @@ func TestSSELoad1000Subscribers(t *testing.T) {
 		tr.CloseIdleConnections()
 	}
 	t.Cleanup(stopAll)
-	if !sseWaitGroup(&ready, 2*sseWait) {
-		t.Fatalf("only %d of %d subscribers connected within %v", h.s.hub.subscribers(), n, 2*sseWait)
+	if !sseWaitGroup(&ready, 2*testWait) {
+		t.Fatalf("only %d of %d subscribers connected within %v", h.hub.subscribers(), n, 2*testWait)
 	}
 	select {
 	case err := <-failures:
 		t.Fatal(err)
 	default:
 	}
-	if got := h.s.hub.subscribers(); got != n {
+	if got := h.hub.subscribers(); got != n {
 		t.Fatalf("hub.subscribers() = %d with every client connected; want %d", got, n)
 	}
 
@@ -1131,9 +787,9 @@ func TestSSELoad1000Subscribers(t *testing.T) {
 		float64(serverG-baseServerG)/n, float64(clientG-baseClientG)/n)
 
 	start := time.Now()
-	h.publish(t, sseKeyA, sseDoc(sseKeyA, v2At, "v2"))
+	ssePublish(t, h, clientKeyA, v2At, "v2")
 	published := time.Since(start)
-	sseWaitFor(t, "every subscriber received the event", func() bool {
+	eventually(t, "every subscriber received the event", func() bool {
 		select {
 		case err := <-failures:
 			t.Fatal(err)
@@ -1145,8 +801,8 @@ func TestSSELoad1000Subscribers(t *testing.T) {
 		published, n, time.Unix(0, lastNano.Load()).Sub(start))
 
 	stopAll()
-	sseWaitFor(t, "hub.subscribers() == 0 after every client left", func() bool { return h.s.hub.subscribers() == 0 })
-	sseWaitFor(t, fmt.Sprintf("goroutines back near the baseline of %d", baseGoroutines), func() bool {
+	eventually(t, "hub.subscribers() == 0 after every client left", func() bool { return h.hub.subscribers() == 0 })
+	eventually(t, fmt.Sprintf("goroutines back near the baseline of %d", baseGoroutines), func() bool {
 		return runtime.NumGoroutine() <= baseGoroutines+5
 	})
 }
@@ -1178,107 +834,8 @@ func sseCountSides() (server, client int) {
 	return server, client
 }
 
-// sseUpstream plays the Flagsmith API's environment-document endpoint. It
-// honours If-Modified-Since as Flagsmith does (304 when the document is not
-// newer, at one-second resolution), and can hold each request until released.
-type sseUpstream struct {
-	url      string
-	mu       sync.Mutex
-	docs     map[string][]byte // by server key
-	requests map[string]int    // by server key
-	notMod   atomic.Int32      // 304s answered
-
-	// When arrived is set, each request announces its key on it and waits
-	// for release.
-	arrived chan string
-	release chan struct{}
-}
-
-// newSSEUpstream starts the fake; with held, every request waits for the
-// test (set before the server starts, so its handlers see it).
-func newSSEUpstream(t testing.TB, held bool) *sseUpstream {
-	t.Helper()
-	u := &sseUpstream{docs: map[string][]byte{}, requests: map[string]int{}}
-	if held {
-		u.arrived, u.release = make(chan string), make(chan struct{})
-	}
-	ts := httptest.NewServer(u)
-	t.Cleanup(ts.Close)
-	u.url = ts.URL
-	return u
-}
-
-func (u *sseUpstream) set(serverKey string, doc []byte) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.docs[serverKey] = doc
-}
-
-func (u *sseUpstream) count(serverKey string) int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.requests[serverKey]
-}
-
-func (u *sseUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/api/v1/environment-document/" {
-		http.NotFound(w, r)
-		return
-	}
-	key := r.Header.Get("X-Environment-Key")
-	if u.arrived != nil {
-		select {
-		case u.arrived <- key:
-		case <-r.Context().Done():
-			return
-		}
-		select {
-		case <-u.release:
-		case <-r.Context().Done():
-			return
-		}
-	}
-	u.mu.Lock()
-	doc := u.docs[key]
-	u.requests[key]++
-	u.mu.Unlock()
-	if doc == nil {
-		w.WriteHeader(http.StatusUnauthorized)
-		return
-	}
-	var d struct {
-		UpdatedAt time.Time `json:"updated_at"`
-	}
-	_ = json.Unmarshal(doc, &d)
-	if ims, err := http.ParseTime(r.Header.Get("If-Modified-Since")); err == nil && !d.UpdatedAt.Truncate(time.Second).After(ims) {
-		w.WriteHeader(http.StatusNotModified)
-		u.notMod.Add(1)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(doc)
-}
-
-// runPollers runs the server's pollers against the configured upstream until
-// the test ends.
-func (h *sseHarness) runPollers(t testing.TB) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	tr := &http.Transport{}
-	done := make(chan error, 1)
-	go func() { done <- h.s.runPollers(ctx, &http.Client{Transport: tr}) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(sseWait):
-			t.Errorf("pollers still running %v after their context ended", sseWait)
-		}
-		tr.CloseIdleConnections()
-	})
-}
-
-func (h *sseHarness) refresh(t testing.TB, query string, header http.Header) (int, []byte) {
+// sseRefresh asks for a push refresh.
+func sseRefresh(t testing.TB, h *testServer, query string, header http.Header) (int, []byte) {
 	t.Helper()
 	code, _, body := h.do(t, "POST", "/proxy/refresh"+query, header)
 	return code, body
@@ -1309,9 +866,9 @@ func TestPushRefreshAuth(t *testing.T) {
 		{name: "Basic scheme", token: sseToken, method: "POST", header: http.Header{"Authorization": {"Basic " + sseToken}},
 			wantCode: http.StatusUnauthorized},
 		{name: "every environment", token: sseToken, method: "POST", header: sseBearer(sseToken),
-			wantCode: http.StatusAccepted, wantSignals: map[string]int{sseKeyA: 1, sseKeyB: 1}},
-		{name: "one environment", token: sseToken, method: "POST", query: "?environment=" + sseKeyB, header: sseBearer(sseToken),
-			wantCode: http.StatusAccepted, wantSignals: map[string]int{sseKeyB: 1}},
+			wantCode: http.StatusAccepted, wantSignals: map[string]int{clientKeyA: 1, clientKeyB: 1}},
+		{name: "one environment", token: sseToken, method: "POST", query: "?environment=" + clientKeyB, header: sseBearer(sseToken),
+			wantCode: http.StatusAccepted, wantSignals: map[string]int{clientKeyB: 1}},
 		{name: "unknown environment", token: sseToken, method: "POST", query: "?environment=unknownKey", header: sseBearer(sseToken),
 			wantCode: http.StatusNotFound},
 		{name: "GET not allowed", token: sseToken, method: "GET", header: sseBearer(sseToken),
@@ -1319,7 +876,7 @@ func TestPushRefreshAuth(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := startSSE(t, sseConfig(t, func(c *Config) { c.AdminToken = tt.token }))
+			h := newTestServer(t, func(c *Config) { c.AdminToken = tt.token }).listen(t, nil)
 			code, header, body := h.do(t, tt.method, "/proxy/refresh"+tt.query, tt.header)
 			if code != tt.wantCode {
 				t.Errorf("%s /proxy/refresh%s = %d %s; want %d", tt.method, tt.query, code, body, tt.wantCode)
@@ -1331,8 +888,8 @@ func TestPushRefreshAuth(t *testing.T) {
 				t.Errorf("body %q is not JSON", body)
 			}
 			got := map[string]int{}
-			for _, key := range []string{sseKeyA, sseKeyB} {
-				if n := len(h.env(key).refresh); n > 0 {
+			for _, key := range []string{clientKeyA, clientKeyB} {
+				if n := len(h.env(t, key).refresh); n > 0 {
 					got[key] = n
 				}
 			}
@@ -1350,14 +907,14 @@ func TestPushRefreshAuth(t *testing.T) {
 // TestPushRefreshCoalesces sends many refreshes with no poller to take them:
 // they must leave exactly one pending signal per environment.
 func TestPushRefreshCoalesces(t *testing.T) {
-	h := startSSE(t, sseConfig(t, func(c *Config) { c.AdminToken = sseToken }))
+	h := newTestServer(t, func(c *Config) { c.AdminToken = sseToken }).listen(t, nil)
 	for i := range 20 {
-		if code, body := h.refresh(t, "", sseBearer(sseToken)); code != http.StatusAccepted {
+		if code, body := sseRefresh(t, h, "", sseBearer(sseToken)); code != http.StatusAccepted {
 			t.Fatalf("refresh %d = %d %s; want 202", i, code, body)
 		}
 	}
-	for _, key := range []string{sseKeyA, sseKeyB} {
-		if n := len(h.env(key).refresh); n != 1 {
+	for _, key := range []string{clientKeyA, clientKeyB} {
+		if n := len(h.env(t, key).refresh); n != 1 {
 			t.Errorf("len(%s refresh) = %d after 20 calls; want 1", key, n)
 		}
 	}
@@ -1367,35 +924,36 @@ func TestPushRefreshCoalesces(t *testing.T) {
 // upstream and sends more refreshes meanwhile: they must cause exactly one
 // more poll, seen as no signal left pending once that poll is in flight.
 func TestPushRefreshInFlightCoalesces(t *testing.T) {
-	up := newSSEUpstream(t, true)
-	up.set(sseServerKeyA, sseDoc(sseKeyA, sseBase, "v1"))
-	h := startSSE(t, sseConfig(t, func(c *Config) {
+	up := newUpstream(t)
+	up.hold()
+	up.set(serverKeyA, testDocument(clientKeyA, testTime(sseBase), "v1"))
+	h := newTestServer(t, func(c *Config) {
 		c.EnvironmentKeyPairs = c.EnvironmentKeyPairs[:1]
-		c.APIURL = up.url + "/api/v1"
+		c.APIURL = up.apiURL
 		c.PollFrequency = 3600
 		c.AdminToken = sseToken
-	}))
-	h.runPollers(t)
-	env := h.env(sseKeyA)
+	}).listen(t, nil)
+	h.poll(t, pollClient(t))
+	env := h.env(t, clientKeyA)
 	arrive := func(what string) {
 		t.Helper()
 		select {
 		case <-up.arrived:
-		case <-time.After(sseWait):
-			t.Fatalf("no upstream request within %v for %s", sseWait, what)
+		case <-time.After(testWait):
+			t.Fatalf("no upstream request within %v for %s", testWait, what)
 		}
 	}
 
 	arrive("the first poll")
 	up.release <- struct{}{}
-	sseWaitFor(t, "the first document published", func() bool { return env.snap.Load() != nil })
+	eventually(t, "the first document published", func() bool { return env.snap.Load() != nil })
 
-	if code, body := h.refresh(t, "", sseBearer(sseToken)); code != http.StatusAccepted {
+	if code, body := sseRefresh(t, h, "", sseBearer(sseToken)); code != http.StatusAccepted {
 		t.Fatalf("refresh = %d %s; want 202", code, body)
 	}
 	arrive("the refresh poll")
 	for i := range 5 {
-		if code, body := h.refresh(t, "", sseBearer(sseToken)); code != http.StatusAccepted {
+		if code, body := sseRefresh(t, h, "", sseBearer(sseToken)); code != http.StatusAccepted {
 			t.Fatalf("refresh %d while a poll is in flight = %d %s; want 202", i, code, body)
 		}
 	}
@@ -1414,23 +972,23 @@ func TestPushRefreshInFlightCoalesces(t *testing.T) {
 // idle for an hour: a push refresh must bring the new flags and a realtime
 // event at once, and a refresh answered 304 must send no event.
 func TestPushRefreshEndToEnd(t *testing.T) {
-	up := newSSEUpstream(t, false)
-	up.set(sseServerKeyA, sseDoc(sseKeyA, sseBase, "v1"))
-	up.set(sseServerKeyB, sseDoc(sseKeyB, sseBase, "b1"))
-	h := startSSE(t, sseConfig(t, func(c *Config) {
-		c.APIURL = up.url + "/api/v1"
+	up := newUpstream(t)
+	up.set(serverKeyA, testDocument(clientKeyA, testTime(sseBase), "v1"))
+	up.set(serverKeyB, testDocument(clientKeyB, testTime(sseBase), "b1"))
+	h := newTestServer(t, func(c *Config) {
+		c.APIURL = up.apiURL
 		c.PollFrequency = 3600
 		c.AdminToken = sseToken
-	}))
-	h.runPollers(t)
-	sseWaitFor(t, "both environments polled once", func() bool {
-		return h.env(sseKeyA).snap.Load() != nil && h.env(sseKeyB).snap.Load() != nil
+	}).listen(t, nil)
+	h.poll(t, pollClient(t))
+	eventually(t, "both environments polled once", func() bool {
+		return h.env(t, clientKeyA).snap.Load() != nil && h.env(t, clientKeyB).snap.Load() != nil
 	})
-	st := h.open(t, sseStreamPath(sseKeyA), nil)
+	st := sseOpen(t, h, sseStreamPath(clientKeyA), nil)
 	st.wantUpdated(t, sseBase)
 	checkFlag := func(want string, wantUpdatedAt time.Time) {
 		t.Helper()
-		code, header, body := h.do(t, "GET", "/api/v1/flags/", http.Header{"X-Environment-Key": {sseKeyA}})
+		code, header, body := h.do(t, "GET", "/api/v1/flags/", http.Header{"X-Environment-Key": {clientKeyA}})
 		var flags []struct {
 			Value any `json:"feature_state_value"`
 		}
@@ -1445,24 +1003,24 @@ func TestPushRefreshEndToEnd(t *testing.T) {
 	checkFlag("v1", sseBase)
 
 	v2At := sseBase.Add(90 * time.Second)
-	up.set(sseServerKeyA, sseDoc(sseKeyA, v2At, "v2"))
-	if code, body := h.refresh(t, "?environment="+sseKeyA, sseBearer(sseToken)); code != http.StatusAccepted {
+	up.set(serverKeyA, testDocument(clientKeyA, testTime(v2At), "v2"))
+	if code, body := sseRefresh(t, h, "?environment="+clientKeyA, sseBearer(sseToken)); code != http.StatusAccepted {
 		t.Fatalf("refresh = %d %s; want 202", code, body)
 	}
-	st.wantUpdated(t, v2At) // within sseWait, against a poll period of an hour
+	st.wantUpdated(t, v2At) // within testWait, against a poll period of an hour
 	checkFlag("v2", v2At)
-	if n := up.count(sseServerKeyB); n != 1 {
+	if n := up.count(serverKeyB); n != 1 {
 		t.Errorf("environment B polled %d times; want 1 (the refresh named A only)", n)
 	}
 
 	// Unchanged upstream: 304, no event. The next event must be v3's.
-	if code, body := h.refresh(t, "?environment="+sseKeyA, sseBearer(sseToken)); code != http.StatusAccepted {
+	if code, body := sseRefresh(t, h, "?environment="+clientKeyA, sseBearer(sseToken)); code != http.StatusAccepted {
 		t.Fatalf("refresh = %d %s; want 202", code, body)
 	}
-	sseWaitFor(t, "the upstream answered 304", func() bool { return up.notMod.Load() == 1 })
+	eventually(t, "the upstream answered 304", func() bool { return up.notModified() == 1 })
 	v3At := v2At.Add(time.Minute)
-	up.set(sseServerKeyA, sseDoc(sseKeyA, v3At, "v3"))
-	if code, body := h.refresh(t, "?environment="+sseKeyA, sseBearer(sseToken)); code != http.StatusAccepted {
+	up.set(serverKeyA, testDocument(clientKeyA, testTime(v3At), "v3"))
+	if code, body := sseRefresh(t, h, "?environment="+clientKeyA, sseBearer(sseToken)); code != http.StatusAccepted {
 		t.Fatalf("refresh = %d %s; want 202", code, body)
 	}
 	st.wantUpdated(t, v3At)

@@ -30,6 +30,8 @@
 #   STRICT=1             exit 1 when a target FAILs (default: report only)
 #   KEEP_TMP=1           keep the temporary directory (logs, raw outputs)
 #   PROXY_BIN=path       benchmark this binary instead of building the repo root
+#   SCALE="1:10 10:1000 1:10000:distinct"  scaled-document mode instead (see
+#                        below): COPIES:OVERRIDES[:distinct] per size
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -298,6 +300,75 @@ run_vegeta() {
 
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f", 100 * a / b; else print "n/a" }'; }
 ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
+
+load_before_scale=$(cut -d' ' -f1-3 /proc/loadavg)
+# ---------------------------------------------------------------- scaled documents
+# SCALE="COPIES:OVERRIDES[:distinct] ..." runs this mode instead of the one
+# below: for each size, scale.py (next to the benchmark document) multiplies
+# the document, and the proxy is measured on it: document size, time from
+# start to ready (fetch and compile), flags and POST identities as % of a
+# ceiling writing a response of the same size (the proxy's own flags body,
+# and its identity response), and RSS after the load.
+if [[ -n ${SCALE:-} ]]; then
+	command -v python3 >/dev/null 2>&1 || die "python3 is required to run scale.py"
+	scale_py=$(dirname "$DOCUMENT")/scale.py
+	[[ -r $scale_py ]] || die "scale.py not found next to $DOCUMENT"
+	now() { date +%s.%N; }
+	rows=()
+	for size in $SCALE; do
+		IFS=: read -r copies overrides distinct <<<"$size"
+		doc=$tmp/scaled-$copies-$overrides.json
+		DISTINCT=$([[ $distinct == distinct ]] && echo 1 || echo 0) \
+			python3 "$scale_py" "$copies" "$overrides" "$doc" >&2 || die "scale.py $size failed"
+		doc_bytes=$(wc -c <"$doc")
+		start upstream_s "$tmp/upstream" -addr 127.0.0.1:0 -document "$doc"
+		upstream_pid=$last_pid
+		upstream=$(listen_addr upstream_s "$upstream_pid")
+		port=$(free_port)
+		write_config "$tmp/config-s.json" "$upstream" "$port" \
+			"[{\"server_side_key\": \"$SERVER_KEY\", \"client_side_key\": \"$client_key\"}]"
+		t0=$(now)
+		start_proxy proxy_s "$tmp/config-s.json" "$port"
+		ready_s=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }')
+		rss_ready=$(rss_kib "$proxy_pid" VmRSS)
+		curl -fsS -H "X-Environment-Key: $client_key" -o "$tmp/flags-s.json" "$proxy/api/v1/flags/" || die "flags failed"
+		curl -fsS -H "X-Environment-Key: $client_key" -H 'Content-Type: application/json' \
+			--data-binary "@$IDENTITY_BODY" -o "$tmp/identity-s.json" "$proxy/api/v1/identities/" || die "identities failed"
+		start ceiling_f "$tmp/ceiling" -addr 127.0.0.1:0 -body "$tmp/flags-s.json"
+		cf_pid=$last_pid
+		ceiling_f="http://$(listen_addr ceiling_f "$cf_pid")"
+		start ceiling_i "$tmp/ceiling" -addr 127.0.0.1:0 -body "$tmp/identity-s.json"
+		ci_pid=$last_pid
+		ceiling_i="http://$(listen_addr ceiling_i "$ci_pid")"
+		run_wrk s_ceiling_flags "$ceiling_f/api/v1/flags/"
+		run_wrk s_flags -H "X-Environment-Key: $client_key" "$proxy/api/v1/flags/"
+		run_wrk s_ceiling_identities -s "$here/identities-post.lua" -H 'Content-Type: application/json' \
+			"$ceiling_i/api/v1/identities/" -- "$IDENTITY_BODY"
+		run_wrk s_identities -s "$here/identities-post.lua" -H "X-Environment-Key: $client_key" \
+			-H 'Content-Type: application/json' "$proxy/api/v1/identities/" -- "$IDENTITY_BODY"
+		rss_load=$(rss_kib "$proxy_pid" VmRSS)
+		hwm=$(rss_kib "$proxy_pid" VmHWM)
+		errors=$((BAD[s_flags] + BAD[s_identities]))
+		rows+=("| $size | $(awk -v b="$doc_bytes" 'BEGIN { printf "%.2f", b / 1048576 }') | $ready_s | $(wc -c <"$tmp/flags-s.json") | ${RPS[s_flags]} / ${RPS[s_ceiling_flags]} | $(pct "${RPS[s_flags]}" "${RPS[s_ceiling_flags]}") | ${RPS[s_identities]} / ${RPS[s_ceiling_identities]} | $(pct "${RPS[s_identities]}" "${RPS[s_ceiling_identities]}") | $(mib "$rss_ready") | $(mib "$rss_load") | $(mib "$hwm") | $(awk -v r="$rss_load" -v d="$doc_bytes" 'BEGIN { printf "%.1f", r * 1024 / d }') | $errors |")
+		stop "$proxy_pid"
+		stop "$cf_pid"
+		stop "$ci_pid"
+		stop "$upstream_pid"
+	done
+	{
+		echo
+		echo "## Edge proxy on scaled documents, $(date -u '+%Y-%m-%d %H:%M UTC')"
+		echo
+		echo "- machine: \`nproc\` = $(nproc), $(uname -sr); $("$GO" version | awk '{ print $3 }'); load average before: $load_before_scale, after: $(cut -d' ' -f1-3 /proc/loadavg)"
+		echo "- wrk -t$THREADS -c$CONNECTIONS -d$DURATION per run; sizes are scale.py COPIES:OVERRIDES (distinct: every override its own value)"
+		echo
+		echo "| size | document MiB | ready s | flags body bytes | flags req/s (proxy / ceiling) | flags % | identities req/s (proxy / ceiling) | identities % | RSS ready MiB | RSS after load MiB | peak MiB | RSS / document | errors |"
+		echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+		printf '%s\n' "${rows[@]}"
+	} >"$tmp/summary.md"
+	cat "$tmp/summary.md"
+	exit 0
+fi
 
 # ---------------------------------------------------------------- 1 environment
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)

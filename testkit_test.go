@@ -1,0 +1,1179 @@
+package main
+
+// The test kit: what more than one test file needs to set up a proxy and
+// the world around it. A fake Flagsmith API (fakeUpstream), environment
+// documents (buildDocument), a log that tests can read (logBuffer), a
+// server under test (newTestServer), and the built binary with the
+// helpers that talk to it over the network. Test files hold tests, and the
+// few helpers only they use.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// testWait bounds every wait for something the code under test does on its
+// own (an event, a poll, a disconnect noticed). It is generous so that a
+// loaded -race run does not flake; working code answers in milliseconds,
+// so only broken code ever reaches it.
+const testWait = 10 * time.Second
+
+// The two environments a test server serves unless a test says otherwise.
+// The server keys are secrets: no log may hold them in clear.
+const (
+	clientKeyA = "TestEnvAlphaClientKey"
+	serverKeyA = "ser.TestEnvAlphaServerSecret"
+	clientKeyB = "TestEnvBetaClientKey"
+	serverKeyB = "ser.TestEnvBetaServerSecret"
+)
+
+var (
+	pairA = KeyPair{ClientSideKey: clientKeyA, ServerSideKey: serverKeyA}
+	pairB = KeyPair{ClientSideKey: clientKeyB, ServerSideKey: serverKeyB}
+)
+
+// The demo environment of examples/: its document's api_key is the client
+// key. The e2e and ship tests serve it.
+const (
+	demoClientKey    = "DemoEnvClientKey000001"
+	demoServerKey    = "ser.demo-server-key-000001"
+	demoDocumentPath = "examples/environment-document.json"
+)
+
+var demoPair = KeyPair{ClientSideKey: demoClientKey, ServerSideKey: demoServerKey}
+
+// ---- Environment documents
+
+// docEdit changes a decoded environment document. Numbers are json.Number,
+// so an edit leaves every literal it does not touch as it was (10.0 stays
+// 10.0).
+type docEdit func(doc map[string]any)
+
+// smallDocument is the base of testDocument: one flag, "banner", shaped as
+// Flagsmith sends it.
+const smallDocument = `{"api_key": "", "name": "Test", "updated_at": "",
+ "project": {"name": "Test", "hide_disabled_flags": false, "segments": [], "server_key_only_feature_ids": []},
+ "feature_states": [{"feature": {"id": 1, "name": "banner", "type": "STANDARD"}, "enabled": true,
+   "django_id": 11, "featurestate_uuid": "5b1a3c1e-0000-4000-8000-000000000001",
+   "feature_state_value": "", "multivariate_feature_state_values": []}],
+ "identity_overrides": []}`
+
+// testDocument is a small document for the environment whose client key is
+// apiKey: updated_at exactly as given (any form, even one that does not
+// parse; testTime writes Flagsmith's) and one flag, "banner", whose value
+// tells versions apart.
+func testDocument(apiKey, updatedAt, banner string, edits ...docEdit) []byte {
+	return buildDocument([]byte(smallDocument), append([]docEdit{
+		func(doc map[string]any) { doc["api_key"] = apiKey },
+		withUpdatedAt(updatedAt),
+		withValue("banner", banner),
+	}, edits...)...)
+}
+
+// demoDocument is the example document at another version: its updated_at
+// and the value of welcome_message replaced.
+func demoDocument(t testing.TB, updatedAt time.Time, welcome string) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(demoDocumentPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buildDocument(raw, withUpdatedAt(testTime(updatedAt)), withValue("welcome_message", welcome))
+}
+
+// buildDocument decodes base, applies edits in order and encodes the
+// result. Bases are fixtures, so a broken one panics.
+func buildDocument(base []byte, edits ...docEdit) []byte {
+	dec := json.NewDecoder(bytes.NewReader(base))
+	dec.UseNumber()
+	var doc map[string]any
+	if err := dec.Decode(&doc); err != nil {
+		panic(fmt.Sprintf("document fixture: %v", err))
+	}
+	for _, edit := range edits {
+		edit(doc)
+	}
+	var out bytes.Buffer
+	enc := json.NewEncoder(&out)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(doc); err != nil {
+		panic(fmt.Sprintf("document fixture: %v", err))
+	}
+	return bytes.TrimSuffix(out.Bytes(), []byte("\n"))
+}
+
+func withUpdatedAt(s string) docEdit {
+	return func(doc map[string]any) { doc["updated_at"] = s }
+}
+
+// withValue sets the environment default value of the feature named name.
+func withValue(name string, value any) docEdit {
+	return func(doc map[string]any) {
+		for _, fs := range doc["feature_states"].([]any) {
+			fs := fs.(map[string]any)
+			if fs["feature"].(map[string]any)["name"] == name {
+				fs["feature_state_value"] = value
+				return
+			}
+		}
+		panic(fmt.Sprintf("document fixture has no feature %q", name))
+	}
+}
+
+// testTime is t as Flagsmith writes updated_at: Python's isoformat, with
+// microseconds and an offset.
+func testTime(t time.Time) string {
+	return t.UTC().Format("2006-01-02T15:04:05.000000-07:00")
+}
+
+// ---- The fake Flagsmith API
+
+// documentPath is the upstream's environment-document endpoint.
+const documentPath = "/api/v1/environment-document/"
+
+// fakeUpstream plays the Flagsmith API: the environment document of each
+// server key, with the conditional answers Flagsmith gives (304 when the
+// document is not newer than If-Modified-Since, at one-second resolution,
+// or when If-None-Match names its ETag). Every request is recorded. A test
+// can hold requests until it releases them, and set a fault that answers
+// in place of the documents.
+type fakeUpstream struct {
+	// apiURL is the api_url to configure ("" for an in-memory upstream,
+	// which any URL reaches through the upstream as RoundTripper).
+	apiURL string
+	srv    *httptest.Server
+	stop   chan struct{} // closed at cleanup: releases held and hanging requests
+
+	// While holding, each request announces its server key on arrived and
+	// then waits for a value on release.
+	arrived chan string
+	release chan struct{}
+
+	mu       sync.Mutex
+	docs     map[string]upstreamDocument // by server key
+	fault    fault
+	holding  bool
+	requests []upstreamRequest
+	notMod   int // 304s answered for documents
+}
+
+type upstreamDocument struct {
+	raw      []byte
+	etag     string
+	modified time.Time // zero when updated_at does not parse: never 304
+}
+
+// upstreamRequest is what the fake saw of one request.
+type upstreamRequest struct {
+	key    string // X-Environment-Key
+	header http.Header
+	at     time.Time
+}
+
+// A fault answers a request in place of the documents; n counts the
+// requests of the same server key before this one. Returning false lets
+// the documents answer after all (a fault that only delays).
+type fault func(w http.ResponseWriter, r *http.Request, n int) (answered bool)
+
+// newUpstream starts a fake upstream on a loopback port until the test
+// ends.
+func newUpstream(t testing.TB) *fakeUpstream {
+	t.Helper()
+	u := newUpstreamInMemory(t)
+	u.srv = httptest.NewServer(u)
+	u.apiURL = u.srv.URL + "/api/v1"
+	// Close waits for handlers, and held or hanging ones return only once
+	// stop is closed: cleanups run last first, so stop is closed before.
+	t.Cleanup(u.srv.Close)
+	t.Cleanup(func() { u.closeStop() })
+	return u
+}
+
+// newUpstreamInMemory is a fake upstream with no listener, for synctest
+// bubbles where real network I/O has no place: clients reach it with the
+// upstream as their Transport.
+func newUpstreamInMemory(t testing.TB) *fakeUpstream {
+	u := &fakeUpstream{
+		stop:    make(chan struct{}),
+		arrived: make(chan string),
+		release: make(chan struct{}),
+		docs:    map[string]upstreamDocument{},
+	}
+	t.Cleanup(func() { u.closeStop() })
+	return u
+}
+
+func (u *fakeUpstream) closeStop() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	select {
+	case <-u.stop:
+	default:
+		close(u.stop)
+	}
+}
+
+// set makes doc the document of serverKey; a key with none is answered 401.
+func (u *fakeUpstream) set(serverKey string, doc []byte) {
+	d := upstreamDocument{raw: doc}
+	sum := sha256.Sum256(doc)
+	d.etag = `"` + hex.EncodeToString(sum[:8]) + `"`
+	var fields struct {
+		UpdatedAt string `json:"updated_at"`
+	}
+	if json.Unmarshal(doc, &fields) == nil {
+		d.modified, _ = time.Parse(time.RFC3339Nano, fields.UpdatedAt)
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.docs[serverKey] = d
+}
+
+// setFault makes f answer every later request; nil restores the documents.
+func (u *fakeUpstream) setFault(f fault) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.fault = f
+}
+
+// hold makes every later request wait: it sends its server key on
+// u.arrived, then waits for the test to send on u.release.
+func (u *fakeUpstream) hold() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.holding = true
+}
+
+// close takes the upstream down: connections are refused from now on.
+func (u *fakeUpstream) close() { u.srv.Close() }
+
+func (u *fakeUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// The request also ends with the test, so that a held or hanging
+	// request never keeps the server's Close waiting.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	go func() {
+		select {
+		case <-u.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	r = r.WithContext(ctx)
+
+	key := r.Header.Get("X-Environment-Key")
+	u.mu.Lock()
+	n := 0
+	for _, req := range u.requests {
+		if req.key == key {
+			n++
+		}
+	}
+	u.requests = append(u.requests, upstreamRequest{key, r.Header.Clone(), time.Now()})
+	f, holding := u.fault, u.holding
+	u.mu.Unlock()
+
+	if holding {
+		select {
+		case u.arrived <- key:
+		case <-ctx.Done():
+			return
+		}
+		select {
+		case <-u.release:
+		case <-ctx.Done():
+			return
+		}
+	}
+	if f != nil && f(w, r, n) {
+		return
+	}
+	u.serveDocument(w, r, key)
+}
+
+func (u *fakeUpstream) serveDocument(w http.ResponseWriter, r *http.Request, key string) {
+	if r.URL.Path != documentPath || r.Method != http.MethodGet {
+		http.NotFound(w, r)
+		return
+	}
+	u.mu.Lock()
+	doc, ok := u.docs[key]
+	u.mu.Unlock()
+	if !ok {
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	ims, imsErr := http.ParseTime(r.Header.Get("If-Modified-Since"))
+	if r.Header.Get("If-None-Match") == doc.etag ||
+		(imsErr == nil && !doc.modified.IsZero() && !doc.modified.Truncate(time.Second).After(ims)) {
+		u.mu.Lock()
+		u.notMod++
+		u.mu.Unlock()
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("ETag", doc.etag)
+	_, _ = w.Write(doc.raw)
+}
+
+// RoundTrip serves req in memory, for an upstream without a listener.
+func (u *fakeUpstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	rec := httptest.NewRecorder()
+	u.ServeHTTP(rec, req)
+	if err := req.Context().Err(); err != nil {
+		return nil, err
+	}
+	resp := rec.Result()
+	resp.Request = req
+	return resp, nil
+}
+
+// recorded is every request received so far.
+func (u *fakeUpstream) recorded() []upstreamRequest {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Clone(u.requests)
+}
+
+// last is the headers of the latest request.
+func (u *fakeUpstream) last(t testing.TB) http.Header {
+	t.Helper()
+	reqs := u.recorded()
+	if len(reqs) == 0 {
+		t.Fatal("the upstream received no request")
+	}
+	return reqs[len(reqs)-1].header
+}
+
+// count is how many requests serverKey made.
+func (u *fakeUpstream) count(serverKey string) int {
+	n := 0
+	for _, req := range u.recorded() {
+		if req.key == serverKey {
+			n++
+		}
+	}
+	return n
+}
+
+// offsets is when serverKey's requests arrived, relative to start.
+func (u *fakeUpstream) offsets(serverKey string, start time.Time) []time.Duration {
+	var out []time.Duration
+	for _, req := range u.recorded() {
+		if req.key == serverKey {
+			out = append(out, req.at.Sub(start))
+		}
+	}
+	return out
+}
+
+// notModified is how many 304s the documents answered.
+func (u *fakeUpstream) notModified() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.notMod
+}
+
+// failWith answers with the status code and no body.
+func failWith(code int) fault {
+	return func(w http.ResponseWriter, r *http.Request, n int) bool {
+		w.WriteHeader(code)
+		return true
+	}
+}
+
+// answerWith answers 200 with body, whatever the request.
+func answerWith(body []byte) fault {
+	return func(w http.ResponseWriter, r *http.Request, n int) bool {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(body)
+		return true
+	}
+}
+
+// hang never answers: it returns when the client gives up or the test ends.
+func hang(w http.ResponseWriter, r *http.Request, n int) bool {
+	<-r.Context().Done()
+	return true
+}
+
+// ---- Logs
+
+// logBuffer collects log output, safe for concurrent use, and wakes
+// waiters on every write.
+type logBuffer struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	changed chan struct{}
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	n, err := l.buf.Write(p)
+	changed := l.wake()
+	l.mu.Unlock()
+	select {
+	case changed <- struct{}{}:
+	default:
+	}
+	return n, err
+}
+
+// wake is the channel that signals a write; l.mu must be held.
+func (l *logBuffer) wake() chan struct{} {
+	if l.changed == nil {
+		l.changed = make(chan struct{}, 1)
+	}
+	return l.changed
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// records decodes every JSON line logged so far.
+func (l *logBuffer) records(t testing.TB) []map[string]any {
+	t.Helper()
+	return logRecords(t, l.String())
+}
+
+// logRecords decodes JSON log output, one record a line.
+func logRecords(t testing.TB, out string) []map[string]any {
+	t.Helper()
+	var recs []map[string]any
+	for line := range strings.Lines(out) {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log line %q is not JSON: %v", line, err)
+		}
+		recs = append(recs, rec)
+	}
+	return recs
+}
+
+// logRecord is a record a test expects: its level, a part of its message,
+// its env attribute, and a part of its error attribute (when set).
+type logRecord struct {
+	level, msg, env, err string
+}
+
+func (w logRecord) matches(rec map[string]any) bool {
+	s := func(k string) string { v, _ := rec[k].(string); return v }
+	return s("level") == w.level && strings.Contains(s("msg"), w.msg) && s("env") == w.env &&
+		(w.err == "" || strings.Contains(s("error"), w.err))
+}
+
+func (l *logBuffer) has(t testing.TB, want logRecord) bool {
+	t.Helper()
+	return slices.ContainsFunc(l.records(t), want.matches)
+}
+
+// mustHave fails unless a record matching want was logged.
+func (l *logBuffer) mustHave(t testing.TB, want logRecord) {
+	t.Helper()
+	if !l.has(t, want) {
+		t.Errorf("no log record %+v; log:\n%s", want, l)
+	}
+}
+
+// waitFor waits until a record matching want is logged. The bound only
+// guards against a poll that hangs.
+func (l *logBuffer) waitFor(t testing.TB, want logRecord) {
+	t.Helper()
+	const bound = 60 * time.Second
+	timeout := time.NewTimer(bound)
+	defer timeout.Stop()
+	l.mu.Lock()
+	changed := l.wake()
+	l.mu.Unlock()
+	for !l.has(t, want) {
+		select {
+		case <-changed:
+		case <-timeout.C:
+			t.Fatalf("no log record %+v after %v; log:\n%s", want, bound, l)
+		}
+	}
+}
+
+// noServerKeys fails when a test server key appears in the log in clear.
+func (l *logBuffer) noServerKeys(t testing.TB) {
+	t.Helper()
+	out := l.String()
+	for _, k := range []string{serverKeyA, serverKeyB} {
+		if strings.Contains(out, k) {
+			t.Errorf("log holds the server key %q in clear:\n%s", k, out)
+		}
+	}
+}
+
+// ---- The server under test
+
+// testServer is a server under test with its log. After listen it also
+// has a URL and a client of its own.
+type testServer struct {
+	*server
+	logs   *logBuffer
+	url    string
+	client *http.Client
+}
+
+// testConfig is a valid configuration serving environments A and B, with
+// edits (nil ones skipped) applied in order before validation. Its api_url is never reached
+// unless a test runs the pollers and points it at an upstream.
+func testConfig(t testing.TB, edits ...func(*Config)) Config {
+	t.Helper()
+	cfg := defaultConfig()
+	cfg.EnvironmentKeyPairs = []KeyPair{pairA, pairB}
+	cfg.APIURL = "http://127.0.0.1:9/api/v1"
+	cfg.PollTimeout = 30 // a bound only; tests of timeouts set their own
+	for _, edit := range edits {
+		if edit != nil {
+			edit(&cfg)
+		}
+	}
+	if err := cfg.validate(); err != nil {
+		t.Fatalf("test configuration invalid: %v", err)
+	}
+	return cfg
+}
+
+// newTestServer builds a server for testConfig(edits…), logging JSON at
+// DEBUG into s.logs. No document is held and nothing runs until the test
+// says so.
+func newTestServer(t testing.TB, edits ...func(*Config)) *testServer {
+	t.Helper()
+	logs := &logBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return &testServer{server: newServer(testConfig(t, edits...), log), logs: logs}
+}
+
+// withPairs serves exactly these environments.
+func withPairs(pairs ...KeyPair) func(*Config) {
+	return func(c *Config) { c.EnvironmentKeyPairs = pairs }
+}
+
+// withUpstream polls u.
+func withUpstream(u *fakeUpstream) func(*Config) {
+	return func(c *Config) { c.APIURL = u.apiURL }
+}
+
+// env is the environment of a client or server key.
+func (s *testServer) env(t testing.TB, key string) *environment {
+	t.Helper()
+	ref, ok := s.byKey[key]
+	if !ok {
+		t.Fatalf("no environment with key %q", key)
+	}
+	return ref.env
+}
+
+// publishDoc publishes raw as the document of the environment of key.
+func (s *testServer) publishDoc(t testing.TB, key string, raw []byte) {
+	t.Helper()
+	if err := s.publish(s.env(t, key), raw, "test"); err != nil {
+		t.Fatalf("publish(%s) = %v; want nil", key, err)
+	}
+}
+
+// listen serves s on a loopback port until the test ends, calling onConn
+// (when not nil) with each connection as it is accepted. It returns s.
+func (s *testServer) listen(t testing.TB, onConn func(net.Conn)) *testServer {
+	t.Helper()
+	ts := httptest.NewUnstartedServer(s.handler())
+	if onConn != nil {
+		ts.Config.ConnState = func(c net.Conn, state http.ConnState) {
+			if state == http.StateNew {
+				onConn(c)
+			}
+		}
+	}
+	ts.Start()
+	tr := &http.Transport{}
+	t.Cleanup(func() {
+		// A stream left open would keep ts.Close waiting for its handler.
+		s.hub.close()
+		tr.CloseIdleConnections()
+		ts.Close()
+	})
+	s.url, s.client = ts.URL, &http.Client{Transport: tr}
+	return s
+}
+
+// do sends a request to a listening s and returns the status, headers and
+// whole body. It is for answers that are not streams.
+func (s *testServer) do(t testing.TB, method, path string, header http.Header) (int, http.Header, []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testWait)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, s.url+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, body := roundTrip(t, s.client, req)
+	return resp.StatusCode, resp.Header, body
+}
+
+// poll runs the pollers through client until the returned stop, or the
+// test's end, has cancelled them and they have returned.
+func (s *testServer) poll(t testing.TB, client *http.Client) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.runPollers(ctx, client) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("runPollers = %v; want nil", err)
+				}
+			case <-time.After(testWait):
+				t.Errorf("pollers still running %v after their context ended", testWait)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// pollClient is the proxy's poll client with a transport of its own, whose
+// idle connections close when the test ends.
+func pollClient(t testing.TB) *http.Client {
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	client := newPollClient()
+	client.Transport = tr
+	return client
+}
+
+// callHandler sends one request through h in process. Headers with an
+// empty value are not sent.
+func callHandler(t testing.TB, h http.Handler, method, path string, headers map[string]string, body string) *httptest.ResponseRecorder {
+	t.Helper()
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+	}
+	req := httptest.NewRequest(method, path, r)
+	for k, v := range headers {
+		if v != "" {
+			req.Header.Set(k, v)
+		}
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+func withKey(key string) map[string]string { return map[string]string{"X-Environment-Key": key} }
+
+// eventually polls cond until it holds, failing after testWait.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(testWait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still not true after %v", what, testWait)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// ---- Realtime streams
+
+// sseFloat is updated_at as Unix seconds, the float the SDKs compare:
+// microseconds, as Flagsmith's documents carry them.
+func sseFloat(t time.Time) float64 { return float64(t.UnixMicro()) / 1e6 }
+
+func sseStreamPath(key string) string { return "/sse/environments/" + key + "/stream" }
+
+// sseItem is one thing read from a stream, in stream order: a comment, a
+// retry field, or a dispatched event.
+type sseItem struct {
+	comment, retry string
+	isComment      bool
+	isEvent        bool
+	event, data    string
+}
+
+// sseStream is an open stream read by a parser that follows the WHATWG
+// Server-Sent Events rules: "field: value" lines (one optional space after
+// the colon), ":" comments, events dispatched at a blank line.
+type sseStream struct {
+	resp   *http.Response
+	items  chan sseItem
+	done   chan struct{} // closed when the stream ends; err says why
+	err    error
+	cancel context.CancelFunc
+}
+
+// sseOpenStream starts a stream and fails the test unless it is a 200 event
+// stream. The stream is closed at the end of the test.
+func sseOpenStream(t testing.TB, client *http.Client, url string, header http.Header) *sseStream {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	// Headers must come quickly; the body is a stream and has no deadline.
+	timer := time.AfterFunc(testWait, cancel)
+	resp, err := client.Do(req)
+	timer.Stop()
+	if err != nil {
+		cancel()
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		cancel()
+		t.Fatalf("GET %s = %d %s; want 200 event stream", url, resp.StatusCode, body)
+	}
+	st := &sseStream{resp: resp, items: make(chan sseItem, 64), done: make(chan struct{}), cancel: cancel}
+	go st.read(ctx, resp.Body)
+	t.Cleanup(func() { st.close(t) })
+	return st
+}
+
+func (st *sseStream) read(ctx context.Context, body io.Reader) {
+	defer close(st.done)
+	br := bufio.NewReader(body)
+	eventType, data, hasData := "", "", false
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			st.err = err
+			return
+		}
+		line = strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
+		var it sseItem
+		switch field, value, _ := strings.Cut(line, ":"); {
+		case line == "":
+			if !hasData {
+				eventType = ""
+				continue
+			}
+			if eventType == "" {
+				eventType = "message"
+			}
+			it = sseItem{isEvent: true, event: eventType, data: data}
+			eventType, data, hasData = "", "", false
+		case field == "":
+			it = sseItem{isComment: true, comment: value}
+		default:
+			value = strings.TrimPrefix(value, " ")
+			switch field {
+			case "event":
+				eventType = value
+			case "data":
+				if hasData {
+					data += "\n"
+				}
+				data, hasData = data+value, true
+			case "retry":
+				it = sseItem{retry: value}
+			}
+			if it.retry == "" {
+				continue
+			}
+		}
+		select {
+		case st.items <- it:
+		case <-ctx.Done():
+			st.err = ctx.Err()
+			return
+		}
+	}
+}
+
+// close disconnects the client and waits for its reader.
+func (st *sseStream) close(t testing.TB) {
+	st.cancel()
+	select {
+	case <-st.done:
+	case <-time.After(testWait):
+		t.Errorf("stream reader still running %v after disconnect", testWait)
+	}
+	st.resp.Body.Close()
+}
+
+// next returns the next item, failing when the stream ends or stays silent.
+func (st *sseStream) next(t testing.TB, waitingFor string) sseItem {
+	t.Helper()
+	timer := time.NewTimer(testWait)
+	defer timer.Stop()
+	select {
+	case it := <-st.items:
+		return it
+	case <-st.done:
+		select {
+		case it := <-st.items:
+			return it
+		default:
+		}
+		t.Fatalf("stream ended (%v) while waiting for %s", st.err, waitingFor)
+	case <-timer.C:
+		t.Fatalf("nothing on the stream for %v while waiting for %s", testWait, waitingFor)
+	}
+	return sseItem{}
+}
+
+// nextEvent skips comments and retry fields.
+func (st *sseStream) nextEvent(t testing.TB, waitingFor string) sseItem {
+	t.Helper()
+	for {
+		if it := st.next(t, waitingFor); it.isEvent {
+			return it
+		}
+	}
+}
+
+// wantUpdated reads the next event and checks that it announces updatedAt.
+func (st *sseStream) wantUpdated(t testing.TB, updatedAt time.Time) {
+	t.Helper()
+	want := sseFloat(updatedAt)
+	it := st.nextEvent(t, fmt.Sprintf("the event for updated_at %v", want))
+	if it.event != "environment_updated" {
+		t.Fatalf("event type = %q; want environment_updated (data %q)", it.event, it.data)
+	}
+	if got := sseDecodeUpdatedAt(t, it.data); got != want {
+		t.Fatalf("event updated_at = %v; want %v (data %q)", got, want, it.data)
+	}
+}
+
+// waitEnd waits for the server to end the stream and returns the read error
+// that ended it: io.EOF for a clean end of a chunked body.
+func (st *sseStream) waitEnd(t testing.TB) error {
+	t.Helper()
+	timer := time.NewTimer(testWait)
+	defer timer.Stop()
+	for {
+		select {
+		case it := <-st.items:
+			if it.isEvent {
+				t.Errorf("unexpected event %q %q while waiting for the stream to end", it.event, it.data)
+			}
+		case <-st.done:
+			return st.err
+		case <-timer.C:
+			t.Fatalf("stream still open %v after it should have ended", testWait)
+		}
+	}
+}
+
+// sseDecodeUpdatedAt reads an event's data strictly: one field, updated_at, a
+// JSON number.
+func sseDecodeUpdatedAt(t testing.TB, data string) float64 {
+	t.Helper()
+	dec := json.NewDecoder(strings.NewReader(data))
+	dec.DisallowUnknownFields()
+	var v struct {
+		UpdatedAt *float64 `json:"updated_at"`
+	}
+	if err := dec.Decode(&v); err != nil || v.UpdatedAt == nil {
+		t.Fatalf("event data %q: want {\"updated_at\": <float>} (decode error %v)", data, err)
+	}
+	return *v.UpdatedAt
+}
+
+// ---- The built binary and clients over the network
+
+// stampedVersion is stamped into the test binary as the Dockerfile stamps
+// its VERSION build argument.
+const stampedVersion = "v0.0.0-shiptest"
+
+var (
+	binOnce sync.Once
+	binDir  string
+	binPath string
+	binErr  error
+)
+
+// TestMain removes the binary built by buildEdgeProxy once every test has run.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// dockerBuildFlags are the go build flags of the Dockerfile's build step
+// (TestShipDockerfileBuild checks that the Dockerfile still says so).
+func dockerBuildFlags(version string) []string {
+	return []string{"-trimpath", "-ldflags", "-s -w -X main.version=" + version}
+}
+
+// buildEdgeProxy builds the command once per test run, as the Dockerfile
+// does (CGO_ENABLED=0, static, trimmed, stamped with stampedVersion), and
+// returns the binary's path. Tests share the binary and must not modify it.
+func buildEdgeProxy(t testing.TB) string {
+	t.Helper()
+	binOnce.Do(func() {
+		binDir, binErr = os.MkdirTemp("", "edge-proxy-bin-")
+		if binErr != nil {
+			return
+		}
+		binPath = filepath.Join(binDir, "edge-proxy")
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		args := append([]string{"build"}, dockerBuildFlags(stampedVersion)...)
+		cmd := exec.CommandContext(ctx, "go", append(args, "-o", binPath, ".")...)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+// proxyProcess is a running edge-proxy binary whose stderr is collected
+// line by line. It is safe for concurrent use.
+type proxyProcess struct {
+	cmd    *exec.Cmd
+	notify chan struct{} // receives (without blocking) after each new line
+	done   chan struct{} // closed once the process has exited and err is set
+
+	mu    sync.Mutex
+	lines []string
+	err   error // the result of Wait
+}
+
+// startProcess starts bin with args and exactly the environment env (the
+// host's environment could configure the proxy). It is killed at cleanup
+// if it is still running.
+func startProcess(t testing.TB, bin string, args, env []string, configure func(*exec.Cmd)) *proxyProcess {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = env
+	if configure != nil {
+		configure(cmd)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxyProcess{cmd: cmd, notify: make(chan struct{}, 1), done: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.lines = append(p.lines, sc.Text())
+			p.mu.Unlock()
+			select {
+			case p.notify <- struct{}{}:
+			default:
+			}
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+		err := cmd.Wait() // only after every read, as StderrPipe requires
+		p.mu.Lock()
+		p.err = err
+		p.mu.Unlock()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("edge-proxy stderr:\n%s", strings.Join(p.stderr(), "\n"))
+		}
+	})
+	return p
+}
+
+func (p *proxyProcess) stderr() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.lines)
+}
+
+// waitLog waits for a JSON log record whose message field is msg and returns
+// it; it fails when the process exits first or after timeout.
+func (p *proxyProcess) waitLog(t testing.TB, msg string, timeout time.Duration) map[string]any {
+	t.Helper()
+	find := func() map[string]any {
+		for _, line := range p.stderr() {
+			var rec map[string]any
+			if json.Unmarshal([]byte(line), &rec) == nil && rec["message"] == msg {
+				return rec
+			}
+		}
+		return nil
+	}
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		if rec := find(); rec != nil {
+			return rec
+		}
+		select {
+		case <-p.notify:
+		case <-p.done:
+			// The last lines may have arrived together with the exit.
+			if rec := find(); rec != nil {
+				return rec
+			}
+			t.Fatalf("edge-proxy exited (%v) before logging %q", p.exitErr(), msg)
+		case <-deadline.C:
+			t.Fatalf("edge-proxy logged no %q within %v", msg, timeout)
+		}
+	}
+}
+
+func (p *proxyProcess) exitErr() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// wait waits for the process to exit and returns Wait's result.
+func (p *proxyProcess) wait(t testing.TB, timeout time.Duration) error {
+	t.Helper()
+	select {
+	case <-p.done:
+		return p.exitErr()
+	case <-time.After(timeout):
+		t.Fatalf("edge-proxy still running %v after it was told to stop", timeout)
+		return nil
+	}
+}
+
+// apiFlag is one flag object of the SDK API.
+type apiFlag struct {
+	Feature struct {
+		ID   int    `json:"id"`
+		Name string `json:"name"`
+		Type string `json:"type"`
+	} `json:"feature"`
+	Enabled bool            `json:"enabled"`
+	Value   json.RawMessage `json:"feature_state_value"`
+}
+
+func flagsByName(flags []apiFlag) map[string]apiFlag {
+	m := make(map[string]apiFlag, len(flags))
+	for _, f := range flags {
+		m[f.Feature.Name] = f
+	}
+	return m
+}
+
+// httpDo sends one request with the environment key key (when not "") and
+// returns the response with its whole body.
+func httpDo(t testing.TB, client *http.Client, method, url, key, body string) (*http.Response, []byte) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("X-Environment-Key", key)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return roundTrip(t, client, req)
+}
+
+// roundTrip sends req and returns the response with its whole body.
+func roundTrip(t testing.TB, client *http.Client, req *http.Request) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", req.Method, req.URL, err)
+	}
+	return resp, body
+}
+
+// waitStatus polls url until it answers want, for at most timeout: the
+// bounded wait for a process that becomes ready on its own.
+func waitStatus(t testing.TB, client *http.Client, url string, want int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	last := "no answer"
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == want {
+				return
+			}
+			last = resp.Status
+		} else {
+			last = err.Error()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET %s: %s after %v; want %d", url, last, timeout, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func mustUnmarshal(t testing.TB, data []byte, v any) {
+	t.Helper()
+	if err := json.Unmarshal(data, v); err != nil {
+		t.Fatalf("json.Unmarshal(%.200s): %v", data, err)
+	}
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
