@@ -155,8 +155,9 @@ func defaultConfig() Config {
 // top-level key is read from the config file under its tag and from the
 // environment under its tag in upper case (API_URL), decoded onto its
 // field's default, and printed by printable. A new setting is a new field
-// with its tag, here or in a nested struct; nothing else lists keys.
-// configAliases only adds older spellings of a key.
+// with its tag, here or in a nested struct, and a row in the README's
+// configuration table (TestConfigKeysDocumented holds the two together);
+// nothing else lists keys. configAliases only adds older spellings of a key.
 var configAliases = map[string]string{
 	"api_poll_frequency": "api_poll_frequency_seconds",
 	"api_poll_timeout":   "api_poll_timeout_seconds",

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -56,6 +57,37 @@ func TestConfigProblemsInFieldOrder(t *testing.T) {
 	for range 20 {
 		if _, _, again := loadConfig(path, true, noEnv); again.Error() != err.Error() {
 			t.Fatalf("loadConfig gave %q, then %q; want the same text every time", err, again)
+		}
+	}
+}
+
+// TestConfigKeysDocumented ties the README's configuration table to Config:
+// every top-level key and alias is documented there as `key`, and a
+// settings object by each of its fields as `key.field`.
+func TestConfigKeysDocumented(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	config := reflect.TypeFor[Config]()
+	for i := range config.NumField() {
+		f := config.Field(i)
+		key := configTag(f)
+		if f.Type.Kind() != reflect.Struct {
+			paths = append(paths, key)
+			continue
+		}
+		for j := range f.Type.NumField() {
+			paths = append(paths, key+"."+configTag(f.Type.Field(j)))
+		}
+	}
+	for alias := range configAliases {
+		paths = append(paths, alias)
+	}
+	for _, p := range paths {
+		if !strings.Contains(string(readme), "`"+p+"`") {
+			t.Errorf("README.md does not document the config key `%s`", p)
 		}
 	}
 }
