@@ -324,7 +324,7 @@ func TestOperatorNames(t *testing.T) {
 
 // Operand forms of FuzzConditions (the low two bits of form).
 const (
-	operandString = 0 // a JSON string, as environment documents give every value
+	operandString = 0 // (and 3) a JSON string, as environment documents give every value
 	operandNull   = 1 // JSON null
 	operandList   = 2 // a JSON list of strings, the context format's IN value
 )
@@ -384,6 +384,7 @@ func FuzzConditions(f *testing.F) {
 		var operand any = operandText
 		operandJSON := pyJSONString(operandText)
 		switch form % 4 {
+		case operandString:
 		case operandNull:
 			operand, operandJSON = nil, "null"
 		case operandList:

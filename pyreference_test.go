@@ -149,9 +149,15 @@ func refConditionHolds(op string, noProperty bool, operand any, trait *pyValue, 
 		return cv.kind == pyStrType && !strings.Contains(cv.s, svText)
 	case "REGEX":
 		// The fuzzer only builds patterns on which Python's re and Go's
-		// RE2 agree; re.match anchors at the start only.
-		re, err := regexp.Compile(`^(?:` + svText + `)`)
-		return err == nil && re.MatchString(refStr(cv))
+		// RE2 agree. re.compile takes the pattern alone, and re.match
+		// anchors at the start only: some match starts there exactly when
+		// the leftmost one does.
+		re, err := regexp.Compile(svText)
+		if err != nil {
+			return false
+		}
+		loc := re.FindStringIndex(refStr(cv))
+		return loc != nil && loc[0] == 0
 	case "MODULO":
 		return refModulo(sv, isStr, cv)
 	case "EQUAL", "NOT_EQUAL", "GREATER_THAN", "GREATER_THAN_INCLUSIVE", "LESS_THAN", "LESS_THAN_INCLUSIVE", "CONTAINS":
