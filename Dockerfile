@@ -1,6 +1,9 @@
-# Edge proxy image: a static Go binary on scratch.
+# Edge proxy image: a static Go binary on scratch, for linux/amd64, linux/arm64 and
+# linux/arm/v7 (Raspberry Pi 2 and later, most arm gateways).
 #
 #   docker build --build-arg VERSION=$(git describe --tags --always) -t flagsmith-edge/edge-proxy .
+#   docker buildx build --platform linux/amd64,linux/arm64,linux/arm/v7 \
+#       --build-arg VERSION=$(git describe --tags --always) -t flagsmith-edge/edge-proxy --push .
 #   docker run -p 8000:8000 -v $(pwd)/config.json:/app/config.json flagsmith-edge/edge-proxy
 #
 # To persist documents across restarts, set "cache_dir": "/var/cache/edge-proxy" in
@@ -8,7 +11,9 @@
 # runtime user, so a fresh named volume inherits that ownership).
 
 # ---- build ------------------------------------------------------------------------------
-FROM golang:1.26-bookworm AS build
+# The build stage runs on the build machine's own platform and Go cross-compiles for the
+# target, so a multi-platform build needs no emulator and runs at native speed.
+FROM --platform=$BUILDPLATFORM golang:1.26-bookworm AS build
 
 WORKDIR /src
 
@@ -21,12 +26,17 @@ COPY . .
 
 # Declared after the download so that a new VERSION only invalidates the build step.
 ARG VERSION=dev
+# Set by BuildKit from --platform (linux/arm/v7: TARGETOS=linux TARGETARCH=arm
+# TARGETVARIANT=v7). Empty with the legacy builder, which then builds for the host.
+ARG TARGETOS TARGETARCH TARGETVARIANT
 
 # CGO_ENABLED=0: scratch has no libc, so the binary must be fully static (this also makes the
 # pure-Go DNS resolver the only one). -trimpath keeps the build machine's paths out of the
 # binary and stack traces; -s -w drop the symbol table and DWARF (smaller image, and the
-# image budget is 15 MB).
-RUN CGO_ENABLED=0 go build -trimpath \
+# image budget is 15 MB). GOARM is the arm variant without its "v" (v7 → 7); it means
+# nothing to other architectures, so it is set for arm only.
+RUN if [ "$TARGETARCH" = arm ]; then export GOARM="${TARGETVARIANT#v}"; fi; \
+    CGO_ENABLED=0 GOOS="$TARGETOS" GOARCH="$TARGETARCH" go build -trimpath \
         -ldflags "-s -w -X main.version=${VERSION}" \
         -o /out/edge-proxy .
 

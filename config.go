@@ -38,7 +38,11 @@ const (
 	defaultWriteTimeout         = 15
 	defaultMaxHeaderBytes       = 16 << 10
 	defaultShutdownSeconds      = 20
-	serverKeyPrefix             = "ser."
+	// Flag analytics (SPEC §10): SDKs post every ~10 s, so the proxy
+	// forwards at the same pace.
+	defaultAnalyticsFlushSeconds   = 10
+	defaultAnalyticsMaxPendingKeys = 100_000
+	serverKeyPrefix                = "ser."
 )
 
 // Config is the proxy's configuration: config.json, then environment
@@ -49,6 +53,7 @@ type Config struct {
 	PollFrequency       float64           `json:"api_poll_frequency_seconds"`
 	PollTimeout         float64           `json:"api_poll_timeout_seconds"`
 	AllowOrigins        []string          `json:"allow_origins"`
+	AllowCredentials    bool              `json:"allow_credentials"`
 	EndpointCaches      json.RawMessage   `json:"endpoint_caches,omitempty"`
 	Server              ServerConfig      `json:"server"`
 	Logging             LoggingConfig     `json:"logging"`
@@ -57,6 +62,7 @@ type Config struct {
 	AdminToken          secret            `json:"admin_token,omitempty"`
 	SSE                 SSEConfig         `json:"sse"`
 	Limits              LimitsConfig      `json:"limits"`
+	Analytics           AnalyticsConfig   `json:"analytics"`
 }
 
 // KeyPair is one Flagsmith environment the proxy serves.
@@ -79,7 +85,19 @@ type ServerConfig struct {
 	WriteTimeout      float64 `json:"write_timeout_seconds"`
 	MaxHeaderBytes    int     `json:"max_header_bytes"`
 	ShutdownTimeout   float64 `json:"shutdown_timeout_seconds"`
+	// TLS, when both files are set, serves HTTPS (and HTTP/2) instead of HTTP.
+	TLS ServerTLSConfig `json:"tls"`
 }
+
+// ServerTLSConfig names the PEM files of the certificate chain and its
+// private key. They are re-read when they change (certificate rotation).
+type ServerTLSConfig struct {
+	CertFile string `json:"cert_file,omitempty"`
+	KeyFile  string `json:"key_file,omitempty"`
+}
+
+// enabled reports whether HTTPS is configured.
+func (t ServerTLSConfig) enabled() bool { return t.CertFile != "" || t.KeyFile != "" }
 
 type LoggingConfig struct {
 	LogLevel        string `json:"log_level"`
@@ -104,6 +122,16 @@ type LimitsConfig struct {
 	MaxBodyBytes      int64 `json:"max_body_bytes"`
 	MaxTraits         int   `json:"max_traits"`
 	MaxTraitKeyLength int   `json:"max_trait_key_length"`
+}
+
+// AnalyticsConfig is flag analytics: counts posted by SDKs, summed and
+// forwarded upstream (SPEC §10).
+type AnalyticsConfig struct {
+	Enabled              bool    `json:"enabled"`
+	FlushIntervalSeconds float64 `json:"flush_interval_seconds"`
+	// MaxPendingKeys bounds each environment's counts waiting to be
+	// forwarded; past it new keys are dropped and counted.
+	MaxPendingKeys int `json:"max_pending_keys"`
 }
 
 // secret is a credential. It prints masked, so it cannot reach a log, an
@@ -148,6 +176,7 @@ func defaultConfig() Config {
 		HealthCheck: HealthCheckConfig{GracePeriod: &grace},
 		SSE:         SSEConfig{Enabled: true, HeartbeatSeconds: defaultSSEHeartbeatSeconds, MaxSubscribers: defaultSSEMaxSubscribers},
 		Limits:      LimitsConfig{MaxBodyBytes: defaultMaxBodyBytes, MaxTraits: defaultMaxTraits, MaxTraitKeyLength: defaultMaxTraitKeyLength},
+		Analytics:   AnalyticsConfig{Enabled: true, FlushIntervalSeconds: defaultAnalyticsFlushSeconds, MaxPendingKeys: defaultAnalyticsMaxPendingKeys},
 	}
 }
 
@@ -368,6 +397,12 @@ func (c *Config) validate() error {
 	if len(c.AllowOrigins) == 0 {
 		bad("allow_origins: must list at least one origin, or \"*\"")
 	}
+	if c.AllowCredentials && slices.Contains(c.AllowOrigins, "*") {
+		bad("allow_credentials: browsers refuse credentials for the origin \"*\"; list the origins in allow_origins")
+	}
+	if t := c.Server.TLS; t.enabled() && (t.CertFile == "" || t.KeyFile == "") {
+		bad("server.tls: cert_file and key_file must be given together (got cert_file %q, key_file %q)", t.CertFile, t.KeyFile)
+	}
 	if c.SSE.HeartbeatSeconds <= 0 {
 		bad("sse.heartbeat_seconds: %v must be positive", c.SSE.HeartbeatSeconds)
 	}
@@ -376,6 +411,12 @@ func (c *Config) validate() error {
 	}
 	if c.Limits.MaxBodyBytes <= 0 || c.Limits.MaxTraits <= 0 || c.Limits.MaxTraitKeyLength <= 0 {
 		bad("limits: max_body_bytes, max_traits and max_trait_key_length must be positive")
+	}
+	if c.Analytics.FlushIntervalSeconds <= 0 {
+		bad("analytics.flush_interval_seconds: %v must be a positive number of seconds", c.Analytics.FlushIntervalSeconds)
+	}
+	if c.Analytics.MaxPendingKeys <= 0 {
+		bad("analytics.max_pending_keys: %d must be positive", c.Analytics.MaxPendingKeys)
 	}
 	return errors.Join(errs...)
 }

@@ -21,7 +21,9 @@ type engine struct {
 	envKey    string
 	keyPrefix string    // envKey + "_", the default identity key's prefix
 	features  []feature // in context order
-	segments  []segment // in context order
+	// featureIndex finds a feature by name.
+	featureIndex map[string]int
+	segments     []segment // in context order
 	// candidates[i] lists, for features[i], the segment overrides that may
 	// replace it, strongest first: ascending priority, ties in segment order.
 	candidates [][]candidate
@@ -127,6 +129,7 @@ func compileContext(ctx *evalContext, groups []identityOverrideGroup) (*engine, 
 	e := &engine{envKey: ctx.Environment.Key, keyPrefix: ctx.Environment.Key + "_"}
 	tree := lazyTree(ctx)
 	index := make(map[string]int, len(ctx.Features))
+	e.features = make([]feature, 0, len(ctx.Features))
 	for _, m := range ctx.Features {
 		f, err := compileFeature(m.Value)
 		if err != nil {
@@ -203,6 +206,7 @@ func compileContext(ctx *evalContext, groups []identityOverrideGroup) (*engine, 
 			e.candidates[fi][i] = r.candidate
 		}
 	}
+	e.featureIndex = index
 	e.indexSources()
 	return e, nil
 }
@@ -450,6 +454,9 @@ func compactJSON(raw json.RawMessage) json.RawMessage {
 	raw = trimSpace(raw)
 	if len(raw) == 0 {
 		return nil
+	}
+	if !bytes.ContainsAny(raw, " \t\r\n") {
+		return raw // already compact: no copy per value of a large document
 	}
 	var buf bytes.Buffer
 	if json.Compact(&buf, raw) != nil {

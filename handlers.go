@@ -93,11 +93,10 @@ func (s *server) handleFlags(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	v := &snap.views[ref.kind]
 	if r.URL.RawQuery != "" {
 		if q := r.URL.Query(); q.Has("feature") {
 			name := q.Get("feature")
-			body, found := v.feature[name]
+			body, found := snap.flag(name, ref.kind)
 			if !found {
 				writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("feature '%s' not found", name))
 				return
@@ -106,7 +105,7 @@ func (s *server) handleFlags(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	v.flags.serve(w, r)
+	snap.views[ref.kind].flags.serve(w, r)
 }
 
 // preEncoded is a JSON response body prepared once per document: its bytes,
@@ -161,11 +160,11 @@ func gzipBytes(b []byte) []byte {
 		level = gzip.BestSpeed
 	}
 	var buf bytes.Buffer
-	buf.Grow(len(b) / 4)
 	zw, _ := gzip.NewWriterLevel(&buf, level)
 	_, _ = zw.Write(b)
 	_ = zw.Close()
-	return buf.Bytes()
+	// Kept for the document's life: no spare capacity.
+	return bytes.Clone(buf.Bytes())
 }
 
 func etagOf(b []byte) string {
@@ -302,7 +301,7 @@ const maxTraitValueChars = 2000
 // decodeIdentity reads the request body into buf and decodes it; traits are
 // coerced once here, not per condition.
 func (s *server) decodeIdentity(w http.ResponseWriter, r *http.Request, snap *snapshot, buf *identityBuffers) (string, error) {
-	body, err := readBody(http.MaxBytesReader(w, r.Body, s.cfg.Limits.MaxBodyBytes), buf.body[:0])
+	body, err := readRequestBody(w, r, s.cfg.Limits.MaxBodyBytes, buf.body[:0])
 	buf.body = body
 	if err != nil {
 		return "", err
@@ -312,6 +311,17 @@ func (s *server) decodeIdentity(w http.ResponseWriter, r *http.Request, snap *sn
 		maxTraitKeyLength: s.cfg.Limits.MaxTraitKeyLength,
 		traitNames:        snap.engine.traitNames,
 	})
+}
+
+// readRequestBody reads the request body into buf, at most limit bytes; a
+// larger one is an *http.MaxBytesError. A Content-Length over the limit is
+// refused before reading, so a client that sent "Expect: 100-continue" gets
+// the 413 at once instead of "100 Continue" and then the 413.
+func readRequestBody(w http.ResponseWriter, r *http.Request, limit int64, buf []byte) ([]byte, error) {
+	if r.ContentLength > limit {
+		return buf, &http.MaxBytesError{Limit: limit}
+	}
+	return readBody(http.MaxBytesReader(w, r.Body, limit), buf)
 }
 
 // readBody reads r to the end into buf, reusing its capacity.
@@ -452,7 +462,11 @@ func (s *server) cors(next http.Handler) http.Handler {
 				h.Set("Access-Control-Allow-Origin", "*")
 			} else {
 				h.Set("Access-Control-Allow-Origin", origin)
-				h.Set("Access-Control-Allow-Credentials", "true")
+				// No endpoint reads cookies or HTTP authentication: a page
+				// gets credentials through only when the deployment asks.
+				if s.cfg.AllowCredentials {
+					h.Set("Access-Control-Allow-Credentials", "true")
+				}
 			}
 			h.Set("Access-Control-Expose-Headers", updatedAtHeader+", ETag")
 		}
@@ -472,6 +486,41 @@ func (s *server) cors(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// limitRequest answers headers over server.max_header_bytes with the API's
+// JSON 431 (net/http's own limit, hardHeaderBytes, is set above it so that
+// these reach us). Bodies are limited where they are read
+// (readRequestBody), so that each API answers 413 in its own error shape.
+func (s *server) limitRequest(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if limit := s.cfg.Server.MaxHeaderBytes; headerBytes(r) > limit {
+			writeError(w, http.StatusRequestHeaderFieldsTooLarge, "request_header_fields_too_large",
+				fmt.Sprintf("the request headers are over %d bytes", limit))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// headerBytes is the size of the request line and header block as sent over
+// HTTP/1.1, which is what net/http's MaxHeaderBytes bounds. (HTTP/2 sends
+// them compressed; the decoded size is what matters for memory.)
+func headerBytes(r *http.Request) int {
+	n := len(r.Method) + 1 + len(r.RequestURI) + 1 + len(r.Proto) + 2 // request line
+	n += len("Host: ") + len(r.Host) + 2                              // net/http moves Host out of Header
+	for name, values := range r.Header {
+		for _, v := range values {
+			n += len(name) + 2 + len(v) + 2
+		}
+	}
+	return n + 2
+}
+
+// hardHeaderBytes is net/http's limit on the request line and headers: four
+// times the configured limit, so that limitRequest sees and answers (with
+// JSON) anything up to there. Beyond it net/http closes the connection with
+// a plain-text 431 before any handler runs.
+func (c ServerConfig) hardHeaderBytes() int { return 4 * c.MaxHeaderBytes }
 
 // statusRecorder remembers the status a handler wrote, for metrics and the
 // access log.
@@ -518,7 +567,7 @@ func (s *server) observe(next http.Handler) http.Handler {
 				if p == http.ErrAbortHandler {
 					panic(p)
 				}
-				s.log.Error("handler panic", "path", r.URL.Path, "panic", fmt.Sprint(p))
+				s.log.Error("handler panic", "path", s.loggedPath(r.URL.Path), "panic", fmt.Sprint(p))
 				if sr.status == 0 {
 					writeError(sr, http.StatusInternalServerError, "error", "internal error")
 				}
@@ -531,13 +580,39 @@ func (s *server) observe(next http.Handler) http.Handler {
 			s.stats.observeRequest(routeName(r.Pattern), sr.status, elapsed)
 			if s.cfg.Logging.EnableAccessLog {
 				s.log.Info("access",
-					"method", r.Method, "path", r.URL.Path, "status", sr.status,
+					"method", r.Method, "path", s.loggedPath(r.URL.Path), "status", sr.status,
 					"bytes", sr.bytes, "duration_ms", float64(elapsed.Microseconds())/1000,
 					"client", s.clientAddr(r), "scheme", s.scheme(r), "user_agent", r.UserAgent())
 			}
 		}()
 		next.ServeHTTP(sr, r)
 	})
+}
+
+// streamPathPrefix begins the path of the realtime stream, whose next segment
+// is a key.
+const streamPathPrefix = "/sse/environments/"
+
+// loggedPath is the request path with keys masked, so that a server key used
+// in a stream URL, or pasted into any path, never reaches the log whole. A
+// configured client key, which every browser holds, is kept: it names the
+// environment.
+func (s *server) loggedPath(path string) string {
+	if !strings.HasPrefix(path, streamPathPrefix) && !strings.Contains(path, serverKeyPrefix) {
+		return path // the common case: no allocation
+	}
+	segments := strings.Split(path, "/")
+	for i, seg := range segments {
+		mask := strings.HasPrefix(seg, serverKeyPrefix)
+		if i == 3 && strings.HasPrefix(path, streamPathPrefix) { // "", "sse", "environments", key
+			ref, known := s.byKey[seg]
+			mask = mask || !known || ref.kind != clientKey
+		}
+		if mask {
+			segments[i] = maskedKey(seg)
+		}
+	}
+	return strings.Join(segments, "/")
 }
 
 // scheme is how the client reached us, from X-Forwarded-Proto when the

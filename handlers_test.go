@@ -1201,6 +1201,7 @@ func TestHandlersBadInput(t *testing.T) {
 		// Keys and headers.
 		{"very long key", "GET", "/api/v1/flags/", map[string]string{"X-Environment-Key": long("K", 8000)}, "", 401, "unknown key"},
 		{"key of another case", "GET", "/api/v1/flags/", map[string]string{"X-Environment-Key": strings.ToLower(apiClientKey)}, "", 401, "unknown key"},
+		{"headers over max_header_bytes", "GET", "/api/v1/flags/", map[string]string{"X-Padding": long("p", 20<<10)}, "", 431, "headers"},
 		{"flags feature empty", "GET", "/api/v1/flags/?feature=", nil, "", 404, "feature '' not found"},
 
 		// Methods and paths.
@@ -1248,7 +1249,7 @@ func TestHandlersBadInput(t *testing.T) {
 func TestHandlersHeaderLimit(t *testing.T) {
 	s := newAPITestServer(t)
 	ts := httptest.NewUnstartedServer(s.handler())
-	ts.Config.MaxHeaderBytes = s.cfg.Server.MaxHeaderBytes
+	ts.Config.MaxHeaderBytes = s.cfg.Server.hardHeaderBytes()
 	ts.Start()
 	t.Cleanup(ts.Close)
 	client := ts.Client()

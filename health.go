@@ -29,10 +29,14 @@ func (s *server) readiness() (int, readiness) {
 	}
 	var oldest int64
 	for _, env := range s.envs {
-		last := max(env.lastSuccess.Load(), env.compileStarted.Load())
+		last := env.lastSuccess.Load()
 		if env.snap.Load() == nil || last == 0 {
 			r := reasonNotUpdated
 			return http.StatusServiceUnavailable, readiness{Status: "error", Reason: &r}
+		}
+		if env.compiling.Load() {
+			// Its previous document is served while a new one compiles.
+			last = s.now().UnixNano()
 		}
 		if oldest == 0 || last < oldest {
 			oldest = last

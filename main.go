@@ -13,6 +13,7 @@
 //	GET  /proxy/health/readiness            readiness (also /proxy/health, /health)
 //	GET  /proxy/health/liveness             liveness
 //	GET  /sse/environments/{key}/stream     realtime updates (Server-Sent Events)
+//	POST /api/v1/analytics/flags/           flag analytics (also /api/v2/…), forwarded upstream
 //	POST /proxy/refresh                     poll now (needs admin_token)
 //	GET  /metrics                           Prometheus metrics
 //
@@ -33,8 +34,9 @@
 // Configuration comes from config.json (-config, else $CONFIG_PATH, else
 // ./config.json) and environment variables named like its top-level keys in
 // upper case: environment_key_pairs, api_url, api_poll_frequency_seconds,
-// api_poll_timeout_seconds, allow_origins, server, logging, health_check,
-// cache_dir, admin_token, sse, limits. See README.md for the reference.
+// api_poll_timeout_seconds, allow_origins, allow_credentials, server (with
+// server.tls for HTTPS), logging, health_check, cache_dir, admin_token, sse,
+// limits, analytics. See README.md for the reference.
 //
 // Subcommands and flags:
 //
@@ -47,6 +49,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -193,6 +196,14 @@ func newLogger(cfg LoggingConfig, w io.Writer) *slog.Logger {
 // pollers stop.
 func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	s := newServer(cfg, log)
+	if cfg.Server.TLS.enabled() {
+		// Loaded before listening: a bad pair stops the start, naming the file.
+		certs, err := newCertReloader(cfg.Server.TLS, log)
+		if err != nil {
+			return err
+		}
+		s.certs = certs
+	}
 	s.loadCache()
 	ln, err := net.Listen("tcp", cfg.addr())
 	if err != nil {
@@ -207,8 +218,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		// Bounds non-streaming responses; the SSE handler lifts it per write.
 		WriteTimeout: seconds(cfg.Server.WriteTimeout),
 		// Keep-alive connections idle longer than this are closed, as uvicorn does.
-		IdleTimeout:    time.Duration(cfg.Server.TimeoutKeepAlive) * time.Second,
-		MaxHeaderBytes: cfg.Server.MaxHeaderBytes,
+		IdleTimeout: time.Duration(cfg.Server.TimeoutKeepAlive) * time.Second,
+		// net/http's own limit, above the configured one: requests between
+		// the two get the JSON 431 of limitRequest; only those beyond get
+		// net/http's plain-text answer.
+		MaxHeaderBytes: cfg.Server.hardHeaderBytes(),
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	srv.RegisterOnShutdown(s.hub.close)
@@ -220,8 +234,18 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	go func() { pollersDone <- s.runPollers(pollCtx, client) }()
 
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String(), "environments", len(s.envs), "version", buildVersion())
+	scheme := "http"
+	if s.certs != nil {
+		scheme = "https"
+		srv.TLSConfig = s.certs.tlsConfig()
+		go s.certs.watch(pollCtx, certCheckInterval)
+		// ServeTLS adds HTTP/2 to the configuration; the pair comes from
+		// GetCertificate, not from files named here.
+		go func() { served <- srv.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { served <- srv.Serve(ln) }()
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "scheme", scheme, "environments", len(s.envs), "version", buildVersion())
 
 	select {
 	case err := <-served:
@@ -235,6 +259,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	err = srv.Shutdown(shutdownCtx)
 	stopPolls()
 	<-pollersDone
+	s.finalAnalyticsFlush(shutdownCtx, client) // after the last request and the last periodic flush
 	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
@@ -249,14 +274,29 @@ func probeReadiness(ctx context.Context, cfg Config) error {
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1"
 	}
-	url := fmt.Sprintf("http://%s/proxy/health/readiness", net.JoinHostPort(host, fmt.Sprint(cfg.Server.Port)))
+	scheme := "http"
+	if cfg.Server.TLS.enabled() {
+		scheme = "https"
+	}
+	url := fmt.Sprintf("%s://%s/proxy/health/readiness", scheme, net.JoinHostPort(host, fmt.Sprint(cfg.Server.Port)))
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	client := &http.Client{Transport: &http.Transport{
+		// The probe asks this process whether it is ready, not who it is:
+		// the certificate names the public host, not the address probed, and
+		// its CA need not be in the image. Kubernetes' HTTPS probes skip
+		// verification for the same reason.
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+		// The process is local: HTTPS_PROXY, set for the upstream, must not
+		// route the probe away.
+		Proxy:             nil,
+		DisableKeepAlives: true,
+	}}
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("healthcheck: %w", err)
 	}

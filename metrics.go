@@ -34,7 +34,7 @@ var latencyBuckets = [...]float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
 
 // trackedStatuses are the status codes the proxy produces; anything else is
 // counted as "other".
-var trackedStatuses = [...]int{200, 202, 304, 400, 401, 404, 405, 413, 500, 503}
+var trackedStatuses = [...]int{200, 202, 204, 304, 400, 401, 404, 405, 413, 500, 503}
 
 type routeStats struct {
 	byStatus [len(trackedStatuses) + 1]atomic.Uint64 // trackedStatuses, then other
@@ -54,24 +54,22 @@ func newMetrics() *metrics {
 }
 
 // routeName turns a mux pattern into a low-cardinality metrics label: the
-// path without its method, trailing slash or wildcard segments
-// ("GET /sse/environments/{client_key}/stream/{$}" is
-// "/sse/environments/stream"); the catch-all "/" is "unrouted".
+// path without its method or trailing slash; the catch-all "/" is
+// "unrouted". The stream keeps the label it had before its pattern named
+// the key.
 func routeName(pattern string) string {
 	_, path, found := strings.Cut(pattern, " ")
 	if !found {
 		path = pattern
 	}
-	var kept []string
-	for _, seg := range strings.Split(path, "/") {
-		if seg != "" && !strings.HasPrefix(seg, "{") {
-			kept = append(kept, seg)
-		}
-	}
-	if len(kept) == 0 {
+	path = strings.TrimSuffix(strings.TrimSuffix(path, "{$}"), "/")
+	switch path {
+	case "":
 		return "unrouted"
+	case "/sse/environments/{client_key}/stream":
+		return "/sse/environments/stream"
 	}
-	return "/" + strings.Join(kept, "/")
+	return path
 }
 
 func (m *metrics) observeRequest(route string, status int, d time.Duration) {
@@ -212,8 +210,12 @@ func (s *server) exposition() []byte {
 			fmt.Fprintf(&b, "edge_proxy_seconds_since_last_update{environment=%s} %g\n", label(env.pair.ClientSideKey), now.Sub(time.Unix(0, last)).Seconds())
 		}
 	}
+	s.writeAnalyticsMetrics(&b)
 	help("edge_proxy_sse_subscribers", "gauge", "Open realtime streams.")
 	fmt.Fprintf(&b, "edge_proxy_sse_subscribers %d\n", s.hub.subscribers())
+	if s.certs != nil {
+		s.certs.writeMetrics(&b)
+	}
 	help("edge_proxy_uptime_seconds", "gauge", "Seconds since the process started.")
 	fmt.Fprintf(&b, "edge_proxy_uptime_seconds %g\n", now.Sub(m.start).Seconds())
 	return b.Bytes()

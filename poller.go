@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -18,6 +19,11 @@ import (
 // maxDocumentBytes bounds an upstream document read; real documents are far
 // smaller, and a runaway body must not exhaust memory.
 const maxDocumentBytes = 32 << 20
+
+// largeDocumentBytes is the document size from which a publish returns the
+// compile's garbage to the OS: a forced collection costs milliseconds, which
+// only a document this large makes worth it.
+const largeDocumentBytes = 1 << 20
 
 // fileCheckInterval is how often an offline document's file is checked for
 // changes: cheap (one stat), and quick enough for a person editing it.
@@ -28,17 +34,31 @@ var errDocumentSize = fmt.Errorf("document larger than %d bytes", maxDocumentByt
 // newPollClient is the HTTP client of the pollers. Redirects are followed,
 // as by Flagsmith's proxy; each poll carries its own timeout. The server key
 // is a secret: it is not forwarded to another host, as Go already does for
-// Authorization.
+// Authorization, nor over plain HTTP when the configured URL is HTTPS.
+//
+// Requests go through the proxy named by HTTPS_PROXY or HTTP_PROXY unless
+// NO_PROXY exempts the host (http.ProxyFromEnvironment; Go never proxies
+// requests to localhost or loopback addresses). With HTTPS the proxy sees
+// only the host name: the key travels inside the tunnel.
 func newPollClient() *http.Client {
-	return &http.Client{CheckRedirect: func(req *http.Request, via []*http.Request) error {
-		if len(via) >= 10 {
-			return errors.New("stopped after 10 redirects")
-		}
-		if req.URL.Host != via[0].URL.Host {
-			req.Header.Del("X-Environment-Key")
-		}
-		return nil
-	}}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.Proxy = http.ProxyFromEnvironment
+	return &http.Client{
+		Transport: transport,
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) >= 10 {
+				return errors.New("stopped after 10 redirects")
+			}
+			// Headers are copied from the first request on every hop, so
+			// each hop is judged against it.
+			first := via[0].URL
+			downgrade := first.Scheme == "https" && req.URL.Scheme != "https"
+			if req.URL.Host != first.Host || downgrade {
+				req.Header.Del("X-Environment-Key")
+			}
+			return nil
+		},
+	}
 }
 
 // runPollers polls every environment concurrently until ctx ends. One
@@ -56,6 +76,12 @@ func (s *server) runPollers(ctx context.Context, client *http.Client) error {
 			// every other environment.
 			return nil
 		})
+		if ea := s.analytics.forEnv(env); ea != nil && ea.forward {
+			g.Go(func() error {
+				s.flushAnalyticsLoop(ctx, client, ea)
+				return nil
+			})
+		}
 	}
 	return g.Wait()
 }
@@ -187,12 +213,9 @@ func (s *server) publish(env *environment, raw []byte, source string) error {
 		s.markSuccess(env)
 		return nil
 	}
-	// Readiness counts a compile in progress as fresh: the upstream has just
-	// answered, and a large document can take longer to compile than the
-	// staleness limit while the previous one is served.
-	env.compileStarted.Store(s.now().UnixNano())
+	env.compiling.Store(true)
 	snap, err := newSnapshot(raw)
-	env.compileStarted.Store(0)
+	env.compiling.Store(false)
 	if err != nil {
 		return err
 	}
@@ -214,6 +237,12 @@ func (s *server) publishSnapshot(env *environment, snap *snapshot, source string
 	}
 	env.snap.Store(snap)
 	s.markSuccess(env)
+	if len(snap.document.body) > largeDocumentBytes {
+		// Compiling a large document leaves garbage several times its size,
+		// and the previous snapshot is garbage now too: hand it back to the
+		// OS at once rather than hold it until the heap grows into it.
+		debug.FreeOSMemory()
+	}
 	s.stats.observeCompile(env.pair.ClientSideKey, snap)
 	s.log.Info("environment updated", "env", env.pair.ClientSideKey, "source", source,
 		"updated_at", snap.updatedAtText, "compile", snap.compile.String())

@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -648,6 +650,57 @@ func TestPollReadiness(t *testing.T) {
 			t.Errorf("readiness() a year later with grace null = %d %+v; want 200 ok with last_successful_update", code, got)
 		}
 	})
+}
+
+// TestPollLongCompileKeepsReadiness: while a large document compiles, the
+// environment still serves its previous document and readiness does not turn
+// stale, however long the compile takes.
+func TestPollLongCompileKeepsReadiness(t *testing.T) {
+	const freq, grace = 10, 30
+	s := newTestServer(t, withPairs(demoPair), func(c *Config) {
+		c.PollFrequency = freq
+		g := float64(grace)
+		c.HealthCheck.GracePeriod = &g
+	})
+	t0 := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	var clock atomic.Int64
+	clock.Store(t0.UnixNano())
+	s.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	env := s.envs[0]
+	s.publishDoc(t, demoClientKey, demoDocument(t, t0, "before"))
+	limit := seconds(freq + grace)
+
+	// Thousands of features: long enough to be seen compiling.
+	large := scaleDocument(t, demoDocument(t, t0.Add(time.Hour), "after"), 150, 0, false)
+	clock.Store(t0.Add(limit - time.Second).UnixNano())
+	done := make(chan error, 1)
+	go func() { done <- s.publish(env, large, "test") }()
+	for !env.compiling.Load() {
+		select {
+		case err := <-done:
+			t.Fatalf("publish returned (%v) without marking its compile for readiness", err)
+		default:
+			runtime.Gosched()
+		}
+	}
+	// The held document was confirmed longer ago than the limit allows,
+	// and the compile has been running for a minute.
+	clock.Store(t0.Add(limit + time.Minute).UnixNano())
+	if code, r := s.readiness(); code != http.StatusOK {
+		t.Errorf("readiness() during a compile = %d %+v; want 200", code, r)
+	}
+	if got := env.snap.Load().updatedAt; !got.Equal(t0) {
+		t.Errorf("document served during the compile updated at %v; want the previous one, %v", got, t0)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("publish(large) = %v", err)
+	}
+	if env.compiling.Load() {
+		t.Error("compiling still set after the compile")
+	}
+	if code, r := s.readiness(); code != http.StatusOK || *r.LastSuccessfulUpdate != t0.Add(limit+time.Minute).Format(time.RFC3339Nano) {
+		t.Errorf("readiness() after the compile = %d %+v; want 200 confirmed at the compile's end", code, r)
+	}
 }
 
 // TestPollCacheWarmStart: a restarted proxy with the upstream down serves the

@@ -25,6 +25,12 @@ type server struct {
 
 	// stopping turns readiness off while the server drains.
 	stopping atomic.Bool
+
+	// certs serves the TLS certificate; nil when serving plain HTTP.
+	certs *certReloader
+	// analytics sums flag evaluation counts for Flagsmith; nil when
+	// analytics.enabled is false.
+	analytics *analytics
 }
 
 type keyRef struct {
@@ -52,6 +58,9 @@ func newServer(cfg Config, log *slog.Logger) *server {
 		}
 		s.origin[o] = true
 	}
+	if cfg.Analytics.Enabled {
+		s.analytics = newAnalytics(cfg, s.envs)
+	}
 	s.mux = s.routes()
 	return s
 }
@@ -75,15 +84,23 @@ func (s *server) routes() *http.ServeMux {
 	both("GET", "/sse/environments/{client_key}/stream", s.handleStream)
 	both("GET", "/sse/health", s.handleSSEHealth)
 	both("POST", "/proxy/refresh", s.handleRefresh)
+	if s.analytics != nil {
+		both("POST", "/api/v1/analytics/flags", s.handleAnalyticsV1)
+		both("POST", "/api/v2/analytics/flags", s.handleAnalyticsV2)
+	}
+	mux.HandleFunc("POST /ofrep/v1/evaluate/flags", s.handleOFREPBulk)
+	mux.HandleFunc("POST /ofrep/v1/evaluate/flags/{key...}", s.handleOFREPFlag)
+	mux.HandleFunc("/ofrep/v1/evaluate/flags", s.handleOFREPMethodNotAllowed)
+	mux.HandleFunc("/ofrep/v1/evaluate/flags/{key...}", s.handleOFREPMethodNotAllowed)
 	mux.HandleFunc("GET /metrics", s.handleMetrics)
 	mux.HandleFunc("/", s.handleUnrouted)
 	return mux
 }
 
-// handler is the whole HTTP stack: recovery, CORS, then the routes, with
-// metrics and the access log around them.
+// handler is the whole HTTP stack: recovery, CORS, the request limits, then
+// the routes, with metrics and the access log around them.
 func (s *server) handler() http.Handler {
-	return s.observe(s.cors(s.mux))
+	return s.observe(s.cors(s.limitRequest(s.mux)))
 }
 
 // environment is one configured key pair and its current snapshot.
@@ -95,9 +112,10 @@ type environment struct {
 	// lastSuccess is when a poll last confirmed the held document (a new
 	// document, a 304, or an unchanged file), as Unix nanoseconds; 0 never.
 	lastSuccess atomic.Int64
-	// compileStarted is when the compile of a newly received document
-	// began, as Unix nanoseconds; 0 when none is running.
-	compileStarted atomic.Int64
+	// compiling is set while a newly received document compiles: the
+	// upstream has just answered, so readiness counts the environment as
+	// fresh however long a large document takes.
+	compiling atomic.Bool
 }
 
 func newEnvironment(p KeyPair) *environment {

@@ -35,6 +35,10 @@ type snapshot struct {
 	views    [2]view
 	document preEncoded // GET /api/v1/environment-document/: the document as received
 	compile  time.Duration
+
+	// ofrep holds, per flag source, the parts of its OFREP answer that do
+	// not depend on the request (ofrep.go).
+	ofrep []ofrepSource
 }
 
 type keyKind uint8
@@ -46,8 +50,7 @@ const (
 
 // view is the pre-encoded answer to GET /api/v1/flags/ for one kind of key.
 type view struct {
-	flags   preEncoded
-	feature map[string][]byte // ?feature=NAME bodies
+	flags preEncoded
 	// spans locates each feature's flag object in flags.body, by feature
 	// index; start is -1 for a flag this kind of key does not see.
 	spans []span
@@ -92,6 +95,7 @@ func newSnapshot(raw []byte) (*snapshot, error) {
 	}
 	s.encodeSources(serverOnlyIDs)
 	s.envFlags = e.evaluate(nil, nil, nil)
+	s.ofrep = newOFREPSources(e)
 	for kind := range s.views {
 		s.views[kind] = s.encodeView(keyKind(kind))
 	}
@@ -133,7 +137,7 @@ func (s *snapshot) encodeSources(serverOnlyIDs map[string]bool) {
 
 // encodeView pre-encodes the environment's flags as one kind of key sees them.
 func (s *snapshot) encodeView(kind keyKind) view {
-	v := view{feature: make(map[string][]byte, len(s.envFlags)), spans: make([]span, len(s.envFlags))}
+	v := view{spans: make([]span, len(s.envFlags))}
 	size := 2
 	for _, fl := range s.envFlags {
 		size += len(s.flagPrefix[fl.source.index]) + len(fl.value()) + 2
@@ -151,14 +155,23 @@ func (s *snapshot) encodeView(kind keyKind) view {
 		body = s.appendFlag(body, fl)
 		v.spans[fi] = span{int32(from), int32(len(body))}
 	}
-	body = append(body, ']')
-	for fi, sp := range v.spans {
-		if sp.start >= 0 {
-			v.feature[s.envFlags[fi].source.name] = body[sp.start:sp.end:sp.end]
-		}
-	}
-	v.flags = newPreEncoded(body)
+	v.flags = newPreEncoded(append(body, ']'))
 	return v
+}
+
+// flag is the pre-encoded flag object of the named feature (?feature=NAME),
+// false when there is none or this kind of key does not see it.
+func (s *snapshot) flag(name string, kind keyKind) ([]byte, bool) {
+	fi, ok := s.engine.featureIndex[name]
+	if !ok {
+		return nil, false
+	}
+	v := &s.views[kind]
+	sp := v.spans[fi]
+	if sp.start < 0 {
+		return nil, false
+	}
+	return v.flags.body[sp.start:sp.end:sp.end], true
 }
 
 // visible applies the client-key rules: server-only features and, when the

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"mime"
 	"net"
 	"net/http"
@@ -448,10 +447,9 @@ func TestSSEHealth(t *testing.T) {
 	}
 }
 
-// sseServe runs serve() itself, as main does, on a loopback port, polling
-// an upstream that holds the documents of A and B at sseBase once an hour.
-// It returns the base URL, a client for it, and a function that stops
-// serve and returns its error.
+// sseServe runs the real server (serve) on a loopback port against an
+// upstream holding documents for A and B, with edits applied to its
+// configuration; it returns the base URL, a client, and stop.
 func sseServe(t testing.TB, edits ...func(*Config)) (base string, client *http.Client, stop func() error) {
 	t.Helper()
 	up := newUpstream(t)
@@ -459,43 +457,11 @@ func sseServe(t testing.TB, edits ...func(*Config)) (base string, client *http.C
 	up.set(serverKeyB, testDocument(clientKeyB, testTime(sseBase), "b"))
 	cfg := testConfig(t, append([]func(*Config){withUpstream(up), func(c *Config) {
 		c.PollFrequency = 3600
-		c.Server.Host, c.Server.Port = "127.0.0.1", 0
 	}}, edits...)...)
-	logs := &logBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, slog.New(slog.NewJSONHandler(logs, nil))) }()
-	var once sync.Once
-	var err error
-	stop = func() error {
-		once.Do(func() {
-			cancel()
-			select {
-			case err = <-done:
-			case <-time.After(seconds(cfg.Server.ShutdownTimeout) + testWait):
-				err = errors.New("serve did not return after shutdown")
-			}
-		})
-		return err
-	}
-	t.Cleanup(func() { _ = stop() })
-	eventually(t, "serve logs its listening address", func() bool {
-		for _, rec := range logs.records(t) {
-			if addr, _ := rec["addr"].(string); rec["msg"] == "listening" {
-				base = "http://" + addr
-				return true
-			}
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("serve returned %v before listening", err)
-		default:
-		}
-		return false
-	})
+	addr, _, stop := serveConfig(t, cfg)
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
-	return base, &http.Client{Transport: tr}, stop
+	return "http://" + addr, &http.Client{Transport: tr}, stop
 }
 
 // TestSSEServeShutdown stops the real server: Shutdown must end every open

@@ -14,6 +14,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -719,6 +720,7 @@ type sseItem struct {
 	isComment      bool
 	isEvent        bool
 	event, data    string
+	id             string // the event's id field, if it had one
 }
 
 // sseStream is an open stream read by a parser that follows the WHATWG
@@ -768,7 +770,7 @@ func sseOpenStream(t testing.TB, client *http.Client, url string, header http.He
 func (st *sseStream) read(ctx context.Context, body io.Reader) {
 	defer close(st.done)
 	br := bufio.NewReader(body)
-	eventType, data, hasData := "", "", false
+	eventType, data, id, hasData := "", "", "", false
 	for {
 		line, err := br.ReadString('\n')
 		if err != nil {
@@ -786,8 +788,8 @@ func (st *sseStream) read(ctx context.Context, body io.Reader) {
 			if eventType == "" {
 				eventType = "message"
 			}
-			it = sseItem{isEvent: true, event: eventType, data: data}
-			eventType, data, hasData = "", "", false
+			it = sseItem{isEvent: true, event: eventType, data: data, id: id}
+			eventType, data, id, hasData = "", "", "", false
 		case field == "":
 			it = sseItem{isComment: true, comment: value}
 		default:
@@ -795,6 +797,8 @@ func (st *sseStream) read(ctx context.Context, body io.Reader) {
 			switch field {
 			case "event":
 				eventType = value
+			case "id":
+				id = value
 			case "data":
 				if hasData {
 					data += "\n"
@@ -1176,4 +1180,45 @@ func freePort(t testing.TB) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// serveConfig runs the real server (serve) with cfg on a loopback port until
+// the test ends; it returns the address, the server's log, and stop, which
+// shuts it down and returns serve's result.
+func serveConfig(t testing.TB, cfg Config) (addr string, logs *logBuffer, stop func() error) {
+	t.Helper()
+	cfg.Server.Host, cfg.Server.Port = "127.0.0.1", 0
+	logs = &logBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, slog.New(slog.NewJSONHandler(logs, nil))) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case err = <-done:
+			case <-time.After(seconds(cfg.Server.ShutdownTimeout) + testWait):
+				err = errors.New("serve did not return after shutdown")
+			}
+		})
+		return err
+	}
+	t.Cleanup(func() { _ = stop() })
+	eventually(t, "serve logs its listening address", func() bool {
+		for _, rec := range logs.records(t) {
+			if a, _ := rec["addr"].(string); rec["msg"] == "listening" {
+				addr = a
+				return true
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("serve returned %v before listening", err)
+		default:
+		}
+		return false
+	})
+	return addr, logs, stop
 }
