@@ -38,7 +38,7 @@ const (
 	defaultWriteTimeout         = 15
 	defaultMaxHeaderBytes       = 16 << 10
 	defaultShutdownSeconds      = 20
-	// Flag analytics (SPEC §10): SDKs post every ~10 s, so the proxy
+	// Flag analytics: SDKs post every ~10 s, so the proxy
 	// forwards at the same pace.
 	defaultAnalyticsFlushSeconds   = 10
 	defaultAnalyticsMaxPendingKeys = 100_000
@@ -125,7 +125,7 @@ type LimitsConfig struct {
 }
 
 // AnalyticsConfig is flag analytics: counts posted by SDKs, summed and
-// forwarded upstream (SPEC §10).
+// forwarded upstream.
 type AnalyticsConfig struct {
 	Enabled              bool    `json:"enabled"`
 	FlushIntervalSeconds float64 `json:"flush_interval_seconds"`
