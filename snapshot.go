@@ -82,6 +82,9 @@ func newSnapshot(raw []byte) (*snapshot, error) {
 		hideDisabled:  doc.Project.HideDisabledFlags != nil && *doc.Project.HideDisabledFlags,
 		document:      newPreEncoded(raw),
 	}
+	if len(raw) > largeDocumentBytes {
+		s.document.keepGzipOnly()
+	}
 	if doc.UpdatedAt != "" {
 		s.updatedAt, _ = parseUpdatedAt(doc.UpdatedAt)
 	}
@@ -191,12 +194,20 @@ func (s *snapshot) appendFlag(dst []byte, fl evalFlag) []byte {
 }
 
 // appendFlags appends an identity's flags as kind sees them, comma
-// separated. A flag the identity's segments, overrides and splits leave as
-// in the environment is copied from the environment's pre-encoded body, in
-// runs as long as possible; only the flags that differ are encoded.
+// separated (flagParts, assembled).
 func (s *snapshot) appendFlags(dst []byte, flags []evalFlag, kind keyKind) []byte {
+	var p responseParts
+	p.reset(dst, s.views[kind].flags.body)
+	s.flagParts(&p, flags, kind)
+	return p.assemble(nil)
+}
+
+// flagParts adds an identity's flags as kind sees them to p, comma
+// separated. A flag the identity's segments, overrides and splits leave as
+// in the environment is a reference into the environment's pre-encoded body,
+// in runs as long as possible; only the flags that differ are encoded.
+func (s *snapshot) flagParts(p *responseParts, flags []evalFlag, kind keyKind) {
 	v := &s.views[kind]
-	body := v.flags.body
 	first := true
 	runStart, runEnd := int32(-1), int32(-1)
 	for fi := range flags {
@@ -212,25 +223,88 @@ func (s *snapshot) appendFlags(dst []byte, flags []evalFlag, kind keyKind) []byt
 		}
 		if runStart >= 0 {
 			if !first {
-				dst = append(dst, ',')
+				p.own = append(p.own, ',')
 			}
-			dst, first = append(dst, body[runStart:runEnd]...), false
-			runStart = -1
+			p.addEnv(runStart, runEnd)
+			first, runStart = false, -1
 		}
 		if !s.visible(fl.source, kind) {
 			continue
 		}
 		if !first {
-			dst = append(dst, ',')
+			p.own = append(p.own, ',')
 		}
-		dst, first = s.appendFlag(dst, *fl), false
+		p.own, first = s.appendFlag(p.own, *fl), false
 	}
 	if runStart >= 0 {
 		if !first {
-			dst = append(dst, ',')
+			p.own = append(p.own, ',')
 		}
-		dst = append(dst, body[runStart:runEnd]...)
+		p.addEnv(runStart, runEnd)
 	}
+}
+
+// responseParts is a response body in parts: bytes the request encoded
+// (own) and runs of the environment's pre-encoded flags body (env), so that
+// a large response copies nothing it can point at. The zero value is
+// ready once reset.
+type responseParts struct {
+	own   []byte
+	env   []byte
+	parts []part // in body order; own bytes not yet in a part come last
+	mark  int    // own bytes before this are in parts
+}
+
+type part struct {
+	env        bool
+	start, end int32
+}
+
+func (p *responseParts) reset(own, env []byte) {
+	p.own, p.env, p.parts, p.mark = own, env, p.parts[:0], 0
+}
+
+// addEnv adds env[start:end], closing the own bytes appended since the last
+// part into a part of their own.
+func (p *responseParts) addEnv(start, end int32) {
+	p.closeOwn()
+	p.parts = append(p.parts, part{env: true, start: start, end: end})
+}
+
+func (p *responseParts) closeOwn() {
+	if len(p.own) > p.mark {
+		p.parts = append(p.parts, part{start: int32(p.mark), end: int32(len(p.own))})
+		p.mark = len(p.own)
+	}
+}
+
+// size is the body's length in bytes.
+func (p *responseParts) size() int {
+	n := len(p.own) - p.mark
+	for _, pt := range p.parts {
+		n += int(pt.end - pt.start)
+	}
+	return n
+}
+
+// each calls write with the body's parts in order, until one fails.
+func (p *responseParts) each(write func([]byte) error) error {
+	p.closeOwn()
+	for _, pt := range p.parts {
+		src := p.own
+		if pt.env {
+			src = p.env
+		}
+		if err := write(src[pt.start:pt.end]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// assemble appends the whole body to dst.
+func (p *responseParts) assemble(dst []byte) []byte {
+	_ = p.each(func(b []byte) error { dst = append(dst, b...); return nil })
 	return dst
 }
 
