@@ -15,7 +15,7 @@ import (
 	"unicode/utf8"
 )
 
-// Flag analytics (SPEC §10). SDKs with analytics on post how often each flag
+// Flag analytics. SDKs with analytics on post how often each flag
 // was evaluated; the proxy sums the counts per environment and label set in
 // memory and a flusher per environment forwards the sums to Flagsmith every
 // analytics.flush_interval_seconds. Nothing is lost while the upstream is

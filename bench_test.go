@@ -15,8 +15,9 @@ import (
 )
 
 // benchDocumentEnv points the benchmarks at another environment document;
-// by default they use the shared benchmark document of SPEC §8 (50 features,
-// 10 multivariate, 25 segments with nested rules, 10 identity overrides).
+// by default they use the shared benchmark document beside the repository
+// (50 features, 10 multivariate, 25 segments with nested rules, 10 identity
+// overrides), the one bench/run.sh measures.
 const benchDocumentEnv = "BENCH_DOCUMENT"
 
 func benchDocument(b testing.TB) []byte {
@@ -32,7 +33,7 @@ func benchDocument(b testing.TB) []byte {
 	return raw
 }
 
-// benchIdentity is the 5-trait identity of SPEC §8.
+// benchIdentity is the 5-trait identity bench/run.sh sends.
 func benchIdentity() *identity {
 	return &identity{identifier: "bench_user_42", traits: []trait{
 		{"plan", coerceString("premium")},

@@ -220,7 +220,7 @@ func (e *engine) compileOverrideGroups(groups []identityOverrideGroup, index map
 	if len(groups) == 0 {
 		return nil
 	}
-	e.identifierRead = compileCondition(conditionContext{Property: "$.identity.identifier", Operator: opIn}, nil)
+	e.identifierRead = compileCondition(conditionContext{Property: "$.identity.identifier", Operator: opIn.String()}, nil)
 	e.overrideGroups = make([]overrideGroup, len(groups))
 	total := 0
 	for _, g := range groups {

@@ -670,22 +670,6 @@ func (s *server) loggedPath(path string) string {
 	return strings.Join(segments, "/")
 }
 
-// routeName turns a mux pattern into a low-cardinality metrics label.
-func routeName(pattern string) string {
-	_, path, found := strings.Cut(pattern, " ")
-	if !found {
-		path = pattern
-	}
-	path = strings.TrimSuffix(strings.TrimSuffix(path, "{$}"), "/")
-	switch path {
-	case "":
-		return "unrouted"
-	case "/sse/environments/{client_key}/stream":
-		return "/sse/environments/stream"
-	}
-	return path
-}
-
 // scheme is how the client reached us, from X-Forwarded-Proto when the
 // config trusts proxy headers.
 func (s *server) scheme(r *http.Request) string {

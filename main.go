@@ -166,8 +166,9 @@ func buildVersion() string {
 	return version
 }
 
-// newLogger builds the slog logger of SPEC §2: generic (text) or json, the
-// level, and the message field renamed as configured.
+// newLogger builds the logger the logging settings describe, as Flagsmith's
+// proxy offers them: generic (text) or json, the level, and the message
+// field renamed as configured.
 func newLogger(cfg LoggingConfig, w io.Writer) *slog.Logger {
 	level := slog.LevelInfo
 	switch strings.ToUpper(cfg.LogLevel) {

@@ -15,7 +15,7 @@ import (
 	"unicode/utf8"
 )
 
-// This file is OpenFeature's remote evaluation protocol (OFREP, SPEC §11):
+// This file is OpenFeature's remote evaluation protocol (OFREP):
 // any OpenFeature SDK with an OFREP provider evaluates flags through the same
 // snapshots and the same engine evaluation as the Flagsmith endpoints. The
 // request reads top to bottom: key → body → context → evaluate → encode.
@@ -166,7 +166,7 @@ func (s *server) evaluateOFREP(w http.ResponseWriter, r *http.Request, buf *ofre
 		return keyRef{}, nil, false
 	}
 	if targetingKey == "" {
-		// No targeting key: the environment's flags (SPEC §11), whatever
+		// No targeting key: the environment's flags, whatever
 		// else the context holds.
 		buf.flags = snap.engine.evaluate(buf.flags[:0], nil, nil)
 		return ref, snap, true
@@ -427,7 +427,8 @@ func appendOFREPFlags(dst []byte, snap *snapshot, kind keyKind, flags []evalFlag
 	return dst
 }
 
-// The engine's reasons (SPEC §6), as engine.reason words them.
+// The engine's reasons, as Flagsmith's Python engine words them and
+// engine.reason writes them.
 const (
 	engineReasonSplit  = "SPLIT; "
 	engineReasonTarget = "TARGETING_MATCH; segment="

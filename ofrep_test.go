@@ -24,7 +24,7 @@ const (
 	ofrepPendingKey      = "OfrepPendingClientKey03"
 )
 
-// ofrepDocument has one flag per row of SPEC §11's mapping: a default
+// ofrepDocument has one flag per row of the README's OFREP mapping: a default
 // (banner), a segment override (banner for plan=premium, max_items for
 // age >= 18), an identity override (banner for "vip"), a split that picks a
 // keyed option (checkout, 100% variant_a), a split that lands on control
@@ -126,7 +126,7 @@ func ofrepJSON(t testing.TB, body []byte) any {
 	return v
 }
 
-// TestOFREPFlagMapping checks every row of SPEC §11's mapping on the
+// TestOFREPFlagMapping checks every row of the README's OFREP mapping on the
 // single-flag endpoint.
 func TestOFREPFlagMapping(t *testing.T) {
 	h := newOFREPTestServer(t).handler()
@@ -666,7 +666,7 @@ func TestOFREPDecodeContext(t *testing.T) {
 	}
 }
 
-// ofrepBenchContext is the 5-trait identity of SPEC §8 as an OFREP context,
+// ofrepBenchContext is the 5-trait benchmark identity as an OFREP context,
 // for identifier n.
 func ofrepBenchContext(n int) string {
 	return `{"context":{"targetingKey":"bench_user_` + strconv.Itoa(n) + `","plan":"premium","age":34,"country":"GB","app_version":"2.4.1","beta_tester":true}}`

@@ -86,8 +86,10 @@ func (s *server) runPollers(ctx context.Context, client *http.Client) error {
 	return g.Wait()
 }
 
-// pollUpstream is one environment's poll loop. Its state (the last
-// modification time, the backoff) lives here, not in shared fields.
+// pollUpstream is one environment's poll loop. Its retry state (the count
+// of failures in a row, hence the backoff) lives here, not in shared fields;
+// If-Modified-Since is read from the snapshot being served, so a document
+// loaded from the cache directory counts as well.
 func (s *server) pollUpstream(ctx context.Context, env *environment, client *http.Client) {
 	freq := s.cfg.pollFrequency()
 	failures := 0

@@ -123,7 +123,7 @@ func newPlainEvaluator(t testing.TB, raw []byte) *plainEvaluator {
 			Name:     "identity_overrides",
 			Metadata: json.RawMessage(`{"source":"identity_overrides"}`),
 			Rules: []ruleContext{{Type: "ALL", Conditions: []conditionContext{
-				{Property: "$.identity.identifier", Operator: opIn, Value: ids},
+				{Property: "$.identity.identifier", Operator: opIn.String(), Value: ids},
 			}}},
 		}
 		for _, o := range g.overrides {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of the edge proxy against a bare net/http ceiling
-# (SPEC §8). One command, from any directory:
+# (the README's Performance section). One command, from any directory:
 #
 #   bash bench/run.sh
 #
@@ -204,7 +204,7 @@ free_port() {
 # start_proxy NAME CONFIG: starts the proxy, waits for readiness = 200.
 start_proxy() {
 	local name=$1 config=$2 port=$3 i code=000
-	# The environment wins over config.json (SPEC §2): drop any such variable.
+	# The environment wins over config.json: drop any such variable.
 	start "$name" env -u CONFIG_PATH -u API_URL -u ENVIRONMENT_KEY_PAIRS \
 		-u API_POLL_FREQUENCY_SECONDS -u API_POLL_FREQUENCY -u API_POLL_TIMEOUT_SECONDS \
 		-u API_POLL_TIMEOUT -u ALLOW_ORIGINS -u ENDPOINT_CACHES -u SERVER -u LOGGING \
