@@ -106,8 +106,13 @@ func newSnapshot(raw []byte) (*snapshot, error) {
 	s.encodeSources(serverOnlyIDs)
 	s.envFlags = e.evaluate(nil, nil, nil)
 	s.ofrep = newOFREPSources(e)
-	for kind := range s.views {
-		s.views[kind] = s.encodeView(keyKind(kind))
+	s.views[serverKey] = s.encodeView(serverKey)
+	if s.hidesNothing() {
+		// Most environments hide nothing from client keys: both kinds of
+		// key share one body, its gzip and its spans.
+		s.views[clientKey] = s.views[serverKey]
+	} else {
+		s.views[clientKey] = s.encodeView(clientKey)
 	}
 	s.document = <-document
 	s.compile = time.Since(start)
@@ -162,6 +167,17 @@ func sourceShape(f *feature) string {
 		enabled = "1"
 	}
 	return f.apiID + "\x00" + f.name + "\x00" + f.apiType + "\x00" + enabled
+}
+
+// hidesNothing reports whether client keys see every flag source, so that
+// their answers are the server keys' answers.
+func (s *snapshot) hidesNothing() bool {
+	for _, f := range s.engine.sources {
+		if !s.visible(f, clientKey) {
+			return false
+		}
+	}
+	return true
 }
 
 // encodeView pre-encodes the environment's flags as one kind of key sees them.
