@@ -582,7 +582,7 @@ func withUpstream(u *fakeUpstream) func(*Config) {
 // env is the environment of a client or server key.
 func (s *testServer) env(t testing.TB, key string) *environment {
 	t.Helper()
-	ref, ok := s.byKey[key]
+	ref, ok := s.lookup(key)
 	if !ok {
 		t.Fatalf("no environment with key %q", key)
 	}
@@ -1188,7 +1188,7 @@ func serveConfig(t testing.TB, cfg Config) (addr string, logs *logBuffer, stop f
 	logs = &logBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, slog.New(slog.NewJSONHandler(logs, nil))) }()
+	go func() { done <- serve(ctx, cfg, nil, slog.New(slog.NewJSONHandler(logs, nil))) }()
 	var once sync.Once
 	var err error
 	stop = func() error {
