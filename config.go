@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"net/url"
@@ -324,15 +323,12 @@ const maxConfigBytes = 4 << 20
 // unmarshalNumbers decodes JSON keeping numbers as written (json.Number), so
 // that a value re-encoded after merging is the value the user wrote.
 func unmarshalNumbers(data []byte, v any) error {
+	if !json.Valid(data) {
+		return json.Unmarshal(data, v) // the syntax error, with its offset
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return fmt.Errorf("invalid JSON: unexpected data after the top-level value")
-	}
-	return nil
+	return dec.Decode(v)
 }
 
 // mergeJSON lays over on base: objects merge key by key, recursively;
