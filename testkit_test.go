@@ -248,6 +248,14 @@ func (u *fakeUpstream) set(serverKey string, doc []byte) {
 	u.docs[serverKey] = d
 }
 
+// remove forgets serverKey's document: the key is answered 401 from now on
+// (a revoked key).
+func (u *fakeUpstream) remove(serverKey string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	delete(u.docs, serverKey)
+}
+
 // setFault makes f answer every later request; nil restores the documents.
 func (u *fakeUpstream) setFault(f fault) {
 	u.mu.Lock()
