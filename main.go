@@ -14,6 +14,7 @@
 //	GET  /proxy/health/liveness             liveness
 //	GET  /sse/environments/{key}/stream     realtime updates (Server-Sent Events)
 //	POST /proxy/refresh                     poll now (needs admin_token)
+//	GET  /proxy/config                      the configuration in force (needs admin_token)
 //	GET  /metrics                           Prometheus metrics
 //
 // A document becomes what a request reads in four stages, each named once and
@@ -35,7 +36,9 @@
 // upper case: environment_key_pairs, api_url, api_poll_frequency_seconds,
 // api_poll_timeout_seconds, allow_origins, allow_credentials, server (with
 // server.tls for HTTPS), logging, health_check, cache_dir, admin_token, sse,
-// limits. See README.md for the reference.
+// limits. SIGHUP, or a change of the file, reloads it (reload.go); SIGTERM
+// turns readiness off, drains for server.drain_seconds, then shuts down.
+// See README.md for the reference.
 //
 // Subcommands and flags:
 //
