@@ -498,12 +498,13 @@ func (s *server) cors(next http.Handler) http.Handler {
 // of a "100 Continue" followed by a body it then uploads for nothing.
 func (s *server) limitRequest(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if limit := s.config().Server.MaxHeaderBytes; headerBytes(r) > limit {
+		cfg := s.config()
+		if limit := cfg.Server.MaxHeaderBytes; headerBytes(r) > limit {
 			writeError(w, http.StatusRequestHeaderFieldsTooLarge, "request_header_fields_too_large",
 				fmt.Sprintf("the request headers are over %d bytes", limit))
 			return
 		}
-		if limit := s.config().Limits.MaxBodyBytes; r.ContentLength > limit {
+		if limit := cfg.Limits.MaxBodyBytes; r.ContentLength > limit {
 			writeError(w, http.StatusRequestEntityTooLarge, "request_too_large",
 				fmt.Sprintf("the request body is over %d bytes", limit))
 			return

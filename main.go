@@ -109,7 +109,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	configPath := fs.String("config", "", "path of config.json (default $CONFIG_PATH, else ./config.json)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	healthcheck := fs.Bool("healthcheck", false, "probe the local readiness endpoint; exit 0 when ready, 1 otherwise")
-	printConfig := fs.Bool("print-config", false, "print the effective configuration (secrets masked) and exit")
+	printConfig := fs.Bool("print-config", false, "print the configuration the file and environment give (secrets masked) and exit; a running proxy answers the one in force at GET /proxy/config")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: edge-proxy [flags]\n       edge-proxy evaluate CONTEXT.json\n       edge-proxy evaluate -document DOC.json -identifier ID [-trait key=value]... [-json]\n\nFlags:\n")
 		fs.PrintDefaults()
