@@ -13,6 +13,7 @@
 //	GET  /proxy/health/readiness            readiness (also /proxy/health, /health)
 //	GET  /proxy/health/liveness             liveness
 //	GET  /sse/environments/{key}/stream     realtime updates (Server-Sent Events)
+//	POST /api/v1/analytics/flags/           flag analytics (also /api/v2/…), forwarded upstream
 //	POST /proxy/refresh                     poll now (needs admin_token)
 //	GET  /proxy/config                      the configuration in force (needs admin_token)
 //	GET  /metrics                           Prometheus metrics
@@ -36,9 +37,9 @@
 // upper case: environment_key_pairs, api_url, api_poll_frequency_seconds,
 // api_poll_timeout_seconds, allow_origins, allow_credentials, server (with
 // server.tls for HTTPS), logging, health_check, cache_dir, admin_token, sse,
-// limits. SIGHUP, or a change of the file, reloads it (reload.go); SIGTERM
-// turns readiness off, drains for server.drain_seconds, then shuts down.
-// See README.md for the reference.
+// limits, analytics. SIGHUP, or a change of the file, reloads it
+// (reload.go); SIGTERM turns readiness off, drains for server.drain_seconds,
+// then shuts down. See README.md for the reference.
 //
 // Subcommands and flags:
 //
@@ -170,8 +171,9 @@ func buildVersion() string {
 	return version
 }
 
-// newLogger builds the slog logger of SPEC §2: generic (text) or json, the
-// level, and the message field renamed as configured.
+// newLogger builds the logger the logging settings describe, as Flagsmith's
+// proxy offers them: generic (text) or json, the level, and the message
+// field renamed as configured.
 func newLogger(cfg LoggingConfig, w io.Writer) *slog.Logger {
 	level := slog.LevelInfo
 	switch strings.ToUpper(cfg.LogLevel) {
@@ -300,6 +302,7 @@ wait:
 	stopPolls()
 	<-watcherDone
 	<-pollersDone
+	s.finalAnalyticsFlush(shutdownCtx, client) // after the last request and the last periodic flush
 	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}

@@ -1,8 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -89,13 +90,14 @@ type pollers struct {
 	client *http.Client
 }
 
-// poller is one environment's running poll loop.
+// poller is one environment's running loops: its poll loop and, with
+// analytics forwarded, its analytics flusher.
 type poller struct {
 	cancel context.CancelFunc
-	done   chan struct{} // closed when the loop has returned
+	done   chan struct{} // closed when the loops have returned
 }
 
-// startPoller starts env's poll loop, unless it runs already or the pollers
+// startPoller starts env's loops, unless they run already or the pollers
 // are not running. The caller holds s.reloadMu.
 func (s *server) startPoller(env *environment) {
 	if s.polling == nil || env.poller != nil {
@@ -105,18 +107,25 @@ func (s *server) startPoller(env *environment) {
 	p := &poller{cancel: cancel, done: make(chan struct{})}
 	env.poller = p
 	client := s.polling.client
-	go func() {
-		defer close(p.done)
-		// The loops return only when ctx ends.
+	var loops sync.WaitGroup
+	// The loops return only when ctx ends.
+	loops.Go(func() {
 		if env.pair.DocumentPath != "" {
 			s.watchFile(ctx, env)
 		} else {
 			s.pollUpstream(ctx, env, client)
 		}
+	})
+	if ea := env.analytics; ea != nil && ea.forward {
+		loops.Go(func() { s.flushAnalyticsLoop(ctx, client, ea) })
+	}
+	go func() {
+		loops.Wait()
+		close(p.done)
 	}()
 }
 
-// stopPoller stops env's poll loop and waits for it to return: afterwards
+// stopPoller stops env's loops and waits for them to return: afterwards
 // nothing publishes to env. The caller holds s.reloadMu.
 func (env *environment) stopPoller() {
 	if env.poller == nil {
@@ -127,8 +136,10 @@ func (env *environment) stopPoller() {
 	env.poller = nil
 }
 
-// pollUpstream is one environment's poll loop. Its state (the last
-// modification time, the backoff) lives here, not in shared fields.
+// pollUpstream is one environment's poll loop. Its retry state (the count
+// of failures in a row, hence the backoff) lives here, not in shared fields;
+// If-Modified-Since is read from the snapshot being served, so a document
+// loaded from the cache directory counts as well.
 func (s *server) pollUpstream(ctx context.Context, env *environment, client *http.Client) {
 	failures := 0
 	jitter := jitterFraction(env.pair.ClientSideKey)
@@ -281,17 +292,25 @@ func (s *server) pollWithKey(ctx context.Context, env *environment, client *http
 // publish compiles a document and swaps it in with one atomic store. An
 // identical document changes nothing and sends no realtime event.
 func (s *server) publish(env *environment, raw []byte, source string) error {
-	if cur := env.snap.Load(); cur != nil && bytes.Equal(cur.document.body, raw) {
+	if cur := env.snap.Load(); cur != nil && sha256.Sum256(raw) == cur.document.digest {
 		s.markSuccess(env)
 		return nil
 	}
 	env.compiling.Store(true)
 	snap, err := newSnapshot(raw)
 	env.compiling.Store(false)
+	if err == nil {
+		err = s.publishSnapshot(env, snap, source)
+	}
 	if err != nil {
 		return err
 	}
-	return s.publishSnapshot(env, snap, source)
+	if dir := s.config().CacheDir; source == "upstream" && dir != "" {
+		if err := writeCache(dir, env.pair.ClientSideKey, raw); err != nil {
+			s.log.Warn("cache write failed; serving continues", "env", env.pair.ClientSideKey, "error", err.Error())
+		}
+	}
+	return nil
 }
 
 // publishSnapshot swaps in a compiled document.
@@ -309,7 +328,7 @@ func (s *server) publishSnapshot(env *environment, snap *snapshot, source string
 	}
 	env.store(snap)
 	s.markSuccess(env)
-	if len(snap.document.body) > largeDocumentBytes {
+	if snap.document.size() > largeDocumentBytes {
 		// Compiling a large document leaves garbage several times its size,
 		// and the previous snapshot is garbage now too: hand it back to the
 		// OS at once rather than hold it until the heap grows into it.
@@ -320,11 +339,6 @@ func (s *server) publishSnapshot(env *environment, snap *snapshot, source string
 		"updated_at", snap.updatedAtText, "compile", snap.compile.String())
 	if snap.updatedAtUnix != "" {
 		s.hub.publish(env.pair.ClientSideKey, snap.updatedAtUnix)
-	}
-	if dir := s.config().CacheDir; source == "upstream" && dir != "" {
-		if err := writeCache(dir, env.pair.ClientSideKey, snap.document.body); err != nil {
-			s.log.Warn("cache write failed; serving continues", "env", env.pair.ClientSideKey, "error", err.Error())
-		}
 	}
 	return nil
 }

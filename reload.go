@@ -151,20 +151,32 @@ func (s *server) applyConfig(ctx context.Context, cfg Config) configChange {
 		s.awaitFirstDocuments(ctx, fresh, cfg.pollTimeout())
 	}
 	s.live.Store(next)
-	for key := range byClientKey {
+	for key, env := range byClientKey {
 		s.hub.end(key)
 		change.removed = append(change.removed, key)
+		if ea := env.analytics; ea != nil && ea.forward && s.polling != nil {
+			// Counts posted until the swap: sent once more, or dropped
+			// and counted.
+			flushCtx, cancel := context.WithTimeout(s.polling.ctx, cfg.pollTimeout())
+			s.lastAnalyticsFlush(flushCtx, s.polling.client, ea)
+			cancel()
+		}
 	}
 	slices.Sort(change.removed)
 	return change
 }
 
-// takeOver carries a replaced environment's document into its successor.
+// takeOver carries a replaced environment's document, and its analytics
+// counts not yet sent, into its successor. Neither has a running poller.
 func (e *environment) takeOver(old *environment) {
 	if snap := old.snap.Load(); snap != nil {
 		e.store(snap)
 	}
 	e.lastSuccess.Store(old.lastSuccess.Load())
+	if old.analytics != nil {
+		e.analytics = old.analytics
+		e.analytics.env = e // sends with the successor's keys from now on
+	}
 }
 
 // awaitFirstDocuments waits until each environment holds a document, for
@@ -187,8 +199,8 @@ func (s *server) awaitFirstDocuments(ctx context.Context, envs []*environment, t
 
 // keepRestartOnly gives next the running values of the settings a reload
 // cannot change, and returns the keys of those that differed: the listener
-// (server: address, TLS, timeouts, drain), the log handler, and the stream
-// hub's size.
+// (server: address, TLS, timeouts, drain), the log handler, the stream
+// hub's size, and whether the analytics endpoints exist.
 func keepRestartOnly(next, running *Config) []string {
 	var kept []string
 	if !reflect.DeepEqual(next.Server, running.Server) {
@@ -206,6 +218,10 @@ func keepRestartOnly(next, running *Config) []string {
 	if next.Logging.MessageField != running.Logging.MessageField {
 		kept = append(kept, "logging.log_event_field_name")
 		next.Logging.MessageField = running.Logging.MessageField
+	}
+	if next.Analytics.Enabled != running.Analytics.Enabled {
+		kept = append(kept, "analytics.enabled")
+		next.Analytics.Enabled = running.Analytics.Enabled
 	}
 	if next.SSE.MaxSubscribers != running.SSE.MaxSubscribers {
 		kept = append(kept, "sse.max_subscribers")

@@ -84,6 +84,9 @@ func newLiveConfig(cfg *Config, prev *liveConfig) *liveConfig {
 		env := prev.environment(p)
 		if env == nil {
 			env = newEnvironment(p)
+			if cfg.Analytics.Enabled {
+				env.analytics = newEnvAnalytics(env, cfg)
+			}
 		}
 		l.envs = append(l.envs, env)
 		l.byKey[p.ClientSideKey] = keyRef{env, clientKey}
@@ -137,6 +140,14 @@ func (s *server) routes() *http.ServeMux {
 	both("GET", "/sse/health", s.handleSSEHealth)
 	both("POST", "/proxy/refresh", s.handleRefresh)
 	both("GET", "/proxy/config", s.handleConfig)
+	if s.config().Analytics.Enabled {
+		both("POST", "/api/v1/analytics/flags", s.handleAnalyticsV1)
+		both("POST", "/api/v2/analytics/flags", s.handleAnalyticsV2)
+	}
+	mux.HandleFunc("POST /ofrep/v1/evaluate/flags", s.handleOFREPBulk)
+	mux.HandleFunc("POST /ofrep/v1/evaluate/flags/{key...}", s.handleOFREPFlag)
+	mux.HandleFunc("/ofrep/v1/evaluate/flags", s.handleOFREPMethodNotAllowed)
+	mux.HandleFunc("/ofrep/v1/evaluate/flags/{key...}", s.handleOFREPMethodNotAllowed)
 	mux.HandleFunc("GET /metrics", s.handleMetrics)
 	mux.HandleFunc("/", s.handleUnrouted)
 	return mux
@@ -170,6 +181,9 @@ type environment struct {
 	// poller is the environment's running poll loop, nil when none runs;
 	// guarded by server.reloadMu.
 	poller *poller
+	// analytics holds the flag evaluation counts waiting to be sent
+	// upstream; nil when analytics.enabled is false.
+	analytics *envAnalytics
 	// arrived is closed when the environment holds its first document.
 	arrived     chan struct{}
 	arrivedOnce sync.Once
@@ -177,6 +191,13 @@ type environment struct {
 
 func newEnvironment(p KeyPair) *environment {
 	return &environment{pair: p, refresh: make(chan struct{}, 1), arrived: make(chan struct{})}
+}
+
+// serverKey is the server key to call the upstream with: the one the
+// upstream last accepted (see pollOnce).
+func (e *environment) serverKey() secret {
+	keys := e.pair.serverKeys()
+	return keys[int(e.keyInUse.Load())%len(keys)]
 }
 
 // store makes snap the environment's current snapshot.
