@@ -657,3 +657,53 @@ func TestRunPollersRestart(t *testing.T) {
 		}
 	}
 }
+
+// TestAnalyticsAcrossReload: analytics counts survive a reload (SPEC §10,
+// §12). A removed environment's counts are sent once more with its key; a
+// rotated one's move to its successor, sent with the successor's keys.
+func TestAnalyticsAcrossReload(t *testing.T) {
+	up := newAnaUpstream(t)
+	slow := func(c *Config) { c.Analytics.FlushIntervalSeconds = 3600 } // only the flushes the test makes
+	s := newAnaServer(t, up, slow)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.runPollers(ctx, http.DefaultClient) }()
+	t.Cleanup(func() { cancel(); <-done })
+	eventually(t, "both environments hold documents", func() bool {
+		envs := s.environments()
+		return envs[0].snap.Load() != nil && envs[1].snap.Load() != nil
+	})
+	h := s.handler()
+	for _, p := range []struct{ key, body string }{{anaClientKey, `{"banner": 3}`}, {anaClientKey2, `{"footer": 5}`}} {
+		if rec := anaPostTo(t, h, "/api/v1/analytics/flags/", p.key, p.body, nil); rec.Code != http.StatusOK {
+			t.Fatalf("POST analytics for %s = %d %s", p.key, rec.Code, rec.Body)
+		}
+	}
+	before := anaEnv(t, s, anaClientKey)
+
+	const rotatedKey = "ser.AnalyticsServerKeyNext"
+	next := defaultConfig()
+	next.APIURL = up.apiURL()
+	slow(&next)
+	next.EnvironmentKeyPairs = []KeyPair{{ClientSideKey: anaClientKey, ServerSideKeys: []secret{anaServerKey, rotatedKey}}}
+	if err := next.validate(); err != nil {
+		t.Fatal(err)
+	}
+	s.applyConfig(t.Context(), next)
+
+	v1, _, posts := up.sums()
+	if v1["footer"] != 5 || len(posts) != 1 || posts[0].Key != anaServerKey2 {
+		t.Errorf("upstream after removing environment 2: sums %v, posts %+v; want footer 5 posted once with its key", v1, posts)
+	}
+	after := anaEnv(t, s, anaClientKey)
+	if after != before || after.env != s.environments()[0] {
+		t.Fatal("the rotated environment's analytics were not handed to its successor")
+	}
+	if err := s.flushAnalytics(t.Context(), http.DefaultClient, after); err != nil {
+		t.Fatalf("flushAnalytics after the rotation = %v", err)
+	}
+	v1, _, posts = up.sums()
+	if v1["banner"] != 3 || posts[len(posts)-1].Key != anaServerKey {
+		t.Errorf("upstream after the rotation: sums %v, last post %+v; want banner 3 posted with the key in use", v1, posts[len(posts)-1])
+	}
+}
