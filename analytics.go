@@ -98,6 +98,9 @@ type analyticsStripe struct {
 // envAnalytics is one environment's pending counts and its counters. It is
 // safe for concurrent use.
 type envAnalytics struct {
+	// env is the environment counted for. A reload that replaces the
+	// environment (rotated keys) hands the counts to its successor while
+	// no flusher runs (takeOver).
 	env *environment
 	// forward is false for an environment served from a file: there is no
 	// upstream, so its counts are only counted.
@@ -116,39 +119,17 @@ type envAnalytics struct {
 	flushOK, flushFailed, flushRefuse atomic.Uint64
 }
 
-// analytics is the proxy's analytics state, built once with the server; nil
-// when analytics.enabled is false.
-type analytics struct {
-	v1URL, v2URL string
-	byEnv        map[*environment]*envAnalytics
-}
-
-func newAnalytics(cfg Config, envs []*environment) *analytics {
-	a := &analytics{
-		v1URL: cfg.APIURL + "/analytics/flags/",
-		v2URL: analyticsV2URL(cfg.APIURL),
-		byEnv: make(map[*environment]*envAnalytics, len(envs)),
+// newEnvAnalytics is the analytics state of one environment.
+func newEnvAnalytics(env *environment, cfg *Config) *envAnalytics {
+	ea := &envAnalytics{
+		env:     env,
+		forward: env.pair.DocumentPath == "",
+		maxKeys: int64(cfg.Analytics.MaxPendingKeys),
 	}
-	for _, env := range envs {
-		ea := &envAnalytics{
-			env:     env,
-			forward: env.pair.DocumentPath == "",
-			maxKeys: int64(cfg.Analytics.MaxPendingKeys),
-		}
-		for i := range ea.stripes {
-			ea.stripes[i].counts = map[analyticsKey]*int64{}
-		}
-		a.byEnv[env] = ea
+	for i := range ea.stripes {
+		ea.stripes[i].counts = map[analyticsKey]*int64{}
 	}
-	return a
-}
-
-// forEnv is an environment's analytics; nil when analytics are off.
-func (a *analytics) forEnv(env *environment) *envAnalytics {
-	if a == nil {
-		return nil
-	}
-	return a.byEnv[env]
+	return ea
 }
 
 // analyticsV2URL is {api_url}/../v2/analytics/flags/, where Flagsmith's API
@@ -201,12 +182,12 @@ func (s *server) analyticsRequest(w http.ResponseWriter, r *http.Request) (*envA
 		writeError(w, http.StatusUnauthorized, "unauthorized", "unknown key: the X-Environment-Key header is missing")
 		return nil, nil, false
 	}
-	ref, ok := s.byKey[key]
+	ref, ok := s.lookup(key)
 	if !ok {
 		writeError(w, http.StatusUnauthorized, "unauthorized", "unknown key "+maskedKey(key))
 		return nil, nil, false
 	}
-	body, err := readRequestBody(w, r, s.cfg.Limits.MaxBodyBytes, nil)
+	body, err := readRequestBody(w, r, s.config().Limits.MaxBodyBytes, nil)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -217,7 +198,7 @@ func (s *server) analyticsRequest(w http.ResponseWriter, r *http.Request) (*envA
 		writeError(w, http.StatusBadRequest, "bad_request", "body: could not be read")
 		return nil, nil, false
 	}
-	return s.analytics.byEnv[ref.env], body, true
+	return ref.env.analytics, body, true
 }
 
 // decodeAnalyticsV1 reads a v1 body: one object of feature names to counts.

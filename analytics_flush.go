@@ -171,18 +171,19 @@ func (s *server) flushAnalytics(ctx context.Context, client *http.Client, ea *en
 // sendAnalytics posts one batch with the environment's server key and the
 // SDK's labels.
 func (s *server) sendAnalytics(ctx context.Context, client *http.Client, ea *envAnalytics, b analyticsBatch) error {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.pollTimeout())
+	cfg := s.config()
+	ctx, cancel := context.WithTimeout(ctx, cfg.pollTimeout())
 	defer cancel()
-	target := s.analytics.v1URL
+	target := cfg.APIURL + "/analytics/flags/"
 	if b.v2 {
-		target = s.analytics.v2URL
+		target = analyticsV2URL(cfg.APIURL)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(b.body))
 	if err != nil {
 		return err
 	}
 	h := req.Header
-	h.Set("X-Environment-Key", string(ea.env.pair.ServerSideKey))
+	h.Set("X-Environment-Key", string(ea.env.serverKey()))
 	h.Set("Content-Type", "application/json")
 	h.Set("User-Agent", "flagsmith-edge-proxy/"+version)
 	if b.labels.userAgent != "" {
@@ -219,7 +220,7 @@ func (s *server) sendAnalytics(ctx context.Context, client *http.Client, ea *env
 // every flush interval, or sooner with backoff after a failure, until ctx
 // ends. The final flush is serve's, after the last request.
 func (s *server) flushAnalyticsLoop(ctx context.Context, client *http.Client, ea *envAnalytics) {
-	interval := seconds(s.cfg.Analytics.FlushIntervalSeconds)
+	interval := seconds(s.config().Analytics.FlushIntervalSeconds)
 	jitter := jitterFraction(ea.env.pair.ClientSideKey)
 	failures := 0
 	wait := interval
@@ -251,33 +252,35 @@ func (s *server) flushAnalyticsLoop(ctx context.Context, client *http.Client, ea
 // environment at once, within ctx (the shutdown deadline). What cannot be
 // sent is counted as dropped and logged.
 func (s *server) finalAnalyticsFlush(ctx context.Context, client *http.Client) {
-	if s.analytics == nil {
-		return
-	}
 	var wg sync.WaitGroup
-	for _, ea := range s.analytics.byEnv {
-		if !ea.forward {
-			continue
+	for _, env := range s.environments() {
+		if ea := env.analytics; ea != nil && ea.forward {
+			wg.Go(func() { s.lastAnalyticsFlush(ctx, client, ea) })
 		}
-		wg.Go(func() {
-			err := s.flushAnalytics(ctx, client, ea)
-			var lost uint64
-			for _, e := range ea.take() {
-				lost += uint64(e.count)
-			}
-			if lost > 0 {
-				ea.droppedShutdown.Add(lost)
-				s.log.Warn("analytics lost at shutdown: the final flush failed", "env", ea.env.pair.ClientSideKey,
-					"evaluations", lost, "error", fmt.Sprint(err))
-			}
-		})
 	}
 	wg.Wait()
 }
 
+// lastAnalyticsFlush sends an environment's counts one last time: at
+// shutdown, or when a reload removes the environment. What cannot be sent
+// is counted as dropped and logged.
+func (s *server) lastAnalyticsFlush(ctx context.Context, client *http.Client, ea *envAnalytics) {
+	err := s.flushAnalytics(ctx, client, ea)
+	var lost uint64
+	for _, e := range ea.take() {
+		lost += uint64(e.count)
+	}
+	if lost > 0 {
+		ea.droppedShutdown.Add(lost)
+		s.log.Warn("analytics lost: the last flush failed", "env", ea.env.pair.ClientSideKey,
+			"evaluations", lost, "error", fmt.Sprint(err))
+	}
+}
+
 // writeAnalyticsMetrics appends the analytics counters to /metrics.
 func (s *server) writeAnalyticsMetrics(b *bytes.Buffer) {
-	if s.analytics == nil {
+	envs := s.environments()
+	if len(envs) == 0 || envs[0].analytics == nil {
 		return
 	}
 	counters := []struct {
@@ -293,14 +296,14 @@ func (s *server) writeAnalyticsMetrics(b *bytes.Buffer) {
 	}
 	for _, c := range counters {
 		fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s counter\n", c.name, c.help, c.name)
-		for _, env := range s.envs {
-			fmt.Fprintf(b, "%s{environment=%s} %d\n", c.name, label(env.pair.ClientSideKey), c.value(s.analytics.byEnv[env]))
+		for _, env := range envs {
+			fmt.Fprintf(b, "%s{environment=%s} %d\n", c.name, label(env.pair.ClientSideKey), c.value(env.analytics))
 		}
 	}
 	const dropped = "edge_proxy_analytics_dropped_total"
 	fmt.Fprintf(b, "# HELP %s Flag evaluations lost: over analytics.max_pending_keys (bound), refused by the upstream (rejected), unsent at shutdown (shutdown).\n# TYPE %s counter\n", dropped, dropped)
-	for _, env := range s.envs {
-		ea := s.analytics.byEnv[env]
+	for _, env := range envs {
+		ea := env.analytics
 		for _, r := range []struct {
 			reason string
 			n      uint64
@@ -310,8 +313,8 @@ func (s *server) writeAnalyticsMetrics(b *bytes.Buffer) {
 	}
 	const requests = "edge_proxy_analytics_upstream_requests_total"
 	fmt.Fprintf(b, "# HELP %s Analytics requests to the upstream by result.\n# TYPE %s counter\n", requests, requests)
-	for _, env := range s.envs {
-		ea := s.analytics.byEnv[env]
+	for _, env := range envs {
+		ea := env.analytics
 		if !ea.forward {
 			continue
 		}
@@ -324,7 +327,7 @@ func (s *server) writeAnalyticsMetrics(b *bytes.Buffer) {
 	}
 	const pending = "edge_proxy_analytics_pending_keys"
 	fmt.Fprintf(b, "# HELP %s Sums waiting to be forwarded (bounded by analytics.max_pending_keys).\n# TYPE %s gauge\n", pending, pending)
-	for _, env := range s.envs {
-		fmt.Fprintf(b, "%s{environment=%s} %d\n", pending, label(env.pair.ClientSideKey), s.analytics.byEnv[env].pendingKeys.Load())
+	for _, env := range envs {
+		fmt.Fprintf(b, "%s{environment=%s} %d\n", pending, label(env.pair.ClientSideKey), env.analytics.pendingKeys.Load())
 	}
 }

@@ -214,9 +214,9 @@ func newAnaServer(t testing.TB, upstream *anaUpstream, edit func(*Config)) *serv
 
 func anaEnv(t testing.TB, s *server, clientKey string) *envAnalytics {
 	t.Helper()
-	for _, env := range s.envs {
+	for _, env := range s.environments() {
 		if env.pair.ClientSideKey == clientKey {
-			return s.analytics.forEnv(env)
+			return env.analytics
 		}
 	}
 	t.Fatalf("no environment %q", clientKey)

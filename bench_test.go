@@ -285,7 +285,7 @@ func benchServer(b *testing.B, raw []byte) *server {
 	cfg := defaultConfig()
 	cfg.EnvironmentKeyPairs = []KeyPair{{ServerSideKey: "ser.bench", ClientSideKey: doc.APIKey}}
 	s := newServer(cfg, discardLogger())
-	if err := s.publish(s.envs[0], raw, "bench"); err != nil {
+	if err := s.publish(s.environments()[0], raw, "bench"); err != nil {
 		b.Fatal(err)
 	}
 	return s
@@ -298,7 +298,7 @@ func BenchmarkHandlerFlags(b *testing.B) {
 		s := benchServer(b, scaleDocument(b, benchDocument(b), size.copies, size.overrides, size.distinctOverrides))
 		b.Run(size.name, func(b *testing.B) {
 			h := s.handler()
-			key := s.envs[0].pair.ClientSideKey
+			key := s.environments()[0].pair.ClientSideKey
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				req := httptest.NewRequest(http.MethodGet, "/api/v1/flags/", nil)
@@ -322,7 +322,7 @@ func BenchmarkHandlerIdentities(b *testing.B) {
 		s := benchServer(b, scaleDocument(b, benchDocument(b), size.copies, size.overrides, size.distinctOverrides))
 		b.Run(size.name, func(b *testing.B) {
 			h := s.handler()
-			key := s.envs[0].pair.ClientSideKey
+			key := s.environments()[0].pair.ClientSideKey
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				i := 0

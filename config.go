@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net/url"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"sort"
@@ -38,6 +39,7 @@ const (
 	defaultWriteTimeout         = 15
 	defaultMaxHeaderBytes       = 16 << 10
 	defaultShutdownSeconds      = 20
+	defaultDrainSeconds         = 5
 	// Flag analytics: SDKs post every ~10 s, so the proxy
 	// forwards at the same pace.
 	defaultAnalyticsFlushSeconds   = 10
@@ -68,7 +70,11 @@ type Config struct {
 // KeyPair is one Flagsmith environment the proxy serves.
 type KeyPair struct {
 	ServerSideKey secret `json:"server_side_key"`
-	ClientSideKey string `json:"client_side_key"`
+	// ServerSideKeys lists the keys of a rotation, preferred first; SDKs
+	// may use any of them. After validation ServerSideKey is the first
+	// key, and ServerSideKeys is nil unless there are several (serverKeys).
+	ServerSideKeys []secret `json:"server_side_keys,omitempty"`
+	ClientSideKey  string   `json:"client_side_key"`
 	// DocumentPath, when set, loads the document from this file instead of
 	// the API, and reloads it when the file changes.
 	DocumentPath string `json:"environment_document_path,omitempty"`
@@ -85,6 +91,9 @@ type ServerConfig struct {
 	WriteTimeout      float64 `json:"write_timeout_seconds"`
 	MaxHeaderBytes    int     `json:"max_header_bytes"`
 	ShutdownTimeout   float64 `json:"shutdown_timeout_seconds"`
+	// DrainSeconds is how long the proxy keeps serving after SIGTERM with
+	// readiness 503, so load balancers stop sending before the port closes.
+	DrainSeconds float64 `json:"drain_seconds"`
 	// TLS, when both files are set, serves HTTPS (and HTTP/2) instead of HTTP.
 	TLS ServerTLSConfig `json:"tls"`
 }
@@ -94,6 +103,34 @@ type ServerConfig struct {
 type ServerTLSConfig struct {
 	CertFile string `json:"cert_file,omitempty"`
 	KeyFile  string `json:"key_file,omitempty"`
+}
+
+// serverKeys is every server key of the pair, preferred first.
+func (p KeyPair) serverKeys() []secret {
+	if len(p.ServerSideKeys) > 0 {
+		return p.ServerSideKeys
+	}
+	return []secret{p.ServerSideKey}
+}
+
+// collectServerKeys gathers the pair's server keys, server_side_keys first,
+// trimmed and without repeats, each with the field it came from (for
+// errors). Empty entries are kept, to be reported.
+func (p *KeyPair) collectServerKeys(i int) (keys []secret, fields []string) {
+	add := func(k secret, field string) {
+		k = secret(strings.TrimSpace(string(k)))
+		if k != "" && slices.Contains(keys, k) {
+			return
+		}
+		keys, fields = append(keys, k), append(fields, field)
+	}
+	for j, k := range p.ServerSideKeys {
+		add(k, fmt.Sprintf("environment_key_pairs[%d].server_side_keys[%d]", i, j))
+	}
+	if p.ServerSideKey != "" || len(p.ServerSideKeys) == 0 {
+		add(p.ServerSideKey, fmt.Sprintf("environment_key_pairs[%d].server_side_key", i))
+	}
+	return keys, fields
 }
 
 // enabled reports whether HTTPS is configured.
@@ -171,6 +208,7 @@ func defaultConfig() Config {
 			Host: defaultHost, Port: defaultPort, TimeoutKeepAlive: defaultKeepAliveSeconds,
 			ReadHeaderTimeout: defaultReadHeaderTimeout, WriteTimeout: defaultWriteTimeout,
 			MaxHeaderBytes: defaultMaxHeaderBytes, ShutdownTimeout: defaultShutdownSeconds,
+			DrainSeconds: defaultDrainSeconds,
 		},
 		Logging:     LoggingConfig{LogLevel: defaultLogLevel, LogFormat: defaultLogFormat, MessageField: defaultLogMessageField},
 		HealthCheck: HealthCheckConfig{GracePeriod: &grace},
@@ -219,15 +257,17 @@ func canonicalConfigKey(k string) (string, bool) {
 // loadConfig reads the config file (a missing file is fine when the
 // environment supplies what is required), applies environment variables and
 // validates. Warnings (unknown keys, ignored settings) are returned for the
-// caller to log once logging is configured.
+// caller to log once logging is configured. It is also how a reload reads
+// the configuration, so it never blocks on the file (see readRegularFile).
 func loadConfig(path string, explicit bool, getenv func(string) string) (Config, []string, error) {
 	var warnings []string
-	merged := map[string]json.RawMessage{}
-	data, err := os.ReadFile(path)
+	merged := map[string]any{}
+	fileMissing := false
+	data, err := readRegularFile(path, maxConfigBytes)
 	switch {
 	case err == nil:
-		var fromFile map[string]json.RawMessage
-		if err := json.Unmarshal(data, &fromFile); err != nil {
+		var fromFile map[string]any
+		if err := unmarshalNumbers(data, &fromFile); err != nil {
 			return Config{}, nil, fmt.Errorf("config %s: %s", path, describeJSONError(data, err))
 		}
 		keys := make([]string, 0, len(fromFile))
@@ -251,14 +291,20 @@ func loadConfig(path string, explicit bool, getenv func(string) string) (Config,
 			}
 			merged[canonical] = fromFile[k]
 		}
+		resolveFilePaths(merged, filepath.Dir(path))
 	case errors.Is(err, os.ErrNotExist) && !explicit:
+		fileMissing = true
 		warnings = append(warnings, fmt.Sprintf("config file %s not found; using environment variables and defaults", path))
 	default:
 		return Config{}, nil, fmt.Errorf("config %s: %w", path, err)
 	}
 
-	// The environment wins over the file. A value that is not JSON is taken
-	// as a string, so API_URL=https://… needs no quotes.
+	// The environment wins over the file: an object merges into the file's
+	// object key by key (SERVER='{"port": 9000}' keeps the file's host),
+	// anything else replaces it. A value that is not JSON is taken as a
+	// string, so API_URL=https://… needs no quotes; a key that holds a
+	// string (a secret, a path, a URL) always takes the variable verbatim,
+	// so ADMIN_TOKEN=12345678901234567890 stays a string.
 	// Aliases first here too, so that the canonical variable wins.
 	aliases := slices.Sorted(maps.Keys(configAliases))
 	for _, k := range append(aliases, configKeys()...) {
@@ -266,29 +312,112 @@ func loadConfig(path string, explicit bool, getenv func(string) string) (Config,
 		if v == "" {
 			continue
 		}
-		raw := json.RawMessage(v)
-		if !json.Valid(raw) {
-			raw, _ = json.Marshal(v)
-		}
 		canonical, _ := canonicalConfigKey(k)
-		merged[canonical] = raw
+		var value any = v
+		if !takesString(canonical) {
+			var parsed any
+			if unmarshalNumbers([]byte(v), &parsed) == nil {
+				value = parsed
+			}
+		}
+		merged[canonical] = mergeJSON(merged[canonical], value)
 	}
 
 	cfg := defaultConfig()
 	var errs []error
 	for _, k := range configKeys() {
-		raw, ok := merged[k]
+		v, ok := merged[k]
 		if !ok {
 			continue
 		}
-		if err := decodeConfigKey(&cfg, k, raw); err != nil {
+		raw, err := json.Marshal(v)
+		if err == nil {
+			err = decodeConfigKey(&cfg, k, raw)
+		}
+		if err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if len(errs) > 0 {
-		return Config{}, warnings, errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, warnings, err
 	}
-	return cfg, warnings, cfg.validate()
+	if err := cfg.validate(); err != nil {
+		if fileMissing {
+			// "environment_key_pairs is required" alone would hide the cause.
+			abs, _ := filepath.Abs(path)
+			err = errors.Join(fmt.Errorf("config file %s not found (give -config or CONFIG_PATH, or set the keys as environment variables)", abs), err)
+		}
+		return Config{}, warnings, err
+	}
+	return cfg, warnings, nil
+}
+
+// maxConfigBytes bounds the config file read: a config is kilobytes.
+const maxConfigBytes = 4 << 20
+
+// unmarshalNumbers decodes JSON keeping numbers as written (json.Number), so
+// that a value re-encoded after merging is the value the user wrote.
+func unmarshalNumbers(data []byte, v any) error {
+	if !json.Valid(data) {
+		return json.Unmarshal(data, v) // the syntax error, with its offset
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	return dec.Decode(v)
+}
+
+// mergeJSON lays over on base: objects merge key by key, recursively;
+// anything else in over replaces base.
+func mergeJSON(base, over any) any {
+	b, bok := base.(map[string]any)
+	o, ook := over.(map[string]any)
+	if !bok || !ook {
+		return over
+	}
+	out := make(map[string]any, len(b)+len(o))
+	maps.Copy(out, b)
+	for k, v := range o {
+		out[k] = mergeJSON(b[k], v)
+	}
+	return out
+}
+
+// filePaths are where config.json holds file paths, as object keys ("*"
+// walks an array's elements). Relative ones are relative to the file's
+// folder, so a config works from whatever directory the proxy starts in.
+var filePaths = [][]string{
+	{"cache_dir"},
+	{"environment_key_pairs", "*", "environment_document_path"},
+	{"server", "tls", "cert_file"},
+	{"server", "tls", "key_file"},
+}
+
+func resolveFilePaths(fromFile map[string]any, dir string) {
+	var walk func(v any, at []string) any
+	walk = func(v any, at []string) any {
+		if len(at) == 0 {
+			if p, ok := v.(string); ok && p != "" && !filepath.IsAbs(p) {
+				return filepath.Join(dir, p)
+			}
+			return v
+		}
+		switch v := v.(type) {
+		case map[string]any:
+			if child, ok := v[at[0]]; ok {
+				v[at[0]] = walk(child, at[1:])
+			}
+		case []any:
+			if at[0] == "*" {
+				for i := range v {
+					v[i] = walk(v[i], at[1:])
+				}
+			}
+		}
+		return v
+	}
+	for _, at := range filePaths {
+		walk(fromFile, at)
+	}
 }
 
 // decodeConfigKey decodes one top-level key onto the defaults, so a partial
@@ -316,6 +445,14 @@ func decodeConfigKey(cfg *Config, key string, raw json.RawMessage) error {
 	return nil
 }
 
+// takesString reports whether the key holds a string (a URL, a path, a
+// secret): a JSON string decodes into it and a number does not.
+func takesString(key string) bool {
+	var probe Config
+	return decodeConfigKey(&probe, key, json.RawMessage(`""`)) == nil &&
+		decodeConfigKey(&probe, key, json.RawMessage(`0`)) != nil
+}
+
 // describeJSONError turns a syntax error's offset into a line and column.
 func describeJSONError(data []byte, err error) string {
 	var syn *json.SyntaxError
@@ -341,25 +478,52 @@ func (c *Config) validate() error {
 	if len(c.EnvironmentKeyPairs) == 0 {
 		bad("environment_key_pairs: at least one {\"server_side_key\": \"ser.…\", \"client_side_key\": \"…\"} is required")
 	}
-	clientKeys := map[string]bool{}
-	for i, p := range c.EnvironmentKeyPairs {
-		c.EnvironmentKeyPairs[i].ServerSideKey = secret(strings.TrimSpace(string(p.ServerSideKey)))
-		c.EnvironmentKeyPairs[i].ClientSideKey = strings.TrimSpace(p.ClientSideKey)
-		p = c.EnvironmentKeyPairs[i]
-		if !strings.HasPrefix(string(p.ServerSideKey), serverKeyPrefix) {
-			bad("environment_key_pairs[%d].server_side_key: %q must start with %q", i, p.ServerSideKey.String(), serverKeyPrefix)
+	clientKeys := map[string]int{} // pair index by client key
+	serverKeys := map[secret]int{} // pair index by server key
+	cacheFiles := map[string]int{} // pair index by cache file
+	for i := range c.EnvironmentKeyPairs {
+		p := &c.EnvironmentKeyPairs[i]
+		p.ClientSideKey = strings.TrimSpace(p.ClientSideKey)
+		keys, fields := p.collectServerKeys(i)
+		for j, k := range keys {
+			if !strings.HasPrefix(string(k), serverKeyPrefix) {
+				bad("%s: %q must start with %q", fields[j], k.String(), serverKeyPrefix)
+			} else if other, dup := serverKeys[k]; dup {
+				bad("%s: %q is also a key of environment_key_pairs[%d]; a server key names one environment", fields[j], k.String(), other)
+			} else {
+				serverKeys[k] = i
+			}
 		}
-		if p.ClientSideKey == "" {
+		if len(keys) > 0 {
+			p.ServerSideKey, p.ServerSideKeys = keys[0], nil
+			if len(keys) > 1 {
+				p.ServerSideKeys = keys
+			}
+		}
+		switch other, dup := clientKeys[p.ClientSideKey]; {
+		case p.ClientSideKey == "":
 			bad("environment_key_pairs[%d].client_side_key: must not be empty", i)
-		} else if strings.HasPrefix(p.ClientSideKey, serverKeyPrefix) {
+		case strings.HasPrefix(p.ClientSideKey, serverKeyPrefix):
 			bad("environment_key_pairs[%d].client_side_key: %q is a server key; give the environment's client-side key", i, maskedKey(p.ClientSideKey))
-		} else if clientKeys[p.ClientSideKey] {
-			bad("environment_key_pairs[%d].client_side_key: %q is listed twice", i, p.ClientSideKey)
+		case dup:
+			bad("environment_key_pairs[%d].client_side_key: %q is also the key of environment_key_pairs[%d]", i, p.ClientSideKey, other)
+		default:
+			clientKeys[p.ClientSideKey] = i
+			if c.CacheDir == "" || p.DocumentPath != "" {
+				break
+			}
+			file := cachePath(c.CacheDir, p.ClientSideKey)
+			if other, dup := cacheFiles[file]; dup {
+				bad("environment_key_pairs[%d].client_side_key: %q would share the cache file %s with environment_key_pairs[%d]", i, p.ClientSideKey, file, other)
+			}
+			cacheFiles[file] = i
 		}
-		clientKeys[p.ClientSideKey] = true
 	}
 	if u, err := url.Parse(c.APIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		bad("api_url: %q is not an http(s) URL", c.APIURL)
+	} else if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		// Paths are appended to it: a query or fragment would swallow them.
+		bad("api_url: %q must not have a query or fragment; give the API's base URL, e.g. %q", c.APIURL, defaultAPIURL)
 	}
 	c.APIURL = strings.TrimRight(c.APIURL, "/")
 	if c.PollFrequency <= 0 {
@@ -376,6 +540,9 @@ func (c *Config) validate() error {
 	}
 	if c.Server.ReadHeaderTimeout <= 0 || c.Server.WriteTimeout <= 0 || c.Server.ShutdownTimeout <= 0 {
 		bad("server: read_header_timeout_seconds, write_timeout_seconds and shutdown_timeout_seconds must be positive")
+	}
+	if c.Server.DrainSeconds < 0 {
+		bad("server.drain_seconds: %v must not be negative (0 shuts down at once)", c.Server.DrainSeconds)
 	}
 	if c.Server.MaxHeaderBytes < 1024 {
 		bad("server.max_header_bytes: %d must be at least 1024", c.Server.MaxHeaderBytes)
@@ -441,6 +608,10 @@ func (c *Config) printable() ([]byte, error) {
 	out.EnvironmentKeyPairs = make([]KeyPair, len(c.EnvironmentKeyPairs))
 	for i, p := range c.EnvironmentKeyPairs {
 		p.ServerSideKey = secret(p.ServerSideKey.String())
+		p.ServerSideKeys = slices.Clone(p.ServerSideKeys)
+		for j, k := range p.ServerSideKeys {
+			p.ServerSideKeys[j] = secret(k.String())
+		}
 		out.EnvironmentKeyPairs[i] = p
 	}
 	if out.AdminToken != "" {

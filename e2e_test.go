@@ -62,7 +62,7 @@ func TestE2EServeBinary(t *testing.T) {
 		"environment_key_pairs":      []any{map[string]any{"server_side_key": demoServerKey, "client_side_key": demoClientKey}},
 		"api_url":                    up.apiURL,
 		"api_poll_frequency_seconds": 1,
-		"server":                     map[string]any{"host": "127.0.0.1", "port": 0, "shutdown_timeout_seconds": 5},
+		"server":                     map[string]any{"host": "127.0.0.1", "port": 0, "shutdown_timeout_seconds": 5, "drain_seconds": 0.5},
 		"logging":                    map[string]any{"log_format": "json", "log_level": "INFO"},
 	})
 	p := startProcess(t, bin, []string{"-config", cfg}, nil, nil)

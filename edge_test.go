@@ -113,7 +113,7 @@ func TestPollRedirectKey(t *testing.T) {
 			logs := s.logs
 			client := newPollClient()
 			client.Transport = rt
-			if err := s.pollOnce(t.Context(), s.envs[0], client); err != nil {
+			if err := s.pollOnce(t.Context(), s.environments()[0], client); err != nil {
 				t.Fatalf("pollOnce = %v; want the document, through the redirects", err)
 			}
 			for url, want := range tt.want {
@@ -269,7 +269,7 @@ func edgeWire(t testing.TB, addr, request, after string) (first, second edgeWire
 func TestHandlersLimitsOnTheWire(t *testing.T) {
 	s := newAPITestServer(t, nil)
 	ts := httptest.NewUnstartedServer(s.handler())
-	ts.Config.MaxHeaderBytes = s.cfg.Server.hardHeaderBytes()
+	ts.Config.MaxHeaderBytes = s.config().Server.hardHeaderBytes()
 	ts.Start()
 	t.Cleanup(ts.Close)
 	addr := ts.Listener.Addr().String()

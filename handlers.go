@@ -26,6 +26,7 @@ var (
 	jsonContentType    = []string{"application/json"}
 	gzipEncoding       = []string{"gzip"}
 	varyAcceptEncoding = []string{"Accept-Encoding"}
+	connectionClose    = []string{"close"}
 )
 
 // setVary adds Accept-Encoding to Vary, keeping what CORS put there.
@@ -71,7 +72,7 @@ func (s *server) resolve(w http.ResponseWriter, r *http.Request) (keyRef, *snaps
 		writeError(w, http.StatusUnauthorized, "unauthorized", "unknown key: the X-Environment-Key header is missing")
 		return keyRef{}, nil, false
 	}
-	ref, ok := s.byKey[key]
+	ref, ok := s.lookup(key)
 	if !ok {
 		writeError(w, http.StatusUnauthorized, "unauthorized", "unknown key "+maskedKey(key))
 		return keyRef{}, nil, false
@@ -324,14 +325,14 @@ const maxTraitValueChars = 2000
 // decodeIdentity reads the request body into buf and decodes it; traits are
 // coerced once here, not per condition.
 func (s *server) decodeIdentity(w http.ResponseWriter, r *http.Request, snap *snapshot, buf *identityBuffers) (string, error) {
-	body, err := readRequestBody(w, r, s.cfg.Limits.MaxBodyBytes, buf.body[:0])
+	body, err := readRequestBody(w, r, s.config().Limits.MaxBodyBytes, buf.body[:0])
 	buf.body = body
 	if err != nil {
 		return "", err
 	}
 	return decodeIdentityBody(body, &buf.decodedTraits, identityLimits{
-		maxTraits:         s.cfg.Limits.MaxTraits,
-		maxTraitKeyLength: s.cfg.Limits.MaxTraitKeyLength,
+		maxTraits:         s.config().Limits.MaxTraits,
+		maxTraitKeyLength: s.config().Limits.MaxTraitKeyLength,
 		traitNames:        snap.engine.traitNames,
 	})
 }
@@ -444,18 +445,12 @@ func (s *server) handleLiveness(w http.ResponseWriter, r *http.Request) {
 // handleRefresh polls now instead of at the next tick, so a Flagsmith
 // webhook can push a change through in well under a second.
 func (s *server) handleRefresh(w http.ResponseWriter, r *http.Request) {
-	if s.cfg.AdminToken == "" {
-		writeError(w, http.StatusNotFound, "not_found", "push refresh is disabled: set admin_token to enable it")
-		return
-	}
-	token, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !found || subtle.ConstantTimeCompare([]byte(token), []byte(s.cfg.AdminToken)) != 1 {
-		writeError(w, http.StatusUnauthorized, "unauthorized", "a valid Authorization: Bearer token is required")
+	if !s.authorizeAdmin(w, r, s.config(), "push refresh") {
 		return
 	}
 	target := r.URL.Query().Get("environment")
 	var triggered []string
-	for _, env := range s.envs {
+	for _, env := range s.environments() {
 		if target == "" || target == env.pair.ClientSideKey {
 			env.triggerRefresh()
 			triggered = append(triggered, env.pair.ClientSideKey)
@@ -466,6 +461,23 @@ func (s *server) handleRefresh(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"status": "accepted", "environments": triggered})
+}
+
+// authorizeAdmin checks the request's bearer token against admin_token. It
+// writes the error response and returns false when the request may not
+// use the admin feature named: 404 when admin_token is not set, 401 for a
+// missing or wrong token.
+func (s *server) authorizeAdmin(w http.ResponseWriter, r *http.Request, cfg *Config, feature string) bool {
+	if cfg.AdminToken == "" {
+		writeError(w, http.StatusNotFound, "not_found", feature+" is disabled: set admin_token to enable it")
+		return false
+	}
+	token, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !found || subtle.ConstantTimeCompare([]byte(token), []byte(cfg.AdminToken)) != 1 {
+		writeError(w, http.StatusUnauthorized, "unauthorized", "a valid Authorization: Bearer token is required")
+		return false
+	}
+	return true
 }
 
 // handleUnrouted answers paths no route takes: 405 with Allow when another
@@ -511,15 +523,16 @@ func (s *server) cors(next http.Handler) http.Handler {
 		}
 		h := w.Header()
 		h.Add("Vary", "Origin")
-		allowed := s.origin == nil || s.origin[origin]
+		live := s.live.Load()
+		allowed := live.origin == nil || live.origin[origin]
 		if allowed {
-			if s.origin == nil {
+			if live.origin == nil {
 				h.Set("Access-Control-Allow-Origin", "*")
 			} else {
 				h.Set("Access-Control-Allow-Origin", origin)
 				// No endpoint reads cookies or HTTP authentication: a page
 				// gets credentials through only when the deployment asks.
-				if s.cfg.AllowCredentials {
+				if live.cfg.AllowCredentials {
 					h.Set("Access-Control-Allow-Credentials", "true")
 				}
 			}
@@ -548,7 +561,7 @@ func (s *server) cors(next http.Handler) http.Handler {
 // (readRequestBody), so that each API answers 413 in its own error shape.
 func (s *server) limitRequest(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if limit := s.cfg.Server.MaxHeaderBytes; headerBytes(r) > limit {
+		if limit := s.config().Server.MaxHeaderBytes; headerBytes(r) > limit {
 			writeError(w, http.StatusRequestHeaderFieldsTooLarge, "request_header_fields_too_large",
 				fmt.Sprintf("the request headers are over %d bytes", limit))
 			return
@@ -614,6 +627,12 @@ func (sr *statusRecorder) Unwrap() http.ResponseWriter { return sr.ResponseWrite
 func (s *server) observe(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		if s.stopping.Load() {
+			// Draining: the client reconnects for its next request (to
+			// another replica, once the load balancer has caught up) rather
+			// than reuse a connection that shutdown is about to close.
+			w.Header()["Connection"] = connectionClose
+		}
 		sr := recorders.Get().(*statusRecorder)
 		*sr = statusRecorder{ResponseWriter: w}
 		defer recorders.Put(sr)
@@ -633,7 +652,7 @@ func (s *server) observe(next http.Handler) http.Handler {
 			elapsed := time.Since(start)
 			// The mux recorded the matched pattern on the request.
 			s.stats.observeRequest(routeName(r.Pattern), sr.status, elapsed)
-			if s.cfg.Logging.EnableAccessLog {
+			if s.config().Logging.EnableAccessLog {
 				s.log.Info("access",
 					"method", r.Method, "path", s.loggedPath(r.URL.Path), "status", sr.status,
 					"bytes", sr.bytes, "duration_ms", float64(elapsed.Microseconds())/1000,
@@ -660,7 +679,7 @@ func (s *server) loggedPath(path string) string {
 	for i, seg := range segments {
 		mask := strings.HasPrefix(seg, serverKeyPrefix)
 		if i == 3 && strings.HasPrefix(path, streamPathPrefix) { // "", "sse", "environments", key
-			ref, known := s.byKey[seg]
+			ref, known := s.lookup(seg)
 			mask = mask || !known || ref.kind != clientKey
 		}
 		if mask {
@@ -673,7 +692,7 @@ func (s *server) loggedPath(path string) string {
 // scheme is how the client reached us, from X-Forwarded-Proto when the
 // config trusts proxy headers.
 func (s *server) scheme(r *http.Request) string {
-	if s.cfg.Server.ProxyHeaders {
+	if s.config().Server.ProxyHeaders {
 		if proto := r.Header.Get("X-Forwarded-Proto"); proto != "" {
 			return proto
 		}
@@ -687,7 +706,7 @@ func (s *server) scheme(r *http.Request) string {
 // clientAddr is the client's address, from X-Forwarded-For when the config
 // trusts proxy headers.
 func (s *server) clientAddr(r *http.Request) string {
-	if s.cfg.Server.ProxyHeaders {
+	if s.config().Server.ProxyHeaders {
 		if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
 			first, _, _ := strings.Cut(xff, ",")
 			return strings.TrimSpace(first)

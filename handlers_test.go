@@ -649,7 +649,7 @@ func TestHandlersHealth(t *testing.T) {
 		liveness(t)
 	})
 
-	if err := s.publish(s.envs[0], []byte(apiDocument), "test"); err != nil {
+	if err := s.publish(s.environments()[0], []byte(apiDocument), "test"); err != nil {
 		t.Fatalf("publish = %v", err)
 	}
 	t.Run("after a document", func(t *testing.T) {
@@ -1045,8 +1045,8 @@ func TestHandlersErrors(t *testing.T) {
 	})
 
 	t.Run("body over the default limit", func(t *testing.T) {
-		if s.cfg.Limits.MaxBodyBytes != 1<<20 {
-			t.Fatalf("default limits.max_body_bytes = %d; want 1 MiB", s.cfg.Limits.MaxBodyBytes)
+		if s.config().Limits.MaxBodyBytes != 1<<20 {
+			t.Fatalf("default limits.max_body_bytes = %d; want 1 MiB", s.config().Limits.MaxBodyBytes)
 		}
 		exact := apiPadBody(`{"identifier":"limit"}`, 1<<20)
 		rec := callHandler(t, h, "POST", "/api/v1/identities/", withKey(apiClientKey), exact)
@@ -1249,7 +1249,7 @@ func TestHandlersBadInput(t *testing.T) {
 func TestHandlersHeaderLimit(t *testing.T) {
 	s := newAPITestServer(t)
 	ts := httptest.NewUnstartedServer(s.handler())
-	ts.Config.MaxHeaderBytes = s.cfg.Server.hardHeaderBytes()
+	ts.Config.MaxHeaderBytes = s.config().Server.hardHeaderBytes()
 	ts.Start()
 	t.Cleanup(ts.Close)
 	client := ts.Client()

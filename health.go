@@ -27,8 +27,9 @@ func (s *server) readiness() (int, readiness) {
 		r := reasonStopping
 		return http.StatusServiceUnavailable, readiness{Status: "error", Reason: &r}
 	}
+	live := s.live.Load() // one configuration throughout, even across a reload
 	var oldest int64
-	for _, env := range s.envs {
+	for _, env := range live.envs {
 		last := env.lastSuccess.Load()
 		if env.snap.Load() == nil || last == 0 {
 			r := reasonNotUpdated
@@ -43,8 +44,8 @@ func (s *server) readiness() (int, readiness) {
 		}
 	}
 	when := time.Unix(0, oldest).UTC().Format(time.RFC3339Nano)
-	if g := s.cfg.HealthCheck.GracePeriod; g != nil {
-		limit := s.cfg.pollFrequency() + seconds(*g*float64(len(s.envs)))
+	if g := live.cfg.HealthCheck.GracePeriod; g != nil {
+		limit := live.cfg.pollFrequency() + seconds(*g*float64(len(live.envs)))
 		if s.now().Sub(time.Unix(0, oldest)) > limit {
 			r := reasonStale
 			return http.StatusServiceUnavailable, readiness{Status: "error", Reason: &r, LastSuccessfulUpdate: &when}
@@ -60,7 +61,7 @@ func (s *server) handleReadiness(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) handleSSEHealth(w http.ResponseWriter, r *http.Request) {
-	if !s.cfg.SSE.Enabled || s.hub.closed() {
+	if !s.config().SSE.Enabled || s.hub.closed() {
 		writeError(w, http.StatusServiceUnavailable, "error", "the stream hub is not running")
 		return
 	}

@@ -15,6 +15,7 @@
 //	GET  /sse/environments/{key}/stream     realtime updates (Server-Sent Events)
 //	POST /api/v1/analytics/flags/           flag analytics (also /api/v2/…), forwarded upstream
 //	POST /proxy/refresh                     poll now (needs admin_token)
+//	GET  /proxy/config                      the configuration in force (needs admin_token)
 //	GET  /metrics                           Prometheus metrics
 //
 // A document becomes what a request reads in four stages, each named once and
@@ -36,7 +37,9 @@
 // upper case: environment_key_pairs, api_url, api_poll_frequency_seconds,
 // api_poll_timeout_seconds, allow_origins, allow_credentials, server (with
 // server.tls for HTTPS), logging, health_check, cache_dir, admin_token, sse,
-// limits, analytics. See README.md for the reference.
+// limits, analytics. SIGHUP, or a change of the file, reloads it
+// (reload.go); SIGTERM turns readiness off, drains for server.drain_seconds,
+// then shuts down. See README.md for the reference.
 //
 // Subcommands and flags:
 //
@@ -69,7 +72,9 @@ import (
 var version = "dev"
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// Ctrl-C stops at once (gracefully, without draining); serve handles
+	// SIGTERM (drain, then stop) and SIGHUP (reload).
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
@@ -105,7 +110,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	configPath := fs.String("config", "", "path of config.json (default $CONFIG_PATH, else ./config.json)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	healthcheck := fs.Bool("healthcheck", false, "probe the local readiness endpoint; exit 0 when ready, 1 otherwise")
-	printConfig := fs.Bool("print-config", false, "print the effective configuration (secrets masked) and exit")
+	printConfig := fs.Bool("print-config", false, "print the configuration the file and environment give (secrets masked) and exit; a running proxy answers the one in force at GET /proxy/config")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: edge-proxy [flags]\n       edge-proxy evaluate CONTEXT.json\n       edge-proxy evaluate -document DOC.json -identifier ID [-trait key=value]... [-json]\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -123,15 +128,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, "edge-proxy", buildVersion())
 		return nil
 	}
-	path, explicit := *configPath, *configPath != ""
-	if !explicit {
-		if path = getenv("CONFIG_PATH"); path != "" {
-			explicit = true
+	src := &configSource{path: *configPath, explicit: *configPath != "", getenv: getenv}
+	if !src.explicit {
+		if src.path = getenv("CONFIG_PATH"); src.path != "" {
+			src.explicit = true
 		} else {
-			path = defaultConfigPath
+			src.path = defaultConfigPath
 		}
 	}
-	cfg, warnings, err := loadConfig(path, explicit, getenv)
+	cfg, warnings, err := src.load()
 	if err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
@@ -153,7 +158,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if getenv("WEB_CONCURRENCY") != "" {
 		log.Info("WEB_CONCURRENCY is ignored: one Go process uses every core")
 	}
-	return serve(ctx, cfg, log)
+	return serve(ctx, cfg, src, log)
 }
 
 func buildVersion() string {
@@ -191,10 +196,18 @@ func newLogger(cfg LoggingConfig, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// serve runs the HTTP server and the pollers until ctx ends, then shuts down
-// gracefully: readiness turns off, in-flight requests finish, streams close,
-// pollers stop.
-func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
+// serve runs the HTTP server and the pollers until ctx ends or SIGTERM
+// arrives, reloading the configuration from src (when not nil) on SIGHUP and
+// when its file changes. Then it shuts down gracefully: readiness turns off,
+// on SIGTERM the proxy keeps serving for server.drain_seconds so that load
+// balancers stop sending, in-flight requests finish, streams close, pollers
+// stop.
+func serve(ctx context.Context, cfg Config, src *configSource, log *slog.Logger) error {
+	// First of all: SIGHUP's default action kills the process.
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(signals)
+
 	s := newServer(cfg, log)
 	if cfg.Server.TLS.enabled() {
 		// Loaded before listening: a bad pair stops the start, naming the file.
@@ -232,6 +245,13 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	defer stopPolls()
 	pollersDone := make(chan error, 1)
 	go func() { pollersDone <- s.runPollers(pollCtx, client) }()
+	reloads := make(chan struct{}, 1)
+	watcherDone := make(chan struct{})
+	if src != nil {
+		go func() { s.watchConfig(pollCtx, src, reloads); close(watcherDone) }()
+	} else {
+		close(watcherDone)
+	}
 
 	served := make(chan error, 1)
 	scheme := "http"
@@ -245,19 +265,42 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	} else {
 		go func() { served <- srv.Serve(ln) }()
 	}
-	log.Info("listening", "addr", ln.Addr().String(), "scheme", scheme, "environments", len(s.envs), "version", buildVersion())
+	log.Info("listening", "addr", ln.Addr().String(), "scheme", scheme, "environments", len(s.environments()), "version", buildVersion())
 
-	select {
-	case err := <-served:
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
+	drain := false
+wait:
+	for {
+		select {
+		case err := <-served:
+			return fmt.Errorf("serve: %w", err)
+		case <-ctx.Done():
+			break wait
+		case sig := <-signals:
+			if sig == syscall.SIGTERM {
+				drain = true
+				break wait
+			}
+			if src == nil {
+				log.Warn("SIGHUP ignored: the configuration was not read from a file")
+				continue
+			}
+			select {
+			case reloads <- struct{}{}:
+			default: // a reload is pending already
+			}
+		}
+	}
+	s.stopping.Store(true)
+	if d := s.config().Server.DrainSeconds; drain && d > 0 {
+		log.Info("draining", "seconds", d)
+		s.drain(ctx, signals, seconds(d))
 	}
 	log.Info("shutting down")
-	s.stopping.Store(true)
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), seconds(cfg.Server.ShutdownTimeout))
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), seconds(s.config().Server.ShutdownTimeout))
 	defer cancel()
 	err = srv.Shutdown(shutdownCtx)
 	stopPolls()
+	<-watcherDone
 	<-pollersDone
 	s.finalAnalyticsFlush(shutdownCtx, client) // after the last request and the last periodic flush
 	if err != nil {
@@ -265,6 +308,30 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// drain keeps serving, readiness already 503, for d: long enough for load
+// balancers to see the pod leave (Kubernetes endpoints, a readiness probe)
+// and stop sending. A second SIGTERM, or ctx ending, cuts it short.
+// Responses meanwhile close their connection (closeWhenStopping), so that
+// clients still sending reconnect, rather than race the closing of idle
+// connections at shutdown.
+func (s *server) drain(ctx context.Context, signals <-chan os.Signal, d time.Duration) {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case <-timer.C:
+			return
+		case <-ctx.Done():
+			return
+		case sig := <-signals:
+			if sig == syscall.SIGTERM {
+				return
+			}
+			s.log.Warn("SIGHUP ignored: the proxy is shutting down")
+		}
+	}
 }
 
 // probeReadiness is -healthcheck: a scratch image has no curl, so the binary

@@ -26,6 +26,10 @@ type metrics struct {
 	mu    sync.Mutex // guards envs; taken by pollers and scrapes, never by requests
 	envs  map[string]*envStats
 	start time.Time
+
+	// Configuration reloads by result, and whether the last one applied.
+	reloadsOK, reloadsRejected atomic.Uint64
+	lastReloadRejected         atomic.Bool
 }
 
 // latencyBuckets are the histogram's upper bounds in seconds: the proxy
@@ -123,6 +127,16 @@ func (m *metrics) observeCompile(key string, snap *snapshot) {
 	}
 }
 
+// observeReload counts one configuration reload, applied or rejected.
+func (m *metrics) observeReload(applied bool) {
+	if applied {
+		m.reloadsOK.Add(1)
+	} else {
+		m.reloadsRejected.Add(1)
+	}
+	m.lastReloadRejected.Store(!applied)
+}
+
 func (s *server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	_, _ = w.Write(s.exposition())
@@ -177,9 +191,10 @@ func (s *server) exposition() []byte {
 	}
 
 	now := s.now()
+	envs := s.environments()
 	help("edge_proxy_polls_total", "counter", "Upstream polls by environment and result.")
 	m.mu.Lock()
-	for _, env := range s.envs {
+	for _, env := range envs {
 		key := env.pair.ClientSideKey
 		e := m.env(key)
 		results := make([]string, 0, len(e.polls))
@@ -192,20 +207,20 @@ func (s *server) exposition() []byte {
 		}
 	}
 	help("edge_proxy_document_updated_at_seconds", "gauge", "The updated_at of each environment's current document, Unix seconds.")
-	for _, env := range s.envs {
+	for _, env := range envs {
 		if e := m.env(env.pair.ClientSideKey); e.lastUpdatedAt > 0 {
 			fmt.Fprintf(&b, "edge_proxy_document_updated_at_seconds{environment=%s} %f\n", label(env.pair.ClientSideKey), e.lastUpdatedAt)
 		}
 	}
 	help("edge_proxy_snapshot_compile_seconds", "gauge", "Time to compile each environment's current document into a snapshot.")
-	for _, env := range s.envs {
+	for _, env := range envs {
 		if env.snap.Load() != nil {
 			fmt.Fprintf(&b, "edge_proxy_snapshot_compile_seconds{environment=%s} %g\n", label(env.pair.ClientSideKey), m.env(env.pair.ClientSideKey).compileSecs)
 		}
 	}
 	m.mu.Unlock()
 	help("edge_proxy_seconds_since_last_update", "gauge", "Seconds since each environment's document was last confirmed by a successful poll.")
-	for _, env := range s.envs {
+	for _, env := range envs {
 		if last := env.lastSuccess.Load(); last != 0 {
 			fmt.Fprintf(&b, "edge_proxy_seconds_since_last_update{environment=%s} %g\n", label(env.pair.ClientSideKey), now.Sub(time.Unix(0, last)).Seconds())
 		}
@@ -216,6 +231,15 @@ func (s *server) exposition() []byte {
 	if s.certs != nil {
 		s.certs.writeMetrics(&b)
 	}
+	help("edge_proxy_config_reloads_total", "counter", "Configuration reloads by result: applied (ok) or rejected, keeping the running configuration (error).")
+	fmt.Fprintf(&b, "edge_proxy_config_reloads_total{result=\"error\"} %d\n", m.reloadsRejected.Load())
+	fmt.Fprintf(&b, "edge_proxy_config_reloads_total{result=\"ok\"} %d\n", m.reloadsOK.Load())
+	help("edge_proxy_config_last_reload_successful", "gauge", "1 unless the last configuration reload was rejected.")
+	lastOK := 1
+	if m.lastReloadRejected.Load() {
+		lastOK = 0
+	}
+	fmt.Fprintf(&b, "edge_proxy_config_last_reload_successful %d\n", lastOK)
 	help("edge_proxy_uptime_seconds", "gauge", "Seconds since the process started.")
 	fmt.Fprintf(&b, "edge_proxy_uptime_seconds %g\n", now.Sub(m.start).Seconds())
 	return b.Bytes()

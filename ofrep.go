@@ -57,7 +57,7 @@ func (s *server) handleOFREPBulk(w http.ResponseWriter, r *http.Request) {
 	out := append(buf.out[:0], `{"flags":[`...)
 	out = appendOFREPFlags(out, snap, ref.kind, buf.flags, "")
 	out = append(out, ']')
-	if s.cfg.SSE.Enabled {
+	if s.config().SSE.Enabled {
 		// An endpoint without an origin: the provider connects to the origin
 		// it already reaches the proxy at, which a Host header behind a load
 		// balancer would not reliably tell us.
@@ -144,7 +144,7 @@ func (s *server) evaluateOFREP(w http.ResponseWriter, r *http.Request, buf *ofre
 	if !ok {
 		return keyRef{}, nil, false
 	}
-	body, err := readRequestBody(w, r, s.cfg.Limits.MaxBodyBytes, buf.body[:0])
+	body, err := readRequestBody(w, r, s.config().Limits.MaxBodyBytes, buf.body[:0])
 	buf.body = body
 	if err != nil {
 		var tooBig *http.MaxBytesError
@@ -157,8 +157,8 @@ func (s *server) evaluateOFREP(w http.ResponseWriter, r *http.Request, buf *ofre
 		return keyRef{}, nil, false
 	}
 	targetingKey, err := decodeOFREPRequest(body, buf, identityLimits{
-		maxTraits:         s.cfg.Limits.MaxTraits,
-		maxTraitKeyLength: s.cfg.Limits.MaxTraitKeyLength,
+		maxTraits:         s.config().Limits.MaxTraits,
+		maxTraitKeyLength: s.config().Limits.MaxTraitKeyLength,
 		traitNames:        snap.engine.traitNames,
 	})
 	if err != nil {
@@ -195,7 +195,7 @@ func (s *server) resolveOFREP(w http.ResponseWriter, r *http.Request, target ofr
 			"unknown key: send the environment key in X-Environment-Key, Authorization: Bearer or X-API-Key")
 		return keyRef{}, nil, false
 	}
-	ref, ok := s.byKey[key]
+	ref, ok := s.lookup(key)
 	if !ok {
 		writeOFREPError(w, http.StatusUnauthorized, target, "GENERAL", "unknown key "+maskedKey(key))
 		return keyRef{}, nil, false

@@ -266,9 +266,9 @@ func TestOFREPBulk(t *testing.T) {
 					t.Errorf("flag %s: bulk differs from the single-flag answer (-single +bulk):\n%s", key, diff)
 				}
 			}
-			env := s.envs[0]
+			env := s.environments()[0]
 			if tt.key == ofrepHiddenClientKey || tt.key == ofrepHiddenServerKey {
-				env = s.envs[1]
+				env = s.environments()[1]
 			}
 			wantStream := fmt.Sprintf(`{"type":"sse","endpoint":{"requestUri":"/sse/environments/%s/stream?format=ofrep&since=%s"}}`,
 				env.pair.ClientSideKey, env.snap.Load().updatedAtUnix)
@@ -688,7 +688,7 @@ func BenchmarkHandlerOFREPFlag(b *testing.B) {
 func benchmarkOFREP(b *testing.B, path string) {
 	s := benchServer(b, benchDocument(b))
 	h := s.handler()
-	key := s.envs[0].pair.ClientSideKey
+	key := s.environments()[0].pair.ClientSideKey
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0

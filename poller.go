@@ -11,9 +11,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"sync"
+	"syscall"
 	"time"
-
-	"golang.org/x/sync/errgroup"
 )
 
 // maxDocumentBytes bounds an upstream document read; real documents are far
@@ -61,29 +61,79 @@ func newPollClient() *http.Client {
 	}
 }
 
-// runPollers polls every environment concurrently until ctx ends. One
-// environment's failures or slowness never delay another's.
+// runPollers polls every environment until ctx ends, each in a goroutine
+// of its own, and returns once they have all stopped. One environment's
+// failures or slowness never delay another's. While it runs, a reload starts
+// the pollers of added environments and stops those of removed ones
+// (applyConfig).
 func (s *server) runPollers(ctx context.Context, client *http.Client) error {
-	g, ctx := errgroup.WithContext(ctx)
-	for _, env := range s.envs {
-		g.Go(func() error {
-			if env.pair.DocumentPath != "" {
-				s.watchFile(ctx, env)
-			} else {
-				s.pollUpstream(ctx, env, client)
-			}
-			// Pollers return only when ctx ends: an error here would cancel
-			// every other environment.
-			return nil
-		})
-		if ea := s.analytics.forEnv(env); ea != nil && ea.forward {
-			g.Go(func() error {
-				s.flushAnalyticsLoop(ctx, client, ea)
-				return nil
-			})
-		}
+	s.reloadMu.Lock()
+	s.polling = &pollers{ctx: ctx, client: client}
+	for _, env := range s.environments() {
+		s.startPoller(env)
 	}
-	return g.Wait()
+	s.reloadMu.Unlock()
+
+	<-ctx.Done()
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	s.polling = nil
+	for _, env := range s.environments() {
+		env.stopPoller()
+	}
+	return nil
+}
+
+// pollers is what runPollers runs the environments' pollers with.
+type pollers struct {
+	ctx    context.Context
+	client *http.Client
+}
+
+// poller is one environment's running loops: its poll loop and, with
+// analytics forwarded, its analytics flusher.
+type poller struct {
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the loops have returned
+}
+
+// startPoller starts env's loops, unless they run already or the pollers
+// are not running. The caller holds s.reloadMu.
+func (s *server) startPoller(env *environment) {
+	if s.polling == nil || env.poller != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(s.polling.ctx)
+	p := &poller{cancel: cancel, done: make(chan struct{})}
+	env.poller = p
+	client := s.polling.client
+	var loops sync.WaitGroup
+	// The loops return only when ctx ends.
+	loops.Go(func() {
+		if env.pair.DocumentPath != "" {
+			s.watchFile(ctx, env)
+		} else {
+			s.pollUpstream(ctx, env, client)
+		}
+	})
+	if ea := env.analytics; ea != nil && ea.forward {
+		loops.Go(func() { s.flushAnalyticsLoop(ctx, client, ea) })
+	}
+	go func() {
+		loops.Wait()
+		close(p.done)
+	}()
+}
+
+// stopPoller stops env's loops and waits for them to return: afterwards
+// nothing publishes to env. The caller holds s.reloadMu.
+func (env *environment) stopPoller() {
+	if env.poller == nil {
+		return
+	}
+	env.poller.cancel()
+	<-env.poller.done
+	env.poller = nil
 }
 
 // pollUpstream is one environment's poll loop. Its retry state (the count
@@ -91,11 +141,12 @@ func (s *server) runPollers(ctx context.Context, client *http.Client) error {
 // If-Modified-Since is read from the snapshot being served, so a document
 // loaded from the cache directory counts as well.
 func (s *server) pollUpstream(ctx context.Context, env *environment, client *http.Client) {
-	freq := s.cfg.pollFrequency()
 	failures := 0
 	jitter := jitterFraction(env.pair.ClientSideKey)
 	for {
 		err := s.pollOnce(ctx, env, client)
+		// Read each round: a reload may change it.
+		freq := s.config().pollFrequency()
 		wait := freq
 		switch {
 		case err == nil:
@@ -148,16 +199,50 @@ func jitterFraction(key string) float64 {
 	return float64(h.Sum32()%1000) / 1000
 }
 
+// errKeyRejected is a poll answered 401 or 403: the server key is not (or
+// no longer) valid.
+var errKeyRejected = errors.New("upstream rejected the server key")
+
 // pollOnce fetches the document once. A failure keeps the last good
 // snapshot: flags keep being served while the upstream is broken.
+//
+// With several server keys (a rotation), it polls with the key the upstream
+// last accepted and, when that one is rejected, moves on to the next in the
+// same call, so a revoked key costs one request, not a poll period. The
+// first accepted key is kept for the next polls.
 func (s *server) pollOnce(ctx context.Context, env *environment, client *http.Client) error {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.pollTimeout())
+	keys := env.pair.serverKeys()
+	first := int(env.keyInUse.Load()) % len(keys)
+	var err error
+	for i := range keys {
+		at := (first + i) % len(keys)
+		err = s.pollWithKey(ctx, env, client, keys[at])
+		if !errors.Is(err, errKeyRejected) {
+			if at != first && err == nil {
+				env.keyInUse.Store(int32(at))
+				s.log.Info("server key in use", "env", env.pair.ClientSideKey, "server_key", keys[at])
+			}
+			return err
+		}
+		if len(keys) > 1 {
+			s.log.Warn("upstream rejected a server key; trying the next", "env", env.pair.ClientSideKey, "server_key", keys[at])
+		}
+	}
+	s.log.Error("upstream rejected the server key; serving the last good document",
+		"env", env.pair.ClientSideKey, "server_key", keys[first], "keys_tried", len(keys))
+	return err
+}
+
+// pollWithKey is one poll with one server key.
+func (s *server) pollWithKey(ctx context.Context, env *environment, client *http.Client, key secret) error {
+	cfg := s.config()
+	ctx, cancel := context.WithTimeout(ctx, cfg.pollTimeout())
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.cfg.APIURL+"/environment-document/", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, cfg.APIURL+"/environment-document/", nil)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("X-Environment-Key", string(env.pair.ServerSideKey))
+	req.Header.Set("X-Environment-Key", string(key))
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "flagsmith-edge-proxy/"+version)
 	if cur := env.snap.Load(); cur != nil && !cur.updatedAt.IsZero() {
@@ -181,9 +266,7 @@ func (s *server) pollOnce(ctx context.Context, env *environment, client *http.Cl
 		return nil
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
 		s.stats.observePoll(env.pair.ClientSideKey, "error")
-		s.log.Error("upstream rejected the server key; serving the last good document",
-			"env", env.pair.ClientSideKey, "server_key", env.pair.ServerSideKey, "status", resp.StatusCode)
-		return fmt.Errorf("upstream status %d", resp.StatusCode)
+		return fmt.Errorf("upstream status %d: %w", resp.StatusCode, errKeyRejected)
 	case resp.StatusCode < 200 || resp.StatusCode > 299:
 		s.stats.observePoll(env.pair.ClientSideKey, "error")
 		return fmt.Errorf("upstream status %d", resp.StatusCode)
@@ -222,8 +305,8 @@ func (s *server) publish(env *environment, raw []byte, source string) error {
 	if err != nil {
 		return err
 	}
-	if source == "upstream" && s.cfg.CacheDir != "" {
-		if err := writeCache(s.cfg.CacheDir, env.pair.ClientSideKey, raw); err != nil {
+	if dir := s.config().CacheDir; source == "upstream" && dir != "" {
+		if err := writeCache(dir, env.pair.ClientSideKey, raw); err != nil {
 			s.log.Warn("cache write failed; serving continues", "env", env.pair.ClientSideKey, "error", err.Error())
 		}
 	}
@@ -243,7 +326,7 @@ func (s *server) publishSnapshot(env *environment, snap *snapshot, source string
 		s.log.Warn("document updated_at missing or unparsable; If-Modified-Since not sent",
 			"env", env.pair.ClientSideKey, "updated_at", snap.updatedAtText)
 	}
-	env.snap.Store(snap)
+	env.store(snap)
 	s.markSuccess(env)
 	if snap.document.size() > largeDocumentBytes {
 		// Compiling a large document leaves garbage several times its size,
@@ -306,19 +389,51 @@ func (s *server) watchFile(ctx context.Context, env *environment) {
 }
 
 func readFileLimited(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	return readRegularFile(path, maxDocumentBytes)
+}
+
+// readRegularFile reads a whole file of at most limit bytes. Anything but a
+// regular file is refused before it is read: a FIFO would block the reader
+// until a writer came (start-up before the port opens, or shutdown, hung),
+// and a device may never end. The open itself does not block (O_NONBLOCK
+// only matters for such files), and the check is made on the opened file,
+// so a file swapped between a check and the open is caught too.
+func readRegularFile(path string, limit int64) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	raw, err := io.ReadAll(io.LimitReader(f, maxDocumentBytes+1))
+	fi, err := f.Stat()
 	if err != nil {
 		return nil, err
 	}
-	if len(raw) > maxDocumentBytes {
-		return nil, errDocumentSize
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file (%s)", path, fileKind(fi.Mode()))
+	}
+	raw, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(raw)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
 	}
 	return raw, nil
+}
+
+// fileKind names a file type for an error message.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	}
+	return m.Type().String()
 }
 
 // cachePath is where an environment's last good document is kept.
@@ -352,33 +467,36 @@ func writeCache(dir, clientKey string, raw []byte) error {
 }
 
 // loadCache publishes every cached document before the first poll, so a
-// restart serves the last good flags at once even with the upstream down. A
-// corrupt or foreign file is logged and ignored.
+// restart serves the last good flags at once even with the upstream down.
 func (s *server) loadCache() {
-	if s.cfg.CacheDir == "" {
+	for _, env := range s.environments() {
+		s.loadCached(env)
+	}
+}
+
+// loadCached publishes env's cached document, if it has one. A corrupt or
+// foreign file is logged and ignored.
+func (s *server) loadCached(env *environment) {
+	dir := s.config().CacheDir
+	if dir == "" || env.pair.DocumentPath != "" {
 		return
 	}
-	for _, env := range s.envs {
-		if env.pair.DocumentPath != "" {
-			continue
-		}
-		path := cachePath(s.cfg.CacheDir, env.pair.ClientSideKey)
-		raw, err := readFileLimited(path)
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
-		var snap *snapshot
-		if err == nil {
-			snap, err = newSnapshot(raw)
-		}
-		if err == nil && snap.clientKey != env.pair.ClientSideKey {
-			err = fmt.Errorf("cached document belongs to another environment (api_key %s)", maskedKey(snap.clientKey))
-		}
-		if err == nil {
-			err = s.publishSnapshot(env, snap, "cache")
-		}
-		if err != nil {
-			s.log.Warn("cached document ignored", "env", env.pair.ClientSideKey, "path", path, "error", err.Error())
-		}
+	path := cachePath(dir, env.pair.ClientSideKey)
+	raw, err := readFileLimited(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	var snap *snapshot
+	if err == nil {
+		snap, err = newSnapshot(raw)
+	}
+	if err == nil && snap.clientKey != env.pair.ClientSideKey {
+		err = fmt.Errorf("cached document belongs to another environment (api_key %s)", maskedKey(snap.clientKey))
+	}
+	if err == nil {
+		err = s.publishSnapshot(env, snap, "cache")
+	}
+	if err != nil {
+		s.log.Warn("cached document ignored", "env", env.pair.ClientSideKey, "path", path, "error", err.Error())
 	}
 }

@@ -69,7 +69,7 @@ func TestPollConditionalGet(t *testing.T) {
 	up := newUpstream(t)
 	up.set(serverKeyA, doc1)
 	s := newTestServer(t, withUpstream(up), withPairs(pairA))
-	client, env := pollClient(t), s.envs[0]
+	client, env := pollClient(t), s.environments()[0]
 
 	pollerWantNoFlags(t, s, clientKeyA)
 	pollerMustPoll(t, s, env, client)
@@ -131,9 +131,9 @@ func TestPollIfModifiedSince(t *testing.T) {
 			up.set(serverKeyA, testDocument(clientKeyA, tt.updatedAt, "blue"))
 			s := newTestServer(t, withUpstream(up), withPairs(pairA))
 			client := pollClient(t)
-			pollerMustPoll(t, s, s.envs[0], client)
+			pollerMustPoll(t, s, s.environments()[0], client)
 			up.setFault(failWith(http.StatusNotModified))
-			pollerMustPoll(t, s, s.envs[0], client)
+			pollerMustPoll(t, s, s.environments()[0], client)
 			if got := up.last(t).Get("If-Modified-Since"); got != tt.want {
 				t.Errorf("updated_at %q: If-Modified-Since = %q; want %q", tt.updatedAt, got, tt.want)
 			}
@@ -244,12 +244,12 @@ func TestPollFaults(t *testing.T) {
 			up := newUpstream(t)
 			up.set(serverKeyA, good)
 			s := newTestServer(t, withUpstream(up), withPairs(pairA))
-			client, env := pollClient(t), s.envs[0]
+			client, env := pollClient(t), s.environments()[0]
 			pollerMustPoll(t, s, env, client)
 			if tt.timeout != 0 {
 				// Set after the good poll, so that a loaded machine cannot
 				// make that one time out.
-				s.cfg.PollTimeout = tt.timeout
+				s.config().PollTimeout = tt.timeout
 			}
 			held := env.snap.Load()
 			_, before := pollerFlagsBody(t, s, clientKeyA)
@@ -293,7 +293,7 @@ func TestPollRejectedKeyMasked(t *testing.T) {
 	up := newUpstream(t)
 	up.setFault(failWith(http.StatusUnauthorized))
 	s := newTestServer(t, withUpstream(up), withPairs(pairA))
-	if err := s.pollOnce(context.Background(), s.envs[0], pollClient(t)); err == nil {
+	if err := s.pollOnce(context.Background(), s.environments()[0], pollClient(t)); err == nil {
 		t.Fatal("pollOnce against a 401 = nil; want an error")
 	}
 	for _, rec := range s.logs.records(t) {
@@ -315,11 +315,11 @@ func TestPollNotModifiedWithoutDocument(t *testing.T) {
 	up.setFault(failWith(http.StatusNotModified))
 	s := newTestServer(t, withUpstream(up), withPairs(pairA))
 	client := pollClient(t)
-	err := s.pollOnce(context.Background(), s.envs[0], client)
+	err := s.pollOnce(context.Background(), s.environments()[0], client)
 	if err == nil {
 		t.Error("pollOnce answered 304 with no document held = nil; want an error")
 	}
-	if s.envs[0].snap.Load() != nil {
+	if s.environments()[0].snap.Load() != nil {
 		t.Error("a 304 with no document held published a snapshot")
 	}
 	pollerWantNoFlags(t, s, clientKeyA)
@@ -336,7 +336,7 @@ func TestPollFollowsRedirect(t *testing.T) {
 	up := newUpstream(t)
 	up.set(serverKeyA, testDocument(clientKeyA, pollerUpdatedAt, "blue"))
 	s := newTestServer(t, withUpstream(up), withPairs(pairA))
-	client, env := pollClient(t), s.envs[0]
+	client, env := pollClient(t), s.environments()[0]
 	pollerMustPoll(t, s, env, client)
 
 	// The document has moved: the endpoint redirects to where it now is.
@@ -367,7 +367,7 @@ func TestPollRedirectToAnotherHost(t *testing.T) {
 		return true
 	})
 	s := newTestServer(t, withUpstream(up), withPairs(pairA))
-	if err := s.pollOnce(t.Context(), s.envs[0], pollClient(t)); err == nil {
+	if err := s.pollOnce(t.Context(), s.environments()[0], pollClient(t)); err == nil {
 		t.Fatal("pollOnce through a cross-host redirect = nil error; want the other host's 401")
 	}
 	if got := other.last(t).Get("X-Environment-Key"); got != "" {
@@ -382,7 +382,7 @@ func TestPollUnparsableUpdatedAt(t *testing.T) {
 	up := newUpstream(t)
 	up.set(serverKeyA, testDocument(clientKeyA, "last tuesday", "blue"))
 	s := newTestServer(t, withUpstream(up), withPairs(pairA))
-	client, env := pollClient(t), s.envs[0]
+	client, env := pollClient(t), s.environments()[0]
 	pollerMustPoll(t, s, env, client)
 	pollerWantFlags(t, s, clientKeyA, pollerFlags("blue"))
 	s.logs.mustHave(t, logRecord{level: "WARN", msg: "updated_at", env: clientKeyA})
@@ -521,7 +521,7 @@ func TestPollRefreshTrigger(t *testing.T) {
 		s := newTestServer(t, withPairs(pairA), func(c *Config) { c.PollFrequency = 10 })
 		s.poll(t, &http.Client{Transport: up})
 		time.Sleep(3 * time.Second)
-		s.envs[0].triggerRefresh()
+		s.environments()[0].triggerRefresh()
 		synctest.Wait()
 		if diff := cmp.Diff(pollerSeconds(0, 3), up.offsets(serverKeyA, start)); diff != "" {
 			t.Errorf("polls after a trigger at 3s (-want +got):\n%s", diff)
@@ -551,7 +551,7 @@ func TestPollRefreshCoalesces(t *testing.T) {
 		s.poll(t, &http.Client{Transport: up})
 		time.Sleep(11 * time.Second)
 		for range 3 {
-			s.envs[0].triggerRefresh()
+			s.environments()[0].triggerRefresh()
 		}
 		time.Sleep(4 * time.Second)
 		synctest.Wait()
@@ -582,7 +582,7 @@ func TestPollReadiness(t *testing.T) {
 	clock := t0
 	s.now = func() time.Time { return clock }
 	client := pollClient(t)
-	envA, envB := s.envs[0], s.envs[1]
+	envA, envB := s.environments()[0], s.environments()[1]
 	// limit is poll_frequency + grace × number_of_environments.
 	limit := seconds(freq + grace*2)
 
@@ -643,7 +643,7 @@ func TestPollReadiness(t *testing.T) {
 	check("B confirmed", http.StatusOK, ok(t0.Add(limit+time.Nanosecond)))
 
 	t.Run("grace null disables staleness", func(t *testing.T) {
-		s.cfg.HealthCheck.GracePeriod = nil
+		s.config().HealthCheck.GracePeriod = nil
 		clock = t0.Add(365 * 24 * time.Hour)
 		code, got := s.readiness()
 		if code != http.StatusOK || got.Status != "ok" || got.LastSuccessfulUpdate == nil {
@@ -666,7 +666,7 @@ func TestPollLongCompileKeepsReadiness(t *testing.T) {
 	var clock atomic.Int64
 	clock.Store(t0.UnixNano())
 	s.now = func() time.Time { return time.Unix(0, clock.Load()) }
-	env := s.envs[0]
+	env := s.environments()[0]
 	s.publishDoc(t, demoClientKey, demoDocument(t, t0, "before"))
 	limit := seconds(freq + grace)
 
@@ -712,7 +712,7 @@ func TestPollCacheWarmStart(t *testing.T) {
 	up.set(serverKeyA, doc)
 	cacheDir := func(c *Config) { c.CacheDir = dir }
 	first := newTestServer(t, withUpstream(up), withPairs(pairA), cacheDir)
-	pollerMustPoll(t, first, first.envs[0], pollClient(t))
+	pollerMustPoll(t, first, first.environments()[0], pollClient(t))
 
 	path := cachePath(dir, clientKeyA)
 	cached, err := os.ReadFile(path)
@@ -742,7 +742,7 @@ func TestPollCacheWarmStart(t *testing.T) {
 		t.Errorf("readiness() after loadCache = %d %+v; want 200", code, r)
 	}
 	client := pollClient(t)
-	if err := s.pollOnce(context.Background(), s.envs[0], client); err == nil {
+	if err := s.pollOnce(context.Background(), s.environments()[0], client); err == nil {
 		t.Error("pollOnce with the upstream down = nil; want an error")
 	}
 	pollerWantFlags(t, s, clientKeyA, pollerFlags("blue"))
@@ -761,7 +761,7 @@ func TestPollCacheConditionalAfterWarmStart(t *testing.T) {
 	up.setFault(failWith(http.StatusNotModified))
 	s := newTestServer(t, withUpstream(up), withPairs(pairA), func(c *Config) { c.CacheDir = dir })
 	s.loadCache()
-	pollerMustPoll(t, s, s.envs[0], pollClient(t))
+	pollerMustPoll(t, s, s.environments()[0], pollClient(t))
 	if got := up.last(t).Get("If-Modified-Since"); got != pollerIMS {
 		t.Errorf("first poll after a warm start: If-Modified-Since = %q; want %q", got, pollerIMS)
 	}
@@ -799,7 +799,7 @@ func TestPollCacheBadFiles(t *testing.T) {
 			}
 
 			client := pollClient(t)
-			if err := s.pollOnce(context.Background(), s.envs[0], client); err == nil {
+			if err := s.pollOnce(context.Background(), s.environments()[0], client); err == nil {
 				t.Error("pollOnce against a 502 = nil; want an error")
 			}
 			pollerWantNoFlags(t, s, clientKeyA)
@@ -807,7 +807,7 @@ func TestPollCacheBadFiles(t *testing.T) {
 			doc := testDocument(clientKeyA, pollerUpdatedAt, "blue")
 			up.setFault(nil)
 			up.set(serverKeyA, doc)
-			pollerMustPoll(t, s, s.envs[0], client)
+			pollerMustPoll(t, s, s.environments()[0], client)
 			pollerWantFlags(t, s, clientKeyA, pollerFlags("blue"))
 			if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, doc) {
 				t.Errorf("cache file after a good poll = %q, %v; want the new document", got, err)
@@ -828,7 +828,7 @@ func TestPollCacheUnwritableDir(t *testing.T) {
 	s := newTestServer(t, withUpstream(up), withPairs(pairA), func(c *Config) { c.CacheDir = filepath.Join(file, "cache") })
 	s.loadCache() // must not stop the start
 	pollerWantNoFlags(t, s, clientKeyA)
-	pollerMustPoll(t, s, s.envs[0], pollClient(t))
+	pollerMustPoll(t, s, s.environments()[0], pollClient(t))
 	pollerWantFlags(t, s, clientKeyA, pollerFlags("blue"))
 	s.logs.mustHave(t, logRecord{level: "WARN", msg: "cache write failed", env: clientKeyA})
 	if code, r := s.readiness(); code != http.StatusOK {
@@ -908,7 +908,7 @@ func TestPollForeignDocumentRefused(t *testing.T) {
 	up := newUpstream(t)
 	up.set(serverKeyA, testDocument(clientKeyA, pollerUpdatedAt, "blue"))
 	s := newTestServer(t, withUpstream(up), withPairs(pairA), func(c *Config) { c.CacheDir = t.TempDir() })
-	client, env := pollClient(t), s.envs[0]
+	client, env := pollClient(t), s.environments()[0]
 	pollerMustPoll(t, s, env, client)
 	up.setFault(nil)
 	up.set(serverKeyA, testDocument("SomeOtherEnvironmentKey", "2026-11-22T00:00:00Z", "red"))
@@ -916,7 +916,7 @@ func TestPollForeignDocumentRefused(t *testing.T) {
 		t.Fatalf("pollOnce of a foreign document = %v; want a refusal", err)
 	}
 	pollerWantFlags(t, s, clientKeyA, pollerFlags("blue"))
-	cached, err := os.ReadFile(cachePath(s.cfg.CacheDir, clientKeyA))
+	cached, err := os.ReadFile(cachePath(s.config().CacheDir, clientKeyA))
 	if err != nil || !strings.Contains(string(cached), `"blue"`) {
 		t.Errorf("cache after a foreign document = %q, %v; want the last good document", cached, err)
 	}

@@ -3,6 +3,8 @@ package main
 import (
 	"log/slog"
 	"net/http"
+	"reflect"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -13,24 +15,37 @@ import (
 // server is the proxy: its environments, their snapshots, and the HTTP API.
 // It is safe for concurrent use; request handlers only Load snapshots.
 type server struct {
-	cfg    Config
-	log    *slog.Logger
-	envs   []*environment
-	byKey  map[string]keyRef
-	hub    *hub
-	stats  *metrics
-	mux    *http.ServeMux
-	now    func() time.Time
-	origin map[string]bool // allowed CORS origins; nil allows any
+	log   *slog.Logger
+	hub   *hub
+	stats *metrics
+	mux   *http.ServeMux
+	now   func() time.Time
+
+	// live is the configuration in force; a reload swaps it whole (reload.go).
+	live atomic.Pointer[liveConfig]
 
 	// stopping turns readiness off while the server drains.
 	stopping atomic.Bool
 
 	// certs serves the TLS certificate; nil when serving plain HTTP.
 	certs *certReloader
-	// analytics sums flag evaluation counts for Flagsmith; nil when
-	// analytics.enabled is false.
-	analytics *analytics
+
+	// reloadMu serializes reloads with the starting and stopping of the
+	// pollers; request handlers never take it. polling is what runPollers
+	// runs pollers with, nil while they are not running.
+	reloadMu sync.Mutex
+	polling  *pollers
+}
+
+// liveConfig is a configuration and what requests derive from it: the
+// environments and the key lookup. It is immutable once published: a reload
+// builds a new one and swaps it in, so a request reads one consistent
+// configuration with a single atomic load.
+type liveConfig struct {
+	cfg    *Config
+	envs   []*environment
+	byKey  map[string]keyRef
+	origin map[string]bool // allowed CORS origins; nil allows any
 }
 
 type keyRef struct {
@@ -38,31 +53,71 @@ type keyRef struct {
 	kind keyKind
 }
 
+// config is the configuration in force. Callers must not modify it.
+func (s *server) config() *Config { return s.live.Load().cfg }
+
+// lookup finds the environment of a client or server key.
+func (s *server) lookup(key string) (keyRef, bool) {
+	ref, ok := s.live.Load().byKey[key]
+	return ref, ok
+}
+
+// environments is the configured environments, in configuration order.
+// Callers must not modify the slice.
+func (s *server) environments() []*environment { return s.live.Load().envs }
+
 func newServer(cfg Config, log *slog.Logger) *server {
-	s := &server{cfg: cfg, log: log, byKey: map[string]keyRef{}, now: time.Now}
+	s := &server{log: log, now: time.Now}
 	s.stats = newMetrics()
 	s.hub = newHub(cfg.SSE.MaxSubscribers)
+	s.live.Store(newLiveConfig(&cfg, nil))
+	s.mux = s.routes()
+	return s
+}
+
+// newLiveConfig derives the environments and lookups of cfg. An environment
+// whose key pair is unchanged from prev is kept as it is (snapshot, poller,
+// streams); every other pair gets a new environment.
+func newLiveConfig(cfg *Config, prev *liveConfig) *liveConfig {
+	l := &liveConfig{cfg: cfg, byKey: map[string]keyRef{}}
 	for _, p := range cfg.EnvironmentKeyPairs {
-		env := newEnvironment(p)
-		s.envs = append(s.envs, env)
-		s.byKey[p.ClientSideKey] = keyRef{env, clientKey}
-		s.byKey[string(p.ServerSideKey)] = keyRef{env, serverKey}
+		env := prev.environment(p)
+		if env == nil {
+			env = newEnvironment(p)
+			if cfg.Analytics.Enabled {
+				env.analytics = newEnvAnalytics(env, cfg)
+			}
+		}
+		l.envs = append(l.envs, env)
+		l.byKey[p.ClientSideKey] = keyRef{env, clientKey}
+		for _, k := range p.serverKeys() {
+			l.byKey[string(k)] = keyRef{env, serverKey}
+		}
 	}
 	for _, o := range cfg.AllowOrigins {
 		if o == "*" {
-			s.origin = nil
+			l.origin = nil
 			break
 		}
-		if s.origin == nil {
-			s.origin = map[string]bool{}
+		if l.origin == nil {
+			l.origin = map[string]bool{}
 		}
-		s.origin[o] = true
+		l.origin[o] = true
 	}
-	if cfg.Analytics.Enabled {
-		s.analytics = newAnalytics(cfg, s.envs)
+	return l
+}
+
+// environment is the environment of exactly this key pair, nil if none.
+func (l *liveConfig) environment(p KeyPair) *environment {
+	if l == nil {
+		return nil
 	}
-	s.mux = s.routes()
-	return s
+	for _, env := range l.envs {
+		if env.pair.equal(p) {
+			return env
+		}
+	}
+	return nil
 }
 
 // routes is the API table. Each SDK path answers with and without its
@@ -84,7 +139,8 @@ func (s *server) routes() *http.ServeMux {
 	both("GET", "/sse/environments/{client_key}/stream", s.handleStream)
 	both("GET", "/sse/health", s.handleSSEHealth)
 	both("POST", "/proxy/refresh", s.handleRefresh)
-	if s.analytics != nil {
+	both("GET", "/proxy/config", s.handleConfig)
+	if s.config().Analytics.Enabled {
 		both("POST", "/api/v1/analytics/flags", s.handleAnalyticsV1)
 		both("POST", "/api/v2/analytics/flags", s.handleAnalyticsV2)
 	}
@@ -103,7 +159,8 @@ func (s *server) handler() http.Handler {
 	return s.observe(s.cors(s.limitRequest(s.mux)))
 }
 
-// environment is one configured key pair and its current snapshot.
+// environment is one configured key pair and its current snapshot. Its pair
+// never changes: a reload that changes a pair replaces the environment.
 type environment struct {
 	pair    KeyPair
 	snap    atomic.Pointer[snapshot]
@@ -116,11 +173,42 @@ type environment struct {
 	// upstream has just answered, so readiness counts the environment as
 	// fresh however long a large document takes.
 	compiling atomic.Bool
+
+	// keyInUse indexes pair.serverKeys(): the key the upstream last
+	// accepted, tried first by the next poll. Only the poller writes it.
+	keyInUse atomic.Int32
+
+	// poller is the environment's running poll loop, nil when none runs;
+	// guarded by server.reloadMu.
+	poller *poller
+	// analytics holds the flag evaluation counts waiting to be sent
+	// upstream; nil when analytics.enabled is false.
+	analytics *envAnalytics
+	// arrived is closed when the environment holds its first document.
+	arrived     chan struct{}
+	arrivedOnce sync.Once
 }
 
 func newEnvironment(p KeyPair) *environment {
-	return &environment{pair: p, refresh: make(chan struct{}, 1)}
+	return &environment{pair: p, refresh: make(chan struct{}, 1), arrived: make(chan struct{})}
 }
+
+// serverKey is the server key to call the upstream with: the one the
+// upstream last accepted (see pollOnce).
+func (e *environment) serverKey() secret {
+	keys := e.pair.serverKeys()
+	return keys[int(e.keyInUse.Load())%len(keys)]
+}
+
+// store makes snap the environment's current snapshot.
+func (e *environment) store(snap *snapshot) {
+	e.snap.Store(snap)
+	e.arrivedOnce.Do(func() { close(e.arrived) })
+}
+
+// equal reports whether two pairs configure the same environment the same
+// way; an environment whose pair is unchanged survives a reload untouched.
+func (p KeyPair) equal(q KeyPair) bool { return reflect.DeepEqual(p, q) }
 
 // triggerRefresh asks the poller for an immediate poll. Calls made while one
 // is pending or in flight coalesce into it.

@@ -699,11 +699,11 @@ func TestShipMetricsExposition(t *testing.T) {
 	client := &http.Client{Timeout: 5 * time.Second}
 	t.Cleanup(client.CloseIdleConnections)
 	for range 2 { // ok, then not_modified
-		if err := s.pollOnce(t.Context(), s.envs[0], client); err != nil {
+		if err := s.pollOnce(t.Context(), s.environments()[0], client); err != nil {
 			t.Fatalf("poll the demo environment: %v", err)
 		}
 	}
-	if err := s.pollOnce(t.Context(), s.envs[1], client); err == nil {
+	if err := s.pollOnce(t.Context(), s.environments()[1], client); err == nil {
 		t.Fatal("poll with a refused server key = nil; want an error")
 	}
 
@@ -1019,10 +1019,56 @@ func TestShipManifests(t *testing.T) {
 	})
 
 	t.Run("config path", func(t *testing.T) {
+		// The Secret's folder is mounted, without subPath: a subPath mount
+		// never sees an update, and the proxy reloads the file when it
+		// changes (SPEC §12).
 		configPath := shipEnvValue(img.env, "CONFIG_PATH")
 		mounts := shipYAMLValues(deployment, "mountPath")
-		if !slices.Contains(mounts, configPath) {
-			t.Errorf("deployment.yaml mountPaths %q; want the Dockerfile's CONFIG_PATH %s", mounts, configPath)
+		if !slices.Contains(mounts, filepath.Dir(configPath)) {
+			t.Errorf("deployment.yaml mountPaths %q; want the folder of the Dockerfile's CONFIG_PATH %s", mounts, configPath)
+		}
+		if sub := shipYAMLValues(deployment, "subPath"); len(sub) > 0 {
+			t.Errorf("deployment.yaml mounts with subPath %q; want none: the config would not follow Secret updates", sub)
+		}
+	})
+
+	t.Run("drain", func(t *testing.T) {
+		// The Secret's config.json is the block under "config.json: |".
+		var config strings.Builder
+		in, indent := false, 0
+		for line := range strings.Lines(read("deploy/kubernetes/secret.yaml")) {
+			trimmed := strings.TrimSpace(line)
+			lineIndent := len(line) - len(strings.TrimLeft(line, " "))
+			switch {
+			case trimmed == "config.json: |":
+				in, indent = true, lineIndent
+			case in && trimmed != "" && lineIndent <= indent:
+				in = false
+			case in:
+				config.WriteString(line)
+			}
+		}
+		path := filepath.Join(t.TempDir(), "config.json")
+		if err := os.WriteFile(path, []byte(config.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, _, err := loadConfig(path, true, func(string) string { return "" })
+		if err != nil {
+			t.Fatalf("secret.yaml config.json: %v", err)
+		}
+		grace := shipYAMLValues(deployment, "terminationGracePeriodSeconds")
+		if len(grace) != 1 {
+			t.Fatalf("deployment.yaml terminationGracePeriodSeconds = %q; want one", grace)
+		}
+		seconds, err := strconv.ParseFloat(grace[0], 64)
+		if need := cfg.Server.DrainSeconds + cfg.Server.ShutdownTimeout; err != nil || seconds <= need {
+			t.Errorf("terminationGracePeriodSeconds = %s; want more than drain_seconds + shutdown_timeout_seconds = %v", grace[0], need)
+		}
+		if cfg.Server.DrainSeconds <= 0 {
+			t.Errorf("secret.yaml server.drain_seconds = %v; want a drain, so endpoints are removed before the port closes", cfg.Server.DrainSeconds)
+		}
+		if len(shipYAMLValues(deployment, "preStop")) > 0 {
+			t.Error("deployment.yaml has a preStop hook; want none: the proxy drains on SIGTERM, and the image has no shell")
 		}
 	})
 

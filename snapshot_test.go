@@ -243,7 +243,7 @@ func TestLargeIdentityResponseInParts(t *testing.T) {
 	s := newTestServer(t, withPairs(demoPair))
 	raw := scaleDocument(t, demoDocument(t, time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), "hi"), 40, 50, true)
 	s.publishDoc(t, demoClientKey, raw)
-	snap := s.envs[0].snap.Load()
+	snap := s.environments()[0].snap.Load()
 	for _, who := range []struct{ identifier, traits, sent string }{
 		{"carol", `[{"trait_key":"plan","trait_value":"premium"}]`, `[{"trait_key":"plan","trait_value":"premium"}]`},
 		{"vip_000007", `[]`, ``},
@@ -303,7 +303,7 @@ func TestLargeDocumentKeptGzipped(t *testing.T) {
 		t.Fatalf("document of %d bytes is not large", len(raw))
 	}
 	s.publishDoc(t, demoClientKey, raw)
-	if snap := s.envs[0].snap.Load(); snap.document.body != nil {
+	if snap := s.environments()[0].snap.Load(); snap.document.body != nil {
 		t.Error("the large document's plain bytes are kept")
 	}
 	var etags []string
@@ -334,9 +334,9 @@ func TestLargeDocumentKeptGzipped(t *testing.T) {
 		t.Errorf("ETags %q; want one, the same for both encodings", etags)
 	}
 	// Republishing the same bytes is recognised without the plain copy.
-	before := s.envs[0].snap.Load()
+	before := s.environments()[0].snap.Load()
 	s.publishDoc(t, demoClientKey, raw)
-	if s.envs[0].snap.Load() != before {
+	if s.environments()[0].snap.Load() != before {
 		t.Error("the same document was compiled and published again")
 	}
 }

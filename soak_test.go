@@ -87,7 +87,7 @@ func TestSoak(t *testing.T) {
 	})
 	s.listen(t, nil)
 	s.poll(t, pollClient(t))
-	eventually(t, "a document arrived", func() bool { return s.envs[0].snap.Load() != nil })
+	eventually(t, "a document arrived", func() bool { return s.environments()[0].snap.Load() != nil })
 
 	runtime.GC()
 	baseGoroutines := runtime.NumGoroutine()
@@ -205,7 +205,7 @@ func TestSoak(t *testing.T) {
 	if total.Load() == 0 || streamEvents.Load() == 0 {
 		t.Fatalf("soak made %d requests and saw %d stream events; want both > 0", total.Load(), streamEvents.Load())
 	}
-	if s.envs[0].snap.Load() == nil {
+	if s.environments()[0].snap.Load() == nil {
 		t.Fatal("no document held after the soak")
 	}
 	t.Logf("soak %v: %d requests (%.0f/s), %d 5xx, %d stream events, %d upstream faults injected, %d document versions; goroutines %d -> %d; heap in use %d -> %d KiB",

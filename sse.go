@@ -74,6 +74,17 @@ func (h *hub) publish(key, updatedAt string) {
 	}
 }
 
+// end closes the streams of one environment: a reload removed it.
+func (h *hub) end(key string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for sub := range h.subs[key] {
+		close(sub.events)
+		h.count--
+	}
+	delete(h.subs, key)
+}
+
 // subscribers is the number of open streams.
 func (h *hub) subscribers() int {
 	h.mu.Lock()
@@ -110,12 +121,12 @@ const streamWriteTimeout = 10 * time.Second
 // environment_updated event per new document, with comment heartbeats.
 func (s *server) handleStream(w http.ResponseWriter, r *http.Request) {
 	key := r.PathValue("client_key")
-	ref, ok := s.byKey[key]
+	ref, ok := s.lookup(key)
 	if !ok || ref.kind != clientKey {
 		writeError(w, http.StatusNotFound, "not_found", "no environment with client key "+maskedKey(key))
 		return
 	}
-	if !s.cfg.SSE.Enabled {
+	if !s.config().SSE.Enabled {
 		writeError(w, http.StatusNotFound, "not_found", "realtime streams are disabled")
 		return
 	}
@@ -136,6 +147,11 @@ func (s *server) handleStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.hub.unsubscribe(key, sub)
+	if now, ok := s.lookup(key); !ok || now.kind != clientKey {
+		// A reload removed the environment meanwhile, after ending its
+		// streams (applyConfig); a stream must not outlive it.
+		return
+	}
 
 	rc := http.NewResponseController(w)
 	h := w.Header()
@@ -167,7 +183,7 @@ func (s *server) handleStream(w http.ResponseWriter, r *http.Request) {
 	if !write(first) {
 		return
 	}
-	heartbeat := time.NewTicker(seconds(s.cfg.SSE.HeartbeatSeconds))
+	heartbeat := time.NewTicker(seconds(s.config().SSE.HeartbeatSeconds))
 	defer heartbeat.Stop()
 	for {
 		select {

@@ -248,6 +248,14 @@ func (u *fakeUpstream) set(serverKey string, doc []byte) {
 	u.docs[serverKey] = d
 }
 
+// remove forgets serverKey's document: the key is answered 401 from now on
+// (a revoked key).
+func (u *fakeUpstream) remove(serverKey string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	delete(u.docs, serverKey)
+}
+
 // setFault makes f answer every later request; nil restores the documents.
 func (u *fakeUpstream) setFault(f fault) {
 	u.mu.Lock()
@@ -582,7 +590,7 @@ func withUpstream(u *fakeUpstream) func(*Config) {
 // env is the environment of a client or server key.
 func (s *testServer) env(t testing.TB, key string) *environment {
 	t.Helper()
-	ref, ok := s.byKey[key]
+	ref, ok := s.lookup(key)
 	if !ok {
 		t.Fatalf("no environment with key %q", key)
 	}
@@ -1191,7 +1199,7 @@ func serveConfig(t testing.TB, cfg Config) (addr string, logs *logBuffer, stop f
 	logs = &logBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, slog.New(slog.NewJSONHandler(logs, nil))) }()
+	go func() { done <- serve(ctx, cfg, nil, slog.New(slog.NewJSONHandler(logs, nil))) }()
 	var once sync.Once
 	var err error
 	stop = func() error {

@@ -126,17 +126,21 @@ func (c *certReloader) writeMetrics(b *bytes.Buffer) {
 	fmt.Fprintf(b, "edge_proxy_tls_certificate_not_after_seconds %d\n", c.pair.Load().Leaf.NotAfter.Unix())
 }
 
+// maxPEMBytes bounds a certificate or key file read: a long chain is a few
+// kilobytes.
+const maxPEMBytes = 1 << 20
+
 // loadCertificate reads and checks the pair. Each error names the
 // configuration key and the file it is about.
 func loadCertificate(files ServerTLSConfig) (*tls.Certificate, error) {
-	certPEM, err := os.ReadFile(files.CertFile)
+	certPEM, err := readRegularFile(files.CertFile, maxPEMBytes)
 	if err != nil {
 		return nil, fmt.Errorf("server.tls.cert_file: %w", err)
 	}
 	if err := checkCertificatePEM(certPEM); err != nil {
 		return nil, fmt.Errorf("server.tls.cert_file %s: %w", files.CertFile, err)
 	}
-	keyPEM, err := os.ReadFile(files.KeyFile)
+	keyPEM, err := readRegularFile(files.KeyFile, maxPEMBytes)
 	if err != nil {
 		return nil, fmt.Errorf("server.tls.key_file: %w", err)
 	}

@@ -207,7 +207,7 @@ func TestTLSServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	plain := newServer(tlsConfig(t, ServerTLSConfig{}, nil), slog.New(slog.DiscardHandler))
-	if err := plain.publish(plain.envs[0], wantFlags, "file"); err != nil {
+	if err := plain.publish(plain.environments()[0], wantFlags, "file"); err != nil {
 		t.Fatal(err)
 	}
 	flagsWant := callHandler(t, plain.handler(), "GET", "/api/v1/flags/", withKey(demoClientKey), "").Body.String()
@@ -411,7 +411,7 @@ func TestTLSBadPairAtStart(t *testing.T) {
 			cfg := tlsConfig(t, tt.files, func(c *Config) { c.Server.Host, c.Server.Port = "127.0.0.1", 0 })
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 			defer cancel()
-			err := serve(ctx, cfg, slog.New(slog.DiscardHandler))
+			err := serve(ctx, cfg, nil, slog.New(slog.DiscardHandler))
 			if err == nil {
 				t.Fatal("serve with a bad pair = nil; want an error")
 			}
