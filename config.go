@@ -36,6 +36,7 @@ const (
 	defaultWriteTimeout         = 15
 	defaultMaxHeaderBytes       = 16 << 10
 	defaultShutdownSeconds      = 20
+	defaultFullRefreshSeconds   = 300
 	serverKeyPrefix             = "ser."
 )
 
@@ -56,6 +57,14 @@ type Config struct {
 	AdminToken          secret            `json:"admin_token,omitempty"`
 	SSE                 SSEConfig         `json:"sse"`
 	Limits              LimitsConfig      `json:"limits"`
+	// FullRefresh is how often a poll carries no conditions, so that an
+	// upstream's wrong 304 cannot pin an old document for longer.
+	FullRefresh float64 `json:"full_refresh_seconds"`
+	// RealtimeAPIURL, when set, is followed for realtime events of every
+	// polled environment: Flagsmith's realtime service, or another proxy.
+	RealtimeAPIURL string `json:"realtime_api_url,omitempty"`
+	// WebhookSecret enables POST /proxy/webhook for Flagsmith's webhooks.
+	WebhookSecret secret `json:"webhook_secret,omitempty"`
 }
 
 // KeyPair is one Flagsmith environment the proxy serves.
@@ -109,6 +118,9 @@ type SSEConfig struct {
 	Enabled          bool    `json:"enabled"`
 	HeartbeatSeconds float64 `json:"heartbeat_seconds"`
 	MaxSubscribers   int     `json:"max_subscribers"`
+	// AuthenticationToken enables POST /sse/environments/{key}/queue-change,
+	// the push self-hosted Flagsmith sends to its SSE_SERVER_BASE_URL.
+	AuthenticationToken secret `json:"authentication_token,omitempty"`
 }
 
 type LimitsConfig struct {
@@ -159,6 +171,7 @@ func defaultConfig() Config {
 		HealthCheck: HealthCheckConfig{GracePeriod: &grace},
 		SSE:         SSEConfig{Enabled: true, HeartbeatSeconds: defaultSSEHeartbeatSeconds, MaxSubscribers: defaultSSEMaxSubscribers},
 		Limits:      LimitsConfig{MaxBodyBytes: defaultMaxBodyBytes, MaxTraits: defaultMaxTraits, MaxTraitKeyLength: defaultMaxTraitKeyLength},
+		FullRefresh: defaultFullRefreshSeconds,
 	}
 }
 
@@ -180,6 +193,9 @@ var configKeys = map[string]string{
 	"admin_token":                "admin_token",
 	"sse":                        "sse",
 	"limits":                     "limits",
+	"full_refresh_seconds":       "full_refresh_seconds",
+	"realtime_api_url":           "realtime_api_url",
+	"webhook_secret":             "webhook_secret",
 }
 
 // loadConfig reads the config file (a missing file is fine when the
@@ -288,6 +304,12 @@ func decodeConfigKey(cfg *Config, key string, raw json.RawMessage) error {
 		target = &cfg.SSE
 	case "limits":
 		target = &cfg.Limits
+	case "full_refresh_seconds":
+		target = &cfg.FullRefresh
+	case "realtime_api_url":
+		target = &cfg.RealtimeAPIURL
+	case "webhook_secret":
+		target = &cfg.WebhookSecret
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	if err := dec.Decode(target); err != nil {
@@ -400,11 +422,21 @@ func (c *Config) validate() error {
 	if c.Limits.MaxBodyBytes <= 0 || c.Limits.MaxTraits <= 0 || c.Limits.MaxTraitKeyLength <= 0 {
 		bad("limits: max_body_bytes, max_traits and max_trait_key_length must be positive")
 	}
+	if c.FullRefresh <= 0 {
+		bad("full_refresh_seconds: %v must be a positive number of seconds", c.FullRefresh)
+	}
+	if c.RealtimeAPIURL != "" {
+		if u, err := url.Parse(c.RealtimeAPIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("realtime_api_url: %q is not an http(s) URL (Flagsmith's realtime service, or another proxy's base URL)", c.RealtimeAPIURL)
+		}
+		c.RealtimeAPIURL = strings.TrimRight(c.RealtimeAPIURL, "/")
+	}
 	return errors.Join(errs...)
 }
 
 func (c *Config) pollFrequency() time.Duration { return seconds(c.PollFrequency) }
 func (c *Config) pollTimeout() time.Duration   { return seconds(c.PollTimeout) }
+func (c *Config) fullRefresh() time.Duration   { return seconds(c.FullRefresh) }
 
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
 
@@ -425,8 +457,10 @@ func (c *Config) printable() ([]byte, error) {
 		p.ServerSideKey = secret(p.ServerSideKey.String())
 		out.EnvironmentKeyPairs[i] = p
 	}
-	if out.AdminToken != "" {
-		out.AdminToken = secret(out.AdminToken.String())
+	for _, s := range []*secret{&out.AdminToken, &out.WebhookSecret, &out.SSE.AuthenticationToken} {
+		if *s != "" {
+			*s = secret(s.String())
+		}
 	}
 	return json.MarshalIndent(out, "", "  ")
 }

@@ -62,32 +62,53 @@ func newPollClient() *http.Client {
 }
 
 // runPollers polls every environment concurrently until ctx ends. One
-// environment's failures or slowness never delay another's.
+// environment's failures or slowness never delay another's. With
+// realtime_api_url set, each polled environment also follows its upstream
+// realtime stream.
 func (s *server) runPollers(ctx context.Context, client *http.Client) error {
 	g, ctx := errgroup.WithContext(ctx)
 	for _, env := range s.envs {
+		// Pollers return only when ctx ends: an error here would cancel
+		// every other environment.
 		g.Go(func() error {
 			if env.pair.DocumentPath != "" {
 				s.watchFile(ctx, env)
 			} else {
 				s.pollUpstream(ctx, env, client)
 			}
-			// Pollers return only when ctx ends: an error here would cancel
-			// every other environment.
 			return nil
 		})
+		if env.pair.DocumentPath == "" && s.cfg.RealtimeAPIURL != "" {
+			g.Go(func() error {
+				s.followUpstream(ctx, env, client)
+				return nil
+			})
+		}
 	}
 	return g.Wait()
 }
 
-// pollUpstream is one environment's poll loop. Its state (the last
-// modification time, the backoff) lives here, not in shared fields.
+// pushInterval is the least time between two polls of one environment that
+// pushes cause: pushes (refresh, webhook, queue-change, upstream events)
+// arriving faster coalesce into the next poll.
+const pushInterval = time.Second
+
+// pollUpstream is one environment's poll loop. Its state (the upstream's
+// validators, the backoff) lives here, not in shared fields.
 func (s *server) pollUpstream(ctx context.Context, env *environment, client *http.Client) {
 	freq := s.cfg.pollFrequency()
-	failures := 0
 	jitter := jitterFraction(env.pair.ClientSideKey)
+	st := s.newPollState(env)
+	failures := 0
 	for {
-		err := s.pollOnce(ctx, env, client)
+		// A push waiting now is answered by this poll; one that arrives
+		// while it is in flight makes the next.
+		select {
+		case <-env.refresh:
+		default:
+		}
+		started := time.Now()
+		err := s.pollOnce(ctx, env, client, &st)
 		wait := freq
 		switch {
 		case err == nil:
@@ -100,9 +121,28 @@ func (s *server) pollUpstream(ctx context.Context, env *environment, client *htt
 			s.log.Warn("poll failed", "env", env.pair.ClientSideKey, "error", err.Error(),
 				"attempt", failures, "retry_in", wait.String())
 		}
-		if _, ok := env.wait(ctx, wait); !ok {
+		refreshed, ok := env.wait(ctx, wait)
+		if !ok {
 			return
 		}
+		if refreshed && !sleepCtx(ctx, pushInterval-time.Since(started)) {
+			return
+		}
+	}
+}
+
+// sleepCtx sleeps for d (nothing when d <= 0); false once ctx has ended.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+		return true
 	}
 }
 
@@ -140,9 +180,87 @@ func jitterFraction(key string) float64 {
 	return float64(h.Sum32()%1000) / 1000
 }
 
+// pollState is what one environment's poll loop remembers of the upstream
+// between polls: the validators of the held document, and when it last
+// polled without them. The zero value sends no conditions.
+type pollState struct {
+	// etag is the upstream's ETag of the held document, sent back as
+	// If-None-Match.
+	etag string
+	// modifiedSince is the If-Modified-Since to send: the upstream's
+	// Last-Modified or, when it sent neither validator, the document's
+	// updated_at; never later than a second before the upstream's Date of
+	// the answer that brought the document (see safeSince). Zero: none.
+	modifiedSince time.Time
+	// lastFull is when the last poll without conditions was answered.
+	lastFull time.Time
+}
+
+// newPollState is the state a poll loop starts from. A document loaded from
+// cache_dir carries no validators, so it falls back to the document's
+// updated_at, bounded by when the cache file was written: a warm start asks
+// for changes since then, and an unchanged upstream answers 304.
+func (s *server) newPollState(env *environment) pollState {
+	st := pollState{lastFull: time.Now()}
+	cur := env.snap.Load()
+	if cur == nil || cur.updatedAt.IsZero() || s.cfg.CacheDir == "" {
+		return st
+	}
+	if fi, err := os.Stat(cachePath(s.cfg.CacheDir, env.pair.ClientSideKey)); err == nil {
+		st.modifiedSince = safeSince(cur.updatedAt, fi.ModTime())
+	}
+	return st
+}
+
+// safeSince is the If-Modified-Since that cannot hide a change, for a
+// document modified at modified and received at received (the upstream's
+// Date, else our clock). Flagsmith compares whole seconds, so a change made
+// later within the second the document was served would look unchanged to
+// an If-Modified-Since of that second; and a document dated in the future
+// would make every later change look old. Both are avoided by never asking
+// from later than the second before the answer (and never from the future).
+func safeSince(modified, received time.Time) time.Time {
+	if now := time.Now(); received.After(now) {
+		received = now
+	}
+	bound := received.Truncate(time.Second).Add(-time.Second)
+	if modified.After(bound) {
+		return bound
+	}
+	return modified.Truncate(time.Second)
+}
+
+// setConditions asks the upstream for the document only if it changed.
+func (st *pollState) setConditions(req *http.Request) {
+	if st.etag != "" {
+		req.Header.Set("If-None-Match", st.etag)
+	}
+	if !st.modifiedSince.IsZero() {
+		req.Header.Set("If-Modified-Since", st.modifiedSince.UTC().Format(http.TimeFormat))
+	}
+}
+
+// remember keeps the validators of the answer that brought snap.
+func (st *pollState) remember(resp *http.Response, snap *snapshot) {
+	received := time.Now()
+	if date, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
+		received = date
+	}
+	st.etag = resp.Header.Get("ETag")
+	st.modifiedSince = time.Time{}
+	lastModified, err := http.ParseTime(resp.Header.Get("Last-Modified"))
+	switch {
+	case err == nil:
+		st.modifiedSince = safeSince(lastModified, received)
+	case st.etag == "" && !snap.updatedAt.IsZero():
+		st.modifiedSince = safeSince(snap.updatedAt, received)
+	}
+}
+
 // pollOnce fetches the document once. A failure keeps the last good
 // snapshot: flags keep being served while the upstream is broken.
-func (s *server) pollOnce(ctx context.Context, env *environment, client *http.Client) error {
+func (s *server) pollOnce(ctx context.Context, env *environment, client *http.Client, st *pollState) error {
+	key := env.pair.ClientSideKey
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.pollTimeout())
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.cfg.APIURL+"/environment-document/", nil)
@@ -152,49 +270,61 @@ func (s *server) pollOnce(ctx context.Context, env *environment, client *http.Cl
 	req.Header.Set("X-Environment-Key", string(env.pair.ServerSideKey))
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "flagsmith-edge-proxy/"+version)
-	if cur := env.snap.Load(); cur != nil && !cur.updatedAt.IsZero() {
-		req.Header.Set("If-Modified-Since", cur.updatedAt.Format(http.TimeFormat))
+	held := env.snap.Load()
+	// Every full_refresh_seconds the poll goes without conditions: an
+	// upstream that wrongly answers 304 cannot pin a document for longer.
+	fullDue := held != nil && time.Since(st.lastFull) >= s.cfg.fullRefresh()
+	if held != nil && !fullDue {
+		st.setConditions(req)
 	}
 	start := time.Now()
 	resp, err := client.Do(req)
 	if err != nil {
-		s.stats.observePoll(env.pair.ClientSideKey, "error")
+		s.stats.observePoll(key, "error")
 		return fmt.Errorf("request: %w", err)
 	}
 	defer resp.Body.Close()
 	switch {
 	case resp.StatusCode == http.StatusNotModified:
-		if env.snap.Load() == nil {
-			s.stats.observePoll(env.pair.ClientSideKey, "error")
+		if held == nil {
+			s.stats.observePoll(key, "error")
 			return errors.New("upstream answered 304 Not Modified but no document is held")
 		}
-		s.stats.observePoll(env.pair.ClientSideKey, "not_modified")
+		s.stats.observePoll(key, "not_modified")
 		s.markSuccess(env)
 		return nil
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
-		s.stats.observePoll(env.pair.ClientSideKey, "error")
+		s.stats.observePoll(key, "error")
 		s.log.Error("upstream rejected the server key; serving the last good document",
-			"env", env.pair.ClientSideKey, "server_key", env.pair.ServerSideKey, "status", resp.StatusCode)
+			"env", key, "server_key", env.pair.ServerSideKey, "status", resp.StatusCode)
 		return fmt.Errorf("upstream status %d", resp.StatusCode)
 	case resp.StatusCode < 200 || resp.StatusCode > 299:
-		s.stats.observePoll(env.pair.ClientSideKey, "error")
+		s.stats.observePoll(key, "error")
 		return fmt.Errorf("upstream status %d", resp.StatusCode)
 	}
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxDocumentBytes+1))
+	s.stats.observeBodyBytes(key, len(raw))
 	if err != nil {
-		s.stats.observePoll(env.pair.ClientSideKey, "error")
+		s.stats.observePoll(key, "error")
 		return fmt.Errorf("read body: %w", err)
 	}
 	if len(raw) > maxDocumentBytes {
-		s.stats.observePoll(env.pair.ClientSideKey, "error")
+		s.stats.observePoll(key, "error")
 		return errDocumentSize
 	}
 	if err := s.publish(env, raw, "upstream"); err != nil {
-		s.stats.observePoll(env.pair.ClientSideKey, "invalid")
+		s.stats.observePoll(key, "invalid")
 		return err
 	}
-	s.stats.observePoll(env.pair.ClientSideKey, "ok")
-	s.log.Debug("poll done", "env", env.pair.ClientSideKey, "duration", time.Since(start).String())
+	// Validators are kept only for a document that was published: those of
+	// a refused one would make the next poll a 304 for it.
+	st.remember(resp, env.snap.Load())
+	if fullDue {
+		st.lastFull = time.Now()
+		s.stats.observeFullRefresh(key)
+	}
+	s.stats.observePoll(key, "ok")
+	s.log.Debug("poll done", "env", key, "duration", time.Since(start).String(), "full_refresh", fullDue)
 	return nil
 }
 
@@ -227,6 +357,7 @@ func (s *server) publishSnapshot(env *environment, snap *snapshot, source string
 		s.log.Warn("document updated_at missing or unparsable; If-Modified-Since not sent",
 			"env", env.pair.ClientSideKey, "updated_at", snap.updatedAtText)
 	}
+	snap.setServedVersion(env.snap.Load())
 	env.snap.Store(snap)
 	s.markSuccess(env)
 	if len(snap.document.body) > largeDocumentBytes {
@@ -237,7 +368,7 @@ func (s *server) publishSnapshot(env *environment, snap *snapshot, source string
 	}
 	s.stats.observeCompile(env.pair.ClientSideKey, snap)
 	s.log.Info("environment updated", "env", env.pair.ClientSideKey, "source", source,
-		"updated_at", snap.updatedAtText, "compile", snap.compile.String())
+		"updated_at", snap.updatedAtText, "version", snap.updatedAtUnix, "compile", snap.compile.String())
 	if snap.updatedAtUnix != "" {
 		s.hub.publish(env.pair.ClientSideKey, snap.updatedAtUnix)
 	}

@@ -78,6 +78,8 @@ func (s *server) routes() *http.ServeMux {
 	both("GET", "/sse/environments/{client_key}/stream", s.handleStream)
 	both("GET", "/sse/health", s.handleSSEHealth)
 	both("POST", "/proxy/refresh", s.handleRefresh)
+	both("POST", "/proxy/webhook", s.handleWebhook)
+	both("POST", "/sse/environments/{client_key}/queue-change", s.handleQueueChange)
 	mux.HandleFunc("GET /metrics", s.handleMetrics)
 	mux.HandleFunc("/", s.handleUnrouted)
 	return mux
