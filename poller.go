@@ -90,7 +90,8 @@ func (s *server) runPollers(ctx context.Context, client *http.Client) error {
 
 // pushInterval is the least time between two polls of one environment that
 // pushes cause: pushes (refresh, webhook, queue-change, upstream events)
-// arriving faster coalesce into the next poll.
+// arriving faster coalesce into the next poll. Scheduled polls come on top,
+// at the poll frequency.
 const pushInterval = time.Second
 
 // pollUpstream is one environment's poll loop. Its state (the upstream's
@@ -100,6 +101,7 @@ func (s *server) pollUpstream(ctx context.Context, env *environment, client *htt
 	jitter := jitterFraction(env.pair.ClientSideKey)
 	st := s.newPollState(env)
 	failures := 0
+	var lastPushed time.Time // when a push last caused a poll
 	for {
 		// A push waiting now is answered by this poll; one that arrives
 		// while it is in flight makes the next.
@@ -107,7 +109,6 @@ func (s *server) pollUpstream(ctx context.Context, env *environment, client *htt
 		case <-env.refresh:
 		default:
 		}
-		started := time.Now()
 		err := s.pollOnce(ctx, env, client, &st)
 		wait := freq
 		switch {
@@ -125,8 +126,13 @@ func (s *server) pollUpstream(ctx context.Context, env *environment, client *htt
 		if !ok {
 			return
 		}
-		if refreshed && !sleepCtx(ctx, pushInterval-time.Since(started)) {
-			return
+		if refreshed {
+			// Scheduled polls do not delay a push: only pushes are held
+			// to one poll per pushInterval.
+			if !sleepCtx(ctx, pushInterval-time.Since(lastPushed)) {
+				return
+			}
+			lastPushed = time.Now()
 		}
 	}
 }
