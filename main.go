@@ -14,6 +14,8 @@
 //	GET  /proxy/health/liveness             liveness
 //	GET  /sse/environments/{key}/stream     realtime updates (Server-Sent Events)
 //	POST /proxy/refresh                     poll now (needs admin_token)
+//	POST /proxy/webhook                     Flagsmith webhooks (needs webhook_secret)
+//	POST /sse/environments/{key}/queue-change  self-hosted Flagsmith's realtime push
 //	GET  /metrics                           Prometheus metrics
 //
 // A document becomes what a request reads in four stages, each named once and
@@ -35,7 +37,8 @@
 // upper case: environment_key_pairs, api_url, api_poll_frequency_seconds,
 // api_poll_timeout_seconds, allow_origins, allow_credentials, server (with
 // server.tls for HTTPS), logging, health_check, cache_dir, admin_token, sse,
-// limits. See README.md for the reference.
+// limits, full_refresh_seconds, realtime_api_url, webhook_secret. See
+// README.md for the reference.
 //
 // Subcommands and flags:
 //
