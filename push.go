@@ -145,10 +145,10 @@ func (s *server) handleWebhook(w http.ResponseWriter, r *http.Request) {
 	named := webhookEnvironment(body)
 	triggered := []string{}
 	for _, env := range s.envs {
-		// An environment whose document has not arrived has no id yet: it
-		// may be the one named.
+		// An environment whose document has not arrived, or has no id, may
+		// be the one named.
 		snap := env.snap.Load()
-		if named == "" || snap == nil || snap.environmentID == named {
+		if named == "" || snap == nil || snap.environmentID == "" || snap.environmentID == named {
 			env.triggerRefresh()
 			triggered = append(triggered, env.pair.ClientSideKey)
 		}

@@ -82,7 +82,7 @@ func newSnapshot(raw []byte) (*snapshot, error) {
 		clientKey:     *doc.APIKey,
 		name:          doc.Name,
 		updatedAtText: doc.UpdatedAt,
-		environmentID: strings.Trim(string(doc.ID), `"`),
+		environmentID: strings.Trim(strings.TrimPrefix(string(doc.ID), "null"), `"`),
 		hideDisabled:  doc.Project.HideDisabledFlags != nil && *doc.Project.HideDisabledFlags,
 		document:      newPreEncoded(raw),
 	}
