@@ -9,49 +9,49 @@ import (
 	"strings"
 )
 
-// Segment condition operators, as spelled in environment documents.
-const (
-	opEqual           = "EQUAL"
-	opNotEqual        = "NOT_EQUAL"
-	opGreaterThan     = "GREATER_THAN"
-	opGreaterThanIncl = "GREATER_THAN_INCLUSIVE"
-	opLessThan        = "LESS_THAN"
-	opLessThanIncl    = "LESS_THAN_INCLUSIVE"
-	opContains        = "CONTAINS"
-	opNotContains     = "NOT_CONTAINS"
-	opRegex           = "REGEX"
-	opPercentageSplit = "PERCENTAGE_SPLIT"
-	opModulo          = "MODULO"
-	opIsSet           = "IS_SET"
-	opIsNotSet        = "IS_NOT_SET"
-	opIn              = "IN"
-)
-
+// operator is a segment condition operator, compiled from its name once per
+// document so that evaluation switches on a small integer.
 type operator uint8
 
 const (
-	opUnknown operator = iota
-	opEQ
-	opNE
-	opGT
-	opGE
-	opLT
-	opLE
-	opCONTAINS
-	opNOTCONTAINS
-	opREGEX
-	opPERCENT
-	opMODULO
-	opISSET
-	opISNOTSET
-	opIN
+	opUnknown operator = iota // a name no engine knows: never matches
+	opEqual
+	opNotEqual
+	opGreaterThan
+	opGreaterThanInclusive
+	opLessThan
+	opLessThanInclusive
+	opContains
+	opNotContains
+	opRegex
+	opPercentageSplit
+	opModulo
+	opIsSet
+	opIsNotSet
+	opIn
+	numOperators // keep last: the length of operatorNames
 )
 
-var operatorsByName = map[string]operator{
-	opEqual: opEQ, opNotEqual: opNE, opGreaterThan: opGT, opGreaterThanIncl: opGE,
-	opLessThan: opLT, opLessThanIncl: opLE, opContains: opCONTAINS, opNotContains: opNOTCONTAINS,
-	opRegex: opREGEX, opPercentageSplit: opPERCENT, opModulo: opMODULO, opIsSet: opISSET,
-	opIsNotSet: opISNOTSET, opIn: opIN,
+// operatorNames spells each operator as environment documents do; it is
+// the only list of names, read both ways.
+var operatorNames = [numOperators]string{
+	opEqual: "EQUAL", opNotEqual: "NOT_EQUAL", opGreaterThan: "GREATER_THAN",
+	opGreaterThanInclusive: "GREATER_THAN_INCLUSIVE", opLessThan: "LESS_THAN",
+	opLessThanInclusive: "LESS_THAN_INCLUSIVE", opContains: "CONTAINS", opNotContains: "NOT_CONTAINS",
+	opRegex: "REGEX", opPercentageSplit: "PERCENTAGE_SPLIT", opModulo: "MODULO", opIsSet: "IS_SET",
+	opIsNotSet: "IS_NOT_SET", opIn: "IN",
+}
+
+func (op operator) String() string { return operatorNames[op] }
+
+// parseOperator reads an operator's name; an unknown one is opUnknown.
+func parseOperator(name string) operator {
+	for op, n := range operatorNames {
+		if n == name && name != "" {
+			return operator(op)
+		}
+	}
+	return opUnknown
 }
 
 // propertyKind says where a condition reads its value from.
@@ -99,14 +99,15 @@ type condition struct {
 }
 
 // compileCondition parses a condition once. It never fails: a bad operand
-// simply makes the condition never match, as an invalid rule must never fail a
-// request (SPEC §6).
+// (an invalid regex, a zero MODULO divisor) makes the condition never match,
+// where Flagsmith's Python engine would raise, because a bad rule in a
+// document must never fail a request.
 func compileCondition(c conditionContext, tree func(member string) any) condition {
-	cond := condition{op: operatorsByName[c.Operator], property: c.Property}
+	cond := condition{op: parseOperator(c.Operator), property: c.Property}
 	cond.text, cond.inSet = operandText(c.Value)
 
 	switch {
-	case cond.op == opPERCENT && c.Property == "":
+	case cond.op == opPercentageSplit && c.Property == "":
 		cond.kind = propIdentityKey
 	case strings.HasPrefix(c.Property, "$."):
 		if path, ok := parseJSONPath(c.Property); ok {
@@ -116,7 +117,7 @@ func compileCondition(c conditionContext, tree func(member string) any) conditio
 	}
 
 	switch cond.op {
-	case opEQ, opNE, opGT, opGE, opLT, opLE, opCONTAINS:
+	case opEqual, opNotEqual, opGreaterThan, opGreaterThanInclusive, opLessThan, opLessThanInclusive, opContains:
 		cond.isSemver = strings.HasSuffix(cond.text, ":semver")
 		if cond.isSemver {
 			cond.semver, cond.semverOK = parseSemver(cond.text[:len(cond.text)-len(":semver")])
@@ -124,12 +125,12 @@ func compileCondition(c conditionContext, tree func(member string) any) conditio
 		cond.intVal, cond.intOK = pyInt(cond.text)
 		cond.floatVal, cond.floatOK = pyFloat(cond.text)
 		cond.boolVal = cond.text != "False" && cond.text != "false"
-	case opREGEX:
+	case opRegex:
 		if _, err := regexp.Compile(cond.text); err == nil {
 			// Python's re.match anchors at the start only.
 			cond.re = regexp.MustCompile(`\A(?:` + cond.text + `)`)
 		}
-	case opMODULO:
+	case opModulo:
 		d, r, ok := strings.Cut(cond.text, "|")
 		if ok && !strings.Contains(r, "|") {
 			var okD, okR bool
@@ -137,9 +138,9 @@ func compileCondition(c conditionContext, tree func(member string) any) conditio
 			cond.rem, okR = pyFloat(r)
 			cond.modOK = okD && okR && cond.divisor != 0 // Python raises on a zero divisor
 		}
-	case opPERCENT:
+	case opPercentageSplit:
 		cond.pct, cond.pctOK = pyFloat(cond.text)
-	case opIN:
+	case opIn:
 		if cond.inSet == nil && c.Value != nil && string(c.Value) != "null" {
 			cond.inSet = parseInList(cond.text)
 		}
@@ -181,13 +182,13 @@ func parseInList(s string) map[string]struct{} {
 // jsonArraySet reads a JSON array as the set of its members' Python str()
 // forms, the way Flagsmith's engine compares IN values.
 func jsonArraySet(raw []byte) (map[string]struct{}, bool) {
-	var items []json.RawMessage
-	if json.Unmarshal(raw, &items) != nil {
+	members, ok := pyJSONList(raw)
+	if !ok {
 		return nil, false
 	}
-	set := make(map[string]struct{}, len(items))
-	for _, it := range items {
-		set[pyStrOfJSON(it)] = struct{}{}
+	set := make(map[string]struct{}, len(members))
+	for _, m := range members {
+		set[m] = struct{}{}
 	}
 	return set, true
 }
@@ -220,27 +221,27 @@ func (c *condition) matches(st *evalState, segmentKey string) bool {
 	}
 	v := st.read(c)
 	switch c.op {
-	case opIN:
+	case opIn:
 		_, ok := inLookup(c.inSet, v)
 		return ok
-	case opPERCENT:
+	case opPercentageSplit:
 		if v.kind == kindNone || !c.pctOK {
 			return false
 		}
 		var buf [128]byte
 		return hashPercentage(segmentKey, appendPyStr(buf[:0], v)) <= c.pct
-	case opISSET:
+	case opIsSet:
 		return v.kind != kindNone
-	case opISNOTSET:
+	case opIsNotSet:
 		return v.kind == kindNone
 	}
 	if v.kind == kindNone {
 		return false
 	}
 	switch c.op {
-	case opNOTCONTAINS:
+	case opNotContains:
 		return v.kind == kindString && !strings.Contains(v.s, c.text)
-	case opREGEX:
+	case opRegex:
 		if c.re == nil {
 			return false
 		}
@@ -249,7 +250,7 @@ func (c *condition) matches(st *evalState, segmentKey string) bool {
 		}
 		var buf [32]byte
 		return c.re.Match(appendPyStr(buf[:0], v))
-	case opMODULO:
+	case opModulo:
 		var x float64
 		switch v.kind {
 		case kindInt, kindFloat:
@@ -262,7 +263,7 @@ func (c *condition) matches(st *evalState, segmentKey string) bool {
 			return false
 		}
 		return c.modOK && pyMod(x, c.divisor) == c.rem
-	case opEQ, opNE, opGT, opGE, opLT, opLE, opCONTAINS:
+	case opEqual, opNotEqual, opGreaterThan, opGreaterThanInclusive, opLessThan, opLessThanInclusive, opContains:
 		return c.compare(v)
 	}
 	return false
@@ -274,34 +275,35 @@ func (c *condition) compare(v value) bool {
 	switch v.kind {
 	case kindString:
 		if c.isSemver {
-			if c.op == opCONTAINS || !c.semverOK {
-				return false
-			}
 			sv, ok := parseSemver(v.s)
 			if !ok {
 				return false
 			}
-			return cmpHolds(c.op, compareSemver(sv, c.semver))
+			if c.op == opContains {
+				// Python's `text in version` walks (major, minor, patch,
+				// prerelease, build) comparing with ==, so only the two
+				// strings can equal the text.
+				text := c.text[:len(c.text)-len(":semver")]
+				return text != "" && (text == sv.pre || text == sv.build)
+			}
+			return c.semverOK && cmpHolds(c.op, compareSemver(sv, c.semver))
 		}
-		if c.op == opCONTAINS {
+		if c.op == opContains {
 			return strings.Contains(v.s, c.text)
 		}
 		return cmpHolds(c.op, strings.Compare(v.s, c.text))
 	case kindBool:
-		if c.op == opCONTAINS {
+		if c.op == opContains {
 			return false
 		}
 		return cmpHolds(c.op, compareInts(b2i(v.b), b2i(c.boolVal)))
 	case kindInt:
-		if c.op == opCONTAINS || !c.intOK {
+		if c.op == opContains || !c.intOK {
 			return false
 		}
-		if v.bigInt || c.intVal.bigInt {
-			return orderedFloat(c.op, v.f, c.intVal.f)
-		}
-		return cmpHolds(c.op, compareInts(v.i, c.intVal.i))
+		return cmpHolds(c.op, compareIntValues(v, c.intVal))
 	case kindFloat:
-		if c.op == opCONTAINS || !c.floatOK {
+		if c.op == opContains || !c.floatOK {
 			return false
 		}
 		return orderedFloat(c.op, v.f, c.floatVal)
@@ -326,19 +328,50 @@ func compareInts(a, b int64) int {
 	return 0
 }
 
+// compareIntValues orders two integers exactly, as Python's unbounded ints
+// compare. A bigInt lies outside int64, so against a small one its sign
+// alone decides.
+func compareIntValues(a, b value) int {
+	switch {
+	case !a.bigInt && !b.bigInt:
+		return compareInts(a.i, b.i)
+	case !b.bigInt:
+		return bigIntSign(a)
+	case !a.bigInt:
+		return -bigIntSign(b)
+	}
+	negA, negB := a.s[0] == '-', b.s[0] == '-'
+	switch {
+	case negA && !negB:
+		return -1
+	case negB && !negA:
+		return 1
+	case negA:
+		return compareNumeric(b.s[1:], a.s[1:])
+	}
+	return compareNumeric(a.s, b.s)
+}
+
+func bigIntSign(v value) int {
+	if v.s[0] == '-' {
+		return -1
+	}
+	return 1
+}
+
 func cmpHolds(op operator, cmp int) bool {
 	switch op {
-	case opEQ:
+	case opEqual:
 		return cmp == 0
-	case opNE:
+	case opNotEqual:
 		return cmp != 0
-	case opGT:
+	case opGreaterThan:
 		return cmp > 0
-	case opGE:
+	case opGreaterThanInclusive:
 		return cmp >= 0
-	case opLT:
+	case opLessThan:
 		return cmp < 0
-	case opLE:
+	case opLessThanInclusive:
 		return cmp <= 0
 	}
 	return false
@@ -348,17 +381,17 @@ func cmpHolds(op operator, cmp int) bool {
 // as in Python.
 func orderedFloat(op operator, a, b float64) bool {
 	switch op {
-	case opEQ:
+	case opEqual:
 		return a == b
-	case opNE:
+	case opNotEqual:
 		return a != b
-	case opGT:
+	case opGreaterThan:
 		return a > b
-	case opGE:
+	case opGreaterThanInclusive:
 		return a >= b
-	case opLT:
+	case opLessThan:
 		return a < b
-	case opLE:
+	case opLessThanInclusive:
 		return a <= b
 	}
 	return false

@@ -5,8 +5,12 @@ import (
 	"encoding/json"
 	"math"
 	"math/big"
+	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // conditionHolds compiles a one-condition segment and reports whether it
@@ -282,7 +286,7 @@ func TestPyNumberParsing(t *testing.T) {
 	ints := []struct {
 		in string
 		ok bool
-	}{{"42", true}, {" 42 ", true}, {"+42", true}, {"-0", true}, {"1_000", true}, {"1__0", false}, {"_1", false}, {"1_", false}, {"4.0", false}, {"", false}, {"0x10", false}, {"٣", false}}
+	}{{"42", true}, {" 42 ", true}, {"+42", true}, {"-0", true}, {"1_000", true}, {"1__0", false}, {"_1", false}, {"1_", false}, {"4.0", false}, {"", false}, {"0x10", false}, {"٣", true}, {"1_٣", true}, {" ٣\u00a0", true}, {"\x1c5", false}}
 	for _, tc := range ints {
 		if _, ok := pyInt(tc.in); ok != tc.ok {
 			t.Errorf("pyInt(%q) ok = %t; want %t", tc.in, ok, tc.ok)
@@ -299,4 +303,122 @@ func TestPyNumberParsing(t *testing.T) {
 			t.Errorf("pyFloat(%q) = %v, %t; want %v, %t", tc.in, got, ok, tc.want, tc.ok)
 		}
 	}
+}
+
+// fuzzOperators are the operators FuzzConditions picks from: every one the
+// proxy knows, and one no engine knows.
+var fuzzOperators = append(slices.Clone(operatorNames[opEqual:]), "SOUNDS_LIKE")
+
+func TestOperatorNames(t *testing.T) {
+	for op := opEqual; op < numOperators; op++ {
+		if name := op.String(); name == "" || parseOperator(name) != op {
+			t.Errorf("operator %d is named %q, which parses as %d", op, name, parseOperator(name))
+		}
+	}
+	for _, name := range []string{"", "equal", "SOUNDS_LIKE"} {
+		if op := parseOperator(name); op != opUnknown {
+			t.Errorf("parseOperator(%q) = %v; want opUnknown", name, op)
+		}
+	}
+}
+
+// Operand forms of FuzzConditions (the low two bits of form).
+const (
+	operandString = 0 // (and 3) a JSON string, as environment documents give every value
+	operandNull   = 1 // JSON null
+	operandList   = 2 // a JSON list of strings, the context format's IN value
+)
+
+// regexBothDialects matches the patterns on which Python's re and Go's RE2
+// agree: literals, ".", groups without "(?" extensions, alternation and the
+// greedy and lazy quantifiers (Python 3.11 reads "a*+" as possessive, RE2
+// rejects it). Anchors, classes and escapes are left out: "$" and \d differ.
+var regexBothDialects = regexp.MustCompile(`^[A-Za-z0-9 ._|()*+?-]*$`)
+
+// FuzzConditions checks one condition of every operator against
+// refConditionHolds, the plain model of Flagsmith's Python engine: any
+// operand text against any JSON trait value, on a trait key, on a JSONPath
+// to it, or (with no property) on the identity key.
+func FuzzConditions(f *testing.F) {
+	seed := func(op, operand string, form uint8, trait string) {
+		f.Add(uint8(slices.Index(fuzzOperators, op)), operand, form, trait)
+	}
+	seed("EQUAL", "1.2.3:semver", 0, `"1.2.4"`)
+	seed("GREATER_THAN", "1.0.0-beta.11:semver", 4, `"1.0.0-beta.2"`)
+	seed("CONTAINS", "beta:semver", 0, `"1.0.0-beta+exp"`)
+	seed("EQUAL", "1\u0663.0.0:semver", 0, `"13.0.0"`)
+	seed("LESS_THAN", "1.0.0-\u0663a:semver", 0, `"1.0.0-1"`)
+	seed("REGEX", "(a+)+", 0, `"aaaa"`)
+	seed("REGEX", "1.0", 0, `1.0`)
+	seed("REGEX", "Tr", 0, `true`)
+	seed("IN", "[1,2", 4, `2`)
+	seed("IN", "[1.0,NaN,Infinity]", 0, `"nan"`)
+	seed("IN", `[["a"],{"k":1}]`, 0, `"['a']"`)
+	seed("IN", "a,b", 2, `"b"`)
+	seed("IN", "007", 0, `"007"`)
+	seed("MODULO", "-3|0", 0, `-9.5`)
+	seed("MODULO", "2|1", 0, `true`)
+	seed("MODULO", "1e400|nan", 0, `3`)
+	seed("PERCENTAGE_SPLIT", "50", 8, ``)
+	seed("PERCENTAGE_SPLIT", "50", 0, `1e16`)
+	seed("NOT_EQUAL", "-nan", 0, `1.5`)
+	seed("EQUAL", "\u0663", 0, `3`)
+	seed("EQUAL", "\u001c5\u001f", 0, `5`)
+	seed("EQUAL", "1_000", 0, `"1000"`)
+	seed("GREATER_THAN", "9223372036854775807", 0, `9223372036854775808`)
+	seed("EQUAL", "9223372036854775809", 0, `9223372036854775808`)
+	seed("LESS_THAN", "abd", 0, `"abc"`)
+	seed("EQUAL", "False", 1, `false`)
+	seed("NOT_CONTAINS", "x", 1, `"None"`)
+	seed("IS_SET", "", 4, `null`)
+	seed("SOUNDS_LIKE", "x", 0, `"x"`)
+	f.Fuzz(func(t *testing.T, opIndex uint8, operandText string, form uint8, traitJSON string) {
+		op := fuzzOperators[int(opIndex)%len(fuzzOperators)]
+		if !utf8.ValidString(operandText) || !utf8.ValidString(traitJSON) {
+			return // Python's str holds text; the request decoder refuses other bytes
+		}
+		if op == "REGEX" && (!regexBothDialects.MatchString(operandText) || strings.Contains(operandText, "(?") ||
+			strings.Contains(operandText, "*+") || strings.Contains(operandText, "++") || strings.Contains(operandText, "?+")) {
+			return
+		}
+		var operand any = operandText
+		operandJSON := pyJSONString(operandText)
+		switch form % 4 {
+		case operandString:
+		case operandNull:
+			operand, operandJSON = nil, "null"
+		case operandList:
+			if op == "IN" { // only IN takes a list
+				items := strings.Split(operandText, ",")
+				operand, operandJSON = items, string(mustJSON(t, items))
+			}
+		}
+		property := "a"
+		if form&4 != 0 {
+			property = "$.identity.traits.a"
+		}
+		noProperty := form&8 != 0
+		if noProperty {
+			property = ""
+		}
+
+		traits := map[string]string{}
+		var trait *pyValue
+		if traitJSON != "" {
+			if !json.Valid([]byte(traitJSON)) || len(traitJSON) > 1000 {
+				return
+			}
+			v, ok := refContextValue(traitJSON)
+			if !ok {
+				return // objects and lists: the request decoder refuses them
+			}
+			traits["a"], trait = traitJSON, &v
+		}
+
+		got := conditionHolds(t, op, property, operandJSON, traits)
+		want := refConditionHolds(op, noProperty, operand, trait, "7", "envkey_user-1")
+		if got != want {
+			t.Fatalf("property %q %s %s with trait a=%s: proxy %t, Python engine %t", property, op, operandJSON, traitJSON, got, want)
+		}
+	})
 }

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
 	"os"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -37,7 +39,11 @@ const (
 	defaultMaxHeaderBytes       = 16 << 10
 	defaultShutdownSeconds      = 20
 	defaultFullRefreshSeconds   = 300
-	serverKeyPrefix             = "ser."
+	// Flag analytics: SDKs post every ~10 s, so the proxy
+	// forwards at the same pace.
+	defaultAnalyticsFlushSeconds   = 10
+	defaultAnalyticsMaxPendingKeys = 100_000
+	serverKeyPrefix                = "ser."
 )
 
 // Config is the proxy's configuration: config.json, then environment
@@ -57,6 +63,7 @@ type Config struct {
 	AdminToken          secret            `json:"admin_token,omitempty"`
 	SSE                 SSEConfig         `json:"sse"`
 	Limits              LimitsConfig      `json:"limits"`
+	Analytics           AnalyticsConfig   `json:"analytics"`
 	// FullRefresh is how often a poll carries no conditions, so that an
 	// upstream's wrong 304 cannot pin an old document for longer.
 	FullRefresh float64 `json:"full_refresh_seconds"`
@@ -129,6 +136,16 @@ type LimitsConfig struct {
 	MaxTraitKeyLength int   `json:"max_trait_key_length"`
 }
 
+// AnalyticsConfig is flag analytics: counts posted by SDKs, summed and
+// forwarded upstream.
+type AnalyticsConfig struct {
+	Enabled              bool    `json:"enabled"`
+	FlushIntervalSeconds float64 `json:"flush_interval_seconds"`
+	// MaxPendingKeys bounds each environment's counts waiting to be
+	// forwarded; past it new keys are dropped and counted.
+	MaxPendingKeys int `json:"max_pending_keys"`
+}
+
 // secret is a credential. It prints masked, so it cannot reach a log, an
 // error or the printed configuration in clear by accident.
 type secret string
@@ -171,31 +188,45 @@ func defaultConfig() Config {
 		HealthCheck: HealthCheckConfig{GracePeriod: &grace},
 		SSE:         SSEConfig{Enabled: true, HeartbeatSeconds: defaultSSEHeartbeatSeconds, MaxSubscribers: defaultSSEMaxSubscribers},
 		Limits:      LimitsConfig{MaxBodyBytes: defaultMaxBodyBytes, MaxTraits: defaultMaxTraits, MaxTraitKeyLength: defaultMaxTraitKeyLength},
+		Analytics:   AnalyticsConfig{Enabled: true, FlushIntervalSeconds: defaultAnalyticsFlushSeconds, MaxPendingKeys: defaultAnalyticsMaxPendingKeys},
 		FullRefresh: defaultFullRefreshSeconds,
 	}
 }
 
-// configKeys are the accepted top-level keys; aliases map to their key.
-var configKeys = map[string]string{
-	"environment_key_pairs":      "environment_key_pairs",
-	"api_url":                    "api_url",
-	"api_poll_frequency_seconds": "api_poll_frequency_seconds",
-	"api_poll_frequency":         "api_poll_frequency_seconds",
-	"api_poll_timeout_seconds":   "api_poll_timeout_seconds",
-	"api_poll_timeout":           "api_poll_timeout_seconds",
-	"allow_origins":              "allow_origins",
-	"allow_credentials":          "allow_credentials",
-	"endpoint_caches":            "endpoint_caches",
-	"server":                     "server",
-	"logging":                    "logging",
-	"health_check":               "health_check",
-	"cache_dir":                  "cache_dir",
-	"admin_token":                "admin_token",
-	"sse":                        "sse",
-	"limits":                     "limits",
-	"full_refresh_seconds":       "full_refresh_seconds",
-	"realtime_api_url":           "realtime_api_url",
-	"webhook_secret":             "webhook_secret",
+// The json tags of Config are the one list of configuration keys. Each
+// top-level key is read from the config file under its tag and from the
+// environment under its tag in upper case (API_URL), decoded onto its
+// field's default, and printed by printable. A new setting is a new field
+// with its tag, here or in a nested struct, and a row in the README's
+// configuration table (TestConfigKeysDocumented holds the two together);
+// nothing else lists keys. configAliases only adds older spellings of a key.
+var configAliases = map[string]string{
+	"api_poll_frequency": "api_poll_frequency_seconds",
+	"api_poll_timeout":   "api_poll_timeout_seconds",
+}
+
+// configKeys returns the top-level keys in the order of Config's fields,
+// which is also the order problems with them are reported in.
+func configKeys() []string {
+	t := reflect.TypeFor[Config]()
+	keys := make([]string, t.NumField())
+	for i := range keys {
+		keys[i] = configTag(t.Field(i))
+	}
+	return keys
+}
+
+func configTag(f reflect.StructField) string {
+	name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+	return name
+}
+
+// canonicalConfigKey returns the key an accepted spelling stands for.
+func canonicalConfigKey(k string) (string, bool) {
+	if canonical, ok := configAliases[k]; ok {
+		return canonical, true
+	}
+	return k, slices.Contains(configKeys(), k)
 }
 
 // loadConfig reads the config file (a missing file is fine when the
@@ -218,14 +249,15 @@ func loadConfig(path string, explicit bool, getenv func(string) string) (Config,
 		}
 		// Aliases first, so that a canonical key given alongside its alias wins.
 		sort.Slice(keys, func(i, j int) bool {
-			ai, aj := configKeys[keys[i]] != keys[i], configKeys[keys[j]] != keys[j]
+			_, ai := configAliases[keys[i]]
+			_, aj := configAliases[keys[j]]
 			if ai != aj {
 				return ai
 			}
 			return keys[i] < keys[j]
 		})
 		for _, k := range keys {
-			canonical, ok := configKeys[k]
+			canonical, ok := canonicalConfigKey(k)
 			if !ok {
 				warnings = append(warnings, fmt.Sprintf("unknown config key %q ignored", k))
 				continue
@@ -240,12 +272,9 @@ func loadConfig(path string, explicit bool, getenv func(string) string) (Config,
 
 	// The environment wins over the file. A value that is not JSON is taken
 	// as a string, so API_URL=https://… needs no quotes.
-	names := make([]string, 0, len(configKeys))
-	for k := range configKeys {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	for _, k := range names {
+	// Aliases first here too, so that the canonical variable wins.
+	aliases := slices.Sorted(maps.Keys(configAliases))
+	for _, k := range append(aliases, configKeys()...) {
 		v := getenv(strings.ToUpper(k))
 		if v == "" {
 			continue
@@ -254,12 +283,17 @@ func loadConfig(path string, explicit bool, getenv func(string) string) (Config,
 		if !json.Valid(raw) {
 			raw, _ = json.Marshal(v)
 		}
-		merged[configKeys[k]] = raw
+		canonical, _ := canonicalConfigKey(k)
+		merged[canonical] = raw
 	}
 
 	cfg := defaultConfig()
 	var errs []error
-	for k, raw := range merged {
+	for _, k := range configKeys() {
+		raw, ok := merged[k]
+		if !ok {
+			continue
+		}
 		if err := decodeConfigKey(&cfg, k, raw); err != nil {
 			errs = append(errs, err)
 		}
@@ -274,42 +308,11 @@ func loadConfig(path string, explicit bool, getenv func(string) string) (Config,
 // object such as {"server": {"port": 9000}} keeps the other defaults.
 func decodeConfigKey(cfg *Config, key string, raw json.RawMessage) error {
 	var target any
-	switch key {
-	case "environment_key_pairs":
-		target = &cfg.EnvironmentKeyPairs
-	case "api_url":
-		target = &cfg.APIURL
-	case "api_poll_frequency_seconds":
-		target = &cfg.PollFrequency
-	case "api_poll_timeout_seconds":
-		target = &cfg.PollTimeout
-	case "allow_origins":
-		target = &cfg.AllowOrigins
-	case "allow_credentials":
-		target = &cfg.AllowCredentials
-	case "endpoint_caches":
-		cfg.EndpointCaches = raw
-		return nil
-	case "server":
-		target = &cfg.Server
-	case "logging":
-		target = &cfg.Logging
-	case "health_check":
-		target = &cfg.HealthCheck
-	case "cache_dir":
-		target = &cfg.CacheDir
-	case "admin_token":
-		target = &cfg.AdminToken
-	case "sse":
-		target = &cfg.SSE
-	case "limits":
-		target = &cfg.Limits
-	case "full_refresh_seconds":
-		target = &cfg.FullRefresh
-	case "realtime_api_url":
-		target = &cfg.RealtimeAPIURL
-	case "webhook_secret":
-		target = &cfg.WebhookSecret
+	v := reflect.ValueOf(cfg).Elem()
+	for i := range v.NumField() {
+		if configTag(v.Type().Field(i)) == key {
+			target = v.Field(i).Addr().Interface()
+		}
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	if err := dec.Decode(target); err != nil {
@@ -421,6 +424,12 @@ func (c *Config) validate() error {
 	}
 	if c.Limits.MaxBodyBytes <= 0 || c.Limits.MaxTraits <= 0 || c.Limits.MaxTraitKeyLength <= 0 {
 		bad("limits: max_body_bytes, max_traits and max_trait_key_length must be positive")
+	}
+	if c.Analytics.FlushIntervalSeconds <= 0 {
+		bad("analytics.flush_interval_seconds: %v must be a positive number of seconds", c.Analytics.FlushIntervalSeconds)
+	}
+	if c.Analytics.MaxPendingKeys <= 0 {
+		bad("analytics.max_pending_keys: %d must be positive", c.Analytics.MaxPendingKeys)
 	}
 	if c.FullRefresh <= 0 {
 		bad("full_refresh_seconds: %v must be a positive number of seconds", c.FullRefresh)

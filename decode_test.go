@@ -2,26 +2,44 @@ package main
 
 import (
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
+	"unsafe"
+
+	"github.com/google/go-cmp/cmp"
 )
+
+// decodeForTest runs the request decoder as the identities handler does and
+// returns what it decoded: the identifier, the traits coerced for the
+// engine (only those named in names, unless names is nil) and the traits as
+// sent, for the response.
+func decodeForTest(body []byte, names map[string]string) (string, []trait, []sentTrait, error) {
+	var buf decodedTraits
+	identifier, err := decodeIdentityBody(body, &buf, identityLimits{maxTraits: 1000, maxTraitKeyLength: 200, traitNames: names})
+	return identifier, buf.traits, buf.sent, err
+}
 
 // FuzzIdentityBodyMatchesEncodingJSON checks the hand-written decoder
 // against encoding/json: it calls a body malformed exactly when
-// encoding/json does, and decodes identifiers and trait keys the same way.
+// encoding/json does; it decodes the identifier, the trait keys and the
+// trait values the same way; the bytes it echoes back decode to what was
+// sent; and with the environment's trait names it keeps exactly the traits
+// so named, under the interned name.
 func FuzzIdentityBodyMatchesEncodingJSON(f *testing.F) {
 	for _, seed := range []string{
 		`{"identifier":"a","traits":[{"trait_key":"k","trait_value":1.5e3}]}`,
 		`{"identifier":"\u00e9\ud83d\ude00\n","traits":null,"transient":false}`,
 		`{"identifier":"x","traits":[{"trait_key":"a\"b","trait_value":"\ud800"}],"extra":{"deep":[1,[2,{"x":null}]]}}`,
+		`{"identifier":"x","traits":[{"trait_key":"n","trait_value":"42"},{"trait_key":"n","trait_value":-0.0},{"trait_key":"\u006e"}]}`,
+		`{"identifier":"x","traits":[{"trait_value":true,"trait_key":"b","trait_key":"c"},{"trait_key":"s","trait_value":"1\u002e5"}],"traits":[{"trait_key":"z","trait_value":null}]}`,
 		`{"identifier":"x"} `, `{"identifier":"x",}`, `[`, `{"a":01}`, `{"a":-}`, `{"a":1.}`, `{"a":"\x"}`,
 	} {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		buf := &identityBuffers{}
-		identifier, err := decodeIdentityBody(body, &buf.decodedTraits, identityLimits{maxTraits: 1000, maxTraitKeyLength: 200})
+		identifier, coerced, echoed, err := decodeForTest(body, nil)
 		if !utf8.Valid(body) {
 			// encoding/json accepts invalid UTF-8; the proxy refuses it.
 			if err == nil || err.Error() != "body: not valid UTF-8" {
@@ -41,22 +59,81 @@ func FuzzIdentityBodyMatchesEncodingJSON(f *testing.F) {
 			return
 		}
 		// Keys are matched exactly, as in Python (encoding/json's struct
-		// decoding would also accept "Identifier").
-		var want map[string]any
-		if jerr := json.Unmarshal(body, &want); jerr != nil {
-			t.Fatalf("decodeIdentityBody(%q) accepted what encoding/json cannot map: %v", body, jerr)
+		// decoding would also accept "Identifier"); numbers keep their text.
+		want, ok := decodeObject(body)
+		if !ok {
+			t.Fatalf("decodeIdentityBody(%q) accepted what encoding/json cannot map", body)
 		}
 		if identifier != want["identifier"] {
 			t.Fatalf("identifier of %q = %q; want %v", body, identifier, want["identifier"])
 		}
 		traits, _ := want["traits"].([]any)
-		if len(buf.traits) != len(traits) {
-			t.Fatalf("traits of %q = %d; want %d", body, len(buf.traits), len(traits))
+		if len(echoed) != len(traits) || len(coerced) != len(traits) {
+			t.Fatalf("traits of %q: %d echoed and %d coerced; want %d", body, len(echoed), len(coerced), len(traits))
 		}
 		for i, tr := range traits {
-			if key := tr.(map[string]any)["trait_key"]; buf.traits[i].key != key {
-				t.Fatalf("trait key %d of %q = %q; want %v", i, body, buf.traits[i].key, key)
+			wantKey, wantValue := tr.(map[string]any)["trait_key"], tr.(map[string]any)["trait_value"]
+			var echoedKey string
+			if err := json.Unmarshal(echoed[i].key, &echoedKey); err != nil || echoedKey != wantKey {
+				t.Fatalf("trait %d of %q: echoed key %s = %q (%v); want %v", i, body, echoed[i].key, echoedKey, err, wantKey)
+			}
+			echoedValue, ok := decodeValue(echoed[i].value)
+			if !ok || !reflect.DeepEqual(echoedValue, wantValue) {
+				t.Fatalf("trait %d of %q: echoed value %s; want %#v", i, body, echoed[i].value, wantValue)
+			}
+			if coerced[i].key != wantKey {
+				t.Fatalf("trait %d of %q: coerced key %q; want %v", i, body, coerced[i].key, wantKey)
+			}
+			// encoding/json's reading of the value, coerced the one way the
+			// engine coerces every value.
+			if got, want := coerced[i].value, valueFromJSON(mustJSON(t, wantValue)); !cmp.Equal(got, want, cmp.AllowUnexported(value{})) {
+				t.Fatalf("trait %d of %q: coerced value %+v; want %+v", i, body, got, want)
+			}
+		}
+
+		// With the environment's trait names, the decoder keeps only the
+		// traits a condition can read, in order, under the interned name.
+		names := map[string]string{"a-name-no-trait-has": "a-name-no-trait-has"}
+		for i, tr := range coerced {
+			if i%2 == 0 {
+				names[tr.key] = strings.Clone(tr.key)
+			}
+		}
+		_, kept, _, err := decodeForTest(body, names)
+		if err != nil {
+			t.Fatalf("decodeIdentityBody(%q) with trait names = %v; without = nil", body, err)
+		}
+		var wantKept []trait
+		for _, tr := range coerced {
+			if _, ok := names[tr.key]; ok {
+				wantKept = append(wantKept, tr)
+			}
+		}
+		if diff := cmp.Diff(wantKept, kept, cmp.AllowUnexported(trait{}, value{})); diff != "" {
+			t.Fatalf("traits of %q kept by name (-want +got):\n%s", body, diff)
+		}
+		for _, tr := range kept {
+			if unsafe.StringData(tr.key) != unsafe.StringData(names[tr.key]) {
+				t.Fatalf("trait %q of %q is not the interned name", tr.key, body)
 			}
 		}
 	})
+}
+
+// decodeObject is encoding/json's reading of a JSON object, numbers kept as
+// written.
+func decodeObject(body []byte) (map[string]any, bool) {
+	v, ok := decodeValue(body)
+	m, isObject := v.(map[string]any)
+	return m, ok && isObject
+}
+
+func decodeValue(raw []byte) (any, bool) {
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil || dec.More() {
+		return nil, false
+	}
+	return v, true
 }

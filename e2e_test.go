@@ -370,7 +370,7 @@ func TestRunHelp(t *testing.T) {
 }
 
 // The printed configuration never holds a secret in clear, and shows every
-// default of SPEC §2.
+// documented default.
 func TestRunPrintConfig(t *testing.T) {
 	const serverSecret = "ser.SuperSecretServerKey1234"
 	const adminSecret = "admin-token-very-secret-9876"
@@ -689,14 +689,15 @@ func TestRunUnknownKeyWarns(t *testing.T) {
 	t.Errorf("no warning names the unknown key \"not_a_key\"; logs: %v", recs)
 }
 
-// WEB_CONCURRENCY is accepted and ignored "with an info line" (SPEC §2).
+// WEB_CONCURRENCY, a setting of Flagsmith's Python proxy, is accepted and
+// ignored with an info line.
 func TestRunWebConcurrencyAccepted(t *testing.T) {
 	recs := e2eServeOnce(t, map[string]string{"WEB_CONCURRENCY": "4"}, e2eOfflineConfig(t, 0, nil))
 	for _, r := range recs {
 		line, _ := json.Marshal(r)
 		if strings.Contains(string(line), "WEB_CONCURRENCY") {
 			if r["level"] != "INFO" {
-				t.Errorf("WEB_CONCURRENCY logged at %v; want INFO (SPEC §2: \"ignored with an info line\")", r["level"])
+				t.Errorf("WEB_CONCURRENCY logged at %v; want INFO (ignored with an info line)", r["level"])
 			}
 			return
 		}

@@ -220,7 +220,7 @@ func (e *engine) compileOverrideGroups(groups []identityOverrideGroup, index map
 	if len(groups) == 0 {
 		return nil
 	}
-	e.identifierRead = compileCondition(conditionContext{Property: "$.identity.identifier", Operator: opIn}, nil)
+	e.identifierRead = compileCondition(conditionContext{Property: "$.identity.identifier", Operator: opIn.String()}, nil)
 	e.overrideGroups = make([]overrideGroup, len(groups))
 	total := 0
 	for _, g := range groups {
@@ -230,18 +230,27 @@ func (e *engine) compileOverrideGroups(groups []identityOverrideGroup, index map
 	// One backing array for the common case of an identifier in one group;
 	// capped slices make a second group's append copy instead of overwrite.
 	arena := make([]int32, total)
+	// Groups repeat the same override (identities overriding a feature to
+	// the same value): each distinct one is compiled once and shared.
+	compiled := map[string]*feature{}
 	for gi, g := range groups {
 		og := &e.overrideGroups[gi]
 		for j, o := range g.overrides {
-			f, err := compileFeature(o)
-			if err != nil {
-				return fmt.Errorf("identity_overrides group %d: overrides[%d]: %w", gi, j, err)
-			}
-			fi, ok := index[f.name]
+			fi, ok := index[o.Name]
 			if !ok {
 				continue
 			}
-			og.overrides = append(og.overrides, groupOverride{feature: fi, source: &f})
+			same := fmt.Sprintf("%q\x00%t\x00%s\x00%s\x00%s\x00%s", o.Name, o.Enabled, o.Value, o.Metadata, o.apiID, o.apiType)
+			src := compiled[same]
+			if src == nil {
+				f, err := compileFeature(o)
+				if err != nil {
+					return fmt.Errorf("identity_overrides group %d: overrides[%d]: %w", gi, j, err)
+				}
+				src = &f
+				compiled[same] = src
+			}
+			og.overrides = append(og.overrides, groupOverride{feature: fi, source: src})
 		}
 		sort.SliceStable(og.overrides, func(a, b int) bool { return og.overrides[a].feature < og.overrides[b].feature })
 		og.overrides = slices.CompactFunc(og.overrides, func(a, b groupOverride) bool { return a.feature == b.feature })
@@ -275,9 +284,13 @@ func (e *engine) indexSources() {
 			add(c.source)
 		}
 	}
+	shared := make(map[*feature]bool) // groups share identical overrides
 	for _, g := range e.overrideGroups {
 		for _, o := range g.overrides {
-			add(o.source)
+			if !shared[o.source] {
+				shared[o.source] = true
+				add(o.source)
+			}
 		}
 	}
 }

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -183,47 +186,258 @@ func evaluateGoldenCase(t testing.TB, path string) []byte {
 	return out
 }
 
-// FuzzEvaluateContext feeds arbitrary evaluation contexts to the engine: it
-// must never panic, and must give the same result twice.
+// FuzzEvaluateContext evaluates arbitrary contexts and checks that the
+// result stays the same under edits that cannot matter to Flagsmith's
+// engine: the traits in another order, an unrelated trait added, every
+// object's fields in reverse order with other whitespace, and the identity
+// key given explicitly as its default.
 func FuzzEvaluateContext(f *testing.F) {
 	seeds, _ := filepath.Glob(filepath.Join("testdata", "fuzz-seeds", "*.json"))
+	if dir := os.Getenv(engineTestDataEnv); dir != "" {
+		cases, _ := filepath.Glob(filepath.Join(dir, "test_cases", "*.json"))
+		seeds = append(seeds, cases...)
+	}
 	for _, s := range seeds {
 		if data, err := os.ReadFile(s); err == nil {
-			f.Add(data)
+			f.Add(stripJSONComments(data))
 		}
 	}
-	f.Add([]byte(`{"environment":{"key":"k","name":"n"},"identity":{"identifier":"i","traits":{"a":1}},"features":{"x":{"key":"1","name":"x","enabled":true,"value":1,"variants":[{"value":"v","weight":50,"priority":1}]}},"segments":{"1":{"key":"1","name":"s","rules":[{"type":"ANY","conditions":[{"property":"a","operator":"MODULO","value":"2|1"}]}],"overrides":[{"key":"2","name":"x","enabled":false,"value":2,"priority":0}]}}}`))
+	f.Add([]byte(`{"environment":{"key":"k","name":"n"},"identity":{"identifier":"i","traits":{"a":1,"b":"x"}},"features":{"x":{"key":"1","name":"x","enabled":true,"value":1,"variants":[{"value":"v","weight":50,"priority":1}]}},"segments":{"1":{"key":"1","name":"s","metadata":{ },"rules":[{"type":"ANY","conditions":[{"property":"a","operator":"MODULO","value":"2|1"}]}],"overrides":[{"key":"2","name":"x","enabled":false,"value":2,"priority":0}]}}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		first, err1 := evaluateContextJSON(data)
-		second, err2 := evaluateContextJSON(data)
-		if (err1 == nil) != (err2 == nil) {
-			t.Fatalf("errors differ: %v vs %v", err1, err2)
-		}
-		if err1 != nil {
+		want, err := evaluateContextJSON(data)
+		if err != nil || !utf8.Valid(data) || !json.Valid(data) {
 			return
 		}
-		if diff := cmp.Diff(string(mustJSON(t, first)), string(mustJSON(t, second))); diff != "" {
-			t.Fatalf("two evaluations differ (-first +second):\n%s", diff)
+		root := parseJSONTree(t, data)
+		ctx := root
+		if c := root.member("context"); c != nil && c.kind == '{' {
+			ctx = c
+		}
+		var parsed evalContext
+		if json.Unmarshal(ctx.encode(false), &parsed) != nil {
+			return
+		}
+		check := func(edit string, edited *jsonNode) {
+			t.Helper()
+			for _, spaced := range []bool{false, true} {
+				text := edited.encode(spaced)
+				got, err := evaluateContextJSON(text)
+				if err != nil {
+					t.Fatalf("%s: evaluating the edited context: %v\n%s", edit, err, text)
+				}
+				if diff := cmp.Diff(decodeLoose(t, mustJSON(t, want)), decodeLoose(t, mustJSON(t, got))); diff != "" {
+					t.Fatalf("%s (spaced %t) changed the result (-before +after):\n%s\nedited context:\n%s", edit, spaced, diff, text)
+				}
+			}
+		}
+
+		check("rewriting the whitespace", root)
+		check("reversing every object's fields", root.reversed())
+
+		identity := ctx.member("identity")
+		if parsed.Identity == nil || identity == nil || identity.kind != '{' || identity.hasFoldedDuplicates() {
+			return
+		}
+		traits := identity.member("traits")
+		if traits != nil && traits.kind == '{' && len(traits.keys) > 1 && !traits.hasFoldedDuplicates() {
+			slices.Reverse(traits.keys)
+			slices.Reverse(traits.vals)
+			check("reversing the traits", root)
+			slices.Reverse(traits.keys)
+			slices.Reverse(traits.vals)
+		}
+
+		if unrelated := unrelatedTraitKey(&parsed); traits == nil || traits.kind == '{' {
+			added := root.clone()
+			addedIdentity := added.member("context")
+			if addedIdentity == nil || addedIdentity.kind != '{' {
+				addedIdentity = added
+			}
+			addedIdentity = addedIdentity.member("identity")
+			if tr := addedIdentity.member("traits"); tr != nil {
+				tr.set(unrelated, &jsonNode{raw: []byte(`"irrelevant"`)})
+			} else {
+				addedIdentity.set("traits", &jsonNode{kind: '{', keys: []string{unrelated}, vals: []*jsonNode{{raw: []byte(`"irrelevant"`)}}})
+			}
+			check("adding an unrelated trait", added)
+		}
+
+		if parsed.Identity.Key == "" {
+			keyed := root.clone()
+			id := keyed.member("context")
+			if id == nil || id.kind != '{' {
+				id = keyed
+			}
+			id = id.member("identity")
+			defaultKey, _ := json.Marshal(parsed.Environment.Key + "_" + parsed.Identity.Identifier)
+			id.set("key", &jsonNode{raw: defaultKey})
+			check("giving the identity key explicitly", keyed)
 		}
 	})
 }
 
-// FuzzConditions evaluates one condition of any operator, property and
-// operand against one trait of any JSON value.
-func FuzzConditions(f *testing.F) {
-	f.Add("EQUAL", "a", `"1.2.3:semver"`, `"1.2.4"`)
-	f.Add("REGEX", "a", `"(a+)+$"`, `"aaaa"`)
-	f.Add("IN", "$.identity.traits['a']", `"[1,2"`, `2`)
-	f.Add("MODULO", "a", `"-3|0"`, `-9.5`)
-	f.Add("PERCENTAGE_SPLIT", "", `"50"`, `null`)
-	f.Fuzz(func(t *testing.T, op, property, operand, traitValue string) {
-		if !json.Valid([]byte(operand)) || !json.Valid([]byte(traitValue)) {
+// unrelatedTraitKey returns a trait key that no condition of ctx can read.
+func unrelatedTraitKey(ctx *evalContext) string {
+	var properties []string
+	var walk func([]ruleContext)
+	walk = func(rules []ruleContext) {
+		for _, r := range rules {
+			for _, c := range r.Conditions {
+				properties = append(properties, c.Property)
+			}
+			walk(r.Rules)
+		}
+	}
+	for _, s := range ctx.Segments {
+		walk(s.Value.Rules)
+	}
+	for n := 0; ; n++ {
+		key := fmt.Sprintf("unrelated-trait-%d", n)
+		if !slices.ContainsFunc(properties, func(p string) bool { return strings.Contains(p, key) }) {
+			return key
+		}
+	}
+}
+
+// jsonNode is a JSON value that keeps its object fields in order and its
+// scalars as written.
+type jsonNode struct {
+	kind byte // '{', '[' or 0 for a scalar
+	keys []string
+	vals []*jsonNode
+	raw  json.RawMessage
+}
+
+func parseJSONTree(t testing.TB, data []byte) *jsonNode {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var read func() *jsonNode
+	read = func() *jsonNode {
+		tok, err := dec.Token()
+		if err != nil {
+			t.Fatalf("parse %q: %v", data, err)
+		}
+		switch tok := tok.(type) {
+		case json.Delim:
+			n := &jsonNode{kind: byte(tok)}
+			for dec.More() {
+				if n.kind == '{' {
+					key, _ := dec.Token()
+					n.keys = append(n.keys, key.(string))
+				}
+				n.vals = append(n.vals, read())
+			}
+			_, _ = dec.Token() // the closing delimiter
+			return n
+		case json.Number:
+			return &jsonNode{raw: json.RawMessage(tok)}
+		default:
+			return &jsonNode{raw: mustJSON(t, tok)}
+		}
+	}
+	return read()
+}
+
+// member returns the value of key in an object, nil if absent. Go's
+// decoder matches field names without regard to case and keeps the last.
+func (n *jsonNode) member(key string) *jsonNode {
+	var found *jsonNode
+	for i, k := range n.keys {
+		if strings.EqualFold(k, key) {
+			found = n.vals[i]
+		}
+	}
+	return found
+}
+
+func (n *jsonNode) set(key string, v *jsonNode) {
+	for i, k := range n.keys {
+		if k == key {
+			n.vals[i] = v
 			return
 		}
-		traits := map[string]string{"a": traitValue}
-		first := conditionHolds(t, op, property, operand, traits)
-		if second := conditionHolds(t, op, property, operand, traits); first != second {
-			t.Fatalf("%s %s %s on %s: %t then %t", property, op, operand, traitValue, first, second)
+	}
+	n.keys, n.vals = append(n.keys, key), append(n.vals, v)
+}
+
+// hasFoldedDuplicates reports whether two keys could name the same field,
+// where their order decides which value counts.
+func (n *jsonNode) hasFoldedDuplicates() bool {
+	for i := range n.keys {
+		for j := i + 1; j < len(n.keys); j++ {
+			if strings.EqualFold(n.keys[i], n.keys[j]) {
+				return true
+			}
 		}
-	})
+	}
+	return false
+}
+
+func (n *jsonNode) clone() *jsonNode {
+	c := *n
+	c.keys = slices.Clone(n.keys)
+	c.vals = make([]*jsonNode, len(n.vals))
+	for i, v := range n.vals {
+		c.vals[i] = v.clone()
+	}
+	return &c
+}
+
+// reversed returns a copy with every object's fields in reverse order,
+// except where order means something: the members of "features" and
+// "segments" (priority ties go to the earlier segment) and objects with
+// keys that could name the same field. Lists keep their order.
+func (n *jsonNode) reversed() *jsonNode {
+	c := n.clone()
+	var walk func(n *jsonNode, keepOrder bool)
+	walk = func(n *jsonNode, keepOrder bool) {
+		for i, v := range n.vals {
+			keep := n.kind == '{' && (strings.EqualFold(n.keys[i], "features") || strings.EqualFold(n.keys[i], "segments"))
+			walk(v, keep)
+		}
+		if n.kind == '{' && !keepOrder && !n.hasFoldedDuplicates() {
+			slices.Reverse(n.keys)
+			slices.Reverse(n.vals)
+		}
+	}
+	walk(c, false)
+	return c
+}
+
+// encode writes the tree as JSON, spread over lines when spaced.
+func (n *jsonNode) encode(spaced bool) []byte {
+	var b bytes.Buffer
+	var write func(n *jsonNode, indent string)
+	write = func(n *jsonNode, indent string) {
+		if n.kind == 0 {
+			b.Write(n.raw)
+			return
+		}
+		inner := indent + "  "
+		b.WriteByte(n.kind)
+		for i, v := range n.vals {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			if spaced {
+				b.WriteString("\n" + inner)
+			}
+			if n.kind == '{' {
+				k, _ := json.Marshal(n.keys[i])
+				b.Write(k)
+				b.WriteString(":")
+				if spaced {
+					b.WriteString(" ")
+				}
+			}
+			write(v, inner)
+		}
+		if spaced {
+			b.WriteString("\n" + indent)
+		}
+		b.WriteByte(map[byte]byte{'{': '}', '[': ']'}[n.kind])
+	}
+	write(n, "")
+	return b.Bytes()
 }

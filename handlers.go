@@ -111,7 +111,9 @@ func (s *server) handleFlags(w http.ResponseWriter, r *http.Request) {
 // their gzip when large enough to gain from it, its ETag, and the header
 // values, so serving it allocates nothing.
 type preEncoded struct {
+	// body is nil when only the gzip is kept (keepGzipOnly).
 	body, gzipped []byte
+	digest        [sha256.Size]byte
 	etag          string
 	etagHeader    []string
 	// Content-Length values: a known length spares net/http the chunked
@@ -120,13 +122,29 @@ type preEncoded struct {
 }
 
 func newPreEncoded(body []byte) preEncoded {
-	p := preEncoded{body: body, etag: etagOf(body), length: []string{strconv.Itoa(len(body))}}
+	p := preEncoded{body: body, digest: sha256.Sum256(body), length: []string{strconv.Itoa(len(body))}}
+	p.etag = `"` + base64.RawURLEncoding.EncodeToString(p.digest[:12]) + `"`
 	p.etagHeader = []string{p.etag}
 	if len(body) > gzipMinBytes {
 		p.gzipped = gzipBytes(body)
 		p.gzipLength = []string{strconv.Itoa(len(p.gzipped))}
 	}
 	return p
+}
+
+// keepGzipOnly drops the plain bytes of a large body that clients mostly
+// take gzipped (an environment document of megabytes): the rare client that
+// does not accept gzip gets it decompressed as it is sent.
+func (p *preEncoded) keepGzipOnly() {
+	if p.gzipped != nil {
+		p.body = nil
+	}
+}
+
+// size is the length of the plain body.
+func (p *preEncoded) size() int {
+	n, _ := strconv.Atoi(p.length[0])
+	return n
 }
 
 // serve writes a pre-encoded body: 304 when the client holds it, gzipped
@@ -147,6 +165,12 @@ func (p *preEncoded) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h["Content-Length"] = p.length
+	if p.body == nil {
+		if zr, err := gzip.NewReader(bytes.NewReader(p.gzipped)); err == nil {
+			_, _ = io.Copy(w, zr)
+		}
+		return
+	}
 	_, _ = w.Write(p.body)
 }
 
@@ -164,11 +188,6 @@ func gzipBytes(b []byte) []byte {
 	_ = zw.Close()
 	// Kept for the document's life: no spare capacity.
 	return bytes.Clone(buf.Bytes())
-}
-
-func etagOf(b []byte) string {
-	sum := sha256.Sum256(b)
-	return `"` + base64.RawURLEncoding.EncodeToString(sum[:12]) + `"`
 }
 
 func etagMatches(header, etag string) bool {
@@ -234,6 +253,8 @@ type identityBuffers struct {
 	decodedTraits
 	body  []byte
 	slots []value
+	own   []byte // the response's own bytes (responseParts.own)
+	parts responseParts
 	out   []byte
 	flags []evalFlag
 }
@@ -245,10 +266,12 @@ var identityPool = sync.Pool{New: func() any { return new(identityBuffers) }}
 const maxPooledBytes = 1 << 20
 
 func putIdentityBuffers(buf *identityBuffers) {
-	if cap(buf.body) > maxPooledBytes || cap(buf.out) > maxPooledBytes || cap(buf.traits) > 256 || cap(buf.slots) > 256 {
+	if cap(buf.body) > maxPooledBytes || cap(buf.out) > maxPooledBytes || cap(buf.own) > maxPooledBytes ||
+		cap(buf.traits) > 256 || cap(buf.slots) > 256 {
 		return
 	}
 	buf.traits, buf.sent = buf.traits[:0], buf.sent[:0]
+	buf.parts.reset(nil, nil) // no reference to a snapshot's body
 	identityPool.Put(buf)
 }
 
@@ -300,7 +323,7 @@ const maxTraitValueChars = 2000
 // decodeIdentity reads the request body into buf and decodes it; traits are
 // coerced once here, not per condition.
 func (s *server) decodeIdentity(w http.ResponseWriter, r *http.Request, snap *snapshot, buf *identityBuffers) (string, error) {
-	body, err := readBody(http.MaxBytesReader(w, r.Body, s.cfg.Limits.MaxBodyBytes), buf.body[:0])
+	body, err := readRequestBody(w, r, s.cfg.Limits.MaxBodyBytes, buf.body[:0])
 	buf.body = body
 	if err != nil {
 		return "", err
@@ -310,6 +333,17 @@ func (s *server) decodeIdentity(w http.ResponseWriter, r *http.Request, snap *sn
 		maxTraitKeyLength: s.cfg.Limits.MaxTraitKeyLength,
 		traitNames:        snap.engine.traitNames,
 	})
+}
+
+// readRequestBody reads the request body into buf, at most limit bytes; a
+// larger one is an *http.MaxBytesError. A Content-Length over the limit is
+// refused before reading, so a client that sent "Expect: 100-continue" gets
+// the 413 at once instead of "100 Continue" and then the 413.
+func readRequestBody(w http.ResponseWriter, r *http.Request, limit int64, buf []byte) ([]byte, error) {
+	if r.ContentLength > limit {
+		return buf, &http.MaxBytesError{Limit: limit}
+	}
+	return readBody(http.MaxBytesReader(w, r.Body, limit), buf)
 }
 
 // readBody reads r to the end into buf, reusing its capacity.
@@ -336,24 +370,56 @@ func (s *server) writeIdentity(w http.ResponseWriter, r *http.Request, ref keyRe
 	id := identity{identifier: identifier, traits: buf.traits, scratch: buf.slots}
 	buf.flags = snap.engine.evaluate(buf.flags[:0], &id, nil)
 	buf.slots = id.scratch
-	out := append(buf.out[:0], `{"identifier":`...)
-	out = appendJSONString(out, identifier)
-	out = append(out, `,"traits":[`...)
+	p := &buf.parts
+	p.reset(buf.own[:0], snap.views[ref.kind].flags.body)
+	p.own = append(p.own, `{"identifier":`...)
+	p.own = appendJSONString(p.own, identifier)
+	p.own = append(p.own, `,"traits":[`...)
 	for i, t := range buf.sent {
 		if i > 0 {
-			out = append(out, ',')
+			p.own = append(p.own, ',')
 		}
-		out = append(out, `{"trait_key":`...)
-		out = append(out, t.key...)
-		out = append(out, `,"trait_value":`...)
-		out = append(out, t.value...)
-		out = append(out, '}')
+		p.own = append(p.own, `{"trait_key":`...)
+		p.own = append(p.own, t.key...)
+		p.own = append(p.own, `,"trait_value":`...)
+		p.own = append(p.own, t.value...)
+		p.own = append(p.own, '}')
 	}
-	out = append(out, `],"flags":[`...)
-	out = snap.appendFlags(out, buf.flags, ref.kind)
-	out = append(out, "]}"...)
-	buf.out = out
-	writeBody(w, r, out)
+	p.own = append(p.own, `],"flags":[`...)
+	snap.flagParts(p, buf.flags, ref.kind)
+	p.own = append(p.own, "]}"...)
+	buf.own = p.own
+	if p.size() <= maxAssembledBytes {
+		// One contiguous write is cheapest for an ordinary response.
+		buf.out = p.assemble(buf.out[:0])
+		writeBody(w, r, buf.out)
+		return
+	}
+	writeParts(w, r, p)
+}
+
+// maxAssembledBytes is the response size up to which an identity response
+// is copied into one buffer; a larger one (thousands of features) is written
+// in its parts, most of them straight from the environment's body.
+const maxAssembledBytes = 64 << 10
+
+// writeParts writes a large JSON body from its parts, gzipped when the
+// client accepts it.
+func writeParts(w http.ResponseWriter, r *http.Request, p *responseParts) {
+	h := w.Header()
+	h["Content-Type"] = jsonContentType
+	if acceptsGzip(r) {
+		h["Content-Encoding"] = gzipEncoding
+		setVary(h)
+		zw := gzipWriters.Get().(*gzip.Writer)
+		zw.Reset(w)
+		_ = p.each(func(b []byte) error { _, err := zw.Write(b); return err })
+		_ = zw.Close()
+		gzipWriters.Put(zw)
+		return
+	}
+	h.Set("Content-Length", strconv.Itoa(p.size()))
+	_ = p.each(func(b []byte) error { _, err := w.Write(b); return err })
 }
 
 // handleEnvironmentDocument serves the document as received, to server keys
@@ -464,23 +530,15 @@ func (s *server) cors(next http.Handler) http.Handler {
 	})
 }
 
-// limitRequest answers requests over the configured limits before a handler
-// reads them, with the JSON errors of the API: headers over
-// server.max_header_bytes get 431 (net/http's own limit, hardHeaderBytes, is
-// set above it so that these reach us), and a body declared over
-// limits.max_body_bytes gets 413 at once. Answering before the body is read
-// also means a client that sent "Expect: 100-continue" gets the 413 instead
-// of a "100 Continue" followed by a body it then uploads for nothing.
+// limitRequest answers headers over server.max_header_bytes with the API's
+// JSON 431 (net/http's own limit, hardHeaderBytes, is set above it so that
+// these reach us). Bodies are limited where they are read
+// (readRequestBody), so that each API answers 413 in its own error shape.
 func (s *server) limitRequest(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if limit := s.cfg.Server.MaxHeaderBytes; headerBytes(r) > limit {
 			writeError(w, http.StatusRequestHeaderFieldsTooLarge, "request_header_fields_too_large",
 				fmt.Sprintf("the request headers are over %d bytes", limit))
-			return
-		}
-		if limit := s.cfg.Limits.MaxBodyBytes; r.ContentLength > limit {
-			writeError(w, http.StatusRequestEntityTooLarge, "request_too_large",
-				fmt.Sprintf("the request body is over %d bytes", limit))
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -598,24 +656,6 @@ func (s *server) loggedPath(path string) string {
 		}
 	}
 	return strings.Join(segments, "/")
-}
-
-// routeName turns a mux pattern into a low-cardinality metrics label.
-func routeName(pattern string) string {
-	_, path, found := strings.Cut(pattern, " ")
-	if !found {
-		path = pattern
-	}
-	path = strings.TrimSuffix(strings.TrimSuffix(path, "{$}"), "/")
-	switch path {
-	case "":
-		return "unrouted"
-	case "/sse/environments/{client_key}/stream":
-		return "/sse/environments/stream"
-	case "/sse/environments/{client_key}/queue-change":
-		return "/sse/environments/queue-change"
-	}
-	return path
 }
 
 // scheme is how the client reached us, from X-Forwarded-Proto when the

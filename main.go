@@ -13,6 +13,7 @@
 //	GET  /proxy/health/readiness            readiness (also /proxy/health, /health)
 //	GET  /proxy/health/liveness             liveness
 //	GET  /sse/environments/{key}/stream     realtime updates (Server-Sent Events)
+//	POST /api/v1/analytics/flags/           flag analytics (also /api/v2/…), forwarded upstream
 //	POST /proxy/refresh                     poll now (needs admin_token)
 //	POST /proxy/webhook                     Flagsmith webhooks (needs webhook_secret)
 //	POST /sse/environments/{key}/queue-change  self-hosted Flagsmith's realtime push
@@ -37,8 +38,8 @@
 // upper case: environment_key_pairs, api_url, api_poll_frequency_seconds,
 // api_poll_timeout_seconds, allow_origins, allow_credentials, server (with
 // server.tls for HTTPS), logging, health_check, cache_dir, admin_token, sse,
-// limits, full_refresh_seconds, realtime_api_url, webhook_secret. See
-// README.md for the reference.
+// limits, analytics, full_refresh_seconds, realtime_api_url, webhook_secret.
+// See README.md for the reference.
 //
 // Subcommands and flags:
 //
@@ -168,8 +169,9 @@ func buildVersion() string {
 	return version
 }
 
-// newLogger builds the slog logger of SPEC §2: generic (text) or json, the
-// level, and the message field renamed as configured.
+// newLogger builds the logger the logging settings describe, as Flagsmith's
+// proxy offers them: generic (text) or json, the level, and the message
+// field renamed as configured.
 func newLogger(cfg LoggingConfig, w io.Writer) *slog.Logger {
 	level := slog.LevelInfo
 	switch strings.ToUpper(cfg.LogLevel) {
@@ -260,6 +262,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	err = srv.Shutdown(shutdownCtx)
 	stopPolls()
 	<-pollersDone
+	s.finalAnalyticsFlush(shutdownCtx, client) // after the last request and the last periodic flush
 	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}

@@ -47,7 +47,7 @@ func TestMemorySmallDevice(t *testing.T) {
 	}
 	docRaw, err := os.ReadFile(filepath.Join("..", "shared", "bench", "environment-document.json"))
 	if err != nil {
-		t.Fatalf("the benchmark document (SPEC §8): %v", err)
+		t.Fatalf("the shared benchmark document: %v", err)
 	}
 	bodyRaw, err := os.ReadFile(filepath.Join("..", "shared", "bench", "identity-body.json"))
 	if err != nil {

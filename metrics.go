@@ -12,11 +12,16 @@ import (
 	"time"
 )
 
-// metrics holds the Prometheus counters. Every label set is known when the
-// server starts (routes, status codes, environments), so the request path
-// only does atomic adds and never labels by identifier or unknown key.
+// metrics holds the Prometheus counters. Every label set is bounded when
+// the server starts (the routes registered in routes(), status codes,
+// environments), so the request path only does atomic adds and never labels
+// by identifier or unknown key.
 type metrics struct {
-	routes map[string]*routeStats
+	// routes maps a route name (routeName of a pattern routes() registers)
+	// to its stats. It is derived from the pattern the mux matched, so a
+	// route added to routes() is counted with no second list to update.
+	// Loads are lock-free; a name is stored on its first request.
+	routes sync.Map
 
 	mu    sync.Mutex // guards envs; taken by pollers and scrapes, never by requests
 	envs  map[string]*envStats
@@ -28,22 +33,15 @@ type metrics struct {
 
 // latencyBuckets are the histogram's upper bounds in seconds: the proxy
 // answers in microseconds, the tail shows up in milliseconds.
-var latencyBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1}
+var latencyBuckets = [...]float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1}
 
 // trackedStatuses are the status codes the proxy produces; anything else is
 // counted as "other".
-var trackedStatuses = []int{200, 202, 304, 400, 401, 404, 405, 413, 500, 503}
-
-var routeNames = []string{
-	"/api/v1/flags", "/api/v1/identities", "/api/v1/environment-document",
-	"/proxy/health", "/proxy/health/readiness", "/health", "/proxy/health/liveness",
-	"/sse/environments/stream", "/sse/health", "/proxy/refresh", "/metrics", "unrouted",
-	"/sse/environments/queue-change", "/proxy/webhook",
-}
+var trackedStatuses = [...]int{200, 202, 204, 304, 400, 401, 404, 405, 413, 500, 503}
 
 type routeStats struct {
-	byStatus [11]atomic.Uint64 // trackedStatuses, then other
-	buckets  [12]atomic.Uint64 // latencyBuckets (not cumulative; summed on scrape)
+	byStatus [len(trackedStatuses) + 1]atomic.Uint64 // trackedStatuses, then other
+	buckets  [len(latencyBuckets)]atomic.Uint64      // not cumulative; summed on scrape
 	count    atomic.Uint64
 	sumNanos atomic.Uint64
 }
@@ -63,18 +61,34 @@ type envStats struct {
 }
 
 func newMetrics() *metrics {
-	m := &metrics{routes: map[string]*routeStats{}, envs: map[string]*envStats{}, start: time.Now()}
-	for _, r := range routeNames {
-		m.routes[r] = &routeStats{}
+	return &metrics{envs: map[string]*envStats{}, start: time.Now()}
+}
+
+// routeName turns a mux pattern into a low-cardinality metrics label: the
+// path without its method or trailing slash; the catch-all "/" is
+// "unrouted". The stream keeps the label it had before its pattern named
+// the key.
+func routeName(pattern string) string {
+	_, path, found := strings.Cut(pattern, " ")
+	if !found {
+		path = pattern
 	}
-	return m
+	path = strings.TrimSuffix(strings.TrimSuffix(path, "{$}"), "/")
+	switch path {
+	case "":
+		return "unrouted"
+	case "/sse/environments/{client_key}/stream":
+		return "/sse/environments/stream"
+	}
+	return path
 }
 
 func (m *metrics) observeRequest(route string, status int, d time.Duration) {
-	rs, ok := m.routes[route]
+	v, ok := m.routes.Load(route)
 	if !ok {
-		rs = m.routes["unrouted"]
+		v, _ = m.routes.LoadOrStore(route, &routeStats{})
 	}
+	rs := v.(*routeStats)
 	idx := len(trackedStatuses)
 	for i, s := range trackedStatuses {
 		if s == status {
@@ -178,12 +192,18 @@ func (s *server) exposition() []byte {
 	help := func(name, typ, text string) {
 		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", name, text, name, typ)
 	}
-	routes := append([]string(nil), routeNames...)
+	var routes []string
+	stats := map[string]*routeStats{}
+	m.routes.Range(func(k, v any) bool {
+		routes = append(routes, k.(string))
+		stats[k.(string)] = v.(*routeStats)
+		return true
+	})
 	sort.Strings(routes)
 
 	help("edge_proxy_http_requests_total", "counter", "HTTP requests by route and status code.")
 	for _, route := range routes {
-		rs := m.routes[route]
+		rs := stats[route]
 		for i := range rs.byStatus {
 			n := rs.byStatus[i].Load()
 			if n == 0 {
@@ -198,7 +218,7 @@ func (s *server) exposition() []byte {
 	}
 	help("edge_proxy_http_request_duration_seconds", "histogram", "HTTP request latency by route.")
 	for _, route := range routes {
-		rs := m.routes[route]
+		rs := stats[route]
 		count := rs.count.Load()
 		if count == 0 {
 			continue
@@ -281,6 +301,7 @@ func (s *server) exposition() []byte {
 			fmt.Fprintf(&b, "edge_proxy_seconds_since_last_update{environment=%s} %g\n", label(env.pair.ClientSideKey), now.Sub(time.Unix(0, last)).Seconds())
 		}
 	}
+	s.writeAnalyticsMetrics(&b)
 	help("edge_proxy_sse_subscribers", "gauge", "Open realtime streams.")
 	fmt.Fprintf(&b, "edge_proxy_sse_subscribers %d\n", s.hub.subscribers())
 	if s.certs != nil {

@@ -1,8 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -81,6 +81,12 @@ func (s *server) runPollers(ctx context.Context, client *http.Client) error {
 		if env.pair.DocumentPath == "" && s.cfg.RealtimeAPIURL != "" {
 			g.Go(func() error {
 				s.followUpstream(ctx, env, client)
+				return nil
+			})
+		}
+		if ea := s.analytics.forEnv(env); ea != nil && ea.forward {
+			g.Go(func() error {
+				s.flushAnalyticsLoop(ctx, client, ea)
 				return nil
 			})
 		}
@@ -337,17 +343,25 @@ func (s *server) pollOnce(ctx context.Context, env *environment, client *http.Cl
 // publish compiles a document and swaps it in with one atomic store. An
 // identical document changes nothing and sends no realtime event.
 func (s *server) publish(env *environment, raw []byte, source string) error {
-	if cur := env.snap.Load(); cur != nil && bytes.Equal(cur.document.body, raw) {
+	if cur := env.snap.Load(); cur != nil && sha256.Sum256(raw) == cur.document.digest {
 		s.markSuccess(env)
 		return nil
 	}
 	env.compiling.Store(true)
 	snap, err := newSnapshot(raw)
 	env.compiling.Store(false)
+	if err == nil {
+		err = s.publishSnapshot(env, snap, source)
+	}
 	if err != nil {
 		return err
 	}
-	return s.publishSnapshot(env, snap, source)
+	if source == "upstream" && s.cfg.CacheDir != "" {
+		if err := writeCache(s.cfg.CacheDir, env.pair.ClientSideKey, raw); err != nil {
+			s.log.Warn("cache write failed; serving continues", "env", env.pair.ClientSideKey, "error", err.Error())
+		}
+	}
+	return nil
 }
 
 // publishSnapshot swaps in a compiled document.
@@ -366,7 +380,7 @@ func (s *server) publishSnapshot(env *environment, snap *snapshot, source string
 	snap.setServedVersion(env.snap.Load())
 	env.snap.Store(snap)
 	s.markSuccess(env)
-	if len(snap.document.body) > largeDocumentBytes {
+	if snap.document.size() > largeDocumentBytes {
 		// Compiling a large document leaves garbage several times its size,
 		// and the previous snapshot is garbage now too: hand it back to the
 		// OS at once rather than hold it until the heap grows into it.
@@ -377,11 +391,6 @@ func (s *server) publishSnapshot(env *environment, snap *snapshot, source string
 		"updated_at", snap.updatedAtText, "version", snap.updatedAtUnix, "compile", snap.compile.String())
 	if snap.updatedAtUnix != "" {
 		s.hub.publish(env.pair.ClientSideKey, snap.updatedAtUnix)
-	}
-	if source == "upstream" && s.cfg.CacheDir != "" {
-		if err := writeCache(s.cfg.CacheDir, env.pair.ClientSideKey, snap.document.body); err != nil {
-			s.log.Warn("cache write failed; serving continues", "env", env.pair.ClientSideKey, "error", err.Error())
-		}
 	}
 	return nil
 }

@@ -202,7 +202,7 @@ func pollerStreamHuge(sent chan<- int64) fault {
 
 // TestPollFaults checks that each kind of upstream fault makes the poll fail,
 // is logged with the environment's client key, and leaves the last good
-// document served unchanged (SPEC §3).
+// document served unchanged.
 func TestPollFaults(t *testing.T) {
 	good := testDocument(clientKeyA, pollerUpdatedAt, "blue")
 	hugeSent := make(chan int64, 4)
@@ -435,7 +435,7 @@ func pollerSeconds(d ...float64) []time.Duration {
 }
 
 // TestPollIndependence: an environment whose upstream never answers does not
-// delay another, which is fetched and refreshed on schedule (SPEC §3).
+// delay another, which is fetched and refreshed on schedule.
 func TestPollIndependence(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		up := newUpstreamInMemory(t)
@@ -599,7 +599,7 @@ func TestPollRefreshCoalesces(t *testing.T) {
 }
 
 // TestPollReadiness follows readiness through not updated, ok, stale and ok
-// again with a fake clock (SPEC §4).
+// again with a fake clock.
 func TestPollReadiness(t *testing.T) {
 	const freq, grace = 10, 30
 	t0 := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
@@ -736,7 +736,7 @@ func TestPollLongCompileKeepsReadiness(t *testing.T) {
 }
 
 // TestPollCacheWarmStart: a restarted proxy with the upstream down serves the
-// cached document at once (SPEC §2 cache_dir).
+// cached document at once (cache_dir).
 func TestPollCacheWarmStart(t *testing.T) {
 	dir := t.TempDir()
 	doc := testDocument(clientKeyA, pollerUpdatedAt, "blue")
@@ -870,7 +870,7 @@ func TestPollCacheUnwritableDir(t *testing.T) {
 
 // TestPollWatchFile serves an environment from a local document: published at
 // start, reloaded when it changes, the last good one kept when the file turns
-// invalid or disappears (SPEC §2 environment_document_path).
+// invalid or disappears (environment_document_path).
 func TestPollWatchFile(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "environment.json")

@@ -28,6 +28,9 @@ type server struct {
 
 	// certs serves the TLS certificate; nil when serving plain HTTP.
 	certs *certReloader
+	// analytics sums flag evaluation counts for Flagsmith; nil when
+	// analytics.enabled is false.
+	analytics *analytics
 }
 
 type keyRef struct {
@@ -55,6 +58,9 @@ func newServer(cfg Config, log *slog.Logger) *server {
 		}
 		s.origin[o] = true
 	}
+	if cfg.Analytics.Enabled {
+		s.analytics = newAnalytics(cfg, s.envs)
+	}
 	s.mux = s.routes()
 	return s
 }
@@ -80,6 +86,14 @@ func (s *server) routes() *http.ServeMux {
 	both("POST", "/proxy/refresh", s.handleRefresh)
 	both("POST", "/proxy/webhook", s.handleWebhook)
 	both("POST", "/sse/environments/{client_key}/queue-change", s.handleQueueChange)
+	if s.analytics != nil {
+		both("POST", "/api/v1/analytics/flags", s.handleAnalyticsV1)
+		both("POST", "/api/v2/analytics/flags", s.handleAnalyticsV2)
+	}
+	mux.HandleFunc("POST /ofrep/v1/evaluate/flags", s.handleOFREPBulk)
+	mux.HandleFunc("POST /ofrep/v1/evaluate/flags/{key...}", s.handleOFREPFlag)
+	mux.HandleFunc("/ofrep/v1/evaluate/flags", s.handleOFREPMethodNotAllowed)
+	mux.HandleFunc("/ofrep/v1/evaluate/flags/{key...}", s.handleOFREPMethodNotAllowed)
 	mux.HandleFunc("GET /metrics", s.handleMetrics)
 	mux.HandleFunc("/", s.handleUnrouted)
 	return mux

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"strconv"
 	"strings"
@@ -42,6 +41,10 @@ type snapshot struct {
 	views    [2]view
 	document preEncoded // GET /api/v1/environment-document/: the document as received
 	compile  time.Duration
+
+	// ofrep holds, per flag source, the parts of its OFREP answer that do
+	// not depend on the request (ofrep.go).
+	ofrep []ofrepSource
 }
 
 type keyKind uint8
@@ -65,6 +68,17 @@ type span struct{ start, end int32 }
 // it. It is the only place a document is compiled.
 func newSnapshot(raw []byte) (*snapshot, error) {
 	start := time.Now()
+	// Preparing the document's own body (a digest and a gzip of it) needs
+	// nothing from the compile: on a large document it takes a good part
+	// of the time, so it runs beside it.
+	document := make(chan preEncoded, 1)
+	go func() {
+		body := newPreEncoded(raw)
+		if len(raw) > largeDocumentBytes {
+			body.keepGzipOnly()
+		}
+		document <- body // buffered: never blocks, even if the compile fails
+	}()
 	doc, err := parseDocument(raw)
 	if err != nil {
 		return nil, err
@@ -84,7 +98,6 @@ func newSnapshot(raw []byte) (*snapshot, error) {
 		updatedAtText: doc.UpdatedAt,
 		environmentID: strings.Trim(strings.TrimPrefix(string(doc.ID), "null"), `"`),
 		hideDisabled:  doc.Project.HideDisabledFlags != nil && *doc.Project.HideDisabledFlags,
-		document:      newPreEncoded(raw),
 	}
 	if doc.UpdatedAt != "" {
 		s.updatedAt, _ = parseUpdatedAt(doc.UpdatedAt)
@@ -96,9 +109,11 @@ func newSnapshot(raw []byte) (*snapshot, error) {
 	}
 	s.encodeSources(serverOnlyIDs)
 	s.envFlags = e.evaluate(nil, nil, nil)
+	s.ofrep = newOFREPSources(e)
 	for kind := range s.views {
 		s.views[kind] = s.encodeView(keyKind(kind))
 	}
+	s.document = <-document
 	s.compile = time.Since(start)
 	return s, nil
 }
@@ -114,7 +129,7 @@ func newSnapshot(raw []byte) (*snapshot, error) {
 func (s *snapshot) setServedVersion(prev *snapshot) {
 	v := s.updatedAt.Truncate(time.Microsecond)
 	if prev != nil && !prev.served.IsZero() {
-		if bytes.Equal(prev.document.body, s.document.body) {
+		if prev.document.digest == s.document.digest {
 			v = prev.served
 		} else if next := prev.served.Add(time.Microsecond); next.After(v) {
 			v = next
@@ -129,13 +144,24 @@ func (s *snapshot) setServedVersion(prev *snapshot) {
 }
 
 // encodeSources pre-encodes every flag source's API object up to its value,
-// all in one buffer.
+// all in one buffer. Sources of one feature in the same state share their
+// bytes: thousands of identity overrides of a feature need one prefix.
 func (s *snapshot) encodeSources(serverOnlyIDs map[string]bool) {
 	sources := s.engine.sources
 	s.serverOnly = make([]bool, len(sources))
-	ends := make([]int, len(sources))
-	buf := make([]byte, 0, 96*len(sources)) // about one prefix each
+	s.flagPrefix = make([][]byte, len(sources))
+	type span struct{ from, to int }
+	shared := map[string]span{}
+	var buf []byte
+	spans := make([]span, len(sources))
 	for i, f := range sources {
+		s.serverOnly[i] = serverOnlyIDs[f.apiID]
+		key := sourceShape(f)
+		if sp, ok := shared[key]; ok {
+			spans[i] = sp
+			continue
+		}
+		from := len(buf)
 		id := f.apiID
 		if id == "" {
 			id = "null"
@@ -149,15 +175,22 @@ func (s *snapshot) encodeSources(serverOnlyIDs map[string]bool) {
 		buf = append(buf, `},"enabled":`...)
 		buf = strconv.AppendBool(buf, f.enabled)
 		buf = append(buf, `,"feature_state_value":`...)
-		ends[i] = len(buf)
-		s.serverOnly[i] = serverOnlyIDs[f.apiID]
+		spans[i] = span{from, len(buf)}
+		shared[key] = spans[i]
 	}
-	s.flagPrefix = make([][]byte, len(sources))
-	from := 0
-	for i, end := range ends {
-		s.flagPrefix[i] = buf[from:end:end]
-		from = end
+	for i, sp := range spans {
+		s.flagPrefix[i] = buf[sp.from:sp.to:sp.to]
 	}
+}
+
+// sourceShape identifies what a flag object shows of a source before its
+// value: the feature and whether it is enabled.
+func sourceShape(f *feature) string {
+	enabled := "0"
+	if f.enabled {
+		enabled = "1"
+	}
+	return f.apiID + "\x00" + f.name + "\x00" + f.apiType + "\x00" + enabled
 }
 
 // encodeView pre-encodes the environment's flags as one kind of key sees them.
@@ -216,12 +249,20 @@ func (s *snapshot) appendFlag(dst []byte, fl evalFlag) []byte {
 }
 
 // appendFlags appends an identity's flags as kind sees them, comma
-// separated. A flag the identity's segments, overrides and splits leave as
-// in the environment is copied from the environment's pre-encoded body, in
-// runs as long as possible; only the flags that differ are encoded.
+// separated (flagParts, assembled).
 func (s *snapshot) appendFlags(dst []byte, flags []evalFlag, kind keyKind) []byte {
+	var p responseParts
+	p.reset(dst, s.views[kind].flags.body)
+	s.flagParts(&p, flags, kind)
+	return p.assemble(nil)
+}
+
+// flagParts adds an identity's flags as kind sees them to p, comma
+// separated. A flag the identity's segments, overrides and splits leave as
+// in the environment is a reference into the environment's pre-encoded body,
+// in runs as long as possible; only the flags that differ are encoded.
+func (s *snapshot) flagParts(p *responseParts, flags []evalFlag, kind keyKind) {
 	v := &s.views[kind]
-	body := v.flags.body
 	first := true
 	runStart, runEnd := int32(-1), int32(-1)
 	for fi := range flags {
@@ -237,25 +278,88 @@ func (s *snapshot) appendFlags(dst []byte, flags []evalFlag, kind keyKind) []byt
 		}
 		if runStart >= 0 {
 			if !first {
-				dst = append(dst, ',')
+				p.own = append(p.own, ',')
 			}
-			dst, first = append(dst, body[runStart:runEnd]...), false
-			runStart = -1
+			p.addEnv(runStart, runEnd)
+			first, runStart = false, -1
 		}
 		if !s.visible(fl.source, kind) {
 			continue
 		}
 		if !first {
-			dst = append(dst, ',')
+			p.own = append(p.own, ',')
 		}
-		dst, first = s.appendFlag(dst, *fl), false
+		p.own, first = s.appendFlag(p.own, *fl), false
 	}
 	if runStart >= 0 {
 		if !first {
-			dst = append(dst, ',')
+			p.own = append(p.own, ',')
 		}
-		dst = append(dst, body[runStart:runEnd]...)
+		p.addEnv(runStart, runEnd)
 	}
+}
+
+// responseParts is a response body in parts: bytes the request encoded
+// (own) and runs of the environment's pre-encoded flags body (env), so that
+// a large response copies nothing it can point at. The zero value is
+// ready once reset.
+type responseParts struct {
+	own   []byte
+	env   []byte
+	parts []part // in body order; own bytes not yet in a part come last
+	mark  int    // own bytes before this are in parts
+}
+
+type part struct {
+	env        bool
+	start, end int32
+}
+
+func (p *responseParts) reset(own, env []byte) {
+	p.own, p.env, p.parts, p.mark = own, env, p.parts[:0], 0
+}
+
+// addEnv adds env[start:end], closing the own bytes appended since the last
+// part into a part of their own.
+func (p *responseParts) addEnv(start, end int32) {
+	p.closeOwn()
+	p.parts = append(p.parts, part{env: true, start: start, end: end})
+}
+
+func (p *responseParts) closeOwn() {
+	if len(p.own) > p.mark {
+		p.parts = append(p.parts, part{start: int32(p.mark), end: int32(len(p.own))})
+		p.mark = len(p.own)
+	}
+}
+
+// size is the body's length in bytes.
+func (p *responseParts) size() int {
+	n := len(p.own) - p.mark
+	for _, pt := range p.parts {
+		n += int(pt.end - pt.start)
+	}
+	return n
+}
+
+// each calls write with the body's parts in order, until one fails.
+func (p *responseParts) each(write func([]byte) error) error {
+	p.closeOwn()
+	for _, pt := range p.parts {
+		src := p.own
+		if pt.env {
+			src = p.env
+		}
+		if err := write(src[pt.start:pt.end]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// assemble appends the whole body to dst.
+func (p *responseParts) assemble(dst []byte) []byte {
+	_ = p.each(func(b []byte) error { dst = append(dst, b...); return nil })
 	return dst
 }
 

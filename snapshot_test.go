@@ -2,12 +2,17 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestIdentityResponsesMatchPlainEvaluation checks the two shortcuts the
@@ -118,7 +123,7 @@ func newPlainEvaluator(t testing.TB, raw []byte) *plainEvaluator {
 			Name:     "identity_overrides",
 			Metadata: json.RawMessage(`{"source":"identity_overrides"}`),
 			Rules: []ruleContext{{Type: "ALL", Conditions: []conditionContext{
-				{Property: "$.identity.identifier", Operator: opIn, Value: ids},
+				{Property: "$.identity.identifier", Operator: opIn.String(), Value: ids},
 			}}},
 		}
 		for _, o := range g.overrides {
@@ -228,4 +233,110 @@ func differentialIdentities(t testing.TB, raw []byte, golden []goldenIdentity) [
 		out = append(out, &identity{identifier: s})
 	}
 	return out
+}
+
+// TestLargeIdentityResponseInParts: an identity response too large to copy
+// into one buffer is written from its parts, most of them straight from the
+// environment's body; plain and gzipped, it is the same bytes as the
+// assembled response.
+func TestLargeIdentityResponseInParts(t *testing.T) {
+	s := newTestServer(t, withPairs(demoPair))
+	raw := scaleDocument(t, demoDocument(t, time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), "hi"), 40, 50, true)
+	s.publishDoc(t, demoClientKey, raw)
+	snap := s.envs[0].snap.Load()
+	for _, who := range []struct{ identifier, traits, sent string }{
+		{"carol", `[{"trait_key":"plan","trait_value":"premium"}]`, `[{"trait_key":"plan","trait_value":"premium"}]`},
+		{"vip_000007", `[]`, ``},
+	} {
+		for _, kind := range []keyKind{clientKey, serverKey} {
+			key := demoClientKey
+			if kind == serverKey {
+				key = demoServerKey
+			}
+			id := &identity{identifier: who.identifier}
+			if who.sent != "" {
+				id.traits = []trait{{key: "plan", value: coerceString("premium")}}
+			}
+			flags := snap.appendFlags(nil, snap.engine.evaluate(nil, id, nil), kind)
+			want := `{"identifier":"` + who.identifier + `","traits":` + who.traits + `,"flags":[` + string(flags) + `]}`
+			if len(want) <= maxAssembledBytes {
+				t.Fatalf("response of %d bytes is not large enough to be written in parts", len(want))
+			}
+			body := `{"identifier":"` + who.identifier + `","traits":` + who.traits + `}`
+			for _, gz := range []bool{false, true} {
+				headers := withKey(key)
+				if gz {
+					headers["Accept-Encoding"] = "gzip"
+				}
+				rec := callHandler(t, s.handler(), http.MethodPost, "/api/v1/identities/", headers, body)
+				got := rec.Body.Bytes()
+				if gz {
+					if rec.Header().Get("Content-Encoding") != "gzip" {
+						t.Fatalf("%s, gzip accepted: Content-Encoding = %q", who.identifier, rec.Header().Get("Content-Encoding"))
+					}
+					zr, err := gzip.NewReader(bytes.NewReader(got))
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got, err = io.ReadAll(zr); err != nil {
+						t.Fatal(err)
+					}
+				} else if cl := rec.Header().Get("Content-Length"); cl != strconv.Itoa(len(want)) {
+					t.Errorf("%s: Content-Length = %s; want %d", who.identifier, cl, len(want))
+				}
+				if rec.Code != http.StatusOK || string(got) != want {
+					t.Fatalf("%s, kind %d, gzip %t: %d, body differs from the assembled response (got %d bytes, want %d)",
+						who.identifier, kind, gz, rec.Code, len(got), len(want))
+				}
+			}
+		}
+	}
+}
+
+// TestLargeDocumentKeptGzipped: a document over largeDocumentBytes is held
+// only gzipped, and served as received either way: gzipped to clients that
+// take it, decompressed with the right length to those that do not.
+func TestLargeDocumentKeptGzipped(t *testing.T) {
+	s := newTestServer(t, withPairs(demoPair))
+	raw := scaleDocument(t, demoDocument(t, time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), "hi"), 60, 1000, true)
+	if len(raw) <= largeDocumentBytes {
+		t.Fatalf("document of %d bytes is not large", len(raw))
+	}
+	s.publishDoc(t, demoClientKey, raw)
+	if snap := s.envs[0].snap.Load(); snap.document.body != nil {
+		t.Error("the large document's plain bytes are kept")
+	}
+	var etags []string
+	for _, gz := range []bool{false, true} {
+		headers := withKey(demoServerKey)
+		if gz {
+			headers["Accept-Encoding"] = "gzip"
+		}
+		rec := callHandler(t, s.handler(), http.MethodGet, "/api/v1/environment-document/", headers, "")
+		got := rec.Body.Bytes()
+		if gz {
+			zr, err := gzip.NewReader(bytes.NewReader(got))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err = io.ReadAll(zr); err != nil {
+				t.Fatal(err)
+			}
+		} else if cl := rec.Header().Get("Content-Length"); cl != strconv.Itoa(len(raw)) {
+			t.Errorf("Content-Length = %s; want %d", cl, len(raw))
+		}
+		if rec.Code != http.StatusOK || !bytes.Equal(got, raw) {
+			t.Fatalf("gzip %t: %d, %d bytes; want 200 and the %d bytes received", gz, rec.Code, len(got), len(raw))
+		}
+		etags = append(etags, rec.Header().Get("ETag"))
+	}
+	if etags[0] == "" || etags[0] != etags[1] {
+		t.Errorf("ETags %q; want one, the same for both encodings", etags)
+	}
+	// Republishing the same bytes is recognised without the plain copy.
+	before := s.envs[0].snap.Load()
+	s.publishDoc(t, demoClientKey, raw)
+	if s.envs[0].snap.Load() != before {
+		t.Error("the same document was compiled and published again")
+	}
 }

@@ -154,8 +154,14 @@ func (s *server) handleStream(w http.ResponseWriter, r *http.Request) {
 	event := func(updatedAt string) string {
 		return "event: environment_updated\ndata: {\"updated_at\": " + updatedAt + "}\n\n"
 	}
+	// ?format=ofrep is the same stream in OFREP's event format (ofrep.go),
+	// where a connect needs no event when the client is already current.
+	ofrep := r.URL.Query().Get("format") == "ofrep"
+	if ofrep {
+		event = ofrepEvent
+	}
 	first := "retry: 3000\n\n"
-	if snap := ref.env.snap.Load(); snap != nil && snap.updatedAtUnix != "" {
+	if snap := ref.env.snap.Load(); snap != nil && snap.updatedAtUnix != "" && !(ofrep && ofrepClientVersion(r) == snap.updatedAtUnix) {
 		first += event(snap.updatedAtUnix)
 	}
 	if !write(first) {

@@ -25,8 +25,9 @@ import (
 // sseToken is the push-refresh token (admin_token) of the refresh tests.
 const sseToken = "push-refresh-token-0123456789"
 
-// sseBase is the updated_at of the first test document: the SPEC's example
-// event (1732467200.123456), so the wire format can be checked literally.
+// sseBase is the updated_at of the first test document, 1732467200.123456
+// as Unix seconds with microseconds, so the event's wire format
+// (data: {"updated_at": 1732467200.123456}) can be checked literally.
 var sseBase = time.Date(2024, 11, 24, 16, 53, 20, 123456000, time.UTC)
 
 // ssePublish publishes the test document of key at updatedAt, its banner

@@ -765,6 +765,7 @@ type sseItem struct {
 	isComment      bool
 	isEvent        bool
 	event, data    string
+	id             string // the event's id field, if it had one
 }
 
 // sseStream is an open stream read by a parser that follows the WHATWG
@@ -814,7 +815,7 @@ func sseOpenStream(t testing.TB, client *http.Client, url string, header http.He
 func (st *sseStream) read(ctx context.Context, body io.Reader) {
 	defer close(st.done)
 	br := bufio.NewReader(body)
-	eventType, data, hasData := "", "", false
+	eventType, data, id, hasData := "", "", "", false
 	for {
 		line, err := br.ReadString('\n')
 		if err != nil {
@@ -832,8 +833,8 @@ func (st *sseStream) read(ctx context.Context, body io.Reader) {
 			if eventType == "" {
 				eventType = "message"
 			}
-			it = sseItem{isEvent: true, event: eventType, data: data}
-			eventType, data, hasData = "", "", false
+			it = sseItem{isEvent: true, event: eventType, data: data, id: id}
+			eventType, data, id, hasData = "", "", "", false
 		case field == "":
 			it = sseItem{isComment: true, comment: value}
 		default:
@@ -841,6 +842,8 @@ func (st *sseStream) read(ctx context.Context, body io.Reader) {
 			switch field {
 			case "event":
 				eventType = value
+			case "id":
+				id = value
 			case "data":
 				if hasData {
 					data += "\n"

@@ -5,6 +5,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // valueKind is the type a context value has after Flagsmith's coercion.
@@ -19,8 +21,8 @@ const (
 )
 
 // value is a trait or context value after the one coercion every condition
-// read goes through (SPEC §6): numeric strings become numbers. The zero value
-// is "not set".
+// read goes through in Flagsmith's Python engine: strings that look like
+// integers or decimals become numbers. The zero value is "not set".
 //
 // Integers that overflow int64 keep their canonical decimal text in s and an
 // approximation in f (bigInt set): their string forms stay exact, which is what
@@ -236,35 +238,15 @@ func appendPyFloat(dst []byte, f float64) []byte {
 	}
 }
 
-// pyStrOfJSON returns Python's str() of a JSON scalar as json.loads would
-// produce it; used for IN lists given as JSON arrays.
-func pyStrOfJSON(raw json.RawMessage) string {
-	raw = trimSpace(raw)
-	if len(raw) == 0 {
-		return ""
-	}
-	switch raw[0] {
-	case '"':
-		var s string
-		_ = json.Unmarshal(raw, &s)
-		return s
-	case 'n':
-		return "None"
-	case 't':
-		return "True"
-	case 'f':
-		return "False"
-	case '{', '[':
-		return string(raw)
-	}
-	v := numberValue(string(raw))
-	return string(appendPyStr(nil, v))
-}
+// maxPyIntDigits is the longest decimal text Python's int() converts (the
+// default limit since Python 3.11); longer raises ValueError.
+const maxPyIntDigits = 4300
 
 // pyInt parses text as Python's int() does: surrounding whitespace, a sign,
-// underscores between digits. ok is false where Python raises ValueError.
+// underscores between digits, decimal digits of any script. ok is false
+// where Python raises ValueError.
 func pyInt(s string) (v value, ok bool) {
-	s = strings.TrimSpace(s)
+	s = asciiDigits(strings.TrimSpace(s))
 	neg := false
 	if s != "" && (s[0] == '+' || s[0] == '-') {
 		neg = s[0] == '-'
@@ -274,10 +256,50 @@ func pyInt(s string) (v value, ok bool) {
 		return value{}, false
 	}
 	s = strings.ReplaceAll(s, "_", "")
+	if len(s) > maxPyIntDigits {
+		return value{}, false
+	}
 	if neg {
 		s = "-" + s
 	}
 	return parseIntText(s), true
+}
+
+// asciiDigits replaces decimal digits of other scripts ("٣") with ASCII
+// ones, as Python's int() and float() read them.
+func asciiDigits(s string) string {
+	ascii := true
+	for i := 0; i < len(s) && ascii; i++ {
+		ascii = s[i] < utf8.RuneSelf
+	}
+	if ascii {
+		return s
+	}
+	return strings.Map(func(r rune) rune {
+		if d, ok := decimalValue(r); ok {
+			return '0' + d
+		}
+		return r
+	}, s)
+}
+
+// decimalValue is the value of a decimal digit (Unicode category Nd). The
+// table's ranges each start at a zero, and Nd digits come in runs of ten.
+func decimalValue(r rune) (rune, bool) {
+	if r < utf8.RuneSelf {
+		return r - '0', r >= '0' && r <= '9'
+	}
+	for _, rg := range unicode.Nd.R16 {
+		if lo, hi := rune(rg.Lo), rune(rg.Hi); r >= lo && r <= hi {
+			return (r - lo) % 10, true
+		}
+	}
+	for _, rg := range unicode.Nd.R32 {
+		if lo, hi := rune(rg.Lo), rune(rg.Hi); r >= lo && r <= hi {
+			return (r - lo) % 10, true
+		}
+	}
+	return 0, false
 }
 
 func validUnderscoredDigits(s string) bool {
@@ -299,18 +321,20 @@ func validUnderscoredDigits(s string) bool {
 	return true
 }
 
-// pyFloat parses text as Python's float() does: whitespace, sign, digits with
-// underscores, exponent, inf/infinity/nan in any case.
+// pyFloat parses text as Python's float() does: whitespace, sign, digits of
+// any script with underscores, exponent, inf/infinity/nan in any case.
 func pyFloat(s string) (float64, bool) {
-	s = strings.TrimSpace(s)
+	s = asciiDigits(strings.TrimSpace(s))
 	body := s
 	if body != "" && (body[0] == '+' || body[0] == '-') {
 		body = body[1:]
 	}
 	switch strings.ToLower(body) {
-	case "inf", "infinity", "nan":
+	case "inf", "infinity":
 		f, err := strconv.ParseFloat(s, 64)
 		return f, err == nil
+	case "nan": // with either sign, which strconv refuses
+		return math.NaN(), true
 	}
 	if strings.Contains(s, "_") {
 		if !pyUnderscoresOK(body) {

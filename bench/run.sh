@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of the edge proxy against a bare net/http ceiling
-# (SPEC §8). One command, from any directory:
+# (the README's Performance section). One command, from any directory:
 #
 #   bash bench/run.sh
+#
+# It also measures OpenFeature's OFREP endpoints (bulk and one flag) for the
+# same identity, next to POST /api/v1/identities/ in the same run.
 #
 # It builds the proxy and the helpers in bench/, installs wrk (apt-get) and
 # vegeta (go install) when missing, starts a fake upstream serving the
@@ -201,7 +204,7 @@ free_port() {
 # start_proxy NAME CONFIG: starts the proxy, waits for readiness = 200.
 start_proxy() {
 	local name=$1 config=$2 port=$3 i code=000
-	# The environment wins over config.json (SPEC §2): drop any such variable.
+	# The environment wins over config.json: drop any such variable.
 	start "$name" env -u CONFIG_PATH -u API_URL -u ENVIRONMENT_KEY_PAIRS \
 		-u API_POLL_FREQUENCY_SECONDS -u API_POLL_FREQUENCY -u API_POLL_TIMEOUT_SECONDS \
 		-u API_POLL_TIMEOUT -u ALLOW_ORIGINS -u ENDPOINT_CACHES -u SERVER -u LOGGING \
@@ -396,6 +399,19 @@ expect_status 200 -H "X-Environment-Key: $client_key" -H 'Content-Type: applicat
 	--data-binary "@$IDENTITY_BODY" "$proxy/api/v1/identities/"
 identity_bytes=$(wc -c <"$tmp/probe.out")
 expect_status 200 -H "X-Environment-Key: $client_key" "$proxy/api/v1/identities/?identifier=probe_user"
+# OFREP evaluates the same identity: the body file's traits as the context
+# (bench/ofrep-post.lua builds it the same way).
+ofrep_context=$(sed -n 's/.*"traits"[[:space:]]*:[[:space:]]*\[\(.*\)\].*/\1/p' "$IDENTITY_BODY" |
+	sed 's/{[[:space:]]*"trait_key"[[:space:]]*:[[:space:]]*\("[^"]*"\)[[:space:]]*,[[:space:]]*"trait_value"[[:space:]]*:[[:space:]]*\([^}]*[^[:space:]}]\)[[:space:]]*}/\1: \2/g')
+[[ -n $ofrep_context ]] || die "no traits in $IDENTITY_BODY for the OFREP context"
+printf '{"context": {"targetingKey": "probe_user", %s}}' "$ofrep_context" >"$tmp/ofrep-body.json"
+expect_status 200 -H "X-Environment-Key: $client_key" -H 'Content-Type: application/json' \
+	--data-binary "@$tmp/ofrep-body.json" "$proxy/ofrep/v1/evaluate/flags"
+ofrep_bytes=$(wc -c <"$tmp/probe.out")
+ofrep_flag=$(grep -o '"key":"[^"]*"' "$tmp/probe.out" | head -n1 | cut -d'"' -f4)
+[[ -n $ofrep_flag ]] || die "the OFREP bulk answer lists no flag"
+expect_status 200 -H "X-Environment-Key: $client_key" -H 'Content-Type: application/json' \
+	--data-binary "@$tmp/ofrep-body.json" "$proxy/ofrep/v1/evaluate/flags/$ofrep_flag"
 
 run_wrk ceiling_a -H "X-Environment-Key: $client_key" "$ceiling/api/v1/flags/"
 run_wrk flags -H "X-Environment-Key: $client_key" "$proxy/api/v1/flags/"
@@ -403,6 +419,16 @@ run_wrk identities_post -s "$here/identities-post.lua" -H "X-Environment-Key: $c
 	-H 'Content-Type: application/json' "$proxy/api/v1/identities/" -- "$IDENTITY_BODY"
 run_wrk identities_get -s "$here/identities-get.lua" -H "X-Environment-Key: $client_key" \
 	"$proxy/api/v1/identities/"
+# OpenFeature (OFREP): the same identity in bulk and for one flag, then the
+# identities endpoint again, so its cost is the mean of a run before and one
+# after the OFREP runs, as the ceiling's is.
+run_wrk ofrep_bulk -s "$here/ofrep-post.lua" -H "X-Environment-Key: $client_key" \
+	"$proxy/ofrep/v1/evaluate/flags" -- "$IDENTITY_BODY"
+run_wrk ofrep_flag -s "$here/ofrep-post.lua" -H "X-Environment-Key: $client_key" \
+	"$proxy/ofrep/v1/evaluate/flags/$ofrep_flag" -- "$IDENTITY_BODY"
+run_wrk identities_post_b -s "$here/identities-post.lua" -H "X-Environment-Key: $client_key" \
+	-H 'Content-Type: application/json' "$proxy/api/v1/identities/" -- "$IDENTITY_BODY"
+identities_mean=$(((RPS[identities_post] + RPS[identities_post_b]) / 2))
 # The ceiling again, last: the ratios use the mean of the runs before and
 # after the proxy's, so a drift in the machine's speed is shared out.
 run_wrk ceiling_b -H "X-Environment-Key: $client_key" "$ceiling/api/v1/flags/"
@@ -499,6 +525,11 @@ p99_ok() {
 }
 # shellcheck disable=SC2317 # called through verdict
 rss_ok() { awk -v k="$rssn" 'BEGIN { exit !(k < 40 * 1024) }'; }
+# cost EP: how many times the identities endpoint's cost (1 / req/s) a
+# request to EP costs.
+cost() { awk -v a="$identities_mean" -v b="${RPS[$1]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+# shellcheck disable=SC2317 # called through verdict
+cost_ok() { valid "$1" && valid identities_post && valid identities_post_b && awk -v c="$(cost "$1")" -v m="$2" 'BEGIN { exit !(c <= m) }'; }
 note() { [[ ${BAD[$1]} == 0 ]] || printf ' (%s errors/non-2xx)' "${BAD[$1]}"; }
 
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
@@ -516,6 +547,13 @@ cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null ||
 	echo "| GET /api/v1/flags/ | ${RPS[flags]}$(note flags) | $(pct "${RPS[flags]}" "${RPS[ceiling]}") | ${P50[flags]} | ${P99[flags]} | ≥ 80% | $(verdict ratio_ok flags 80) |"
 	echo "| POST /api/v1/identities/ (5 traits) | ${RPS[identities_post]}$(note identities_post) | $(pct "${RPS[identities_post]}" "${RPS[ceiling]}") | ${P50[identities_post]} | ${P99[identities_post]} | ≥ 60% | $(verdict ratio_ok identities_post 60) |"
 	echo "| GET /api/v1/identities/?identifier= | ${RPS[identities_get]}$(note identities_get) | $(pct "${RPS[identities_get]}" "${RPS[ceiling]}") | ${P50[identities_get]} | ${P99[identities_get]} | (≥ 60%, informative) | $(ratio_ok identities_get 60 && echo ok || echo below) |"
+	echo
+	echo "OpenFeature (OFREP), the same identity and traits as POST /api/v1/identities/ (mean of ${RPS[identities_post]} req/s before and ${RPS[identities_post_b]} after: $identities_mean); cost = identities req/s ÷ OFREP req/s; bulk answer $ofrep_bytes bytes:"
+	echo
+	echo "| endpoint | req/s | cost vs identities | p50 ms | p99 ms | target | result |"
+	echo "|---|---:|---:|---:|---:|---|---|"
+	echo "| POST /ofrep/v1/evaluate/flags (bulk) | ${RPS[ofrep_bulk]}$(note ofrep_bulk) | $(cost ofrep_bulk)× | ${P50[ofrep_bulk]} | ${P99[ofrep_bulk]} | ≤ 1.3× | $(verdict cost_ok ofrep_bulk 1.3) |"
+	echo "| POST /ofrep/v1/evaluate/flags/$ofrep_flag | ${RPS[ofrep_flag]}$(note ofrep_flag) | $(cost ofrep_flag)× | ${P50[ofrep_flag]} | ${P99[ofrep_flag]} | (informative) | |"
 	echo
 	echo "| constant rate (vegeta, half the endpoint's max) | offered req/s | achieved proxy / ceiling | proxy p50 ms | proxy p99 ms | ceiling p99 ms | p99 ratio | success | target | result |"
 	echo "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"

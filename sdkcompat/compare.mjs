@@ -22,7 +22,7 @@
 // comparison cannot be run on, or nothing compared).
 //
 // The document must be one on which the SDK's local evaluation agrees with Flagsmith's
-// Python engine (see document.json and SPEC §6); the proxy follows the Python engine.
+// Python engine (see README.md); the proxy follows the Python engine.
 
 import fs from 'node:fs';
 import { Flagsmith } from 'flagsmith-nodejs';

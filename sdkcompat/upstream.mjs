@@ -9,6 +9,12 @@
 //                       than any If-Modified-Since the proxy can send for the old document);
 //                       answers {"updated_at": "<ISO>", "updated_at_seconds": <float>}
 //   GET  /control/stats {"documents": n200, "not_modified": n304, "unauthorized": n401}
+//   GET  /control/analytics  the flag analytics received (analytics.sh), as Flagsmith's API takes
+//                       them: POST /api/v1/analytics/flags/ ({"feature": count}, 200) and
+//                       POST /api/v2/analytics/flags/ ({"evaluations": [...]}, 204), server key only;
+//                       answers {"v1": {SDK: {feature: sum}}, "v2": {SDK: {"feature|identifier|enabled":
+//                       sum}}, "posts": n, "rejected": [reasons]}, SDK being the
+//                       Flagsmith-SDK-User-Agent header or else the User-Agent, without its version
 //
 // Usage: node upstream.mjs DOCUMENT_JSON SERVER_KEY PORT_FILE
 // It listens on a free 127.0.0.1 port and writes that port to PORT_FILE once it accepts requests.
@@ -29,6 +35,48 @@ if (Number.isNaN(updatedAtMs)) {
 }
 let body = JSON.stringify(doc);
 const stats = { documents: 0, not_modified: 0, unauthorized: 0 };
+const analytics = { v1: {}, v2: {}, posts: 0, rejected: [] };
+
+// sdkLabel names the SDK behind an analytics post: "flagsmith-js-sdk/10.0.0" → "flagsmith-js-sdk",
+// "go-resty/2.16.5 (https://…)" → "go-resty".
+function sdkLabel(req) {
+    const ua = req.headers['flagsmith-sdk-user-agent'] ?? req.headers['user-agent'] ?? 'none';
+    return ua.split('/')[0];
+}
+
+// recordAnalytics checks a post as Flagsmith's API would and adds it up; it returns the reason for
+// refusing it, or null.
+function recordAnalytics(version, req, text) {
+    if (req.headers['x-environment-key'] !== serverKey) {
+        return `analytics posted with key ${req.headers['x-environment-key']}, not the server key`;
+    }
+    let body;
+    try {
+        body = JSON.parse(text);
+    } catch {
+        return `analytics body is not JSON: ${text}`;
+    }
+    const sdk = sdkLabel(req);
+    if (version === 'v1') {
+        if (typeof body !== 'object' || body === null || Array.isArray(body)) return `v1 body ${text}`;
+        for (const [name, count] of Object.entries(body)) {
+            if (!Number.isInteger(count) || count < 0) return `v1 count ${name}: ${count}`;
+            const sums = (analytics.v1[sdk] ??= {});
+            sums[name] = (sums[name] ?? 0) + count;
+        }
+        return null;
+    }
+    if (!Array.isArray(body?.evaluations)) return `v2 body ${text}`;
+    for (const e of body.evaluations) {
+        if (typeof e.feature_name !== 'string' || typeof e.enabled_when_evaluated !== 'boolean' || !Number.isInteger(e.count)) {
+            return `v2 evaluation ${JSON.stringify(e)}`;
+        }
+        const key = `${e.feature_name}|${e.identity_identifier ?? ''}|${e.enabled_when_evaluated}`;
+        const sums = (analytics.v2[sdk] ??= {});
+        sums[key] = (sums[key] ?? 0) + e.count;
+    }
+    return null;
+}
 
 // parseUpdatedAt reads Flagsmith's "2026-01-15T12:00:00.250000Z" (microseconds; Date.parse
 // keeps milliseconds, which is all this fake needs).
@@ -90,6 +138,21 @@ const server = createServer(async (req, res) => {
         }
         if (req.method === 'GET' && path === '/control/stats') {
             return send(res, 200, stats);
+        }
+        if (req.method === 'POST' && (path === '/api/v1/analytics/flags/' || path === '/api/v2/analytics/flags/')) {
+            const version = path.startsWith('/api/v1/') ? 'v1' : 'v2';
+            const reason = recordAnalytics(version, req, await readBody(req));
+            if (reason) {
+                analytics.rejected.push(reason);
+                return send(res, 400, { detail: reason });
+            }
+            analytics.posts++;
+            if (version === 'v1') return send(res, 200);
+            res.writeHead(204);
+            return res.end();
+        }
+        if (req.method === 'GET' && path === '/control/analytics') {
+            return send(res, 200, analytics);
         }
         send(res, 404, { detail: 'Not found.' });
     } catch (err) {

@@ -11,6 +11,9 @@
 // If-Modified-Since at or after the document's updated_at gets 304. The
 // address actually bound is printed as "listening on HOST:PORT" on stdout, so
 // -addr 127.0.0.1:0 picks a free port.
+//
+// POST /api/v1/analytics/flags/ and /api/v2/analytics/flags/ are accepted
+// and counted (GET /analytics-posts).
 package main
 
 import (
@@ -18,6 +21,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -107,6 +111,22 @@ func main() {
 	}
 	mux.HandleFunc("/api/v1/environment-document/", serve)
 	mux.HandleFunc("/api/v1/environment-document", serve)
+	// Flag analytics forwarded by the proxy are taken as Flagsmith takes them
+	// (v1 200, v2 204) and counted, so an analytics benchmark measures the
+	// proxy, not its retries.
+	var analyticsPosts atomic.Int64
+	mux.HandleFunc("POST /api/v1/analytics/flags/", func(w http.ResponseWriter, r *http.Request) {
+		analyticsPosts.Add(1)
+		_, _ = io.Copy(io.Discard, r.Body)
+	})
+	mux.HandleFunc("POST /api/v2/analytics/flags/", func(w http.ResponseWriter, r *http.Request) {
+		analyticsPosts.Add(1)
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("/analytics-posts", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, analyticsPosts.Load())
+	})
 	mux.HandleFunc("/requests", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, requests.Load())
 	})

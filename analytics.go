@@ -1,0 +1,494 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"unicode/utf8"
+)
+
+// Flag analytics. SDKs with analytics on post how often each flag
+// was evaluated; the proxy sums the counts per environment and label set in
+// memory and a flusher per environment forwards the sums to Flagsmith every
+// analytics.flush_interval_seconds. Nothing is lost while the upstream is
+// down (failed sums go back and are retried) until the bound on pending keys
+// is reached; past it, new keys are dropped and counted in /metrics.
+
+const (
+	// analyticsStripes spreads an environment's pending counts over that
+	// many independently locked maps. A post takes one lock, of a stripe
+	// chosen at random, so concurrent posts rarely wait for each other even
+	// when they count the same features (they all do: an application's SDKs
+	// evaluate the same flags); a flush merges the stripes.
+	analyticsStripes = 32
+	// maxAnalyticsNameChars is Flagsmith's column length for feature names
+	// and identity identifiers in its analytics tables.
+	maxAnalyticsNameChars = 2000
+	// maxAnalyticsCount is the largest count Flagsmith stores (a 32-bit
+	// integer column). Larger posts are refused; larger sums are sent in
+	// pieces.
+	maxAnalyticsCount = math.MaxInt32
+	// maxFlushBodyBytes splits a large flush into several requests: below
+	// Django's default 2.5 MB request limit (Flagsmith) and below the 1 MiB
+	// this proxy accepts (a chain of proxies).
+	maxFlushBodyBytes = 512 << 10
+	// maxFlushGroups bounds the label sets (times API versions) one flush
+	// sends; SDKs of one application share a handful.
+	maxFlushGroups = 100
+	// maxUpstreamAnswerBytes bounds how much of an upstream answer is read.
+	maxUpstreamAnswerBytes = 64 << 10
+)
+
+// analyticsLabels are the SDK headers Flagsmith keeps apart in its
+// analytics: they are part of every pending key and forwarded as received.
+// The plain User-Agent is kept only when the SDK sent no
+// Flagsmith-SDK-User-Agent (the JS client sends both, and a browser's
+// User-Agent would split the sums by browser version for nothing).
+type analyticsLabels struct {
+	appName, appVersion, sdkUserAgent, userAgent string
+}
+
+func analyticsLabelsOf(r *http.Request) analyticsLabels {
+	l := analyticsLabels{
+		appName:      r.Header.Get("Flagsmith-Application-Name"),
+		appVersion:   r.Header.Get("Flagsmith-Application-Version"),
+		sdkUserAgent: r.Header.Get("Flagsmith-SDK-User-Agent"),
+	}
+	if l.sdkUserAgent == "" {
+		l.userAgent = r.UserAgent()
+	}
+	return l
+}
+
+// analyticsKey is one pending sum: a v1 feature count, or a v2 evaluation
+// (feature, identifier, enabled_when_evaluated), under one label set.
+type analyticsKey struct {
+	labels     analyticsLabels
+	feature    string
+	identifier string // v2 only; "" when the SDK sent none
+	v2         bool
+	enabled    bool // v2 only
+}
+
+type analyticsEntry struct {
+	key   analyticsKey
+	count int64
+}
+
+// analyticsStripe is one lock, its map and its share of the received
+// counter; padded to two cache lines so that posts on neighbouring stripes
+// do not share one.
+type analyticsStripe struct {
+	mu sync.Mutex
+	// counts point at the sums, so that adding to an existing key hashes
+	// the key once.
+	counts   map[analyticsKey]*int64
+	received atomic.Uint64
+	_        [104]byte
+}
+
+// envAnalytics is one environment's pending counts and its counters. It is
+// safe for concurrent use.
+type envAnalytics struct {
+	env *environment
+	// forward is false for an environment served from a file: there is no
+	// upstream, so its counts are only counted.
+	forward bool
+	maxKeys int64
+	stripes [analyticsStripes]analyticsStripe
+
+	// pendingKeys counts the sums held in all stripes (a key posted by
+	// concurrent requests may hold one in several stripes until the flush).
+	pendingKeys atomic.Int64
+	// Counters in evaluations (the sum of the counts), for /metrics; what
+	// was received is counted in the stripes.
+	forwarded, retried                atomic.Uint64
+	droppedBound, droppedRejected     atomic.Uint64
+	droppedShutdown                   atomic.Uint64
+	flushOK, flushFailed, flushRefuse atomic.Uint64
+}
+
+// analytics is the proxy's analytics state, built once with the server; nil
+// when analytics.enabled is false.
+type analytics struct {
+	v1URL, v2URL string
+	byEnv        map[*environment]*envAnalytics
+}
+
+func newAnalytics(cfg Config, envs []*environment) *analytics {
+	a := &analytics{
+		v1URL: cfg.APIURL + "/analytics/flags/",
+		v2URL: analyticsV2URL(cfg.APIURL),
+		byEnv: make(map[*environment]*envAnalytics, len(envs)),
+	}
+	for _, env := range envs {
+		ea := &envAnalytics{
+			env:     env,
+			forward: env.pair.DocumentPath == "",
+			maxKeys: int64(cfg.Analytics.MaxPendingKeys),
+		}
+		for i := range ea.stripes {
+			ea.stripes[i].counts = map[analyticsKey]*int64{}
+		}
+		a.byEnv[env] = ea
+	}
+	return a
+}
+
+// forEnv is an environment's analytics; nil when analytics are off.
+func (a *analytics) forEnv(env *environment) *envAnalytics {
+	if a == nil {
+		return nil
+	}
+	return a.byEnv[env]
+}
+
+// analyticsV2URL is {api_url}/../v2/analytics/flags/, where Flagsmith's API
+// serves v2 analytics next to its /api/v1.
+func analyticsV2URL(apiURL string) string {
+	base, err := url.Parse(apiURL + "/")
+	if err != nil {
+		return apiURL + "/../v2/analytics/flags/"
+	}
+	return base.ResolveReference(&url.URL{Path: "../v2/analytics/flags/"}).String()
+}
+
+// handleAnalyticsV1 takes {"<feature name>": <count>, …}: 200, empty body.
+func (s *server) handleAnalyticsV1(w http.ResponseWriter, r *http.Request) {
+	ea, body, ok := s.analyticsRequest(w, r)
+	if !ok {
+		return
+	}
+	entries, err := decodeAnalyticsV1(body, analyticsLabelsOf(r))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	ea.record(entries)
+	w.WriteHeader(http.StatusOK)
+}
+
+// handleAnalyticsV2 takes {"evaluations": [{"feature_name", "count",
+// "enabled_when_evaluated", "identity_identifier"?}, …]}: 204.
+func (s *server) handleAnalyticsV2(w http.ResponseWriter, r *http.Request) {
+	ea, body, ok := s.analyticsRequest(w, r)
+	if !ok {
+		return
+	}
+	entries, err := decodeAnalyticsV2(body, analyticsLabelsOf(r))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	ea.record(entries)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// analyticsRequest finds the environment of the request's key and reads the
+// body, or writes the error. Unlike the flag endpoints it needs no document:
+// counts posted before the first poll are as good as any.
+func (s *server) analyticsRequest(w http.ResponseWriter, r *http.Request) (*envAnalytics, []byte, bool) {
+	key := r.Header.Get("X-Environment-Key")
+	if key == "" {
+		writeError(w, http.StatusUnauthorized, "unauthorized", "unknown key: the X-Environment-Key header is missing")
+		return nil, nil, false
+	}
+	ref, ok := s.byKey[key]
+	if !ok {
+		writeError(w, http.StatusUnauthorized, "unauthorized", "unknown key "+maskedKey(key))
+		return nil, nil, false
+	}
+	body, err := readRequestBody(w, r, s.cfg.Limits.MaxBodyBytes, nil)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "request_too_large",
+				fmt.Sprintf("the request body is over %d bytes", tooBig.Limit))
+			return nil, nil, false
+		}
+		writeError(w, http.StatusBadRequest, "bad_request", "body: could not be read")
+		return nil, nil, false
+	}
+	return s.analytics.byEnv[ref.env], body, true
+}
+
+// decodeAnalyticsV1 reads a v1 body: one object of feature names to counts.
+// A name given twice counts once, with its last count, as Flagsmith's API
+// reads it.
+func decodeAnalyticsV1(body []byte, labels analyticsLabels) ([]analyticsEntry, error) {
+	var counts map[string]json.RawMessage
+	if err := json.Unmarshal(body, &counts); err != nil || counts == nil {
+		return nil, errors.New(`body: must be a JSON object of feature names to evaluation counts, {"<feature name>": <count>, …}`)
+	}
+	entries := make([]analyticsEntry, 0, len(counts))
+	for name, raw := range counts {
+		if err := checkAnalyticsName(name); err != nil {
+			return nil, fmt.Errorf("feature name %q: %w", truncateForError(name), err)
+		}
+		n, err := analyticsCount(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", truncateForError(name), err)
+		}
+		if n > 0 {
+			entries = append(entries, analyticsEntry{analyticsKey{labels: labels, feature: name}, n})
+		}
+	}
+	return entries, nil
+}
+
+// v2Evaluation keeps each field raw, so that a wrong type is reported
+// with the field's name and place.
+type v2Evaluation struct {
+	FeatureName          json.RawMessage `json:"feature_name"`
+	IdentityIdentifier   json.RawMessage `json:"identity_identifier"`
+	EnabledWhenEvaluated json.RawMessage `json:"enabled_when_evaluated"`
+	Count                json.RawMessage `json:"count"`
+}
+
+// decodeAnalyticsV2 reads a v2 body. An empty or null identity_identifier
+// is an evaluation without an identity.
+func decodeAnalyticsV2(body []byte, labels analyticsLabels) ([]analyticsEntry, error) {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(body, &top); err != nil || top == nil {
+		return nil, errors.New(`body: must be a JSON object {"evaluations": [...]}`)
+	}
+	raw, ok := top["evaluations"]
+	if !ok {
+		return nil, errors.New("evaluations: required")
+	}
+	var list []json.RawMessage
+	if err := json.Unmarshal(raw, &list); err != nil || list == nil {
+		return nil, errors.New("evaluations: must be an array")
+	}
+	entries := make([]analyticsEntry, 0, len(list))
+	for i, item := range list {
+		var ev v2Evaluation
+		if err := json.Unmarshal(item, &ev); err != nil || bytes.Equal(item, []byte("null")) {
+			return nil, fmt.Errorf("evaluations[%d]: must be an object", i)
+		}
+		var name string
+		if err := json.Unmarshal(ev.FeatureName, &name); err != nil || isJSONNull(ev.FeatureName) {
+			return nil, fmt.Errorf("evaluations[%d].feature_name: required, a string", i)
+		}
+		if err := checkAnalyticsName(name); err != nil {
+			return nil, fmt.Errorf("evaluations[%d].feature_name: %w", i, err)
+		}
+		var identifier string
+		if ev.IdentityIdentifier != nil && !isJSONNull(ev.IdentityIdentifier) {
+			if err := json.Unmarshal(ev.IdentityIdentifier, &identifier); err != nil {
+				return nil, fmt.Errorf("evaluations[%d].identity_identifier: must be a string or null", i)
+			}
+			if utf8.RuneCountInString(identifier) > maxAnalyticsNameChars {
+				return nil, fmt.Errorf("evaluations[%d].identity_identifier: longer than %d characters", i, maxAnalyticsNameChars)
+			}
+		}
+		var enabled bool
+		if err := json.Unmarshal(ev.EnabledWhenEvaluated, &enabled); err != nil || isJSONNull(ev.EnabledWhenEvaluated) {
+			return nil, fmt.Errorf("evaluations[%d].enabled_when_evaluated: required, true or false", i)
+		}
+		if ev.Count == nil {
+			return nil, fmt.Errorf("evaluations[%d].count: required", i)
+		}
+		n, err := analyticsCount(ev.Count)
+		if err != nil {
+			return nil, fmt.Errorf("evaluations[%d].count: %w", i, err)
+		}
+		if n > 0 {
+			key := analyticsKey{labels: labels, feature: name, identifier: identifier, v2: true, enabled: enabled}
+			entries = append(entries, analyticsEntry{key, n})
+		}
+	}
+	return entries, nil
+}
+
+func isJSONNull(raw json.RawMessage) bool { return bytes.Equal(raw, []byte("null")) }
+
+func checkAnalyticsName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("must not be empty")
+	case utf8.RuneCountInString(name) > maxAnalyticsNameChars:
+		return fmt.Errorf("longer than %d characters", maxAnalyticsNameChars)
+	}
+	return nil
+}
+
+// analyticsCount reads a count: a JSON integer from 0 to maxAnalyticsCount
+// (no fraction, no exponent, no string).
+func analyticsCount(raw json.RawMessage) (int64, error) {
+	bad := func() (int64, error) {
+		return 0, fmt.Errorf("count must be a non-negative integer, not %s", truncateForError(string(raw)))
+	}
+	if len(raw) == 0 || raw[0] < '0' || raw[0] > '9' {
+		return bad()
+	}
+	n, err := strconv.ParseInt(string(raw), 10, 64)
+	if err != nil {
+		var numErr *strconv.NumError
+		if errors.As(err, &numErr) && errors.Is(numErr.Err, strconv.ErrRange) {
+			return 0, fmt.Errorf("count must be at most %d", maxAnalyticsCount)
+		}
+		return bad()
+	}
+	if n > maxAnalyticsCount {
+		return 0, fmt.Errorf("count must be at most %d", maxAnalyticsCount)
+	}
+	return n, nil
+}
+
+// truncateForError keeps error messages short when a client sends a huge
+// name or value.
+func truncateForError(s string) string {
+	const limit = 60
+	if len(s) <= limit {
+		return s
+	}
+	cut := limit
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+// record adds a post's counts. An environment served from a file has no
+// upstream: its counts are only counted.
+func (ea *envAnalytics) record(entries []analyticsEntry) {
+	var total uint64
+	for _, e := range entries {
+		total += uint64(e.count)
+	}
+	st := &ea.stripes[rand.IntN(analyticsStripes)]
+	st.received.Add(total)
+	if !ea.forward {
+		return
+	}
+	if dropped := ea.addAll(st, entries); dropped > 0 {
+		ea.droppedBound.Add(dropped)
+	}
+}
+
+// addAll adds entries to the stripe st (a random one when nil) under one
+// lock, and returns the sum of the counts it had to drop. Past the bound, a
+// key new to st is looked for in the other stripes, so that a key already
+// pending keeps adding up; only a key pending nowhere is dropped.
+func (ea *envAnalytics) addAll(st *analyticsStripe, entries []analyticsEntry) (dropped uint64) {
+	if st == nil {
+		st = &ea.stripes[rand.IntN(analyticsStripes)]
+	}
+	var over []analyticsEntry
+	st.mu.Lock()
+	for _, e := range entries {
+		if !ea.addLocked(st, e.key, e.count) {
+			over = append(over, e)
+		}
+	}
+	st.mu.Unlock()
+	for _, e := range over {
+		if !ea.addToPending(e.key, e.count) {
+			dropped += uint64(e.count)
+		}
+	}
+	return dropped
+}
+
+// addLocked adds n to k's sum in st, whose lock the caller holds. It
+// returns false, adding nothing, when k is new to st and the environment
+// already holds maxKeys sums (or, absurdly, when the sum would overflow).
+func (ea *envAnalytics) addLocked(st *analyticsStripe, k analyticsKey, n int64) bool {
+	if sum := st.counts[k]; sum != nil {
+		if *sum > math.MaxInt64-n {
+			return false
+		}
+		*sum += n
+		return true
+	}
+	if ea.pendingKeys.Add(1) > ea.maxKeys {
+		ea.pendingKeys.Add(-1)
+		return false
+	}
+	sum := new(int64)
+	*sum = n
+	st.counts[k] = sum
+	return true
+}
+
+// addToPending adds n to k's sum in whichever stripe holds it, one lock at
+// a time (only when the bound is reached, so its cost does not matter).
+func (ea *envAnalytics) addToPending(k analyticsKey, n int64) bool {
+	for i := range ea.stripes {
+		st := &ea.stripes[i]
+		st.mu.Lock()
+		sum := st.counts[k]
+		added := sum != nil && *sum <= math.MaxInt64-n
+		if added {
+			*sum += n
+		}
+		st.mu.Unlock()
+		if added {
+			return true
+		}
+	}
+	// A flush may have made room meanwhile.
+	st := &ea.stripes[0]
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return ea.addLocked(st, k, n)
+}
+
+// take removes and returns every pending sum, merged across stripes. Posts
+// recorded while it runs land either in what it returns or in what the next
+// take returns, never in both and never in neither: each stripe's map is
+// swapped under its lock.
+func (ea *envAnalytics) take() []analyticsEntry {
+	merged := map[analyticsKey]int64{}
+	for i := range ea.stripes {
+		st := &ea.stripes[i]
+		st.mu.Lock()
+		m := st.counts
+		if len(m) == 0 {
+			// Still the live map: not to be read after the unlock.
+			st.mu.Unlock()
+			continue
+		}
+		st.counts = make(map[analyticsKey]*int64, len(m))
+		st.mu.Unlock()
+		ea.pendingKeys.Add(-int64(len(m)))
+		for k, n := range m {
+			merged[k] += *n
+		}
+	}
+	out := make([]analyticsEntry, 0, len(merged))
+	for k, n := range merged {
+		out = append(out, analyticsEntry{k, n})
+	}
+	return out
+}
+
+// addBack returns the sums of a failed request; what no longer fits under
+// the bound is dropped and counted.
+func (ea *envAnalytics) addBack(entries []analyticsEntry) {
+	var total uint64
+	for _, e := range entries {
+		total += uint64(e.count)
+	}
+	dropped := ea.addAll(nil, entries)
+	ea.retried.Add(total - dropped)
+	ea.droppedBound.Add(dropped)
+}
+
+// receivedTotal is the sum of the stripes' received counts.
+func (ea *envAnalytics) receivedTotal() uint64 {
+	var n uint64
+	for i := range ea.stripes {
+		n += ea.stripes[i].received.Load()
+	}
+	return n
+}

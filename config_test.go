@@ -1,0 +1,93 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestConfigKeys checks the one list of configuration keys, Config's json
+// tags: each field has its own key, and each alias stands for a key.
+func TestConfigKeys(t *testing.T) {
+	keys := configKeys()
+	for i, k := range keys {
+		if k == "" || k == "-" {
+			t.Errorf("Config field %d has no json key", i)
+		}
+		if slices.Index(keys, k) != i {
+			t.Errorf("config key %q names two fields", k)
+		}
+	}
+	for alias, key := range configAliases {
+		if !slices.Contains(keys, key) {
+			t.Errorf("alias %q stands for %q, which is not a config key", alias, key)
+		}
+		if slices.Contains(keys, alias) {
+			t.Errorf("alias %q is also a config key", alias)
+		}
+	}
+}
+
+// TestConfigProblemsInFieldOrder: several bad keys are all reported, in the
+// order of Config's fields, the same way every time.
+func TestConfigProblemsInFieldOrder(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.json")
+	body := `{"sse": {"enabled": "yes"}, "limits": [], "api_url": 5, "server": {"port": "x"}, "logging": 1, "api_poll_timeout": "soon"}`
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	noEnv := func(string) string { return "" }
+	_, _, err := loadConfig(path, true, noEnv)
+	if err == nil {
+		t.Fatalf("loadConfig(%s) = nil; want errors", body)
+	}
+	want := []string{"api_url", "api_poll_timeout_seconds", "server.port", "logging", "sse.enabled", "limits"}
+	lines := strings.Split(err.Error(), "\n")
+	var got []string
+	for _, l := range lines {
+		key, _, _ := strings.Cut(l, ":")
+		got = append(got, key)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("loadConfig reports %q; want the keys %q in that order", lines, want)
+	}
+	for range 20 {
+		if _, _, again := loadConfig(path, true, noEnv); again.Error() != err.Error() {
+			t.Fatalf("loadConfig gave %q, then %q; want the same text every time", err, again)
+		}
+	}
+}
+
+// TestConfigKeysDocumented ties the README's configuration table to Config:
+// every top-level key and alias is documented there as `key`, and a
+// settings object by each of its fields as `key.field`.
+func TestConfigKeysDocumented(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	config := reflect.TypeFor[Config]()
+	for i := range config.NumField() {
+		f := config.Field(i)
+		key := configTag(f)
+		if f.Type.Kind() != reflect.Struct {
+			paths = append(paths, key)
+			continue
+		}
+		for j := range f.Type.NumField() {
+			paths = append(paths, key+"."+configTag(f.Type.Field(j)))
+		}
+	}
+	for alias := range configAliases {
+		paths = append(paths, alias)
+	}
+	for _, p := range paths {
+		if !strings.Contains(string(readme), "`"+p+"`") {
+			t.Errorf("README.md does not document the config key `%s`", p)
+		}
+	}
+}

@@ -1,0 +1,483 @@
+package main
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"unicode/utf8"
+)
+
+// This file is OpenFeature's remote evaluation protocol (OFREP):
+// any OpenFeature SDK with an OFREP provider evaluates flags through the same
+// snapshots and the same engine evaluation as the Flagsmith endpoints. The
+// request reads top to bottom: key → body → context → evaluate → encode.
+//
+// As of 2026-12 the protocol is open-feature/protocol service/openapi.yaml
+// 0.3.0 with ADR-0008 (eventStreams, refetchEvaluation events).
+
+// handleOFREPFlag is POST /ofrep/v1/evaluate/flags/{key}: one flag, for
+// server-side providers that evaluate per call.
+func (s *server) handleOFREPFlag(w http.ResponseWriter, r *http.Request) {
+	key := r.PathValue("key")
+	buf := ofrepPool.Get().(*ofrepBuffers)
+	defer putOFREPBuffers(buf)
+	ref, snap, ok := s.evaluateOFREP(w, r, buf, ofrepFlag(key))
+	if !ok {
+		return
+	}
+	// An empty key (a path ending in "/") names no flag rather than all.
+	if out := appendOFREPFlags(buf.out[:0], snap, ref.kind, buf.flags, key); key != "" && len(out) > 0 {
+		buf.out = out
+		writeBody(w, r, out)
+		return
+	}
+	writeOFREPError(w, http.StatusNotFound, ofrepFlag(key), "FLAG_NOT_FOUND",
+		fmt.Sprintf("flag '%s' not found", key))
+}
+
+// handleOFREPBulk is POST /ofrep/v1/evaluate/flags: every flag the key may
+// see, for client-side providers that cache them. The ETag is a hash of the
+// body, so a provider re-asking with If-None-Match gets 304 until its own
+// flags change; eventStreams tells it where to hear about changes.
+func (s *server) handleOFREPBulk(w http.ResponseWriter, r *http.Request) {
+	buf := ofrepPool.Get().(*ofrepBuffers)
+	defer putOFREPBuffers(buf)
+	ref, snap, ok := s.evaluateOFREP(w, r, buf, ofrepBulk)
+	if !ok {
+		return
+	}
+	out := append(buf.out[:0], `{"flags":[`...)
+	out = appendOFREPFlags(out, snap, ref.kind, buf.flags, "")
+	out = append(out, ']')
+	if s.cfg.SSE.Enabled {
+		// An endpoint without an origin: the provider connects to the origin
+		// it already reaches the proxy at, which a Host header behind a load
+		// balancer would not reliably tell us.
+		out = append(out, `,"eventStreams":[{"type":"sse","endpoint":{"requestUri":"`...)
+		out = appendOFREPStreamURI(out, ref.env.pair.ClientSideKey, snap.updatedAtUnix)
+		out = append(out, `"}}]`...)
+	}
+	if snap.updatedAtUnix != "" {
+		out = append(out, `,"metadata":{"updatedAt":`...)
+		out = append(out, snap.updatedAtUnix...)
+		out = append(out, '}')
+	}
+	out = append(out, '}')
+	buf.out = out
+
+	etag := ofrepETag(out)
+	w.Header()["Etag"] = []string{etag}
+	if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatches(inm, etag) {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	writeBody(w, r, out)
+}
+
+// ofrepETag is the bulk answer's ETag: a hash of the body. Unlike the flags
+// list's ETag it is computed per request, on a body of several KB, so it is
+// two hardware CRCs (64 bits) rather than SHA-256, which cost a fifth of the
+// request: a collision could only ever give one client a stale 304.
+func ofrepETag(body []byte) string {
+	var sum [8]byte
+	binary.BigEndian.PutUint32(sum[:4], crc32.Checksum(body, castagnoli))
+	binary.BigEndian.PutUint32(sum[4:], crc32.ChecksumIEEE(body))
+	var b [18]byte
+	b[0], b[17] = '"', '"'
+	hex.Encode(b[1:17], sum[:])
+	return string(b[:])
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// handleOFREPMethodNotAllowed answers the OFREP paths for any method but
+// POST, in OFREP's error shape rather than the Flagsmith one.
+func (s *server) handleOFREPMethodNotAllowed(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Allow", "POST, OPTIONS")
+	writeOFREPError(w, http.StatusMethodNotAllowed, ofrepBulk, "GENERAL",
+		fmt.Sprintf("method %s is not allowed here; use POST", r.Method))
+}
+
+// ofrepTarget says which endpoint a request is for, so errors take that
+// endpoint's shape: a single flag's errors carry its key, bulk errors none.
+type ofrepTarget struct {
+	key    string
+	single bool
+}
+
+var ofrepBulk = ofrepTarget{}
+
+func ofrepFlag(key string) ofrepTarget { return ofrepTarget{key: key, single: true} }
+
+// ofrepBuffers is the per-request scratch space of OFREP requests.
+type ofrepBuffers struct {
+	body   []byte
+	slots  []value
+	out    []byte
+	flags  []evalFlag
+	traits []trait
+}
+
+var ofrepPool = sync.Pool{New: func() any { return new(ofrepBuffers) }}
+
+func putOFREPBuffers(buf *ofrepBuffers) {
+	if cap(buf.body) > maxPooledBytes || cap(buf.out) > maxPooledBytes || cap(buf.traits) > 256 || cap(buf.slots) > 256 {
+		return
+	}
+	buf.traits = buf.traits[:0]
+	ofrepPool.Put(buf)
+}
+
+// evaluateOFREP authenticates the request, decodes its context and evaluates
+// it into buf.flags. It writes the error response and returns ok false when
+// it cannot.
+func (s *server) evaluateOFREP(w http.ResponseWriter, r *http.Request, buf *ofrepBuffers, target ofrepTarget) (keyRef, *snapshot, bool) {
+	ref, snap, ok := s.resolveOFREP(w, r, target)
+	if !ok {
+		return keyRef{}, nil, false
+	}
+	body, err := readRequestBody(w, r, s.cfg.Limits.MaxBodyBytes, buf.body[:0])
+	buf.body = body
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeOFREPError(w, http.StatusRequestEntityTooLarge, target, "GENERAL",
+				fmt.Sprintf("the request body is over %d bytes", tooBig.Limit))
+			return keyRef{}, nil, false
+		}
+		writeOFREPError(w, http.StatusBadRequest, target, "INVALID_CONTEXT", "body: "+err.Error())
+		return keyRef{}, nil, false
+	}
+	targetingKey, err := decodeOFREPRequest(body, buf, identityLimits{
+		maxTraits:         s.cfg.Limits.MaxTraits,
+		maxTraitKeyLength: s.cfg.Limits.MaxTraitKeyLength,
+		traitNames:        snap.engine.traitNames,
+	})
+	if err != nil {
+		writeOFREPError(w, http.StatusBadRequest, target, "INVALID_CONTEXT", err.Error())
+		return keyRef{}, nil, false
+	}
+	if targetingKey == "" {
+		// No targeting key: the environment's flags, whatever
+		// else the context holds.
+		buf.flags = snap.engine.evaluate(buf.flags[:0], nil, nil)
+		return ref, snap, true
+	}
+	id := identity{identifier: targetingKey, traits: buf.traits, scratch: buf.slots}
+	buf.flags = snap.engine.evaluate(buf.flags[:0], &id, nil)
+	buf.slots = id.scratch
+	return ref, snap, true
+}
+
+// resolveOFREP finds the environment for the request's key, taken from
+// X-Environment-Key (as Flagsmith SDKs send it), Authorization: Bearer or
+// X-API-Key (the two schemes OFREP providers are configured with).
+func (s *server) resolveOFREP(w http.ResponseWriter, r *http.Request, target ofrepTarget) (keyRef, *snapshot, bool) {
+	key := r.Header.Get("X-Environment-Key")
+	if key == "" {
+		if scheme, token, found := strings.Cut(r.Header.Get("Authorization"), " "); found && strings.EqualFold(scheme, "Bearer") {
+			key = strings.TrimSpace(token)
+		}
+	}
+	if key == "" {
+		key = r.Header.Get("X-API-Key")
+	}
+	if key == "" {
+		writeOFREPError(w, http.StatusUnauthorized, target, "GENERAL",
+			"unknown key: send the environment key in X-Environment-Key, Authorization: Bearer or X-API-Key")
+		return keyRef{}, nil, false
+	}
+	ref, ok := s.byKey[key]
+	if !ok {
+		writeOFREPError(w, http.StatusUnauthorized, target, "GENERAL", "unknown key "+maskedKey(key))
+		return keyRef{}, nil, false
+	}
+	snap := ref.env.snap.Load()
+	if snap == nil {
+		writeOFREPError(w, http.StatusServiceUnavailable, target, "GENERAL",
+			"the environment document for this key has not been received yet")
+		return keyRef{}, nil, false
+	}
+	return ref, snap, true
+}
+
+// ofrepError is OFREP's error body: evaluationFailure / flagNotFound for a
+// single flag (with its key), bulkEvaluationFailure for bulk.
+type ofrepError struct {
+	Key          *string `json:"key,omitempty"`
+	ErrorCode    string  `json:"errorCode"`
+	ErrorDetails string  `json:"errorDetails"`
+}
+
+func writeOFREPError(w http.ResponseWriter, code int, target ofrepTarget, errorCode, details string) {
+	e := ofrepError{ErrorCode: errorCode, ErrorDetails: details}
+	if target.single {
+		e.Key = &target.key
+	}
+	body, _ := json.Marshal(e)
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_, _ = w.Write(body)
+}
+
+// decodeOFREPRequest parses {"context": {"targetingKey": …, "<trait>": …}}
+// into buf.traits and returns the targeting key ("" when there is none).
+// Trait values are coerced exactly as identity traits are (decode.go), and
+// only traits some condition reads are kept. A missing or null context is
+// an empty one: OFREP providers send {} when the application set none.
+func decodeOFREPRequest(body []byte, buf *ofrepBuffers, lim identityLimits) (string, error) {
+	if !utf8.Valid(body) {
+		return "", errors.New("body: not valid UTF-8")
+	}
+	d := jsonDecoder{data: body}
+	d.skipSpace()
+	if d.peek() != '{' {
+		if d.pos >= len(d.data) {
+			return "", errors.New(`body: empty; a JSON object {"context": {…}} is required`)
+		}
+		if err := d.skipValue(0); err != nil {
+			return "", d.malformed(err)
+		}
+		return "", errors.New(`body: must be a JSON object {"context": {…}}`)
+	}
+	var targetingKey string
+	buf.traits = buf.traits[:0]
+	err := d.object(func(key []byte) error {
+		if string(key) != "context" {
+			return d.skipValue(0)
+		}
+		targetingKey = ""
+		buf.traits = buf.traits[:0]
+		if d.isNull() {
+			return d.skipValue(0)
+		}
+		if d.peek() != '{' {
+			return fieldError{"context: must be an object", d.skipValue(0)}
+		}
+		return d.ofrepContext(&targetingKey, buf, lim)
+	})
+	if err != nil {
+		var fe fieldError
+		if errors.As(err, &fe) {
+			if fe.syntax != nil {
+				return "", d.malformed(fe.syntax)
+			}
+			return "", errors.New(fe.msg)
+		}
+		return "", d.malformed(err)
+	}
+	d.skipSpace()
+	if d.pos != len(d.data) {
+		return "", errors.New("body: unexpected data after the JSON object")
+	}
+	return targetingKey, nil
+}
+
+// ofrepContext reads the members of an evaluation context: targetingKey, and
+// every other member as a trait. Repeated members keep their last value, as
+// repeated identity traits do.
+func (d *jsonDecoder) ofrepContext(targetingKey *string, buf *ofrepBuffers, lim identityLimits) error {
+	traits := 0
+	return d.object(func(key []byte) error {
+		if string(key) == "targetingKey" {
+			switch {
+			case d.isNull():
+				*targetingKey = ""
+				return d.skipValue(1)
+			case d.peek() != '"':
+				return fieldError{"context.targetingKey: must be a string", d.skipValue(1)}
+			}
+			s, err := d.str()
+			*targetingKey = s
+			return err
+		}
+		start, c := d.pos, d.peek()
+		if err := d.skipValue(1); err != nil {
+			return err
+		}
+		raw := d.data[start:d.pos]
+		traits++
+		switch {
+		case traits > lim.maxTraits:
+			return fieldError{msg: fmt.Sprintf("context: more than %d traits is over the limit", lim.maxTraits)}
+		case c == '{' || c == '[':
+			return fieldError{msg: fmt.Sprintf("context[%q]: must be a string, number, boolean or null, not an object or array", key)}
+		case utf8.RuneCount(key) > lim.maxTraitKeyLength:
+			return fieldError{msg: fmt.Sprintf("context: a trait key is longer than %d characters", lim.maxTraitKeyLength)}
+		case c == '"' && stringChars(raw) > maxTraitValueChars:
+			return fieldError{msg: fmt.Sprintf("context[%q]: longer than %d characters", key, maxTraitValueChars)}
+		}
+		name, ok := lim.traitNames[string(key)]
+		if !ok {
+			return nil // no condition reads this trait
+		}
+		t := trait{key: name}
+		if c == '"' {
+			s, err := (&jsonDecoder{data: raw}).str()
+			if err != nil {
+				return err
+			}
+			t.value = coerceString(s)
+		} else {
+			t.value = valueFromJSON(raw)
+		}
+		buf.traits = append(buf.traits, t)
+		return nil
+	})
+}
+
+// ofrepSource is the part of one flag source's OFREP answer that does not
+// depend on the request: head is {"key":…,"value": (without "value" when
+// the flag is disabled), meta the start of its metadata.
+type ofrepSource struct {
+	head, meta []byte
+}
+
+// newOFREPSources pre-encodes every flag source of e (engine.sources), when
+// the snapshot is built.
+func newOFREPSources(e *engine) []ofrepSource {
+	out := make([]ofrepSource, len(e.sources))
+	shared := map[string]ofrepSource{}
+	for i, f := range e.sources {
+		shape := sourceShape(f)
+		if src, ok := shared[shape]; ok {
+			out[i] = src
+			continue
+		}
+		head := appendJSONString([]byte(`{"key":`), f.name)
+		if f.enabled {
+			head = append(head, `,"value":`...)
+		}
+		meta := strconv.AppendBool([]byte(`,"metadata":{"enabled":`), f.enabled)
+		meta = append(meta, `,"featureId":`...)
+		if f.apiID == "" {
+			meta = append(meta, "null"...)
+		} else {
+			meta = append(meta, f.apiID...)
+		}
+		out[i] = ofrepSource{head: head, meta: meta}
+		shared[shape] = out[i]
+	}
+	return out
+}
+
+// appendOFREPFlags appends the flags the key may see (only the one named
+// only, when it is not empty) as OFREP's evaluationSuccess objects,
+// comma-separated. The reasons are the engine's own (engine.reason, as
+// `edge-proxy evaluate` prints them) in OFREP's words; a disabled flag has
+// no value, so the caller's default applies.
+func appendOFREPFlags(dst []byte, snap *snapshot, kind keyKind, flags []evalFlag, only string) []byte {
+	e := snap.engine
+	first := true
+	for _, fl := range flags {
+		f := fl.source
+		if only != "" && f.name != only || !snap.visible(f, kind) {
+			continue
+		}
+		if !first {
+			dst = append(dst, ',')
+		}
+		first = false
+		src := &snap.ofrep[f.index]
+		dst = append(dst, src.head...)
+		if f.enabled {
+			if v := fl.value(); string(v) != "null" {
+				dst = append(dst, v...)
+			} else {
+				// A flag without a value is a plain on/off flag: its value
+				// is whether it is on.
+				dst = append(dst, "true"...)
+			}
+		}
+		dst = append(dst, `,"reason":"`...)
+		dst = append(dst, ofrepReason(e, fl)...)
+		dst = append(dst, '"')
+		if f.enabled {
+			switch {
+			case fl.variant >= 0 && string(f.variants[fl.variant].key) != "null":
+				dst = append(dst, `,"variant":`...)
+				dst = append(dst, f.variants[fl.variant].key...)
+			case fl.control:
+				dst = append(dst, `,"variant":"control"`...)
+			}
+		}
+		dst = append(dst, src.meta...)
+		// The segment whose override was served; identity overrides are the
+		// segment "identity_overrides", as in the engine's reasons.
+		if seg := e.segmentOf(fl); seg != nil {
+			dst = append(dst, `,"segment":`...)
+			dst = appendJSONString(dst, seg.name)
+		}
+		if snap.updatedAtUnix != "" {
+			dst = append(dst, `,"updatedAt":`...)
+			dst = append(dst, snap.updatedAtUnix...)
+		}
+		dst = append(dst, "}}"...)
+	}
+	return dst
+}
+
+// The engine's reasons, as Flagsmith's Python engine words them and
+// engine.reason writes them.
+const (
+	engineReasonSplit  = "SPLIT; "
+	engineReasonTarget = "TARGETING_MATCH; segment="
+)
+
+// ofrepReason maps the engine's reason for a flag to OFREP's.
+func ofrepReason(e *engine, fl evalFlag) string {
+	if !fl.source.enabled {
+		return "DISABLED"
+	}
+	switch why := e.reason(fl); {
+	case strings.HasPrefix(why, engineReasonSplit):
+		return "SPLIT"
+	case strings.HasPrefix(why, engineReasonTarget):
+		return "TARGETING_MATCH"
+	}
+	return "STATIC"
+}
+
+// appendOFREPStreamURI appends the path of the realtime stream in OFREP's
+// event format for an environment. since is the content version the bulk
+// answer was made from: the stream asks for a refetch at once when the
+// environment has moved on since, closing the gap between the answer and
+// the connection. Escaped for a URL, the text needs no JSON escaping.
+func appendOFREPStreamURI(dst []byte, clientKey, since string) []byte {
+	dst = append(dst, "/sse/environments/"...)
+	dst = append(dst, url.PathEscape(clientKey)...)
+	dst = append(dst, "/stream?format=ofrep"...)
+	if since != "" {
+		dst = append(dst, "&since="...)
+		dst = append(dst, url.QueryEscape(since)...)
+	}
+	return dst
+}
+
+// ofrepEvent is the realtime event of an OFREP stream (ADR-0008): a
+// notification to re-fetch, whose id is the content version, so a
+// reconnecting EventSource tells the stream which version it last heard of.
+func ofrepEvent(updatedAt string) string {
+	lastModified, _, _ := strings.Cut(updatedAt, ".")
+	return "id: " + updatedAt + "\nevent: message\ndata: {\"type\":\"refetchEvaluation\",\"lastModified\":" + lastModified + "}\n\n"
+}
+
+// ofrepClientVersion is the content version an OFREP stream's client already
+// has: the last event id it heard (Last-Event-ID on a reconnect), else the
+// version its bulk answer was made from.
+func ofrepClientVersion(r *http.Request) string {
+	if id := r.Header.Get("Last-Event-ID"); id != "" {
+		return id
+	}
+	return r.URL.Query().Get("since")
+}

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# analytics.sh: flag analytics through the edge proxy with real Flagsmith SDKs. Starts a fake
+# Flagsmith (upstream.mjs, which records the analytics it receives), starts the given proxy
+# binary with it as api_url and a 1 s analytics flush, waits for readiness, then runs
+#   analytics.mjs  flagsmith-nodejs and the flagsmith JS client, enableAnalytics: true
+#   goanalytics/   flagsmith-go-client v4 with WithAnalytics (its own Go module)
+# Each evaluates known flags a known number of times; the fake must receive exactly those
+# counts. Exit status: 0 pass, 1 failure, 2 setup problem.
+#
+# Usage: sdkcompat/analytics.sh PATH_TO_EDGE_PROXY_BINARY
+set -euo pipefail
+
+script=analytics.sh
+# shellcheck source=common.sh disable=SC2034 # $script is read by common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+command -v timeout >/dev/null 2>&1 || die "timeout (GNU coreutils) is not installed"
+command -v go >/dev/null 2>&1 || die "go is not installed (needed to build the Go SDK harness in goanalytics/)"
+
+flush_seconds=1
+
+workdir="$(mktemp -d "${TMPDIR:-/tmp}/sdkcompat-analytics.XXXXXX")"
+proxy_pid=""
+upstream_pid=""
+# shellcheck disable=SC2317 # stop and cleanup run from the EXIT trap
+# stop PID: SIGTERM, up to 5 s to exit, then SIGKILL.
+stop() {
+	local pid="$1"
+	[[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
+	kill "$pid" 2>/dev/null || true
+	for _ in $(seq 1 50); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -9 "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+# shellcheck disable=SC2317
+cleanup() {
+	stop "$proxy_pid"
+	stop "$upstream_pid"
+	rm -rf "$workdir"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+show_logs() {
+	echo "--- proxy log:" >&2
+	sed 's/^/    /' "$workdir/proxy.log" >&2 || true
+	echo "--- upstream log:" >&2
+	sed 's/^/    /' "$workdir/upstream.log" >&2 || true
+}
+
+# Build the Go harness first: a failure here is a setup problem, not a test failure. The
+# module is fetched from the Go module proxy; go.sum pins it.
+echo "sdkcompat: building the Go SDK harness" >&2
+(cd "$here/goanalytics" && GONOSUMDB=github.com/Flagsmith/flagsmith-go-client/v4 GOFLAGS=-mod=readonly \
+	go build -o "$workdir/goanalytics" .) >&2 || die "could not build goanalytics (Go module download?)"
+
+# The fake upstream picks a free port and writes it to a file once it listens.
+node "$here/upstream.mjs" "$here/document.json" "$server_key" "$workdir/upstream.port" >"$workdir/upstream.log" 2>&1 &
+upstream_pid=$!
+deadline=$((SECONDS + 10))
+until [[ -s "$workdir/upstream.port" ]]; do
+	kill -0 "$upstream_pid" 2>/dev/null || { show_logs; die "the fake upstream exited before it listened"; }
+	((SECONDS < deadline)) || { show_logs; die "the fake upstream did not listen within 10 s"; }
+	sleep 0.1
+done
+upstream="http://127.0.0.1:$(cat "$workdir/upstream.port")"
+
+# A free port for the proxy: bind port 0 and read back what the kernel chose.
+port="$(node -e '
+const s = require("net").createServer();
+s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });
+')"
+[[ "$port" =~ ^[0-9]+$ ]] || die "could not find a free port"
+
+config="$workdir/config.json"
+API_URL="$upstream/api/v1" SERVER_KEY="$server_key" CLIENT_KEY="$client_key" PORT="$port" \
+	FLUSH_SECONDS="$flush_seconds" node -e '
+const env = process.env;
+const config = {
+  environment_key_pairs: [{ server_side_key: env.SERVER_KEY, client_side_key: env.CLIENT_KEY }],
+  api_url: env.API_URL,
+  analytics: { flush_interval_seconds: Number(env.FLUSH_SECONDS) },
+  server: { host: "127.0.0.1", port: Number(env.PORT) },
+};
+require("fs").writeFileSync(process.argv[1], JSON.stringify(config, null, 2) + "\n");
+' "$config"
+
+echo "sdkcompat: starting $binary on 127.0.0.1:$port (upstream $upstream)" >&2
+"$binary" -config "$config" >"$workdir/proxy.log" 2>&1 &
+proxy_pid=$!
+
+base="http://127.0.0.1:$port"
+wait_ready "$base/proxy/health/readiness" "$proxy_pid" show_logs
+
+status=0
+(cd "$here" && PROXY_URL="$base" CLIENT_KEY="$client_key" SERVER_KEY="$server_key" \
+	UPSTREAM_URL="$upstream" FLUSH_SECONDS="$flush_seconds" timeout 60 node analytics.mjs) || status=$?
+if ((status == 0)); then
+	PROXY_URL="$base" SERVER_KEY="$server_key" UPSTREAM_URL="$upstream" FLUSH_SECONDS="$flush_seconds" \
+		timeout 60 "$workdir/goanalytics" || status=$?
+fi
+
+if ((status != 0)); then
+	((status == 124)) && { echo "sdkcompat/analytics.sh: a harness did not finish within 60 s" >&2; status=1; }
+	echo "sdkcompat/analytics.sh: failed (status $status)" >&2
+	show_logs
+fi
+exit "$status"
