@@ -40,6 +40,7 @@ const (
 	defaultMaxHeaderBytes       = 16 << 10
 	defaultShutdownSeconds      = 20
 	defaultDrainSeconds         = 5
+	defaultFullRefreshSeconds   = 300
 	// Flag analytics: SDKs post every ~10 s, so the proxy
 	// forwards at the same pace.
 	defaultAnalyticsFlushSeconds   = 10
@@ -65,6 +66,14 @@ type Config struct {
 	SSE                 SSEConfig         `json:"sse"`
 	Limits              LimitsConfig      `json:"limits"`
 	Analytics           AnalyticsConfig   `json:"analytics"`
+	// FullRefresh is how often a poll carries no conditions, so that an
+	// upstream's wrong 304 cannot pin an old document for longer.
+	FullRefresh float64 `json:"full_refresh_seconds"`
+	// RealtimeAPIURL, when set, is followed for realtime events of every
+	// polled environment: Flagsmith's realtime service, or another proxy.
+	RealtimeAPIURL string `json:"realtime_api_url,omitempty"`
+	// WebhookSecret enables POST /proxy/webhook for Flagsmith's webhooks.
+	WebhookSecret secret `json:"webhook_secret,omitempty"`
 }
 
 // KeyPair is one Flagsmith environment the proxy serves.
@@ -153,6 +162,9 @@ type SSEConfig struct {
 	Enabled          bool    `json:"enabled"`
 	HeartbeatSeconds float64 `json:"heartbeat_seconds"`
 	MaxSubscribers   int     `json:"max_subscribers"`
+	// AuthenticationToken enables POST /sse/environments/{key}/queue-change,
+	// the push self-hosted Flagsmith sends to its SSE_SERVER_BASE_URL.
+	AuthenticationToken secret `json:"authentication_token,omitempty"`
 }
 
 type LimitsConfig struct {
@@ -215,6 +227,7 @@ func defaultConfig() Config {
 		SSE:         SSEConfig{Enabled: true, HeartbeatSeconds: defaultSSEHeartbeatSeconds, MaxSubscribers: defaultSSEMaxSubscribers},
 		Limits:      LimitsConfig{MaxBodyBytes: defaultMaxBodyBytes, MaxTraits: defaultMaxTraits, MaxTraitKeyLength: defaultMaxTraitKeyLength},
 		Analytics:   AnalyticsConfig{Enabled: true, FlushIntervalSeconds: defaultAnalyticsFlushSeconds, MaxPendingKeys: defaultAnalyticsMaxPendingKeys},
+		FullRefresh: defaultFullRefreshSeconds,
 	}
 }
 
@@ -585,11 +598,21 @@ func (c *Config) validate() error {
 	if c.Analytics.MaxPendingKeys <= 0 {
 		bad("analytics.max_pending_keys: %d must be positive", c.Analytics.MaxPendingKeys)
 	}
+	if c.FullRefresh <= 0 {
+		bad("full_refresh_seconds: %v must be a positive number of seconds", c.FullRefresh)
+	}
+	if c.RealtimeAPIURL != "" {
+		if u, err := url.Parse(c.RealtimeAPIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("realtime_api_url: %q is not an http(s) URL (Flagsmith's realtime service, or another proxy's base URL)", c.RealtimeAPIURL)
+		}
+		c.RealtimeAPIURL = strings.TrimRight(c.RealtimeAPIURL, "/")
+	}
 	return errors.Join(errs...)
 }
 
 func (c *Config) pollFrequency() time.Duration { return seconds(c.PollFrequency) }
 func (c *Config) pollTimeout() time.Duration   { return seconds(c.PollTimeout) }
+func (c *Config) fullRefresh() time.Duration   { return seconds(c.FullRefresh) }
 
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
 
@@ -614,8 +637,10 @@ func (c *Config) printable() ([]byte, error) {
 		}
 		out.EnvironmentKeyPairs[i] = p
 	}
-	if out.AdminToken != "" {
-		out.AdminToken = secret(out.AdminToken.String())
+	for _, s := range []*secret{&out.AdminToken, &out.WebhookSecret, &out.SSE.AuthenticationToken} {
+		if *s != "" {
+			*s = secret(s.String())
+		}
 	}
 	return json.MarshalIndent(out, "", "  ")
 }

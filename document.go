@@ -15,6 +15,7 @@ import (
 // environmentDocument is the part of Flagsmith's environment document
 // (GET /api/v1/environment-document/) that evaluation and the API need.
 type environmentDocument struct {
+	ID                json.RawMessage    `json:"id"` // the environment's id, which Flagsmith's webhooks name
 	APIKey            *string            `json:"api_key"`
 	Name              string             `json:"name"`
 	UpdatedAt         string             `json:"updated_at"`

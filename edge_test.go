@@ -113,7 +113,7 @@ func TestPollRedirectKey(t *testing.T) {
 			logs := s.logs
 			client := newPollClient()
 			client.Transport = rt
-			if err := s.pollOnce(t.Context(), s.environments()[0], client); err != nil {
+			if err := s.pollNow(t.Context(), s.environments()[0], client); err != nil {
 				t.Fatalf("pollOnce = %v; want the document, through the redirects", err)
 			}
 			for url, want := range tt.want {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -435,32 +434,27 @@ func (s *server) handleEnvironmentDocument(w http.ResponseWriter, r *http.Reques
 		writeError(w, http.StatusUnauthorized, "unauthorized", "the environment document needs a server-side key")
 		return
 	}
+	// Conditional as Flagsmith's API answers it, so that a proxy polling
+	// this one downloads nothing while nothing changed. If-None-Match, when
+	// sent, decides alone (RFC 9110 13.2.2); serve answers it.
+	if !snap.served.IsZero() {
+		// Never later than now: a document dated in the future would
+		// otherwise make every later change look old to If-Modified-Since.
+		modified := min(snap.served.Unix(), s.now().Unix())
+		w.Header().Set("Last-Modified", time.Unix(modified, 0).UTC().Format(http.TimeFormat))
+		if r.Header.Get("If-None-Match") == "" {
+			if since, err := http.ParseTime(r.Header.Get("If-Modified-Since")); err == nil && since.Unix() >= modified {
+				w.Header()["Etag"] = snap.document.etagHeader
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
+		}
+	}
 	snap.document.serve(w, r)
 }
 
 func (s *server) handleLiveness(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
-}
-
-// handleRefresh polls now instead of at the next tick, so a Flagsmith
-// webhook can push a change through in well under a second.
-func (s *server) handleRefresh(w http.ResponseWriter, r *http.Request) {
-	if !s.authorizeAdmin(w, r, s.config(), "push refresh") {
-		return
-	}
-	target := r.URL.Query().Get("environment")
-	var triggered []string
-	for _, env := range s.environments() {
-		if target == "" || target == env.pair.ClientSideKey {
-			env.triggerRefresh()
-			triggered = append(triggered, env.pair.ClientSideKey)
-		}
-	}
-	if len(triggered) == 0 {
-		writeError(w, http.StatusNotFound, "not_found", "no environment with client key "+maskedKey(target))
-		return
-	}
-	writeJSON(w, http.StatusAccepted, map[string]any{"status": "accepted", "environments": triggered})
 }
 
 // authorizeAdmin checks the request's bearer token against admin_token. It
@@ -472,8 +466,7 @@ func (s *server) authorizeAdmin(w http.ResponseWriter, r *http.Request, cfg *Con
 		writeError(w, http.StatusNotFound, "not_found", feature+" is disabled: set admin_token to enable it")
 		return false
 	}
-	token, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !found || subtle.ConstantTimeCompare([]byte(token), []byte(cfg.AdminToken)) != 1 {
+	if !authorized(r, "Bearer", cfg.AdminToken) {
 		writeError(w, http.StatusUnauthorized, "unauthorized", "a valid Authorization: Bearer token is required")
 		return false
 	}

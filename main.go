@@ -16,6 +16,8 @@
 //	POST /api/v1/analytics/flags/           flag analytics (also /api/v2/…), forwarded upstream
 //	POST /proxy/refresh                     poll now (needs admin_token)
 //	GET  /proxy/config                      the configuration in force (needs admin_token)
+//	POST /proxy/webhook                     Flagsmith webhooks (needs webhook_secret)
+//	POST /sse/environments/{key}/queue-change  self-hosted Flagsmith's realtime push
 //	GET  /metrics                           Prometheus metrics
 //
 // A document becomes what a request reads in four stages, each named once and
@@ -37,9 +39,10 @@
 // upper case: environment_key_pairs, api_url, api_poll_frequency_seconds,
 // api_poll_timeout_seconds, allow_origins, allow_credentials, server (with
 // server.tls for HTTPS), logging, health_check, cache_dir, admin_token, sse,
-// limits, analytics. SIGHUP, or a change of the file, reloads it
-// (reload.go); SIGTERM turns readiness off, drains for server.drain_seconds,
-// then shuts down. See README.md for the reference.
+// limits, analytics, full_refresh_seconds, realtime_api_url, webhook_secret.
+// SIGHUP, or a change of the file, reloads it (reload.go); SIGTERM turns
+// readiness off, drains for server.drain_seconds, then shuts down. See
+// README.md for the reference.
 //
 // Subcommands and flags:
 //

@@ -30,6 +30,8 @@ type metrics struct {
 	// Configuration reloads by result, and whether the last one applied.
 	reloadsOK, reloadsRejected atomic.Uint64
 	lastReloadRejected         atomic.Bool
+	// pushes counts accepted pushes by kind (pushKinds).
+	pushes [len(pushKinds)]atomic.Uint64
 }
 
 // latencyBuckets are the histogram's upper bounds in seconds: the proxy
@@ -51,6 +53,14 @@ type envStats struct {
 	polls         map[string]uint64
 	lastUpdatedAt float64
 	compileSecs   float64
+	fullRefreshes uint64
+	bodyBytes     uint64 // document bytes read from the upstream
+
+	// The upstream realtime stream (realtime_api_url).
+	streamConnected bool
+	streamConnects  uint64
+	streamEvents    uint64
+	streamPolls     uint64 // events newer than the held document
 }
 
 func newMetrics() *metrics {
@@ -115,6 +125,52 @@ func (m *metrics) observePoll(key, result string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.env(key).polls[result]++
+}
+
+func (m *metrics) observeFullRefresh(key string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.env(key).fullRefreshes++
+}
+
+func (m *metrics) observeBodyBytes(key string, n int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.env(key).bodyBytes += uint64(n)
+}
+
+// observeStream records the upstream stream's state: connected, or not.
+func (m *metrics) observeStream(key string, connected bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.env(key)
+	if connected && !e.streamConnected {
+		e.streamConnects++
+	}
+	e.streamConnected = connected
+}
+
+// observeStreamEvent counts an upstream event; newer says it caused a poll.
+func (m *metrics) observeStreamEvent(key string, newer bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.env(key)
+	e.streamEvents++
+	if newer {
+		e.streamPolls++
+	}
+}
+
+// pushKinds are the ways a change is pushed to the proxy.
+var pushKinds = [...]string{"refresh", "webhook", "queue_change"}
+
+func (m *metrics) observePush(kind string) {
+	for i, k := range pushKinds {
+		if k == kind {
+			m.pushes[i].Add(1)
+			return
+		}
+	}
 }
 
 func (m *metrics) observeCompile(key string, snap *snapshot) {
@@ -218,7 +274,41 @@ func (s *server) exposition() []byte {
 			fmt.Fprintf(&b, "edge_proxy_snapshot_compile_seconds{environment=%s} %g\n", label(env.pair.ClientSideKey), m.env(env.pair.ClientSideKey).compileSecs)
 		}
 	}
+	help("edge_proxy_upstream_body_bytes_total", "counter", "Document bytes read from the upstream, by environment (a 304 reads none).")
+	for _, env := range s.environments() {
+		fmt.Fprintf(&b, "edge_proxy_upstream_body_bytes_total{environment=%s} %d\n", label(env.pair.ClientSideKey), m.env(env.pair.ClientSideKey).bodyBytes)
+	}
+	help("edge_proxy_full_refreshes_total", "counter", "Polls sent without conditions because full_refresh_seconds had passed.")
+	for _, env := range s.environments() {
+		fmt.Fprintf(&b, "edge_proxy_full_refreshes_total{environment=%s} %d\n", label(env.pair.ClientSideKey), m.env(env.pair.ClientSideKey).fullRefreshes)
+	}
+	if s.config().RealtimeAPIURL != "" {
+		help("edge_proxy_upstream_stream_connected", "gauge", "Whether the upstream realtime stream (realtime_api_url) of each environment is open.")
+		for _, env := range s.environments() {
+			if env.pair.DocumentPath == "" {
+				fmt.Fprintf(&b, "edge_proxy_upstream_stream_connected{environment=%s} %d\n", label(env.pair.ClientSideKey), b2i(m.env(env.pair.ClientSideKey).streamConnected))
+			}
+		}
+		help("edge_proxy_upstream_stream_connects_total", "counter", "Upstream realtime stream connections opened.")
+		for _, env := range s.environments() {
+			if env.pair.DocumentPath == "" {
+				fmt.Fprintf(&b, "edge_proxy_upstream_stream_connects_total{environment=%s} %d\n", label(env.pair.ClientSideKey), m.env(env.pair.ClientSideKey).streamConnects)
+			}
+		}
+		help("edge_proxy_upstream_stream_events_total", "counter", "Upstream realtime events received; newer=true ones announced a document newer than the held one and caused a poll.")
+		for _, env := range s.environments() {
+			if env.pair.DocumentPath == "" {
+				e := m.env(env.pair.ClientSideKey)
+				fmt.Fprintf(&b, "edge_proxy_upstream_stream_events_total{environment=%s,newer=\"true\"} %d\n", label(env.pair.ClientSideKey), e.streamPolls)
+				fmt.Fprintf(&b, "edge_proxy_upstream_stream_events_total{environment=%s,newer=\"false\"} %d\n", label(env.pair.ClientSideKey), e.streamEvents-e.streamPolls)
+			}
+		}
+	}
 	m.mu.Unlock()
+	help("edge_proxy_pushes_total", "counter", "Accepted pushes by kind: POST /proxy/refresh, /proxy/webhook, /sse/environments/{key}/queue-change.")
+	for i, kind := range pushKinds {
+		fmt.Fprintf(&b, "edge_proxy_pushes_total{kind=%s} %d\n", label(kind), m.pushes[i].Load())
+	}
 	help("edge_proxy_seconds_since_last_update", "gauge", "Seconds since each environment's document was last confirmed by a successful poll.")
 	for _, env := range envs {
 		if last := env.lastSuccess.Load(); last != 0 {

@@ -90,8 +90,9 @@ type pollers struct {
 	client *http.Client
 }
 
-// poller is one environment's running loops: its poll loop and, with
-// analytics forwarded, its analytics flusher.
+// poller is one environment's running loops: its poll loop, with
+// realtime_api_url its upstream stream, and with analytics forwarded its
+// analytics flusher.
 type poller struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the loops have returned
@@ -116,6 +117,10 @@ func (s *server) startPoller(env *environment) {
 			s.pollUpstream(ctx, env, client)
 		}
 	})
+	if env.pair.DocumentPath == "" && s.config().RealtimeAPIURL != "" {
+		// Follows the upstream's realtime stream for immediate polls.
+		loops.Go(func() { s.followUpstream(ctx, env, client) })
+	}
 	if ea := env.analytics; ea != nil && ea.forward {
 		loops.Go(func() { s.flushAnalyticsLoop(ctx, client, ea) })
 	}
@@ -136,15 +141,27 @@ func (env *environment) stopPoller() {
 	env.poller = nil
 }
 
-// pollUpstream is one environment's poll loop. Its retry state (the count
-// of failures in a row, hence the backoff) lives here, not in shared fields;
-// If-Modified-Since is read from the snapshot being served, so a document
-// loaded from the cache directory counts as well.
+// pushInterval is the least time between two polls of one environment that
+// pushes cause: pushes (refresh, webhook, queue-change, upstream events)
+// arriving faster coalesce into the next poll. Scheduled polls come on top,
+// at the poll frequency.
+const pushInterval = time.Second
+
+// pollUpstream is one environment's poll loop. Its state (the upstream's
+// validators, the backoff) lives here, not in shared fields.
 func (s *server) pollUpstream(ctx context.Context, env *environment, client *http.Client) {
-	failures := 0
 	jitter := jitterFraction(env.pair.ClientSideKey)
+	st := s.newPollState(env)
+	failures := 0
+	var lastPushed time.Time // when a push last caused a poll
 	for {
-		err := s.pollOnce(ctx, env, client)
+		// A push waiting now is answered by this poll; one that arrives
+		// while it is in flight makes the next.
+		select {
+		case <-env.refresh:
+		default:
+		}
+		err := s.pollOnce(ctx, env, client, &st)
 		// Read each round: a reload may change it.
 		freq := s.config().pollFrequency()
 		wait := freq
@@ -159,9 +176,33 @@ func (s *server) pollUpstream(ctx context.Context, env *environment, client *htt
 			s.log.Warn("poll failed", "env", env.pair.ClientSideKey, "error", err.Error(),
 				"attempt", failures, "retry_in", wait.String())
 		}
-		if _, ok := env.wait(ctx, wait); !ok {
+		refreshed, ok := env.wait(ctx, wait)
+		if !ok {
 			return
 		}
+		if refreshed {
+			// Scheduled polls do not delay a push: only pushes are held
+			// to one poll per pushInterval.
+			if !sleepCtx(ctx, pushInterval-time.Since(lastPushed)) {
+				return
+			}
+			lastPushed = time.Now()
+		}
+	}
+}
+
+// sleepCtx sleeps for d (nothing when d <= 0); false once ctx has ended.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+		return true
 	}
 }
 
@@ -199,6 +240,83 @@ func jitterFraction(key string) float64 {
 	return float64(h.Sum32()%1000) / 1000
 }
 
+// pollState is what one environment's poll loop remembers of the upstream
+// between polls: the validators of the held document, and when it last
+// polled without them. The zero value sends no conditions.
+type pollState struct {
+	// etag is the upstream's ETag of the held document, sent back as
+	// If-None-Match.
+	etag string
+	// modifiedSince is the If-Modified-Since to send: the upstream's
+	// Last-Modified or, when it sent neither validator, the document's
+	// updated_at; never later than a second before the upstream's Date of
+	// the answer that brought the document (see safeSince). Zero: none.
+	modifiedSince time.Time
+	// lastFull is when the last poll without conditions was answered.
+	lastFull time.Time
+}
+
+// newPollState is the state a poll loop starts from. A document loaded from
+// cache_dir carries no validators, so it falls back to the document's
+// updated_at, bounded by when the cache file was written: a warm start asks
+// for changes since then, and an unchanged upstream answers 304.
+func (s *server) newPollState(env *environment) pollState {
+	st := pollState{lastFull: time.Now()}
+	cur := env.snap.Load()
+	if cur == nil || cur.updatedAt.IsZero() || s.config().CacheDir == "" {
+		return st
+	}
+	if fi, err := os.Stat(cachePath(s.config().CacheDir, env.pair.ClientSideKey)); err == nil {
+		st.modifiedSince = safeSince(cur.updatedAt, fi.ModTime())
+	}
+	return st
+}
+
+// safeSince is the If-Modified-Since that cannot hide a change, for a
+// document modified at modified and received at received (the upstream's
+// Date, else our clock). Flagsmith compares whole seconds, so a change made
+// later within the second the document was served would look unchanged to
+// an If-Modified-Since of that second; and a document dated in the future
+// would make every later change look old. Both are avoided by never asking
+// from later than the second before the answer (and never from the future).
+func safeSince(modified, received time.Time) time.Time {
+	if now := time.Now(); received.After(now) {
+		received = now
+	}
+	bound := received.Truncate(time.Second).Add(-time.Second)
+	if modified.After(bound) {
+		return bound
+	}
+	return modified.Truncate(time.Second)
+}
+
+// setConditions asks the upstream for the document only if it changed.
+func (st *pollState) setConditions(req *http.Request) {
+	if st.etag != "" {
+		req.Header.Set("If-None-Match", st.etag)
+	}
+	if !st.modifiedSince.IsZero() {
+		req.Header.Set("If-Modified-Since", st.modifiedSince.UTC().Format(http.TimeFormat))
+	}
+}
+
+// remember keeps the validators of the answer that brought snap.
+func (st *pollState) remember(resp *http.Response, snap *snapshot) {
+	received := time.Now()
+	if date, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
+		received = date
+	}
+	st.etag = resp.Header.Get("ETag")
+	st.modifiedSince = time.Time{}
+	lastModified, err := http.ParseTime(resp.Header.Get("Last-Modified"))
+	switch {
+	case err == nil:
+		st.modifiedSince = safeSince(lastModified, received)
+	case st.etag == "" && !snap.updatedAt.IsZero():
+		st.modifiedSince = safeSince(snap.updatedAt, received)
+	}
+}
+
 // errKeyRejected is a poll answered 401 or 403: the server key is not (or
 // no longer) valid.
 var errKeyRejected = errors.New("upstream rejected the server key")
@@ -210,13 +328,13 @@ var errKeyRejected = errors.New("upstream rejected the server key")
 // last accepted and, when that one is rejected, moves on to the next in the
 // same call, so a revoked key costs one request, not a poll period. The
 // first accepted key is kept for the next polls.
-func (s *server) pollOnce(ctx context.Context, env *environment, client *http.Client) error {
+func (s *server) pollOnce(ctx context.Context, env *environment, client *http.Client, st *pollState) error {
 	keys := env.pair.serverKeys()
 	first := int(env.keyInUse.Load()) % len(keys)
 	var err error
 	for i := range keys {
 		at := (first + i) % len(keys)
-		err = s.pollWithKey(ctx, env, client, keys[at])
+		err = s.pollWithKey(ctx, env, client, st, keys[at])
 		if !errors.Is(err, errKeyRejected) {
 			if at != first && err == nil {
 				env.keyInUse.Store(int32(at))
@@ -234,58 +352,71 @@ func (s *server) pollOnce(ctx context.Context, env *environment, client *http.Cl
 }
 
 // pollWithKey is one poll with one server key.
-func (s *server) pollWithKey(ctx context.Context, env *environment, client *http.Client, key secret) error {
+func (s *server) pollWithKey(ctx context.Context, env *environment, client *http.Client, st *pollState, serverKey secret) error {
 	cfg := s.config()
+	key := env.pair.ClientSideKey
 	ctx, cancel := context.WithTimeout(ctx, cfg.pollTimeout())
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, cfg.APIURL+"/environment-document/", nil)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("X-Environment-Key", string(key))
+	req.Header.Set("X-Environment-Key", string(serverKey))
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "flagsmith-edge-proxy/"+version)
-	if cur := env.snap.Load(); cur != nil && !cur.updatedAt.IsZero() {
-		req.Header.Set("If-Modified-Since", cur.updatedAt.Format(http.TimeFormat))
+	held := env.snap.Load()
+	// Every full_refresh_seconds the poll goes without conditions: an
+	// upstream that wrongly answers 304 cannot pin a document for longer.
+	fullDue := held != nil && time.Since(st.lastFull) >= cfg.fullRefresh()
+	if held != nil && !fullDue {
+		st.setConditions(req)
 	}
 	start := time.Now()
 	resp, err := client.Do(req)
 	if err != nil {
-		s.stats.observePoll(env.pair.ClientSideKey, "error")
+		s.stats.observePoll(key, "error")
 		return fmt.Errorf("request: %w", err)
 	}
 	defer resp.Body.Close()
 	switch {
 	case resp.StatusCode == http.StatusNotModified:
-		if env.snap.Load() == nil {
-			s.stats.observePoll(env.pair.ClientSideKey, "error")
+		if held == nil {
+			s.stats.observePoll(key, "error")
 			return errors.New("upstream answered 304 Not Modified but no document is held")
 		}
-		s.stats.observePoll(env.pair.ClientSideKey, "not_modified")
+		s.stats.observePoll(key, "not_modified")
 		s.markSuccess(env)
 		return nil
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
-		s.stats.observePoll(env.pair.ClientSideKey, "error")
+		s.stats.observePoll(key, "error")
 		return fmt.Errorf("upstream status %d: %w", resp.StatusCode, errKeyRejected)
 	case resp.StatusCode < 200 || resp.StatusCode > 299:
-		s.stats.observePoll(env.pair.ClientSideKey, "error")
+		s.stats.observePoll(key, "error")
 		return fmt.Errorf("upstream status %d", resp.StatusCode)
 	}
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxDocumentBytes+1))
+	s.stats.observeBodyBytes(key, len(raw))
 	if err != nil {
-		s.stats.observePoll(env.pair.ClientSideKey, "error")
+		s.stats.observePoll(key, "error")
 		return fmt.Errorf("read body: %w", err)
 	}
 	if len(raw) > maxDocumentBytes {
-		s.stats.observePoll(env.pair.ClientSideKey, "error")
+		s.stats.observePoll(key, "error")
 		return errDocumentSize
 	}
 	if err := s.publish(env, raw, "upstream"); err != nil {
-		s.stats.observePoll(env.pair.ClientSideKey, "invalid")
+		s.stats.observePoll(key, "invalid")
 		return err
 	}
-	s.stats.observePoll(env.pair.ClientSideKey, "ok")
-	s.log.Debug("poll done", "env", env.pair.ClientSideKey, "duration", time.Since(start).String())
+	// Validators are kept only for a document that was published: those of
+	// a refused one would make the next poll a 304 for it.
+	st.remember(resp, env.snap.Load())
+	if fullDue {
+		st.lastFull = time.Now()
+		s.stats.observeFullRefresh(key)
+	}
+	s.stats.observePoll(key, "ok")
+	s.log.Debug("poll done", "env", key, "duration", time.Since(start).String(), "full_refresh", fullDue)
 	return nil
 }
 
@@ -326,6 +457,7 @@ func (s *server) publishSnapshot(env *environment, snap *snapshot, source string
 		s.log.Warn("document updated_at missing or unparsable; If-Modified-Since not sent",
 			"env", env.pair.ClientSideKey, "updated_at", snap.updatedAtText)
 	}
+	snap.setServedVersion(env.snap.Load())
 	env.store(snap)
 	s.markSuccess(env)
 	if snap.document.size() > largeDocumentBytes {
@@ -336,7 +468,7 @@ func (s *server) publishSnapshot(env *environment, snap *snapshot, source string
 	}
 	s.stats.observeCompile(env.pair.ClientSideKey, snap)
 	s.log.Info("environment updated", "env", env.pair.ClientSideKey, "source", source,
-		"updated_at", snap.updatedAtText, "compile", snap.compile.String())
+		"updated_at", snap.updatedAtText, "version", snap.updatedAtUnix, "compile", snap.compile.String())
 	if snap.updatedAtUnix != "" {
 		s.hub.publish(env.pair.ClientSideKey, snap.updatedAtUnix)
 	}

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -57,64 +59,93 @@ func pollerWantNoFlags(t testing.TB, s *testServer, key string) {
 
 func pollerMustPoll(t testing.TB, s *testServer, env *environment, client *http.Client) {
 	t.Helper()
-	if err := s.pollOnce(context.Background(), env, client); err != nil {
-		t.Fatalf("pollOnce(%s) = %v; want nil", env.pair.ClientSideKey, err)
+	if err := s.pollNow(context.Background(), env, client); err != nil {
+		t.Fatalf("poll of %s = %v; want nil", env.pair.ClientSideKey, err)
 	}
 }
 
 // TestPollConditionalGet follows one environment through a first fetch, a
-// 304 and a changed document.
+// 304 and a changed document, against an upstream that sends each kind of
+// validator: the poller sends back what the upstream sent (SPEC §9).
 func TestPollConditionalGet(t *testing.T) {
 	doc1 := testDocument(clientKeyA, pollerUpdatedAt, "blue")
-	up := newUpstream(t)
-	up.set(serverKeyA, doc1)
-	s := newTestServer(t, withUpstream(up), withPairs(pairA))
-	client, env := pollClient(t), s.environments()[0]
+	doc2 := testDocument(clientKeyA, "2026-11-21T08:30:15Z", "green")
+	tests := []struct {
+		name       string
+		validators upstreamValidators
+		// The conditions of the polls after doc1 and after doc2.
+		wantINM1, wantIMS1, wantINM2, wantIMS2 string
+	}{
+		{name: "etag", validators: upstreamETag,
+			wantINM1: pollerETag(doc1), wantINM2: pollerETag(doc2)},
+		{name: "last-modified, as Flagsmith", validators: upstreamLastModified,
+			wantIMS1: pollerIMS, wantIMS2: "Sat, 21 Nov 2026 08:30:15 GMT"},
+		{name: "neither: the document's updated_at", validators: upstreamNoValidators,
+			wantIMS1: pollerIMS, wantIMS2: "Sat, 21 Nov 2026 08:30:15 GMT"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newUpstream(t)
+			up.sendValidators(tt.validators)
+			up.set(serverKeyA, doc1)
+			s := newTestServer(t, withUpstream(up), withPairs(pairA))
+			client, env := pollClient(t), s.environments()[0]
+			wantConditions := func(step, inm, ims string) {
+				t.Helper()
+				h := up.last(t)
+				if got := h.Get("If-None-Match"); got != inm {
+					t.Errorf("%s: If-None-Match = %q; want %q", step, got, inm)
+				}
+				if got := h.Get("If-Modified-Since"); got != ims {
+					t.Errorf("%s: If-Modified-Since = %q; want %q", step, got, ims)
+				}
+				if got := h.Get("X-Environment-Key"); got != serverKeyA {
+					t.Errorf("%s: X-Environment-Key = %q; want the server key %q", step, got, serverKeyA)
+				}
+			}
 
-	pollerWantNoFlags(t, s, clientKeyA)
-	pollerMustPoll(t, s, env, client)
-	pollerWantFlags(t, s, clientKeyA, pollerFlags("blue"))
-	first := up.last(t)
-	if got := first.Get("X-Environment-Key"); got != serverKeyA {
-		t.Errorf("first poll: X-Environment-Key = %q; want the server key %q", got, serverKeyA)
-	}
-	if got := first.Values("If-Modified-Since"); got != nil {
-		t.Errorf("first poll: If-Modified-Since = %q; want none (no document held)", got)
-	}
-	s.logs.mustHave(t, logRecord{level: "INFO", msg: "environment updated", env: clientKeyA})
+			pollerWantNoFlags(t, s, clientKeyA)
+			pollerMustPoll(t, s, env, client)
+			pollerWantFlags(t, s, clientKeyA, pollerFlags("blue"))
+			wantConditions("first poll (no document held)", "", "")
+			s.logs.mustHave(t, logRecord{level: "INFO", msg: "environment updated", env: clientKeyA})
 
-	// 304: the held document stays, as the very same snapshot.
-	held := env.snap.Load()
-	pollerMustPoll(t, s, env, client)
-	if n := up.notModified(); n != 1 {
-		t.Errorf("the upstream answered %d 304s to the second poll; want 1", n)
-	}
-	second := up.last(t)
-	if got := second.Get("If-Modified-Since"); got != pollerIMS {
-		t.Errorf("second poll: If-Modified-Since = %q; want %q (updated_at %s)", got, pollerIMS, pollerUpdatedAt)
-	}
-	if got := second.Get("X-Environment-Key"); got != serverKeyA {
-		t.Errorf("second poll: X-Environment-Key = %q; want %q", got, serverKeyA)
-	}
-	if env.snap.Load() != held {
-		t.Error("a 304 replaced the held snapshot; want it kept")
-	}
-	pollerWantFlags(t, s, clientKeyA, pollerFlags("blue"))
+			// 304: the held document stays, as the very same snapshot.
+			held := env.snap.Load()
+			pollerMustPoll(t, s, env, client)
+			if n := up.notModified(); n != 1 {
+				t.Errorf("the upstream answered %d 304s to the second poll; want 1", n)
+			}
+			wantConditions("second poll", tt.wantINM1, tt.wantIMS1)
+			if env.snap.Load() != held {
+				t.Error("a 304 replaced the held snapshot; want it kept")
+			}
+			pollerWantFlags(t, s, clientKeyA, pollerFlags("blue"))
 
-	// A changed document is published, and the next poll asks from its date.
-	up.set(serverKeyA, testDocument(clientKeyA, "2026-11-21T08:30:15Z", "green"))
-	pollerMustPoll(t, s, env, client)
-	pollerWantFlags(t, s, clientKeyA, pollerFlags("green"))
-	pollerMustPoll(t, s, env, client)
-	if got, want := up.last(t).Get("If-Modified-Since"), "Sat, 21 Nov 2026 08:30:15 GMT"; got != want {
-		t.Errorf("after a new document: If-Modified-Since = %q; want %q", got, want)
+			// A changed document is published, and the next poll asks from it.
+			up.set(serverKeyA, doc2)
+			pollerMustPoll(t, s, env, client)
+			pollerWantFlags(t, s, clientKeyA, pollerFlags("green"))
+			pollerMustPoll(t, s, env, client)
+			wantConditions("after a new document", tt.wantINM2, tt.wantIMS2)
+			if n := up.notModified(); n != 2 {
+				t.Errorf("the upstream answered %d 304s; want 2", n)
+			}
+			pollerWantFlags(t, s, clientKeyA, pollerFlags("green"))
+			s.logs.noServerKeys(t)
+		})
 	}
-	pollerWantFlags(t, s, clientKeyA, pollerFlags("green"))
-	s.logs.noServerKeys(t)
+}
+
+// pollerETag is the fake upstream's ETag of doc.
+func pollerETag(doc []byte) string {
+	sum := sha256.Sum256(doc)
+	return `"` + hex.EncodeToString(sum[:8]) + `"`
 }
 
 // TestPollIfModifiedSince checks the HTTP date built from the forms of
-// updated_at that Flagsmith's Python API can produce.
+// updated_at that Flagsmith's Python API can produce, for an upstream that
+// sends no validator of its own.
 func TestPollIfModifiedSince(t *testing.T) {
 	tests := []struct {
 		name, updatedAt, want string
@@ -128,6 +159,7 @@ func TestPollIfModifiedSince(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			up := newUpstream(t)
+			up.sendValidators(upstreamNoValidators)
 			up.set(serverKeyA, testDocument(clientKeyA, tt.updatedAt, "blue"))
 			s := newTestServer(t, withUpstream(up), withPairs(pairA))
 			client := pollClient(t)
@@ -259,7 +291,7 @@ func TestPollFaults(t *testing.T) {
 			} else {
 				up.setFault(tt.fault)
 			}
-			err := s.pollOnce(context.Background(), env, client)
+			err := s.pollNow(context.Background(), env, client)
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("pollOnce after the fault = %v; want an error containing %q", err, tt.wantErr)
 			}
@@ -293,7 +325,7 @@ func TestPollRejectedKeyMasked(t *testing.T) {
 	up := newUpstream(t)
 	up.setFault(failWith(http.StatusUnauthorized))
 	s := newTestServer(t, withUpstream(up), withPairs(pairA))
-	if err := s.pollOnce(context.Background(), s.environments()[0], pollClient(t)); err == nil {
+	if err := s.pollNow(context.Background(), s.environments()[0], pollClient(t)); err == nil {
 		t.Fatal("pollOnce against a 401 = nil; want an error")
 	}
 	for _, rec := range s.logs.records(t) {
@@ -315,7 +347,7 @@ func TestPollNotModifiedWithoutDocument(t *testing.T) {
 	up.setFault(failWith(http.StatusNotModified))
 	s := newTestServer(t, withUpstream(up), withPairs(pairA))
 	client := pollClient(t)
-	err := s.pollOnce(context.Background(), s.environments()[0], client)
+	err := s.pollNow(context.Background(), s.environments()[0], client)
 	if err == nil {
 		t.Error("pollOnce answered 304 with no document held = nil; want an error")
 	}
@@ -367,7 +399,7 @@ func TestPollRedirectToAnotherHost(t *testing.T) {
 		return true
 	})
 	s := newTestServer(t, withUpstream(up), withPairs(pairA))
-	if err := s.pollOnce(t.Context(), s.environments()[0], pollClient(t)); err == nil {
+	if err := s.pollNow(t.Context(), s.environments()[0], pollClient(t)); err == nil {
 		t.Fatal("pollOnce through a cross-host redirect = nil error; want the other host's 401")
 	}
 	if got := other.last(t).Get("X-Environment-Key"); got != "" {
@@ -627,7 +659,7 @@ func TestPollReadiness(t *testing.T) {
 
 	// A failed poll confirms nothing.
 	up.setFault(failWith(http.StatusInternalServerError))
-	if err := s.pollOnce(context.Background(), envA, client); err == nil {
+	if err := s.pollNow(context.Background(), envA, client); err == nil {
 		t.Fatal("pollOnce against a 500 = nil; want an error")
 	}
 	check("after a failed poll", http.StatusServiceUnavailable, stale(t0))
@@ -742,7 +774,7 @@ func TestPollCacheWarmStart(t *testing.T) {
 		t.Errorf("readiness() after loadCache = %d %+v; want 200", code, r)
 	}
 	client := pollClient(t)
-	if err := s.pollOnce(context.Background(), s.environments()[0], client); err == nil {
+	if err := s.pollNow(context.Background(), s.environments()[0], client); err == nil {
 		t.Error("pollOnce with the upstream down = nil; want an error")
 	}
 	pollerWantFlags(t, s, clientKeyA, pollerFlags("blue"))
@@ -799,7 +831,7 @@ func TestPollCacheBadFiles(t *testing.T) {
 			}
 
 			client := pollClient(t)
-			if err := s.pollOnce(context.Background(), s.environments()[0], client); err == nil {
+			if err := s.pollNow(context.Background(), s.environments()[0], client); err == nil {
 				t.Error("pollOnce against a 502 = nil; want an error")
 			}
 			pollerWantNoFlags(t, s, clientKeyA)
@@ -912,7 +944,7 @@ func TestPollForeignDocumentRefused(t *testing.T) {
 	pollerMustPoll(t, s, env, client)
 	up.setFault(nil)
 	up.set(serverKeyA, testDocument("SomeOtherEnvironmentKey", "2026-11-22T00:00:00Z", "red"))
-	if err := s.pollOnce(t.Context(), env, client); err == nil || !strings.Contains(err.Error(), "belongs to environment") {
+	if err := s.pollNow(t.Context(), env, client); err == nil || !strings.Contains(err.Error(), "belongs to environment") {
 		t.Fatalf("pollOnce of a foreign document = %v; want a refusal", err)
 	}
 	pollerWantFlags(t, s, clientKeyA, pollerFlags("blue"))

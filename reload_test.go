@@ -346,7 +346,7 @@ func TestLoadConfigKeyTypes(t *testing.T) {
 		}
 	}
 	slices.Sort(got)
-	if want := []string{"admin_token", "api_url", "cache_dir"}; !slices.Equal(got, want) {
+	if want := []string{"admin_token", "api_url", "cache_dir", "realtime_api_url", "webhook_secret"}; !slices.Equal(got, want) {
 		t.Errorf("keys set verbatim from the environment = %q; want %q", got, want)
 	}
 }
@@ -460,7 +460,7 @@ func TestPollKeyRotation(t *testing.T) {
 	// Every key rejected: the last good document stays, and the failure is
 	// an error naming the rejection.
 	up.remove(serverKeyA2)
-	err := s.pollOnce(t.Context(), env, client)
+	err := s.pollNow(t.Context(), env, client)
 	if !errors.Is(err, errKeyRejected) {
 		t.Errorf("pollOnce with every key revoked = %v; want errKeyRejected", err)
 	}

@@ -140,6 +140,8 @@ func (s *server) routes() *http.ServeMux {
 	both("GET", "/sse/health", s.handleSSEHealth)
 	both("POST", "/proxy/refresh", s.handleRefresh)
 	both("GET", "/proxy/config", s.handleConfig)
+	both("POST", "/proxy/webhook", s.handleWebhook)
+	both("POST", "/sse/environments/{client_key}/queue-change", s.handleQueueChange)
 	if s.config().Analytics.Enabled {
 		both("POST", "/api/v1/analytics/flags", s.handleAnalyticsV1)
 		both("POST", "/api/v2/analytics/flags", s.handleAnalyticsV2)

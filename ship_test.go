@@ -699,11 +699,11 @@ func TestShipMetricsExposition(t *testing.T) {
 	client := &http.Client{Timeout: 5 * time.Second}
 	t.Cleanup(client.CloseIdleConnections)
 	for range 2 { // ok, then not_modified
-		if err := s.pollOnce(t.Context(), s.environments()[0], client); err != nil {
+		if err := s.pollNow(t.Context(), s.environments()[0], client); err != nil {
 			t.Fatalf("poll the demo environment: %v", err)
 		}
 	}
-	if err := s.pollOnce(t.Context(), s.environments()[1], client); err == nil {
+	if err := s.pollNow(t.Context(), s.environments()[1], client); err == nil {
 		t.Fatal("poll with a refused server key = nil; want an error")
 	}
 

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -16,11 +17,16 @@ type snapshot struct {
 	name          string
 	updatedAt     time.Time // zero when the document has none or it does not parse
 	updatedAtText string    // as the document spells it
+	environmentID string    // the document's id; "" when it has none
 	hideDisabled  bool
-	// updatedAtUnix is updatedAt as Unix seconds with microseconds, as
-	// Flagsmith writes it in X-Flagsmith-Document-Updated-At and realtime
-	// events; empty when unknown. updatedAtHeader is the same as a ready
-	// header value, assigned to responses without allocating.
+	// served is the content version shown to SDKs: the document's
+	// updatedAt, moved forward when the content changed without it (see
+	// setServedVersion); zero when unknown. updatedAtUnix is served as Unix
+	// seconds with microseconds, as Flagsmith writes it in
+	// X-Flagsmith-Document-Updated-At and realtime events; empty when
+	// unknown. updatedAtHeader is the same as a ready header value, assigned
+	// to responses without allocating.
+	served          time.Time
 	updatedAtUnix   string
 	updatedAtHeader []string
 
@@ -90,15 +96,13 @@ func newSnapshot(raw []byte) (*snapshot, error) {
 		clientKey:     *doc.APIKey,
 		name:          doc.Name,
 		updatedAtText: doc.UpdatedAt,
+		environmentID: strings.Trim(strings.TrimPrefix(string(doc.ID), "null"), `"`),
 		hideDisabled:  doc.Project.HideDisabledFlags != nil && *doc.Project.HideDisabledFlags,
 	}
 	if doc.UpdatedAt != "" {
 		s.updatedAt, _ = parseUpdatedAt(doc.UpdatedAt)
 	}
-	if !s.updatedAt.IsZero() {
-		s.updatedAtUnix = unixSeconds(s.updatedAt)
-		s.updatedAtHeader = []string{s.updatedAtUnix}
-	}
+	s.setServedVersion(nil)
 	serverOnlyIDs := make(map[string]bool, len(doc.Project.ServerKeyOnlyFeatureIDs))
 	for _, id := range doc.Project.ServerKeyOnlyFeatureIDs {
 		serverOnlyIDs[id.String()] = true
@@ -117,6 +121,31 @@ func newSnapshot(raw []byte) (*snapshot, error) {
 	s.document = <-document
 	s.compile = time.Since(start)
 	return s, nil
+}
+
+// setServedVersion sets the content version SDKs are shown, given the
+// snapshot this one replaces (nil for the first). Realtime SDKs refetch only
+// on a newer updated_at, so every change of content must show a newer one,
+// even when the document's own updated_at did not move (an edited offline
+// file, an upstream that forgot to bump it): the later of the document's
+// updated_at and the previous version plus a microsecond, the resolution
+// SDKs read. Identical content keeps the previous version, so that SDKs do
+// not refetch what they hold. It is called before the snapshot is published.
+func (s *snapshot) setServedVersion(prev *snapshot) {
+	v := s.updatedAt.Truncate(time.Microsecond)
+	if prev != nil && !prev.served.IsZero() {
+		if prev.document.digest == s.document.digest {
+			v = prev.served
+		} else if next := prev.served.Add(time.Microsecond); next.After(v) {
+			v = next
+		}
+	}
+	s.served = v
+	s.updatedAtUnix, s.updatedAtHeader = "", nil
+	if !v.IsZero() {
+		s.updatedAtUnix = unixSeconds(v)
+		s.updatedAtHeader = []string{s.updatedAtUnix}
+	}
 }
 
 // encodeSources pre-encodes every flag source's API object up to its value,

@@ -63,7 +63,7 @@ func soakFaults(injected *atomic.Int64) fault {
 			injected.Add(1)
 			time.Sleep(300 * time.Millisecond) // over the poll timeout
 		case 3:
-			if r.Header.Get("If-Modified-Since") != "" {
+			if r.Header.Get("If-Modified-Since") != "" || r.Header.Get("If-None-Match") != "" {
 				w.WriteHeader(http.StatusNotModified)
 				return true
 			}

@@ -174,6 +174,26 @@ type fakeUpstream struct {
 	holding  bool
 	requests []upstreamRequest
 	notMod   int // 304s answered for documents
+	// validators is what a document is sent with (upstreamETag unless a
+	// test says otherwise).
+	validators upstreamValidators
+}
+
+// upstreamValidators is what the fake sends with a document for later
+// conditional requests.
+type upstreamValidators int
+
+const (
+	upstreamETag         upstreamValidators = iota // an ETag of the body
+	upstreamLastModified                           // Last-Modified from updated_at, as Flagsmith's API sends
+	upstreamNoValidators                           // neither
+)
+
+// sendValidators makes later documents go with v.
+func (u *fakeUpstream) sendValidators(v upstreamValidators) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.validators = v
 }
 
 type upstreamDocument struct {
@@ -325,6 +345,7 @@ func (u *fakeUpstream) serveDocument(w http.ResponseWriter, r *http.Request, key
 	}
 	u.mu.Lock()
 	doc, ok := u.docs[key]
+	validators := u.validators
 	u.mu.Unlock()
 	if !ok {
 		w.WriteHeader(http.StatusUnauthorized)
@@ -340,7 +361,14 @@ func (u *fakeUpstream) serveDocument(w http.ResponseWriter, r *http.Request, key
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("ETag", doc.etag)
+	switch validators {
+	case upstreamETag:
+		w.Header().Set("ETag", doc.etag)
+	case upstreamLastModified:
+		if !doc.modified.IsZero() {
+			w.Header().Set("Last-Modified", doc.modified.UTC().Format(http.TimeFormat))
+		}
+	}
 	_, _ = w.Write(doc.raw)
 }
 
@@ -545,6 +573,23 @@ type testServer struct {
 	logs   *logBuffer
 	url    string
 	client *http.Client
+
+	pollStates map[*environment]*pollState // of pollNow, as a poll loop keeps them
+}
+
+// pollNow polls env once, remembering the upstream's validators from one
+// call to the next as the environment's poll loop does.
+func (s *testServer) pollNow(ctx context.Context, env *environment, client *http.Client) error {
+	if s.pollStates == nil {
+		s.pollStates = map[*environment]*pollState{}
+	}
+	st := s.pollStates[env]
+	if st == nil {
+		fresh := s.newPollState(env)
+		st = &fresh
+		s.pollStates[env] = st
+	}
+	return s.pollOnce(ctx, env, client, st)
 }
 
 // testConfig is a valid configuration serving environments A and B, with
