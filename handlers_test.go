@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -1375,5 +1377,35 @@ func TestAccessLogProxyHeaders(t *testing.T) {
 				t.Errorf("access log = %v; want msg access, client %s, scheme %s, path and status 200", rec, wantClient, wantScheme)
 			}
 		})
+	}
+}
+
+// TestDocumentedEndpointsAreRouted ties the endpoint lists of main.go's
+// package comment and the README's Endpoints table to routes(): every
+// documented method and path reaches a handler of its own.
+func TestDocumentedEndpointsAreRouted(t *testing.T) {
+	s := newTestServer(t)
+	endpoint := regexp.MustCompile("^(?://\t|\\| `)(GET|POST) +(/[^ `?\\[]*)")
+	checked := 0
+	for _, file := range []string{"main.go", "README.md"} {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			m := endpoint.FindStringSubmatch(line)
+			if m == nil {
+				continue
+			}
+			method, path := m[1], strings.NewReplacer("{key}", "k", "{client_key}", "k").Replace(m[2])
+			probe := httptest.NewRequest(method, path, nil)
+			if _, pattern := s.mux.Handler(probe); pattern == "" || pattern == "/" {
+				t.Errorf("%s documents %s %s, which no route serves", file, method, m[2])
+			}
+			checked++
+		}
+	}
+	if checked < 20 {
+		t.Errorf("found %d documented endpoints; the pattern no longer reads the lists", checked)
 	}
 }

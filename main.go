@@ -14,6 +14,7 @@
 //	GET  /proxy/health/liveness             liveness
 //	GET  /sse/environments/{key}/stream     realtime updates (Server-Sent Events)
 //	POST /api/v1/analytics/flags/           flag analytics (also /api/v2/…), forwarded upstream
+//	POST /ofrep/v1/evaluate/flags[/{key}]   OpenFeature remote evaluation (OFREP)
 //	POST /proxy/refresh                     poll now (needs admin_token)
 //	GET  /proxy/config                      the configuration in force (needs admin_token)
 //	POST /proxy/webhook                     Flagsmith webhooks (needs webhook_secret)
@@ -23,7 +24,7 @@
 // A document becomes what a request reads in four stages, each named once and
 // by that name everywhere:
 //
-//	environmentDocument  document.go  the JSON as received (raw bytes kept for serving)
+//	environmentDocument  document.go  the JSON as received (its bytes kept for serving)
 //	evalContext          context.go   Flagsmith's evaluation context it maps to
 //	engine               engine.go    the context compiled: conditions parsed, overrides
 //	                                  ranked, identity overrides a lookup by identifier
