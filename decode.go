@@ -87,19 +87,8 @@ func decodeIdentityBody(body []byte, buf *decodedTraits, lim identityLimits) (st
 		}
 		return d.skipValue(0)
 	})
-	if err != nil {
-		var fe fieldError
-		if errors.As(err, &fe) {
-			if fe.syntax != nil {
-				return "", d.malformed(fe.syntax)
-			}
-			return "", errors.New(fe.msg)
-		}
-		return "", d.malformed(err)
-	}
-	d.skipSpace()
-	if d.pos != len(d.data) {
-		return "", errors.New("body: unexpected data after the JSON object")
+	if err := d.finish(err); err != nil {
+		return "", err
 	}
 	switch {
 	case !haveIdentifier:
@@ -108,6 +97,27 @@ func decodeIdentityBody(body []byte, buf *decodedTraits, lim identityLimits) (st
 		return "", errors.New("identifier: must not be empty")
 	}
 	return identifier, nil
+}
+
+// finish turns the error of decoding a whole body into what the client is
+// told (a syntax error wins over a field of the wrong type, since the body is
+// then not JSON at all) and checks that nothing follows the object.
+func (d *jsonDecoder) finish(err error) error {
+	if err != nil {
+		var fe fieldError
+		if errors.As(err, &fe) {
+			if fe.syntax != nil {
+				return d.malformed(fe.syntax)
+			}
+			return errors.New(fe.msg)
+		}
+		return d.malformed(err)
+	}
+	d.skipSpace()
+	if d.pos != len(d.data) {
+		return errors.New("body: unexpected data after the JSON object")
+	}
+	return nil
 }
 
 // fieldError is a well-formed value of the wrong type or size. The rest of

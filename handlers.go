@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
@@ -420,8 +421,18 @@ func writeParts(w http.ResponseWriter, r *http.Request, p *responseParts) {
 		return
 	}
 	h.Set("Content-Length", strconv.Itoa(p.size()))
-	_ = p.each(func(b []byte) error { _, err := w.Write(b); return err })
+	// Parts are many and mostly small: gathered into large writes, not a
+	// system call each.
+	bw := partWriters.Get().(*bufio.Writer)
+	bw.Reset(w)
+	if p.each(func(b []byte) error { _, err := bw.Write(b); return err }) == nil {
+		_ = bw.Flush()
+	}
+	bw.Reset(nil)
+	partWriters.Put(bw)
 }
+
+var partWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, maxAssembledBytes) }}
 
 // handleEnvironmentDocument serves the document as received, to server keys
 // only: it holds segment rules, identity overrides and server-only features.

@@ -266,19 +266,8 @@ func decodeOFREPRequest(body []byte, buf *ofrepBuffers, lim identityLimits) (str
 		}
 		return d.ofrepContext(&targetingKey, buf, lim)
 	})
-	if err != nil {
-		var fe fieldError
-		if errors.As(err, &fe) {
-			if fe.syntax != nil {
-				return "", d.malformed(fe.syntax)
-			}
-			return "", errors.New(fe.msg)
-		}
-		return "", d.malformed(err)
-	}
-	d.skipSpace()
-	if d.pos != len(d.data) {
-		return "", errors.New("body: unexpected data after the JSON object")
+	if err := d.finish(err); err != nil {
+		return "", err
 	}
 	return targetingKey, nil
 }

@@ -18,38 +18,7 @@ command -v go >/dev/null 2>&1 || die "go is not installed (needed to build the G
 
 flush_seconds=1
 
-workdir="$(mktemp -d "${TMPDIR:-/tmp}/sdkcompat-analytics.XXXXXX")"
-proxy_pid=""
-upstream_pid=""
-# shellcheck disable=SC2317 # stop and cleanup run from the EXIT trap
-# stop PID: SIGTERM, up to 5 s to exit, then SIGKILL.
-stop() {
-	local pid="$1"
-	[[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
-	kill "$pid" 2>/dev/null || true
-	for _ in $(seq 1 50); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -9 "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-}
-# shellcheck disable=SC2317
-cleanup() {
-	stop "$proxy_pid"
-	stop "$upstream_pid"
-	rm -rf "$workdir"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-show_logs() {
-	echo "--- proxy log:" >&2
-	sed 's/^/    /' "$workdir/proxy.log" >&2 || true
-	echo "--- upstream log:" >&2
-	sed 's/^/    /' "$workdir/upstream.log" >&2 || true
-}
+with_proxy_and_upstream
 
 # Build the Go harness first: a failure here is a setup problem, not a test failure. The
 # module is fetched from the Go module proxy; go.sum pins it.

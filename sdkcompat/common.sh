@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# common.sh: the setup run.sh and realtime.sh share; sourced, not run. It
+# common.sh: the setup the SDK scripts share; sourced, not run. It
 # expects $script (the caller's name) and the caller's arguments, checks the
 # proxy binary and Node.js/npm (exit 2 when something is missing), and
 # installs the pinned SDKs with npm ci.
@@ -54,4 +54,43 @@ wait_ready() {
 		sleep 0.2
 	done
 	echo "sdkcompat: proxy ready" >&2
+}
+
+# with_proxy_and_upstream makes the work folder ($workdir) of a script that
+# starts the proxy ($proxy_pid) and a fake upstream ($upstream_pid), and
+# traps EXIT to stop both and remove the folder; show_logs prints both logs.
+with_proxy_and_upstream() {
+	workdir="$(mktemp -d "${TMPDIR:-/tmp}/sdkcompat-${script%.sh}.XXXXXX")"
+	proxy_pid=""
+	upstream_pid=""
+	trap cleanup EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+}
+
+# shellcheck disable=SC2317 # stop and cleanup run from the EXIT trap
+# stop PID: SIGTERM, up to 5 s to exit, then SIGKILL.
+stop() {
+	local pid="$1"
+	[[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
+	kill "$pid" 2>/dev/null || true
+	for _ in $(seq 1 50); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -9 "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+# shellcheck disable=SC2317
+cleanup() {
+	stop "$proxy_pid"
+	stop "$upstream_pid"
+	rm -rf "$workdir"
+}
+
+show_logs() {
+	echo "--- proxy log:" >&2
+	sed 's/^/    /' "$workdir/proxy.log" >&2 || true
+	echo "--- upstream log:" >&2
+	sed 's/^/    /' "$workdir/upstream.log" >&2 || true
 }
