@@ -11,9 +11,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // maxDocumentBytes bounds an upstream document read; real documents are far
@@ -108,24 +109,26 @@ func (s *server) startPoller(env *environment) {
 	p := &poller{cancel: cancel, done: make(chan struct{})}
 	env.poller = p
 	client := s.polling.client
-	var loops sync.WaitGroup
-	// The loops return only when ctx ends.
-	loops.Go(func() {
+	// The loops return only when ctx ends, and never with an error: one
+	// loop's trouble is logged and retried, never a reason to stop another.
+	var loops errgroup.Group
+	loops.Go(func() error {
 		if env.pair.DocumentPath != "" {
 			s.watchFile(ctx, env)
 		} else {
 			s.pollUpstream(ctx, env, client)
 		}
+		return nil
 	})
 	if env.pair.DocumentPath == "" && s.config().RealtimeAPIURL != "" {
 		// Follows the upstream's realtime stream for immediate polls.
-		loops.Go(func() { s.followUpstream(ctx, env, client) })
+		loops.Go(func() error { s.followUpstream(ctx, env, client); return nil })
 	}
 	if ea := env.analytics; ea != nil && ea.forward {
-		loops.Go(func() { s.flushAnalyticsLoop(ctx, client, ea) })
+		loops.Go(func() error { s.flushAnalyticsLoop(ctx, client, ea); return nil })
 	}
 	go func() {
-		loops.Wait()
+		_ = loops.Wait()
 		close(p.done)
 	}()
 }
