@@ -16,7 +16,7 @@ import (
 	"time"
 )
 
-// TestChain runs the deployment of SPEC §9 with real binaries: a fake
+// TestChain runs a chain of proxies with real binaries: a fake
 // Flagsmith API → proxy A → proxies B and C (api_url and realtime_api_url
 // pointing at A; B's realtime stream goes through a relay the test can cut)
 // → one realtime client on each of B and C, which refetches flags on every

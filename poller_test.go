@@ -66,7 +66,7 @@ func pollerMustPoll(t testing.TB, s *testServer, env *environment, client *http.
 
 // TestPollConditionalGet follows one environment through a first fetch, a
 // 304 and a changed document, against an upstream that sends each kind of
-// validator: the poller sends back what the upstream sent (SPEC §9).
+// validator: the poller sends back what the upstream sent.
 func TestPollConditionalGet(t *testing.T) {
 	doc1 := testDocument(clientKeyA, pollerUpdatedAt, "blue")
 	doc2 := testDocument(clientKeyA, "2026-11-21T08:30:15Z", "green")

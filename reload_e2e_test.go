@@ -17,7 +17,7 @@ import (
 	"time"
 )
 
-// Tests of SPEC §12 on the built binary, under load: reloads that add,
+// Tests of live configuration on the built binary, under load: reloads that add,
 // rotate and remove keys, a key rotation upstream, and SIGTERM.
 
 // e2eLoad sends GET /api/v1/flags/ from several clients, each on its own
@@ -157,7 +157,7 @@ func e2ePair(client string, servers ...string) map[string]any {
 }
 
 // TestReloadUnderLoad changes the configuration of a running binary while
-// clients keep sending (SPEC §12): an environment added (by a file change),
+// clients keep sending: an environment added (by a file change),
 // a server key rotated in (by SIGHUP) and the old key removed, an invalid
 // configuration written, an environment removed. No request fails, except
 // those with a removed key sent after the change was written; an added key
@@ -322,7 +322,7 @@ func e2eGetBody(t testing.TB, client *http.Client, url string) string {
 }
 
 // TestRotationEndToEnd rotates a server key on a running binary with the
-// upstream doing what Flagsmith does (SPEC §12): the config lists the new
+// upstream doing what Flagsmith does: the config lists the new
 // key first before the upstream knows it, so the poller uses the old one;
 // then the upstream accepts only the new key, with a new document. The
 // poller moves to the new key within one poll, the new document is served,
@@ -408,7 +408,7 @@ func TestRotationEndToEnd(t *testing.T) {
 	}
 }
 
-// TestSIGTERMUnderLoad stops a binary under load (SPEC §12): readiness
+// TestSIGTERMUnderLoad stops a binary under load: readiness
 // turns 503 at once, the proxy keeps serving for drain_seconds, so clients
 // that stop sending when they see the 503 have no failed request; a
 // request in flight when the listener closes completes; the process exits

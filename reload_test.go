@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-// Tests of SPEC §12 in process: configuration loading (environment merge,
+// Tests of live configuration in process: configuration loading (environment merge,
 // relative paths, validation), reloads applied to a running server, key
 // rotation in the poller, and files that are not regular files. The tests
 // on the built binary are in reload_e2e_test.go.
@@ -49,7 +49,7 @@ func reloadWriteConfig(t testing.TB, path string, v any) {
 	}
 }
 
-// TestLoadConfigRows is SPEC §2 and §12 row by row: environment variables
+// TestLoadConfigRows goes through the configuration rules row by row: environment variables
 // that merge into the file's objects, secrets from the environment kept as
 // strings, paths relative to the file, and each validation row.
 func TestLoadConfigRows(t *testing.T) {
@@ -351,8 +351,7 @@ func TestLoadConfigKeyTypes(t *testing.T) {
 	}
 }
 
-// TestNotRegularFiles: a FIFO where a file is read blocks nothing (SPEC
-// §12). Each read is refused at once, naming the file; before the fix a
+// TestNotRegularFiles: a FIFO where a file is read blocks nothing. Each read is refused at once, naming the file; before the fix a
 // FIFO held the open until a writer came, which is forever.
 func TestNotRegularFiles(t *testing.T) {
 	dir := t.TempDir()
@@ -410,7 +409,7 @@ func TestNotRegularFiles(t *testing.T) {
 }
 
 // TestPollKeyRotation follows one environment through a server key
-// rotation (SPEC §12): the poller uses the first key the upstream accepts,
+// rotation: the poller uses the first key the upstream accepts,
 // keeps it, and moves on within the same poll when it is rejected.
 func TestPollKeyRotation(t *testing.T) {
 	up := newUpstream(t)
@@ -469,7 +468,7 @@ func TestPollKeyRotation(t *testing.T) {
 	s.logs.noServerKeys(t)
 }
 
-// TestApplyConfig reloads a running server in process (SPEC §12): an
+// TestApplyConfig reloads a running server in process: an
 // unchanged environment keeps its environment, poller, document and
 // streams; a removed one stops polling, its keys and streams end; an added
 // one answers with flags as soon as the reload returns; a changed one
@@ -543,7 +542,7 @@ func TestApplyConfig(t *testing.T) {
 }
 
 // TestReloadRejected: a configuration that does not validate changes
-// nothing, and every problem is logged and counted (SPEC §12).
+// nothing, and every problem is logged and counted.
 func TestReloadRejected(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "config.json")
@@ -658,7 +657,7 @@ func TestRunPollersRestart(t *testing.T) {
 	}
 }
 
-// TestAnalyticsAcrossReload: analytics counts survive a reload (SPEC §10,
+// TestAnalyticsAcrossReload: analytics counts survive a reload (
 // §12). A removed environment's counts are sent once more with its key; a
 // rotated one's move to its successor, sent with the successor's keys.
 func TestAnalyticsAcrossReload(t *testing.T) {

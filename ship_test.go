@@ -1021,7 +1021,7 @@ func TestShipManifests(t *testing.T) {
 	t.Run("config path", func(t *testing.T) {
 		// The Secret's folder is mounted, without subPath: a subPath mount
 		// never sees an update, and the proxy reloads the file when it
-		// changes (SPEC §12).
+		// changes.
 		configPath := shipEnvValue(img.env, "CONFIG_PATH")
 		mounts := shipYAMLValues(deployment, "mountPath")
 		if !slices.Contains(mounts, filepath.Dir(configPath)) {

@@ -18,7 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// Tests of SPEC §9: conditional polling that cannot go stale, the content
+// Tests of staying in sync: conditional polling that cannot go stale, the content
 // version SDKs see, pushes, and following an upstream's realtime stream.
 
 // syncFlag is the value of "banner" served to key, "" when none is served.
@@ -45,7 +45,7 @@ var syncValidators = map[upstreamValidators]string{
 }
 
 // TestSyncFaultRows: each way an If-Modified-Since could pin an old document
-// (SPEC §9, issue "never stale") converges to the upstream's document. Under
+// ( issue "never stale") converges to the upstream's document. Under
 // synctest the clock is fake and the bubble starts on a whole second.
 func TestSyncFaultRows(t *testing.T) {
 	t.Run("future date", func(t *testing.T) {
