@@ -351,8 +351,9 @@ func TestLoadConfigKeyTypes(t *testing.T) {
 	}
 }
 
-// TestNotRegularFiles: a FIFO where a file is read blocks nothing. Each read is refused at once, naming the file; before the fix a
-// FIFO held the open until a writer came, which is forever.
+// TestNotRegularFiles: a FIFO where a file is read blocks nothing. Each
+// read is refused at once, naming the file; before the fix a FIFO held the
+// open until a writer came, which is forever.
 func TestNotRegularFiles(t *testing.T) {
 	dir := t.TempDir()
 	fifo := func(t *testing.T, path string) string {
@@ -657,8 +658,8 @@ func TestRunPollersRestart(t *testing.T) {
 	}
 }
 
-// TestAnalyticsAcrossReload: analytics counts survive a reload (
-// §12). A removed environment's counts are sent once more with its key; a
+// TestAnalyticsAcrossReload: analytics counts survive a reload. A removed
+// environment's counts are sent once more with its key; a
 // rotated one's move to its successor, sent with the successor's keys.
 func TestAnalyticsAcrossReload(t *testing.T) {
 	up := newAnaUpstream(t)
