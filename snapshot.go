@@ -264,15 +264,6 @@ func (s *snapshot) appendFlag(dst []byte, fl evalFlag) []byte {
 	return append(dst, '}')
 }
 
-// appendFlags appends an identity's flags as kind sees them, comma
-// separated (flagParts, assembled).
-func (s *snapshot) appendFlags(dst []byte, flags []evalFlag, kind keyKind) []byte {
-	var p responseParts
-	p.reset(dst, s.views[kind].flags.body)
-	s.flagParts(&p, flags, kind)
-	return p.assemble(nil)
-}
-
 // flagParts adds an identity's flags as kind sees them to p, comma
 // separated. A flag the identity's segments, overrides and splits leave as
 // in the environment is a reference into the environment's pre-encoded body,

@@ -71,7 +71,7 @@ func TestIdentityResponsesMatchPlainEvaluation(t *testing.T) {
 			for _, id := range differentialIdentities(t, c.raw, c.identities) {
 				for _, kind := range []keyKind{clientKey, serverKey} {
 					flags := snap.engine.evaluate(nil, id, nil)
-					got := snap.appendFlags(nil, flags, kind)
+					got := assembledFlags(snap, flags, kind)
 					want := plain.flags(t, id, kind)
 					if !bytes.Equal(got, want) {
 						t.Fatalf("identity %q (traits %v), key kind %d:\n got %s\nwant %s", id.identifier, id.traits, kind, got, want)
@@ -257,7 +257,7 @@ func TestLargeIdentityResponseInParts(t *testing.T) {
 			if who.sent != "" {
 				id.traits = []trait{{key: "plan", value: coerceString("premium")}}
 			}
-			flags := snap.appendFlags(nil, snap.engine.evaluate(nil, id, nil), kind)
+			flags := assembledFlags(snap, snap.engine.evaluate(nil, id, nil), kind)
 			want := `{"identifier":"` + who.identifier + `","traits":` + who.traits + `,"flags":[` + string(flags) + `]}`
 			if len(want) <= maxAssembledBytes {
 				t.Fatalf("response of %d bytes is not large enough to be written in parts", len(want))
@@ -339,4 +339,13 @@ func TestLargeDocumentKeptGzipped(t *testing.T) {
 	if s.environments()[0].snap.Load() != before {
 		t.Error("the same document was compiled and published again")
 	}
+}
+
+// assembledFlags is an identity's flags as kind sees them, comma separated,
+// as one buffer (flagParts, assembled).
+func assembledFlags(s *snapshot, flags []evalFlag, kind keyKind) []byte {
+	var p responseParts
+	p.reset(nil, s.views[kind].flags.body)
+	s.flagParts(&p, flags, kind)
+	return p.assemble(nil)
 }
