@@ -26,23 +26,9 @@ echo "sdkcompat: building the Go SDK harness" >&2
 (cd "$here/goanalytics" && GONOSUMDB=github.com/Flagsmith/flagsmith-go-client/v4 GOFLAGS=-mod=readonly \
 	go build -o "$workdir/goanalytics" .) >&2 || die "could not build goanalytics (Go module download?)"
 
-# The fake upstream picks a free port and writes it to a file once it listens.
-node "$here/upstream.mjs" "$here/document.json" "$server_key" "$workdir/upstream.port" >"$workdir/upstream.log" 2>&1 &
-upstream_pid=$!
-deadline=$((SECONDS + 10))
-until [[ -s "$workdir/upstream.port" ]]; do
-	kill -0 "$upstream_pid" 2>/dev/null || { show_logs; die "the fake upstream exited before it listened"; }
-	((SECONDS < deadline)) || { show_logs; die "the fake upstream did not listen within 10 s"; }
-	sleep 0.1
-done
-upstream="http://127.0.0.1:$(cat "$workdir/upstream.port")"
+start_upstream
 
-# A free port for the proxy: bind port 0 and read back what the kernel chose.
-port="$(node -e '
-const s = require("net").createServer();
-s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });
-')"
-[[ "$port" =~ ^[0-9]+$ ]] || die "could not find a free port"
+port="$(free_port)" || die "could not find a free port"
 
 config="$workdir/config.json"
 API_URL="$upstream/api/v1" SERVER_KEY="$server_key" CLIENT_KEY="$client_key" PORT="$port" \

@@ -47,11 +47,8 @@ echo "sdkcompat: building the Go SDK client (gorealtime)" >&2
 (cd "$here/gorealtime" && GONOSUMDB=github.com/Flagsmith/flagsmith-go-client/v4 GOFLAGS=-mod=mod \
 	go build -o "$workdir/gorealtime" .) >&2 || die "could not build gorealtime (go build in $here/gorealtime)"
 
-free_port() {
-	node -e 'const s = require("net").createServer(); s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });'
-}
-port_a="$(free_port)"
-port_b="$(free_port)"
+port_a="$(free_port)" || die "could not find a free port"
+port_b="$(free_port)" || die "could not find a free port"
 [[ "$port_a" =~ ^[0-9]+$ && "$port_b" =~ ^[0-9]+$ && "$port_a" != "$port_b" ]] || die "could not find two free ports"
 a="http://127.0.0.1:$port_a"
 b="http://127.0.0.1:$port_b"

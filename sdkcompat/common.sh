@@ -94,3 +94,27 @@ show_logs() {
 	echo "--- upstream log:" >&2
 	sed 's/^/    /' "$workdir/upstream.log" >&2 || true
 }
+
+# start_upstream starts the fake Flagsmith (upstream.mjs, serving
+# document.json) and sets $upstream to its base URL; it picks a free port
+# and writes it to a file once it listens.
+start_upstream() {
+	node "$here/upstream.mjs" "$here/document.json" "$server_key" "$workdir/upstream.port" >"$workdir/upstream.log" 2>&1 &
+	upstream_pid=$!
+	local deadline=$((SECONDS + 10))
+	until [[ -s "$workdir/upstream.port" ]]; do
+		kill -0 "$upstream_pid" 2>/dev/null || { show_logs; die "the fake upstream exited before it listened"; }
+		((SECONDS < deadline)) || { show_logs; die "the fake upstream did not listen within 10 s"; }
+		sleep 0.1
+	done
+	upstream="http://127.0.0.1:$(cat "$workdir/upstream.port")"
+}
+
+# free_port prints a free loopback port: bind port 0 and read back what the
+# kernel chose. It fails (for `|| die` at the call) when there is none.
+free_port() {
+	local port
+	port="$(node -e 'const s = require("net").createServer(); s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });')"
+	[[ "$port" =~ ^[0-9]+$ ]] || return 1
+	echo "$port"
+}

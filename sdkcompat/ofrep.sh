@@ -51,11 +51,7 @@ alice.identity_features.push(state(9001, "ofrep_theme", { colour: "gold", radius
 fs.writeFileSync(process.argv[2], JSON.stringify(doc, null, 1));
 ' "$here/document.json" "$workdir/document.json"
 
-port="$(node -e '
-const s = require("net").createServer();
-s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });
-')"
-[[ "$port" =~ ^[0-9]+$ ]] || die "could not find a free port"
+port="$(free_port)" || die "could not find a free port"
 
 config="$workdir/config.json"
 DOC="$workdir/document.json" SERVER_KEY="$server_key" CLIENT_KEY="$client_key" PORT="$port" node -e '

@@ -29,12 +29,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A free port: bind port 0 and read back what the kernel chose.
-port="$(node -e '
-const s = require("net").createServer();
-s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });
-')"
-[[ "$port" =~ ^[0-9]+$ ]] || die "could not find a free port"
+port="$(free_port)" || die "could not find a free port"
 
 config="$workdir/config.json"
 proxy_log="$workdir/proxy.log"
