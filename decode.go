@@ -244,18 +244,25 @@ func (d *jsonDecoder) trait(i int, buf *decodedTraits, lim identityLimits, note 
 	if !ok {
 		return nil // no condition reads this trait
 	}
-	t := trait{key: key}
-	if value[0] == '"' {
-		s, err := (&jsonDecoder{data: value}).str()
-		if err != nil {
-			return err
-		}
-		t.value = coerceString(s)
-	} else {
-		t.value = valueFromJSON(value)
+	v, err := traitValue(value)
+	if err != nil {
+		return err
 	}
-	buf.traits = append(buf.traits, t)
+	buf.traits = append(buf.traits, trait{key: key, value: v})
 	return nil
+}
+
+// traitValue is a trait value, a JSON scalar as sent, as conditions read
+// it: strings decoded and coerced, numbers with Python's int/float split.
+func traitValue(lit []byte) (value, error) {
+	if lit[0] != '"' {
+		return valueFromJSON(lit), nil
+	}
+	s, err := (&jsonDecoder{data: lit}).str()
+	if err != nil {
+		return value{}, err
+	}
+	return coerceString(s), nil
 }
 
 // stringChars counts the characters of a JSON string literal as Python

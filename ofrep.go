@@ -310,17 +310,11 @@ func (d *jsonDecoder) ofrepContext(targetingKey *string, buf *ofrepBuffers, lim 
 		if !ok {
 			return nil // no condition reads this trait
 		}
-		t := trait{key: name}
-		if c == '"' {
-			s, err := (&jsonDecoder{data: raw}).str()
-			if err != nil {
-				return err
-			}
-			t.value = coerceString(s)
-		} else {
-			t.value = valueFromJSON(raw)
+		v, err := traitValue(raw)
+		if err != nil {
+			return err
 		}
-		buf.traits = append(buf.traits, t)
+		buf.traits = append(buf.traits, trait{key: name, value: v})
 		return nil
 	})
 }

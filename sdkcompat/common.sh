@@ -118,3 +118,20 @@ free_port() {
 	[[ "$port" =~ ^[0-9]+$ ]] || return 1
 	echo "$port"
 }
+
+# start_proxy CONFIG LOGFN starts the proxy binary with CONFIG on $port, its
+# output in $workdir/proxy.log, sets $proxy_pid and $base, and waits until it
+# is ready (LOGFN shows the logs when it is not).
+start_proxy() {
+	echo "sdkcompat: starting $binary on 127.0.0.1:$port${upstream:+ (upstream $upstream)}" >&2
+	"$binary" -config "$1" >"$workdir/proxy.log" 2>&1 &
+	proxy_pid=$!
+	base="http://127.0.0.1:$port"
+	wait_ready "$base/proxy/health/readiness" "$proxy_pid" "$2"
+}
+
+# show_proxy_log prints the proxy's log.
+show_proxy_log() {
+	echo "--- proxy log:" >&2
+	sed 's/^/    /' "$workdir/proxy.log" >&2 || true
+}

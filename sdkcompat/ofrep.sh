@@ -68,16 +68,7 @@ const config = {
 require("fs").writeFileSync(process.argv[1], JSON.stringify(config, null, 2) + "\n");
 ' "$config"
 
-echo "sdkcompat: starting $binary on 127.0.0.1:$port" >&2
-"$binary" -config "$config" >"$workdir/proxy.log" 2>&1 &
-proxy_pid=$!
-
-base="http://127.0.0.1:$port"
-show_proxy_log() {
-	echo "--- proxy log:" >&2
-	sed 's/^/    /' "$workdir/proxy.log" >&2 || true
-}
-wait_ready "$base/proxy/health/readiness" "$proxy_pid" show_proxy_log
+start_proxy "$config" show_proxy_log
 
 status=0
 (cd "$here" && PROXY_URL="$base" CLIENT_KEY="$client_key" SERVER_KEY="$server_key" \

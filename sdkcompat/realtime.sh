@@ -37,12 +37,7 @@ const config = {
 require("fs").writeFileSync(process.argv[1], JSON.stringify(config, null, 2) + "\n");
 ' "$config"
 
-echo "sdkcompat: starting $binary on 127.0.0.1:$port (upstream $upstream)" >&2
-"$binary" -config "$config" >"$workdir/proxy.log" 2>&1 &
-proxy_pid=$!
-
-base="http://127.0.0.1:$port"
-wait_ready "$base/proxy/health/readiness" "$proxy_pid" show_logs
+start_proxy "$config" show_logs
 
 status=0
 (cd "$here" && PROXY_URL="$base" CLIENT_KEY="$client_key" ADMIN_TOKEN="$admin_token" \

@@ -32,7 +32,6 @@ trap 'exit 143' TERM
 port="$(free_port)" || die "could not find a free port"
 
 config="$workdir/config.json"
-proxy_log="$workdir/proxy.log"
 DOC="$here/document.json" SERVER_KEY="$server_key" CLIENT_KEY="$client_key" PORT="$port" node -e '
 const env = process.env;
 const config = {
@@ -46,16 +45,7 @@ const config = {
 require("fs").writeFileSync(process.argv[1], JSON.stringify(config, null, 2) + "\n");
 ' "$config"
 
-echo "sdkcompat: starting $binary on 127.0.0.1:$port" >&2
-"$binary" -config "$config" >"$proxy_log" 2>&1 &
-proxy_pid=$!
-
-base="http://127.0.0.1:$port"
-show_proxy_log() {
-	echo "--- proxy log:" >&2
-	sed 's/^/    /' "$proxy_log" >&2 || true
-}
-wait_ready "$base/proxy/health/readiness" "$proxy_pid" show_proxy_log
+start_proxy "$config" show_proxy_log
 
 status=0
 (cd "$here" && PROXY_URL="$base/api/v1/" CLIENT_KEY="$client_key" SERVER_KEY="$server_key" \
@@ -63,6 +53,6 @@ status=0
 
 if ((status != 0)); then
 	echo "sdkcompat/run.sh: compare.mjs failed (status $status); proxy log:" >&2
-	sed 's/^/    /' "$proxy_log" >&2
+	sed 's/^/    /' "$workdir/proxy.log" >&2
 fi
 exit "$status"
