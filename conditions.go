@@ -68,9 +68,11 @@ const (
 )
 
 // condition is one segment condition with its operand parsed once, when the
-// document is compiled, in every form an operator may need.
+// document is compiled, in every form an operator may need. What every
+// evaluation reads fits in one cache line; the operand forms only some
+// operators need sit behind more, so that a document of thousands of
+// conditions stays small and the conditions one request walks stay close.
 type condition struct {
-	// Read on every evaluation, so kept together at the front.
 	op       operator
 	kind     propertyKind
 	isPath   bool
@@ -78,15 +80,18 @@ type condition struct {
 	intOK    bool
 	floatOK  bool
 	boolVal  bool
-	slot     int    // the trait slot of property (see engine.traitSlots)
-	pathSlot int    // the trait slot of pathName
+	slot     int32  // the trait slot of the property (see engine.traitSlots)
+	pathSlot int32  // the trait slot of the trait a $.identity.traits path names
 	text     string // the operand as Python's str() sees it
-	intVal   value
+	intVal   int64  // the operand as an integer, when intOK and not more.bigInt
 	floatVal float64
+	more     *operand
+}
 
-	property string // the trait key, or the whole "$." property (a trait of that key wins)
-	pathName string // the trait read by propTraitPath
-	static   value  // the value of a propStatic path
+// operand holds the operand forms of the less common operators and operands.
+type operand struct {
+	bigInt   value // an integer operand outside int64 (value.bigInt set)
+	static   value // the value of a propStatic path
 	semver   semver
 	semverOK bool
 	re       *regexp.Regexp
@@ -98,51 +103,123 @@ type condition struct {
 	pctOK    bool
 }
 
-// compileCondition parses a condition once. It never fails: a bad operand
-// (an invalid regex, a zero MODULO divisor) makes the condition never match,
+// conditionCompiler compiles a document's conditions with what they share:
+// the document's own context for JSONPath properties (tree, see
+// resolvePath) and the trait slots, numbered as conditions first read them.
+type conditionCompiler struct {
+	tree  func(member string) any
+	names map[string]string // interned trait keys, see engine.traitNames
+	slots map[string]int
+}
+
+func newConditionCompiler(tree func(member string) any) *conditionCompiler {
+	return &conditionCompiler{tree: tree, names: map[string]string{}, slots: map[string]int{}}
+}
+
+func (cc *conditionCompiler) slot(name string) int32 {
+	slot, ok := cc.slots[name]
+	if !ok {
+		slot = len(cc.slots)
+		cc.slots[name] = slot
+		cc.names[name] = name
+	}
+	return int32(slot)
+}
+
+func (cc *conditionCompiler) rule(rc ruleContext) rule {
+	r := rule{}
+	switch rc.Type {
+	case "ALL":
+		r.typ = ruleAll
+	case "ANY":
+		r.typ = ruleAny
+	case "NONE":
+		r.typ = ruleNone
+	}
+	if len(rc.Conditions) > 0 {
+		r.conditions = make([]condition, 0, len(rc.Conditions))
+	}
+	for _, c := range rc.Conditions {
+		r.conditions = append(r.conditions, cc.condition(c))
+	}
+	if len(rc.Rules) > 0 {
+		r.rules = make([]rule, 0, len(rc.Rules))
+	}
+	for _, sub := range rc.Rules {
+		r.rules = append(r.rules, cc.rule(sub))
+	}
+	return r
+}
+
+// condition parses a condition once. It never fails: a bad operand (an
+// invalid regex, a zero MODULO divisor) makes the condition never match,
 // where Flagsmith's Python engine would raise, because a bad rule in a
 // document must never fail a request.
-func compileCondition(c conditionContext, tree func(member string) any) condition {
-	cond := condition{op: parseOperator(c.Operator), property: c.Property}
-	cond.text, cond.inSet = operandText(c.Value)
+func (cc *conditionCompiler) condition(c conditionContext) condition {
+	cond := condition{op: parseOperator(c.Operator)}
+	var more operand
+	var inSet map[string]struct{}
+	cond.text, inSet = operandText(c.Value)
 
+	var pathName string
 	switch {
 	case cond.op == opPercentageSplit && c.Property == "":
 		cond.kind = propIdentityKey
 	case strings.HasPrefix(c.Property, "$."):
 		if path, ok := parseJSONPath(c.Property); ok {
 			cond.isPath = true
-			cond.kind, cond.pathName, cond.static = resolvePath(path, tree)
+			cond.kind, pathName, more.static = resolvePath(path, cc.tree)
 		}
+	}
+	// A trait named exactly like a whole "$." property wins over the path.
+	if cond.kind == propTrait || cond.isPath {
+		cond.slot = cc.slot(c.Property)
+	}
+	if cond.kind == propTraitPath {
+		cond.pathSlot = cc.slot(pathName)
 	}
 
 	switch cond.op {
 	case opEqual, opNotEqual, opGreaterThan, opGreaterThanInclusive, opLessThan, opLessThanInclusive, opContains:
 		cond.isSemver = strings.HasSuffix(cond.text, ":semver")
 		if cond.isSemver {
-			cond.semver, cond.semverOK = parseSemver(cond.text[:len(cond.text)-len(":semver")])
+			more.semver, more.semverOK = parseSemver(cond.text[:len(cond.text)-len(":semver")])
 		}
-		cond.intVal, cond.intOK = pyInt(cond.text)
+		var n value
+		n, cond.intOK = pyInt(cond.text)
+		if n.bigInt {
+			more.bigInt = n
+		}
+		cond.intVal = n.i
 		cond.floatVal, cond.floatOK = pyFloat(cond.text)
 		cond.boolVal = cond.text != "False" && cond.text != "false"
 	case opRegex:
 		if _, err := regexp.Compile(cond.text); err == nil {
 			// Python's re.match anchors at the start only.
-			cond.re = regexp.MustCompile(`\A(?:` + cond.text + `)`)
+			more.re = regexp.MustCompile(`\A(?:` + cond.text + `)`)
 		}
 	case opModulo:
 		d, r, ok := strings.Cut(cond.text, "|")
 		if ok && !strings.Contains(r, "|") {
 			var okD, okR bool
-			cond.divisor, okD = pyFloat(d)
-			cond.rem, okR = pyFloat(r)
-			cond.modOK = okD && okR && cond.divisor != 0 // Python raises on a zero divisor
+			more.divisor, okD = pyFloat(d)
+			more.rem, okR = pyFloat(r)
+			more.modOK = okD && okR && more.divisor != 0 // Python raises on a zero divisor
 		}
 	case opPercentageSplit:
-		cond.pct, cond.pctOK = pyFloat(cond.text)
+		more.pct, more.pctOK = pyFloat(cond.text)
 	case opIn:
-		if cond.inSet == nil && c.Value != nil && string(c.Value) != "null" {
-			cond.inSet = parseInList(cond.text)
+		more.inSet = inSet
+		if inSet == nil && c.Value != nil && string(c.Value) != "null" {
+			more.inSet = parseInList(cond.text)
+		}
+	}
+	switch cond.op {
+	case opRegex, opModulo, opPercentageSplit, opIn:
+		cond.more = &more
+	default:
+		if cond.kind == propStatic || cond.isSemver || more.bigInt.bigInt {
+			cond.more = &more
 		}
 	}
 	return cond
@@ -213,23 +290,26 @@ func inLookup[T any](set map[string]T, v value) (T, bool) {
 // matches reports whether the condition holds for the identity in st.
 func (c *condition) matches(st *evalState, segmentKey string) bool {
 	if c.kind == propIdentityKey { // PERCENTAGE_SPLIT of the identity itself
-		if !st.hasIdentity || !c.pctOK {
+		if !st.hasIdentity || c.more == nil || !c.more.pctOK {
 			return false
 		}
 		var buf [128]byte
-		return hashPercentage(segmentKey, st.appendIdentityKey(buf[:0])) <= c.pct
+		return hashPercentage(segmentKey, st.appendIdentityKey(buf[:0])) <= c.more.pct
 	}
 	v := st.read(c)
 	switch c.op {
 	case opIn:
-		_, ok := inLookup(c.inSet, v)
+		if c.more == nil {
+			return false
+		}
+		_, ok := inLookup(c.more.inSet, *v)
 		return ok
 	case opPercentageSplit:
-		if v.kind == kindNone || !c.pctOK {
+		if v.kind == kindNone || c.more == nil || !c.more.pctOK {
 			return false
 		}
 		var buf [128]byte
-		return hashPercentage(segmentKey, appendPyStr(buf[:0], v)) <= c.pct
+		return hashPercentage(segmentKey, appendPyStr(buf[:0], *v)) <= c.more.pct
 	case opIsSet:
 		return v.kind != kindNone
 	case opIsNotSet:
@@ -242,14 +322,14 @@ func (c *condition) matches(st *evalState, segmentKey string) bool {
 	case opNotContains:
 		return v.kind == kindString && !strings.Contains(v.s, c.text)
 	case opRegex:
-		if c.re == nil {
+		if c.more == nil || c.more.re == nil {
 			return false
 		}
 		if v.kind == kindString {
-			return c.re.MatchString(v.s)
+			return c.more.re.MatchString(v.s)
 		}
 		var buf [32]byte
-		return c.re.Match(appendPyStr(buf[:0], v))
+		return c.more.re.Match(appendPyStr(buf[:0], *v))
 	case opModulo:
 		var x float64
 		switch v.kind {
@@ -262,7 +342,7 @@ func (c *condition) matches(st *evalState, segmentKey string) bool {
 		default:
 			return false
 		}
-		return c.modOK && pyMod(x, c.divisor) == c.rem
+		return c.more != nil && c.more.modOK && pyMod(x, c.more.divisor) == c.more.rem
 	case opEqual, opNotEqual, opGreaterThan, opGreaterThanInclusive, opLessThan, opLessThanInclusive, opContains:
 		return c.compare(v)
 	}
@@ -271,7 +351,7 @@ func (c *condition) matches(st *evalState, segmentKey string) bool {
 
 // compare applies an ordering operator after casting the operand to the
 // value's type, as Flagsmith's engine does; a cast that fails never matches.
-func (c *condition) compare(v value) bool {
+func (c *condition) compare(v *value) bool {
 	switch v.kind {
 	case kindString:
 		if c.isSemver {
@@ -286,7 +366,7 @@ func (c *condition) compare(v value) bool {
 				text := c.text[:len(c.text)-len(":semver")]
 				return text != "" && (text == sv.pre || text == sv.build)
 			}
-			return c.semverOK && cmpHolds(c.op, compareSemver(sv, c.semver))
+			return c.more != nil && c.more.semverOK && cmpHolds(c.op, compareSemver(sv, c.more.semver))
 		}
 		if c.op == opContains {
 			return strings.Contains(v.s, c.text)
@@ -301,7 +381,11 @@ func (c *condition) compare(v value) bool {
 		if c.op == opContains || !c.intOK {
 			return false
 		}
-		return cmpHolds(c.op, compareIntValues(v, c.intVal))
+		operand := intValue(c.intVal)
+		if c.more != nil && c.more.bigInt.bigInt {
+			operand = c.more.bigInt
+		}
+		return cmpHolds(c.op, compareIntValues(*v, operand))
 	case kindFloat:
 		if c.op == opContains || !c.floatOK {
 			return false

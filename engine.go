@@ -127,7 +127,7 @@ var identityOverridesSegment = segment{
 // document's identity overrides, which bind more strongly than any segment.
 func compileContext(ctx *evalContext, groups []identityOverrideGroup) (*engine, error) {
 	e := &engine{envKey: ctx.Environment.Key, keyPrefix: ctx.Environment.Key + "_"}
-	tree := lazyTree(ctx)
+	cc := newConditionCompiler(lazyTree(ctx))
 	index := make(map[string]int, len(ctx.Features))
 	e.features = make([]feature, 0, len(ctx.Features))
 	for _, m := range ctx.Features {
@@ -154,7 +154,7 @@ func compileContext(ctx *evalContext, groups []identityOverrideGroup) (*engine, 
 		seg := segment{key: s.Key, name: s.Name, metadata: compactJSON(s.Metadata),
 			reason: "TARGETING_MATCH; segment=" + s.Name}
 		for _, r := range s.Rules {
-			seg.rules = append(seg.rules, compileRule(r, tree))
+			seg.rules = append(seg.rules, cc.rule(r))
 		}
 		e.segments = append(e.segments, seg)
 		for j, o := range s.Overrides {
@@ -177,19 +177,10 @@ func compileContext(ctx *evalContext, groups []identityOverrideGroup) (*engine, 
 			perFeature[fi] = append(perFeature[fi], r)
 		}
 	}
-	if err := e.compileOverrideGroups(groups, index); err != nil {
+	if err := e.compileOverrideGroups(groups, index, cc); err != nil {
 		return nil, err
 	}
-
-	e.traitNames, e.traitSlots = map[string]string{}, map[string]int{}
-	for i := range e.segments {
-		assignTraitSlots(e.segments[i].rules, e.traitNames, e.traitSlots)
-	}
-	if len(e.overrideGroups) > 0 {
-		read := []rule{{typ: ruleAll, conditions: []condition{e.identifierRead}}}
-		assignTraitSlots(read, e.traitNames, e.traitSlots)
-		e.identifierRead = read[0].conditions[0]
-	}
+	e.traitNames, e.traitSlots = cc.names, cc.slots
 
 	e.candidates = make([][]candidate, len(e.features))
 	for fi, list := range perFeature {
@@ -216,11 +207,11 @@ func compileContext(ctx *evalContext, groups []identityOverrideGroup) (*engine, 
 // identifier listed by several groups takes each feature from the first
 // group that overrides it, as the equivalent segments of equal (strongest)
 // priority would.
-func (e *engine) compileOverrideGroups(groups []identityOverrideGroup, index map[string]int) error {
+func (e *engine) compileOverrideGroups(groups []identityOverrideGroup, index map[string]int, cc *conditionCompiler) error {
 	if len(groups) == 0 {
 		return nil
 	}
-	e.identifierRead = compileCondition(conditionContext{Property: "$.identity.identifier", Operator: opIn.String()}, nil)
+	e.identifierRead = cc.condition(conditionContext{Property: "$.identity.identifier", Operator: opIn.String()})
 	e.overrideGroups = make([]overrideGroup, len(groups))
 	total := 0
 	for _, g := range groups {
@@ -388,35 +379,6 @@ func compileFeature(fc featureContext) (feature, error) {
 	return f, nil
 }
 
-// assignTraitSlots gives every trait key the rules can read a slot: plain
-// trait properties, the whole text of JSONPath properties (a trait of that
-// exact name wins over the path) and the trait a $.identity.traits path
-// names.
-func assignTraitSlots(rules []rule, names map[string]string, slots map[string]int) {
-	slotOf := func(name string) int {
-		slot, ok := slots[name]
-		if !ok {
-			slot = len(slots)
-			slots[name] = slot
-			names[name] = name
-		}
-		return slot
-	}
-	for i := range rules {
-		r := &rules[i]
-		for j := range r.conditions {
-			c := &r.conditions[j]
-			if c.kind == propTrait || c.isPath {
-				c.slot = slotOf(c.property)
-			}
-			if c.kind == propTraitPath {
-				c.pathSlot = slotOf(c.pathName)
-			}
-		}
-		assignTraitSlots(r.rules, names, slots)
-	}
-}
-
 // parsePriority reads a priority exactly: integers may be 128-bit (a
 // variant's UUID), fractions are float64 as in Python. It never parses an
 // exponent into a huge exact number, which a hostile document could use to
@@ -442,25 +404,6 @@ func parsePriority(raw json.RawMessage) (*big.Float, bool) {
 		return nil, false
 	}
 	return new(big.Float).SetPrec(precision).SetFloat64(f), true
-}
-
-func compileRule(rc ruleContext, tree func(member string) any) rule {
-	r := rule{}
-	switch rc.Type {
-	case "ALL":
-		r.typ = ruleAll
-	case "ANY":
-		r.typ = ruleAny
-	case "NONE":
-		r.typ = ruleNone
-	}
-	for _, c := range rc.Conditions {
-		r.conditions = append(r.conditions, compileCondition(c, tree))
-	}
-	for _, sub := range rc.Rules {
-		r.rules = append(r.rules, compileRule(sub, tree))
-	}
-	return r
 }
 
 func compactJSON(raw json.RawMessage) json.RawMessage {
@@ -542,32 +485,46 @@ func (st *evalState) appendIdentityKey(dst []byte) []byte {
 }
 
 // read returns the value a condition tests (PERCENTAGE_SPLIT on the
-// identity key is hashed directly by the condition).
-func (st *evalState) read(c *condition) value {
+// identity key is hashed directly by the condition). It points into the
+// state or the condition instead of copying the value: this runs for every
+// condition of every segment a request tests.
+func (st *evalState) read(c *condition) *value {
+	if c.kind == propTrait && st.hasIdentity {
+		return &st.traits[c.slot]
+	}
+	return st.readOther(c)
+}
+
+func (st *evalState) readOther(c *condition) *value {
 	if !st.hasIdentity {
 		if c.kind == propStatic {
-			return c.static
+			return &c.more.static
 		}
-		return value{}
+		return &notSet
 	}
-	if c.kind == propTrait || c.isPath {
-		// For a "$." path, a trait named exactly like the whole path wins.
-		if v := st.traits[c.slot]; v.kind != kindNone || !c.isPath {
+	if c.isPath {
+		// A trait named exactly like the whole path wins.
+		if v := &st.traits[c.slot]; v.kind != kindNone {
 			return v
 		}
 	}
 	switch c.kind {
 	case propStatic:
-		return c.static
+		return &c.more.static
 	case propIdentifier:
-		return st.coercedID
+		return &st.coercedID
 	case propContextKey:
-		return coerceString(st.keyPrefix + st.keyBody)
+		v := coerceString(st.keyPrefix + st.keyBody)
+		return &v
 	case propTraitPath:
-		return st.traits[c.pathSlot]
+		return &st.traits[c.pathSlot]
 	}
-	return value{}
+	return &notSet
 }
+
+// notSet is what a condition reads where there is nothing to read. Never
+// written.
+var notSet value
 
 func (s *segment) matches(st *evalState) bool {
 	if len(s.rules) == 0 {
@@ -688,7 +645,7 @@ func (e *engine) overrideGroupsOf(st *evalState) []int32 {
 	if len(e.identityOverrides) == 0 || !st.hasIdentity {
 		return nil
 	}
-	groups, _ := inLookup(e.identityOverrides, st.read(&e.identifierRead))
+	groups, _ := inLookup(e.identityOverrides, *st.read(&e.identifierRead))
 	return groups
 }
 
