@@ -101,6 +101,9 @@ type operand struct {
 	inSet    map[string]struct{}
 	pct      float64
 	pctOK    bool
+	// semverMemo is 1 + the evalState.semvers entry that keeps this
+	// condition's trait parsed for the rest of a request; 0: parse each time.
+	semverMemo int
 }
 
 // conditionCompiler compiles a document's conditions with what they share:
@@ -110,6 +113,8 @@ type conditionCompiler struct {
 	tree  func(member string) any
 	names map[string]string // interned trait keys, see engine.traitNames
 	slots map[string]int
+	// semverMemos numbers the trait slots semver conditions read.
+	semverMemos map[int32]int
 }
 
 func newConditionCompiler(tree func(member string) any) *conditionCompiler {
@@ -124,6 +129,20 @@ func (cc *conditionCompiler) slot(name string) int32 {
 		cc.names[name] = name
 	}
 	return int32(slot)
+}
+
+// semverMemo gives the trait in slot a place to keep its parsed version
+// during a request, while there is room in evalState.semvers.
+func (cc *conditionCompiler) semverMemo(slot int32) int {
+	if cc.semverMemos == nil {
+		cc.semverMemos = map[int32]int{}
+	}
+	memo, ok := cc.semverMemos[slot]
+	if !ok && len(cc.semverMemos) < maxSemverMemos {
+		memo = len(cc.semverMemos) + 1
+		cc.semverMemos[slot] = memo
+	}
+	return memo
 }
 
 func (cc *conditionCompiler) rule(rc ruleContext) rule {
@@ -184,6 +203,9 @@ func (cc *conditionCompiler) condition(c conditionContext) condition {
 		cond.isSemver = strings.HasSuffix(cond.text, ":semver")
 		if cond.isSemver {
 			more.semver, more.semverOK = parseSemver(cond.text[:len(cond.text)-len(":semver")])
+			if cond.kind == propTrait {
+				more.semverMemo = cc.semverMemo(cond.slot)
+			}
 		}
 		var n value
 		n, cond.intOK = pyInt(cond.text)
@@ -344,18 +366,18 @@ func (c *condition) matches(st *evalState, segmentKey string) bool {
 		}
 		return c.more != nil && c.more.modOK && pyMod(x, c.more.divisor) == c.more.rem
 	case opEqual, opNotEqual, opGreaterThan, opGreaterThanInclusive, opLessThan, opLessThanInclusive, opContains:
-		return c.compare(v)
+		return c.compare(st, v)
 	}
 	return false
 }
 
 // compare applies an ordering operator after casting the operand to the
 // value's type, as Flagsmith's engine does; a cast that fails never matches.
-func (c *condition) compare(v *value) bool {
+func (c *condition) compare(st *evalState, v *value) bool {
 	switch v.kind {
 	case kindString:
 		if c.isSemver {
-			sv, ok := parseSemver(v.s)
+			sv, ok := st.semver(c, v.s)
 			if !ok {
 				return false
 			}

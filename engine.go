@@ -452,6 +452,33 @@ type evalState struct {
 	// trait key a condition reads, so a condition reads its trait by index
 	// instead of comparing keys.
 	traits []value
+	// semvers keeps the traits semver conditions read parsed, the first
+	// time one does, for the other conditions of the request (see
+	// operand.semverMemo).
+	semvers [maxSemverMemos]semverMemo
+}
+
+// maxSemverMemos bounds the traits whose parsed version a request keeps; a
+// document rarely compares more than one or two traits as versions.
+const maxSemverMemos = 4
+
+type semverMemo struct {
+	parsed, ok bool
+	v          semver
+}
+
+// semver parses s, the trait c reads, as a version, once per request.
+func (st *evalState) semver(c *condition, s string) (semver, bool) {
+	i := c.more.semverMemo - 1
+	if i < 0 {
+		return parseSemver(s)
+	}
+	m := &st.semvers[i]
+	if !m.parsed {
+		m.v, m.ok = parseSemver(s)
+		m.parsed = true
+	}
+	return m.v, m.ok
 }
 
 // newEvalState prepares an evaluation of id (nil: environment flags).
