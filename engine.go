@@ -620,46 +620,70 @@ type evalFlag struct {
 // matched is not nil it receives, for every segment, whether it matched;
 // otherwise only segments carrying overrides are tested.
 func (e *engine) evaluate(dst []evalFlag, id *identity, matched []bool) []evalFlag {
-	st := newEvalState(e, id)
-	groups := e.overrideGroupsOf(&st)
-	// A tri-state per segment (0 untested, 1 match, 2 no match), on the stack
-	// for documents of ordinary size.
-	var small [256]uint8
-	var memo []uint8
-	if len(e.segments) <= len(small) {
-		memo = small[:len(e.segments)]
-	} else {
-		memo = make([]uint8, len(e.segments))
-	}
+	ev := e.begin(id)
 	if matched != nil {
 		for i := range e.segments {
-			matched[i] = e.segments[i].matches(&st)
-			memo[i] = 2
-			if matched[i] {
-				memo[i] = 1
-			}
+			matched[i] = ev.segmentMatches(i)
 		}
 	}
-	for fi := range e.features {
+	return ev.flags(dst, 0, len(e.features))
+}
+
+// evaluation is one identity's evaluation in progress: what it learnt of
+// the identity (traits by slot, override groups, which segments match) so
+// far. A caller can take its flags in ranges, to bound what a response for
+// thousands of features holds at once.
+type evaluation struct {
+	e      *engine
+	st     evalState
+	groups []int32
+	// Per segment: 0 untested, 1 match, 2 no match. Held in the value
+	// itself (on the caller's stack) for documents of ordinary size.
+	small [256]uint8
+	large []uint8
+}
+
+// begin starts evaluating id (nil: environment flags).
+func (e *engine) begin(id *identity) evaluation {
+	ev := evaluation{e: e, st: newEvalState(e, id)}
+	ev.groups = e.overrideGroupsOf(&ev.st)
+	if len(e.segments) > len(ev.small) {
+		ev.large = make([]uint8, len(e.segments))
+	}
+	return ev
+}
+
+func (ev *evaluation) segmentMatches(i int) bool {
+	memo := ev.large
+	if memo == nil {
+		memo = ev.small[:]
+	}
+	if memo[i] == 0 {
+		memo[i] = 2
+		if ev.e.segments[i].matches(&ev.st) {
+			memo[i] = 1
+		}
+	}
+	return memo[i] == 1
+}
+
+// flags appends the flags of features [from, to) to dst.
+func (ev *evaluation) flags(dst []evalFlag, from, to int) []evalFlag {
+	e := ev.e
+	for fi := from; fi < to; fi++ {
 		fl := evalFlag{source: &e.features[fi], segment: -1, variant: -1}
-		if g, src := e.identityOverride(groups, fi); src != nil {
+		if g, src := e.identityOverride(ev.groups, fi); src != nil {
 			fl.source, fl.segment = src, len(e.segments)+g
 		} else {
 			for _, c := range e.candidates[fi] {
-				if memo[c.segment] == 0 {
-					memo[c.segment] = 2
-					if e.segments[c.segment].matches(&st) {
-						memo[c.segment] = 1
-					}
-				}
-				if memo[c.segment] == 1 {
+				if ev.segmentMatches(c.segment) {
 					fl.source, fl.segment = c.source, c.segment
 					break
 				}
 			}
 		}
-		if st.hasIdentity && len(fl.source.variants) > 0 {
-			fl.variant, fl.control = split(fl.source, &st)
+		if ev.st.hasIdentity && len(fl.source.variants) > 0 {
+			fl.variant, fl.control = split(fl.source, &ev.st)
 		}
 		dst = append(dst, fl)
 	}

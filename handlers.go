@@ -370,10 +370,9 @@ func readBody(r io.Reader, buf []byte) ([]byte, error) {
 // environment's pre-encoded body, the others are encoded from their value.
 func (s *server) writeIdentity(w http.ResponseWriter, r *http.Request, ref keyRef, snap *snapshot, buf *identityBuffers, identifier string) {
 	id := identity{identifier: identifier, traits: buf.traits, scratch: buf.slots}
-	buf.flags = snap.engine.evaluate(buf.flags[:0], &id, nil)
-	buf.slots = id.scratch
+	env := snap.views[ref.kind].flags.body
 	p := &buf.parts
-	p.reset(buf.own[:0], snap.views[ref.kind].flags.body)
+	p.reset(buf.own[:0], env)
 	p.own = append(p.own, `{"identifier":`...)
 	p.own = appendJSONString(p.own, identifier)
 	p.own = append(p.own, `,"traits":[`...)
@@ -388,7 +387,13 @@ func (s *server) writeIdentity(w http.ResponseWriter, r *http.Request, ref keyRe
 		p.own = append(p.own, '}')
 	}
 	p.own = append(p.own, `],"flags":[`...)
-	snap.flagParts(p, buf.flags, ref.kind)
+	if len(env) > streamedBodyBytes {
+		streamIdentityFlags(w, r, snap, ref.kind, buf, &id)
+		return
+	}
+	buf.flags = snap.engine.evaluate(buf.flags[:0], &id, nil)
+	buf.slots = id.scratch
+	snap.flagParts(p, buf.flags, 0, ref.kind, true)
 	p.own = append(p.own, "]}"...)
 	buf.own = p.own
 	if p.size() <= maxAssembledBytes {
@@ -433,6 +438,62 @@ func writeParts(w http.ResponseWriter, r *http.Request, p *responseParts) {
 }
 
 var partWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, maxAssembledBytes) }}
+
+// An identity response for an environment whose flags body is over
+// streamedBodyBytes (thousands of features) is evaluated and written
+// streamChunk features at a time, without a Content-Length (chunked in
+// HTTP/1.1): what a request holds then stays the same however large the
+// document, where it would otherwise hold an evaluated flag per feature and
+// every changed flag encoded, for as long as a slow client takes to read.
+const (
+	streamedBodyBytes = 512 << 10
+	streamChunk       = 256
+)
+
+// streamIdentityFlags writes the response whose start is in buf.parts:
+// the identity's flags, then its end.
+func streamIdentityFlags(w http.ResponseWriter, r *http.Request, snap *snapshot, kind keyKind, buf *identityBuffers, id *identity) {
+	ev := snap.engine.begin(id)
+	buf.slots = id.scratch
+	h := w.Header()
+	h["Content-Type"] = jsonContentType
+	var out io.Writer = w
+	if acceptsGzip(r) {
+		h["Content-Encoding"] = gzipEncoding
+		setVary(h)
+		zw := gzipWriters.Get().(*gzip.Writer)
+		zw.Reset(w)
+		defer func() {
+			_ = zw.Close()
+			gzipWriters.Put(zw)
+		}()
+		out = zw
+	}
+	bw := partWriters.Get().(*bufio.Writer)
+	bw.Reset(out)
+	defer func() {
+		bw.Reset(nil)
+		partWriters.Put(bw)
+	}()
+	write := func(b []byte) error { _, err := bw.Write(b); return err }
+	p := &buf.parts
+	first := true
+	n := len(snap.engine.features)
+	for from := 0; from < n || from == 0; from += streamChunk {
+		to := min(from+streamChunk, n)
+		buf.flags = ev.flags(buf.flags[:0], from, to)
+		first = snap.flagParts(p, buf.flags, from, kind, first)
+		if to == n {
+			p.own = append(p.own, "]}"...)
+		}
+		if p.each(write) != nil {
+			return // the client is gone
+		}
+		buf.own = p.own
+		p.reset(p.own[:0], p.env)
+	}
+	_ = bw.Flush()
+}
 
 // handleEnvironmentDocument serves the document as received, to server keys
 // only: it holds segment rules, identity overrides and server-only features.

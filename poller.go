@@ -444,7 +444,21 @@ func (s *server) publish(env *environment, raw []byte, source string) error {
 			s.log.Warn("cache write failed; serving continues", "env", env.pair.ClientSideKey, "error", err.Error())
 		}
 	}
+	settleMemory(snap)
 	return nil
+}
+
+// settleMemory follows a publish, once the document's raw bytes are no
+// longer referenced (callers must not hold them either). Compiling a large
+// document leaves garbage several times its size, and the previous snapshot
+// and the raw document are garbage now too: a large publish hands them back
+// to the OS at once rather than holding them until the heap grows into
+// them. Then the collector's room to grow is sized to what stays live.
+func settleMemory(snap *snapshot) {
+	if snap.document.size() > largeDocumentBytes {
+		debug.FreeOSMemory()
+	}
+	tuneGC()
 }
 
 // publishSnapshot swaps in a compiled document.
@@ -463,12 +477,6 @@ func (s *server) publishSnapshot(env *environment, snap *snapshot, source string
 	snap.setServedVersion(env.snap.Load())
 	env.store(snap)
 	s.markSuccess(env)
-	if snap.document.size() > largeDocumentBytes {
-		// Compiling a large document leaves garbage several times its size,
-		// and the previous snapshot is garbage now too: hand it back to the
-		// OS at once rather than hold it until the heap grows into it.
-		debug.FreeOSMemory()
-	}
 	s.stats.observeCompile(env.pair.ClientSideKey, snap)
 	s.log.Info("environment updated", "env", env.pair.ClientSideKey, "source", source,
 		"updated_at", snap.updatedAtText, "version", snap.updatedAtUnix, "compile", snap.compile.String())
@@ -633,5 +641,7 @@ func (s *server) loadCached(env *environment) {
 	}
 	if err != nil {
 		s.log.Warn("cached document ignored", "env", env.pair.ClientSideKey, "path", path, "error", err.Error())
+		return
 	}
+	settleMemory(snap)
 }

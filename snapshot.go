@@ -268,12 +268,15 @@ func (s *snapshot) appendFlag(dst []byte, fl evalFlag) []byte {
 // separated. A flag the identity's segments, overrides and splits leave as
 // in the environment is a reference into the environment's pre-encoded body,
 // in runs as long as possible; only the flags that differ are encoded.
-func (s *snapshot) flagParts(p *responseParts, flags []evalFlag, kind keyKind) {
+//
+// flags are those of features [from, from+len(flags)), so that a response
+// can be built a range of features at a time; first says no flag was added
+// before this range, and the result whether that still holds.
+func (s *snapshot) flagParts(p *responseParts, flags []evalFlag, from int, kind keyKind, first bool) bool {
 	v := &s.views[kind]
-	first := true
 	runStart, runEnd := int32(-1), int32(-1)
-	for fi := range flags {
-		fl := &flags[fi]
+	for i := range flags {
+		fl, fi := &flags[i], from+i
 		if fl.source == s.envFlags[fi].source && fl.variant < 0 {
 			if sp := v.spans[fi]; sp.start >= 0 {
 				if runStart < 0 {
@@ -303,7 +306,9 @@ func (s *snapshot) flagParts(p *responseParts, flags []evalFlag, kind keyKind) {
 			p.own = append(p.own, ',')
 		}
 		p.addEnv(runStart, runEnd)
+		first = false
 	}
+	return first
 }
 
 // responseParts is a response body in parts: bytes the request encoded

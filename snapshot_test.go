@@ -237,13 +237,32 @@ func differentialIdentities(t testing.TB, raw []byte, golden []goldenIdentity) [
 
 // TestLargeIdentityResponseInParts: an identity response too large to copy
 // into one buffer is written from its parts, most of them straight from the
-// environment's body; plain and gzipped, it is the same bytes as the
-// assembled response.
+// environment's body, and one for thousands of features is evaluated and
+// written a range of features at a time (without a Content-Length); plain
+// and gzipped, each is the same bytes as the assembled response.
 func TestLargeIdentityResponseInParts(t *testing.T) {
+	for _, size := range []struct {
+		name     string
+		copies   int
+		streamed bool
+	}{
+		{"parts", 40, false},
+		{"streamed", 400, true},
+	} {
+		t.Run(size.name, func(t *testing.T) {
+			testLargeIdentityResponse(t, size.copies, size.streamed)
+		})
+	}
+}
+
+func testLargeIdentityResponse(t *testing.T, copies int, streamed bool) {
 	s := newTestServer(t, withPairs(demoPair))
-	raw := scaleDocument(t, demoDocument(t, time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), "hi"), 40, 50, true)
+	raw := scaleDocument(t, demoDocument(t, time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), "hi"), copies, 50, true)
 	s.publishDoc(t, demoClientKey, raw)
 	snap := s.environments()[0].snap.Load()
+	if got := len(snap.views[clientKey].flags.body) > streamedBodyBytes; got != streamed {
+		t.Fatalf("flags body of %d bytes: streamed = %t; the case wants %t", len(snap.views[clientKey].flags.body), got, streamed)
+	}
 	for _, who := range []struct{ identifier, traits, sent string }{
 		{"carol", `[{"trait_key":"plan","trait_value":"premium"}]`, `[{"trait_key":"plan","trait_value":"premium"}]`},
 		{"vip_000007", `[]`, ``},
@@ -281,8 +300,8 @@ func TestLargeIdentityResponseInParts(t *testing.T) {
 					if got, err = io.ReadAll(zr); err != nil {
 						t.Fatal(err)
 					}
-				} else if cl := rec.Header().Get("Content-Length"); cl != strconv.Itoa(len(want)) {
-					t.Errorf("%s: Content-Length = %s; want %d", who.identifier, cl, len(want))
+				} else if cl, wantCL := rec.Header().Get("Content-Length"), strconv.Itoa(len(want)); streamed && cl != "" || !streamed && cl != wantCL {
+					t.Errorf("%s: Content-Length = %q; want %q (streamed %t)", who.identifier, cl, wantCL, streamed)
 				}
 				if rec.Code != http.StatusOK || string(got) != want {
 					t.Fatalf("%s, kind %d, gzip %t: %d, body differs from the assembled response (got %d bytes, want %d)",
@@ -346,6 +365,6 @@ func TestLargeDocumentKeptGzipped(t *testing.T) {
 func assembledFlags(s *snapshot, flags []evalFlag, kind keyKind) []byte {
 	var p responseParts
 	p.reset(nil, s.views[kind].flags.body)
-	s.flagParts(&p, flags, kind)
+	s.flagParts(&p, flags, 0, kind, true)
 	return p.assemble(nil)
 }

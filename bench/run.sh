@@ -35,6 +35,8 @@
 #   PROXY_BIN=path       benchmark this binary instead of building the repo root
 #   SCALE="1:10 10:1000 1:10000:distinct"  scaled-document mode instead (see
 #                        below): COPIES:OVERRIDES[:distinct] per size
+#   SCALE_REPEAT=3       wrk runs per target and size in that mode, proxy and
+#                        ceiling alternating; the table shows medians
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -46,6 +48,7 @@ THREADS=${THREADS:-2}
 WARMUP=${WARMUP:-2s}
 VEGETA_DURATION=${VEGETA_DURATION:-10s}
 VEGETA_REPEAT=${VEGETA_REPEAT:-3}
+SCALE_REPEAT=${SCALE_REPEAT:-3}
 VEGETA_MAX_WORKERS=${VEGETA_MAX_WORKERS:-$CONNECTIONS}
 ENVS=${ENVS:-10}
 RSS_DURATION=${RSS_DURATION:-5s}
@@ -301,6 +304,7 @@ run_vegeta() {
 	VRATE[$name]=$(grep -o '"throughput":[0-9.e+-]*' "$out.json" | head -n1 | cut -d: -f2 | awk '{ printf "%.0f", $1 }')
 }
 
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f", 100 * a / b; else print "n/a" }'; }
 ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
 
@@ -343,15 +347,31 @@ if [[ -n ${SCALE:-} ]]; then
 		start ceiling_i "$tmp/ceiling" -addr 127.0.0.1:0 -body "$tmp/identity-s.json"
 		ci_pid=$last_pid
 		ceiling_i="http://$(listen_addr ceiling_i "$ci_pid")"
-		run_wrk s_ceiling_flags "$ceiling_f/api/v1/flags/"
-		run_wrk s_flags -H "X-Environment-Key: $client_key" "$proxy/api/v1/flags/"
-		run_wrk s_ceiling_identities -s "$here/identities-post.lua" -H 'Content-Type: application/json' \
-			"$ceiling_i/api/v1/identities/" -- "$IDENTITY_BODY"
-		run_wrk s_identities -s "$here/identities-post.lua" -H "X-Environment-Key: $client_key" \
-			-H 'Content-Type: application/json' "$proxy/api/v1/identities/" -- "$IDENTITY_BODY"
+		# Proxy and ceiling alternate SCALE_REPEAT times and the table shows
+		# the medians: a burst of other work on the machine during one run
+		# then moves one sample, not the ratio.
+		declare -A samples=()
+		for ((r = 1; r <= SCALE_REPEAT; r++)); do
+			run_wrk s_ceiling_flags "$ceiling_f/api/v1/flags/"
+			run_wrk s_flags -H "X-Environment-Key: $client_key" "$proxy/api/v1/flags/"
+			run_wrk s_ceiling_identities -s "$here/identities-post.lua" -H 'Content-Type: application/json' \
+				"$ceiling_i/api/v1/identities/" -- "$IDENTITY_BODY"
+			run_wrk s_identities -s "$here/identities-post.lua" -H "X-Environment-Key: $client_key" \
+				-H 'Content-Type: application/json' "$proxy/api/v1/identities/" -- "$IDENTITY_BODY"
+			for name in s_ceiling_flags s_flags s_ceiling_identities s_identities; do
+				samples[$name]+="${RPS[$name]} "
+			done
+			bad_total=$((${bad_total:-0} + BAD[s_flags] + BAD[s_identities]))
+		done
+		for name in s_ceiling_flags s_flags s_ceiling_identities s_identities; do
+			# shellcheck disable=SC2086 # the samples are words on purpose
+			RPS[$name]=$(median ${samples[$name]})
+			log "$name req/s over $SCALE_REPEAT runs: ${samples[$name]}(median ${RPS[$name]})"
+		done
 		rss_load=$(rss_kib "$proxy_pid" VmRSS)
 		hwm=$(rss_kib "$proxy_pid" VmHWM)
-		errors=$((BAD[s_flags] + BAD[s_identities]))
+		errors=$bad_total
+		bad_total=0
 		rows+=("| $size | $(awk -v b="$doc_bytes" 'BEGIN { printf "%.2f", b / 1048576 }') | $ready_s | $(wc -c <"$tmp/flags-s.json") | ${RPS[s_flags]} / ${RPS[s_ceiling_flags]} | $(pct "${RPS[s_flags]}" "${RPS[s_ceiling_flags]}") | ${RPS[s_identities]} / ${RPS[s_ceiling_identities]} | $(pct "${RPS[s_identities]}" "${RPS[s_ceiling_identities]}") | $(mib "$rss_ready") | $(mib "$rss_load") | $(mib "$hwm") | $(awk -v r="$rss_load" -v d="$doc_bytes" 'BEGIN { printf "%.1f", r * 1024 / d }') | $errors |")
 		stop "$proxy_pid"
 		stop "$cf_pid"
@@ -363,7 +383,7 @@ if [[ -n ${SCALE:-} ]]; then
 		echo "## Edge proxy on scaled documents, $(date -u '+%Y-%m-%d %H:%M UTC')"
 		echo
 		echo "- machine: \`nproc\` = $(nproc), $(uname -sr); $("$GO" version | awk '{ print $3 }'); load average before: $load_before_scale, after: $(cut -d' ' -f1-3 /proc/loadavg)"
-		echo "- wrk -t$THREADS -c$CONNECTIONS -d$DURATION per run; sizes are scale.py COPIES:OVERRIDES (distinct: every override its own value)"
+		echo "- wrk -t$THREADS -c$CONNECTIONS -d$DURATION per run, proxy and ceiling alternating $SCALE_REPEAT times, medians shown; sizes are scale.py COPIES:OVERRIDES (distinct: every override its own value)"
 		echo
 		echo "| size | document MiB | ready s | flags body bytes | flags req/s (proxy / ceiling) | flags % | identities req/s (proxy / ceiling) | identities % | RSS ready MiB | RSS after load MiB | peak MiB | RSS / document | errors |"
 		echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -456,7 +476,6 @@ printf 'GET %s/api/v1/flags/\nX-Environment-Key: %s\nAccept-Encoding: identity\n
 # A single 10 s p99 on a shared 2-core machine swings by 2x from run to run,
 # so the proxy and the ceiling alternate VEGETA_REPEAT times and each reports
 # its median p99 (and median p50, median throughput, worst success ratio).
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 worst() { printf '%s\n' "$@" | sort -g | head -n1; }
 declare -A HALF
 for ep in flags identities_post identities_get; do
