@@ -326,8 +326,7 @@ type ofrepSource struct {
 	head, meta []byte
 }
 
-// newOFREPSources pre-encodes every flag source of e (engine.sources), when
-// the snapshot is built.
+// newOFREPSources encodes every flag source of e (engine.sources).
 func newOFREPSources(e *engine) []ofrepSource {
 	out := make([]ofrepSource, len(e.sources))
 	shared := map[string]ofrepSource{}
@@ -361,6 +360,7 @@ func newOFREPSources(e *engine) []ofrepSource {
 // no value, so the caller's default applies.
 func appendOFREPFlags(dst []byte, snap *snapshot, kind keyKind, flags []evalFlag, only string) []byte {
 	e := snap.engine
+	sources := snap.ofrepSources()
 	first := true
 	for _, fl := range flags {
 		f := fl.source
@@ -371,7 +371,7 @@ func appendOFREPFlags(dst []byte, snap *snapshot, kind keyKind, flags []evalFlag
 			dst = append(dst, ',')
 		}
 		first = false
-		src := &snap.ofrep[f.index]
+		src := &sources[f.index]
 		dst = append(dst, src.head...)
 		if f.enabled {
 			if v := fl.value(); string(v) != "null" {

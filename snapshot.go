@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -43,8 +44,16 @@ type snapshot struct {
 	compile  time.Duration
 
 	// ofrep holds, per flag source, the parts of its OFREP answer that do
-	// not depend on the request (ofrep.go).
-	ofrep []ofrepSource
+	// not depend on the request (ofrep.go). Many deployments never use
+	// OFREP, so they are encoded by the first OFREP request.
+	ofrep     []ofrepSource
+	ofrepOnce sync.Once
+}
+
+// ofrepSources returns the OFREP parts of every flag source.
+func (s *snapshot) ofrepSources() []ofrepSource {
+	s.ofrepOnce.Do(func() { s.ofrep = newOFREPSources(s.engine) })
+	return s.ofrep
 }
 
 type keyKind uint8
@@ -109,7 +118,6 @@ func newSnapshot(raw []byte) (*snapshot, error) {
 	}
 	s.encodeSources(serverOnlyIDs)
 	s.envFlags = e.evaluate(nil, nil, nil)
-	s.ofrep = newOFREPSources(e)
 	s.views[serverKey] = s.encodeView(serverKey)
 	if s.hidesNothing() {
 		// Most environments hide nothing from client keys: both kinds of
