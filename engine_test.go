@@ -169,7 +169,7 @@ func evaluateGoldenCase(t testing.TB, path string) []byte {
 	res := goldenResult{
 		Reason:      gc.Reason,
 		Environment: snap.engine.result(nil),
-		ClientFlags: snap.views[clientKey].flags.body,
+		ClientFlags: viewBody(&snap.views[clientKey]),
 		Identities:  map[string]evaluationResult{},
 	}
 	for _, gi := range gc.Identities {

@@ -113,8 +113,10 @@ func (s *server) handleFlags(w http.ResponseWriter, r *http.Request) {
 // their gzip when large enough to gain from it, its ETag, and the header
 // values, so serving it allocates nothing.
 type preEncoded struct {
-	// body is nil when only the gzip is kept (keepGzipOnly).
+	// body is nil when only the gzip is kept (keepGzipOnly), or when the
+	// body is pieces of another body (a view sharing the server view's).
 	body, gzipped []byte
+	pieces        [][]byte
 	digest        [sha256.Size]byte
 	etag          string
 	etagHeader    []string
@@ -167,13 +169,22 @@ func (p *preEncoded) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h["Content-Length"] = p.length
-	if p.body == nil {
+	switch {
+	case p.pieces != nil:
+		// Straight to the connection's own buffer: large pieces go out
+		// without a copy, small ones are gathered there.
+		for _, piece := range p.pieces {
+			if _, err := w.Write(piece); err != nil {
+				break
+			}
+		}
+	case p.body == nil:
 		if zr, err := gzip.NewReader(bytes.NewReader(p.gzipped)); err == nil {
 			_, _ = io.Copy(w, zr)
 		}
-		return
+	default:
+		_, _ = w.Write(p.body)
 	}
-	_, _ = w.Write(p.body)
 }
 
 // gzipBytes compresses a body prepared once per document: as small as gzip
@@ -370,7 +381,7 @@ func readBody(r io.Reader, buf []byte) ([]byte, error) {
 // environment's pre-encoded body, the others are encoded from their value.
 func (s *server) writeIdentity(w http.ResponseWriter, r *http.Request, ref keyRef, snap *snapshot, buf *identityBuffers, identifier string) {
 	id := identity{identifier: identifier, traits: buf.traits, scratch: buf.slots}
-	env := snap.views[ref.kind].flags.body
+	env := snap.views[ref.kind].base
 	p := &buf.parts
 	p.reset(buf.own[:0], env)
 	p.own = append(p.own, `{"identifier":`...)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"strconv"
 	"strings"
@@ -66,9 +67,12 @@ const (
 // view is the pre-encoded answer to GET /api/v1/flags/ for one kind of key.
 type view struct {
 	flags preEncoded
-	// spans locates each feature's flag object in flags.body, by feature
-	// index; start is -1 for a flag this kind of key does not see.
+	// spans locates each feature's flag object in base, by feature index;
+	// start is -1 for a flag this kind of key does not see. base is
+	// flags.body, or for a client view of a large environment the server
+	// view's body, whose bytes it shares (sharedView).
 	spans []span
+	base  []byte
 }
 
 type span struct{ start, end int32 }
@@ -123,6 +127,8 @@ func newSnapshot(raw []byte) (*snapshot, error) {
 		// Most environments hide nothing from client keys: both kinds of
 		// key share one body, its gzip and its spans.
 		s.views[clientKey] = s.views[serverKey]
+	} else if len(s.views[serverKey].base) > largeDocumentBytes {
+		s.views[clientKey] = s.sharedView(clientKey, &s.views[serverKey])
 	} else {
 		s.views[clientKey] = s.encodeView(clientKey)
 	}
@@ -238,6 +244,44 @@ func (s *snapshot) encodeView(kind keyKind) view {
 		v.spans[fi] = span{int32(from), int32(len(body))}
 	}
 	v.flags = newPreEncoded(append(body, ']'))
+	v.base = v.flags.body
+	return v
+}
+
+// sharedView is the view of kind as encodeView makes it, sharing the bytes
+// of base (the server keys' view, which sees every flag): kind's flags are
+// the same bytes, less those it does not see. Its body for GET
+// /api/v1/flags/ is held as pieces of base's, and gzipped whole.
+func (s *snapshot) sharedView(kind keyKind, base *view) view {
+	v := view{spans: make([]span, len(s.envFlags)), base: base.base}
+	pieces := [][]byte{[]byte("[")}
+	runStart, runEnd := int32(-1), int32(-1)
+	closeRun := func() {
+		if runStart >= 0 {
+			if len(pieces) > 1 {
+				pieces = append(pieces, []byte(","))
+			}
+			pieces = append(pieces, v.base[runStart:runEnd:runEnd])
+			runStart = -1
+		}
+	}
+	for fi, fl := range s.envFlags {
+		sp := base.spans[fi]
+		if !s.visible(fl.source, kind) {
+			v.spans[fi] = span{-1, -1}
+			closeRun()
+			continue
+		}
+		v.spans[fi] = sp
+		if runStart < 0 {
+			runStart = sp.start
+		}
+		runEnd = sp.end
+	}
+	closeRun()
+	pieces = append(pieces, []byte("]"))
+	v.flags = newPreEncoded(bytes.Join(pieces, nil))
+	v.flags.body, v.flags.pieces = nil, pieces
 	return v
 }
 
@@ -253,7 +297,7 @@ func (s *snapshot) flag(name string, kind keyKind) ([]byte, bool) {
 	if sp.start < 0 {
 		return nil, false
 	}
-	return v.flags.body[sp.start:sp.end:sp.end], true
+	return v.base[sp.start:sp.end:sp.end], true
 }
 
 // visible applies the client-key rules: server-only features and, when the
@@ -287,6 +331,15 @@ func (s *snapshot) flagParts(p *responseParts, flags []evalFlag, from int, kind 
 		fl, fi := &flags[i], from+i
 		if fl.source == s.envFlags[fi].source && fl.variant < 0 {
 			if sp := v.spans[fi]; sp.start >= 0 {
+				if runStart >= 0 && sp.start != runEnd+1 {
+					// Not next in the body (a shared view's body holds
+					// flags this key does not see): the run ends here.
+					if !first {
+						p.own = append(p.own, ',')
+					}
+					p.addEnv(runStart, runEnd)
+					first, runStart = false, -1
+				}
 				if runStart < 0 {
 					runStart = sp.start
 				}

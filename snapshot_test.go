@@ -59,6 +59,8 @@ func TestIdentityResponsesMatchPlainEvaluation(t *testing.T) {
 		t.Fatal(err)
 	}
 	cases = append(cases, docCase{"demo/scaled", scaleDocument(t, demo, 4, 300, false), nil})
+	// Large enough that the client keys' view shares the server view's bytes.
+	cases = append(cases, docCase{"demo/shared-view", scaleDocument(t, demo, 700, 10, false), nil})
 
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -78,8 +80,11 @@ func TestIdentityResponsesMatchPlainEvaluation(t *testing.T) {
 					}
 				}
 			}
+			if shared := snap.views[clientKey].flags.pieces != nil; shared != strings.HasSuffix(c.name, "shared-view") {
+				t.Fatalf("client view shares the server view's bytes: %t", shared)
+			}
 			for _, kind := range []keyKind{clientKey, serverKey} {
-				got := snap.views[kind].flags.body
+				got := viewBody(&snap.views[kind])
 				if want := "[" + string(plain.flags(t, nil, kind)) + "]"; string(got) != want {
 					t.Fatalf("environment flags, key kind %d:\n got %s\nwant %s", kind, got, want)
 				}
@@ -260,8 +265,8 @@ func testLargeIdentityResponse(t *testing.T, copies int, streamed bool) {
 	raw := scaleDocument(t, demoDocument(t, time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), "hi"), copies, 50, true)
 	s.publishDoc(t, demoClientKey, raw)
 	snap := s.environments()[0].snap.Load()
-	if got := len(snap.views[clientKey].flags.body) > streamedBodyBytes; got != streamed {
-		t.Fatalf("flags body of %d bytes: streamed = %t; the case wants %t", len(snap.views[clientKey].flags.body), got, streamed)
+	if got := len(snap.views[clientKey].base) > streamedBodyBytes; got != streamed {
+		t.Fatalf("flags body of %d bytes: streamed = %t; the case wants %t", len(snap.views[clientKey].base), got, streamed)
 	}
 	for _, who := range []struct{ identifier, traits, sent string }{
 		{"carol", `[{"trait_key":"plan","trait_value":"premium"}]`, `[{"trait_key":"plan","trait_value":"premium"}]`},
@@ -364,7 +369,84 @@ func TestLargeDocumentKeptGzipped(t *testing.T) {
 // as one buffer (flagParts, assembled).
 func assembledFlags(s *snapshot, flags []evalFlag, kind keyKind) []byte {
 	var p responseParts
-	p.reset(nil, s.views[kind].flags.body)
+	p.reset(nil, s.views[kind].base)
 	s.flagParts(&p, flags, 0, kind, true)
 	return p.assemble(nil)
+}
+
+// viewBody is the environment's flags body as the view serves it.
+func viewBody(v *view) []byte {
+	if v.flags.pieces != nil {
+		return bytes.Join(v.flags.pieces, nil)
+	}
+	return v.flags.body
+}
+
+// TestSharedViewServed: the client keys' flags of a large environment, held
+// as pieces of the server keys' body, are served as the same bytes a body of
+// their own would be: plain with its length, gzipped, 304 on its ETag, and
+// one flag by name; the flags it hides are not in them.
+func TestSharedViewServed(t *testing.T) {
+	s := newTestServer(t, withPairs(demoPair))
+	raw := scaleDocument(t, demoDocument(t, time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), "hi"), 700, 10, false)
+	s.publishDoc(t, demoClientKey, raw)
+	snap := s.environments()[0].snap.Load()
+	v := &snap.views[clientKey]
+	if v.flags.pieces == nil {
+		t.Fatal("the client view does not share the server view's bytes; make the document larger")
+	}
+	want := "[" + string(newPlainEvaluator(t, raw).flags(t, nil, clientKey)) + "]"
+
+	rec := callHandler(t, s.handler(), http.MethodGet, "/api/v1/flags/", withKey(demoClientKey), "")
+	if rec.Code != http.StatusOK || rec.Body.String() != want {
+		t.Fatalf("flags: %d, %d bytes; want the %d bytes of a plain evaluation", rec.Code, rec.Body.Len(), len(want))
+	}
+	if cl := rec.Header().Get("Content-Length"); cl != strconv.Itoa(len(want)) {
+		t.Errorf("Content-Length = %q; want %d", cl, len(want))
+	}
+	etag := rec.Header().Get("ETag")
+
+	headers := withKey(demoClientKey)
+	headers["Accept-Encoding"] = "gzip"
+	rec = callHandler(t, s.handler(), http.MethodGet, "/api/v1/flags/", headers, "")
+	zr, err := gzip.NewReader(rec.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := io.ReadAll(zr); err != nil || string(got) != want {
+		t.Fatalf("gzipped flags: %d bytes (%v); want the %d bytes of a plain evaluation", len(got), err, len(want))
+	}
+
+	headers = withKey(demoClientKey)
+	headers["If-None-Match"] = etag
+	if rec = callHandler(t, s.handler(), http.MethodGet, "/api/v1/flags/", headers, ""); rec.Code != http.StatusNotModified {
+		t.Errorf("If-None-Match with the ETag: %d; want 304", rec.Code)
+	}
+
+	var flags []struct {
+		Feature struct {
+			ID   json.Number `json:"id"`
+			Name string      `json:"name"`
+		} `json:"feature"`
+	}
+	if err := json.Unmarshal([]byte(want), &flags); err != nil || len(flags) == 0 {
+		t.Fatalf("plain flags: %v", err)
+	}
+	hidden := 0
+	for _, f := range snap.engine.features {
+		if !snap.visible(&f, clientKey) {
+			hidden++
+			if rec := callHandler(t, s.handler(), http.MethodGet, "/api/v1/flags/?feature="+f.name, withKey(demoClientKey), ""); rec.Code != http.StatusNotFound {
+				t.Errorf("?feature=%s, hidden from client keys: %d; want 404", f.name, rec.Code)
+			}
+		}
+	}
+	if hidden == 0 {
+		t.Fatal("the document hides nothing from client keys")
+	}
+	last := flags[len(flags)-1].Feature.Name
+	rec = callHandler(t, s.handler(), http.MethodGet, "/api/v1/flags/?feature="+last, withKey(demoClientKey), "")
+	if got, wantFlag := rec.Body.String(), want[strings.LastIndex(want, `{"feature":{"id":`+flags[len(flags)-1].Feature.ID.String()+`,`):len(want)-1]; rec.Code != http.StatusOK || got != wantFlag {
+		t.Errorf("?feature=%s: %d %s; want %s", last, rec.Code, got, wantFlag)
+	}
 }
