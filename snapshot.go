@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -132,6 +133,7 @@ func newSnapshot(raw []byte) (*snapshot, error) {
 	} else {
 		s.views[clientKey] = s.encodeView(clientKey)
 	}
+	s.sharePrefixes()
 	s.document = <-document
 	s.compile = time.Since(start)
 	return s, nil
@@ -199,6 +201,41 @@ func (s *snapshot) encodeSources(serverOnlyIDs map[string]bool) {
 	}
 	for i, sp := range spans {
 		s.flagPrefix[i] = buf[sp.from:sp.to:sp.to]
+	}
+}
+
+// sharePrefixes points each flag source's prefix at the same bytes in the
+// server view's body, where every feature's flag object starts with its
+// default's prefix; the few prefixes found nowhere there (an override that
+// differs from its feature's default) are copied out. The buffer
+// encodeSources built is garbage then: an environment holds its flags' bytes
+// once.
+func (s *snapshot) sharePrefixes() {
+	body, spans := s.views[serverKey].base, s.views[serverKey].spans
+	inBody := make(map[*byte][]byte, len(s.envFlags))
+	for fi, fl := range s.envFlags {
+		p := s.flagPrefix[fl.source.index]
+		start := int(spans[fi].start)
+		inBody[&p[0]] = body[start : start+len(p) : start+len(p)]
+	}
+	var rest []byte
+	counted := map[*byte]bool{}
+	for _, p := range s.flagPrefix {
+		if _, ok := inBody[&p[0]]; !ok && !counted[&p[0]] {
+			counted[&p[0]] = true
+			rest = append(rest, p...)
+		}
+	}
+	rest = slices.Clip(rest)
+	for i, p := range s.flagPrefix {
+		if shared, ok := inBody[&p[0]]; ok {
+			s.flagPrefix[i] = shared
+			continue
+		}
+		copied := rest[:len(p):len(p)]
+		rest = rest[len(p):]
+		inBody[&p[0]] = copied // the next source of this shape shares it
+		s.flagPrefix[i] = copied
 	}
 }
 
