@@ -16,8 +16,8 @@ import (
 // (collections stay rare: requests allocate little), never more than Go's
 // default. An operator's GOGC wins.
 const (
-	gcHeadroom   = 6 << 20
-	minGCPercent = 33
+	gcHeadroom   = 4 << 20
+	minGCPercent = 25
 )
 
 var gcTuning struct {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -187,4 +188,41 @@ func memoryStatus(t testing.TB, pid int) map[string]int64 {
 		t.Fatalf("/proc/%d/status has no VmHWM", pid)
 	}
 	return out
+}
+
+// TestGCPercentFor: the collector's room to grow is Go's default for small
+// heaps, about gcHeadroom bytes for large ones, and never below
+// minGCPercent.
+func TestGCPercentFor(t *testing.T) {
+	for _, c := range []struct {
+		live uint64
+		want int
+	}{
+		{0, 100},
+		{1 << 20, 100},
+		{gcHeadroom, 100},
+		{2 * gcHeadroom, 50},
+		{3 * gcHeadroom, 33},
+		{100 * gcHeadroom, minGCPercent},
+	} {
+		if got := gcPercentFor(c.live); got != c.want {
+			t.Errorf("gcPercentFor(%d MiB) = %d; want %d", c.live>>20, got, c.want)
+		}
+	}
+}
+
+// TestTuneGCLeavesAnOperatorsGOGC: with GOGC set, the proxy never changes
+// the collector's percentage.
+func TestTuneGCLeavesAnOperatorsGOGC(t *testing.T) {
+	t.Setenv("GOGC", "150")
+	before := debug.SetGCPercent(150)
+	defer debug.SetGCPercent(before)
+	gcTuning.percent = 0
+	tuneGC()
+	if got := debug.SetGCPercent(150); got != 150 {
+		t.Errorf("GOGC=150 set, tuneGC changed the percentage to %d", got)
+	}
+	if gcTuning.percent != 0 {
+		t.Errorf("GOGC=150 set, tuneGC recorded %d", gcTuning.percent)
+	}
 }
