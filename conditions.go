@@ -115,6 +115,9 @@ type conditionCompiler struct {
 	slots map[string]int
 	// semverMemos numbers the trait slots semver conditions read.
 	semverMemos map[int32]int
+	conditions  slab[condition]
+	rules       slab[rule]
+	operands    slab[operand]
 }
 
 func newConditionCompiler(tree func(member string) any) *conditionCompiler {
@@ -156,13 +159,13 @@ func (cc *conditionCompiler) rule(rc ruleContext) rule {
 		r.typ = ruleNone
 	}
 	if len(rc.Conditions) > 0 {
-		r.conditions = make([]condition, 0, len(rc.Conditions))
+		r.conditions = cc.conditions.take(len(rc.Conditions))
 	}
 	for _, c := range rc.Conditions {
 		r.conditions = append(r.conditions, cc.condition(c))
 	}
 	if len(rc.Rules) > 0 {
-		r.rules = make([]rule, 0, len(rc.Rules))
+		r.rules = cc.rules.take(len(rc.Rules))
 	}
 	for _, sub := range rc.Rules {
 		r.rules = append(r.rules, cc.rule(sub))
@@ -238,10 +241,10 @@ func (cc *conditionCompiler) condition(c conditionContext) condition {
 	}
 	switch cond.op {
 	case opRegex, opModulo, opPercentageSplit, opIn:
-		cond.more = &more
+		cond.more = cc.operands.add(more)
 	default:
 		if cond.kind == propStatic || cond.isSemver || more.bigInt.bigInt {
-			cond.more = &more
+			cond.more = cc.operands.add(more)
 		}
 	}
 	return cond

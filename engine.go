@@ -148,6 +148,7 @@ func compileContext(ctx *evalContext, groups []identityOverrideGroup) (*engine, 
 		priority *big.Float // nil is the weakest
 	}
 	perFeature := make([][]ranked, len(e.features))
+	var overrides slab[feature]
 	e.segments = make([]segment, 0, len(ctx.Segments))
 	for _, m := range ctx.Segments {
 		s := m.Value
@@ -166,7 +167,7 @@ func compileContext(ctx *evalContext, groups []identityOverrideGroup) (*engine, 
 			if !ok {
 				continue // an override of a feature the environment lacks is never listed
 			}
-			r := ranked{candidate: candidate{segment: len(e.segments) - 1, source: &f}}
+			r := ranked{candidate: candidate{segment: len(e.segments) - 1, source: overrides.add(f)}}
 			if len(o.Priority) > 0 && string(o.Priority) != "null" {
 				p, ok := parsePriority(o.Priority)
 				if !ok {
@@ -177,12 +178,17 @@ func compileContext(ctx *evalContext, groups []identityOverrideGroup) (*engine, 
 			perFeature[fi] = append(perFeature[fi], r)
 		}
 	}
-	if err := e.compileOverrideGroups(groups, index, cc); err != nil {
+	if err := e.compileOverrideGroups(groups, index, cc, &overrides); err != nil {
 		return nil, err
 	}
 	e.traitNames, e.traitSlots = cc.names, cc.slots
 
 	e.candidates = make([][]candidate, len(e.features))
+	total := 0
+	for _, list := range perFeature {
+		total += len(list)
+	}
+	all := make([]candidate, total) // one allocation for every feature's list
 	for fi, list := range perFeature {
 		// Stable: equal priorities keep segment order.
 		sort.SliceStable(list, func(a, b int) bool {
@@ -192,13 +198,14 @@ func compileContext(ctx *evalContext, groups []identityOverrideGroup) (*engine, 
 			}
 			return x.Cmp(y) < 0
 		})
-		e.candidates[fi] = make([]candidate, len(list))
+		e.candidates[fi], all = all[:len(list):len(list)], all[len(list):]
 		for i, r := range list {
 			e.candidates[fi][i] = r.candidate
 		}
 	}
 	e.featureIndex = index
 	e.indexSources()
+	e.pack()
 	return e, nil
 }
 
@@ -207,7 +214,7 @@ func compileContext(ctx *evalContext, groups []identityOverrideGroup) (*engine, 
 // identifier listed by several groups takes each feature from the first
 // group that overrides it, as the equivalent segments of equal (strongest)
 // priority would.
-func (e *engine) compileOverrideGroups(groups []identityOverrideGroup, index map[string]int, cc *conditionCompiler) error {
+func (e *engine) compileOverrideGroups(groups []identityOverrideGroup, index map[string]int, cc *conditionCompiler, overrides *slab[feature]) error {
 	if len(groups) == 0 {
 		return nil
 	}
@@ -238,7 +245,7 @@ func (e *engine) compileOverrideGroups(groups []identityOverrideGroup, index map
 				if err != nil {
 					return fmt.Errorf("identity_overrides group %d: overrides[%d]: %w", gi, j, err)
 				}
-				src = &f
+				src = overrides.add(f)
 				compiled[same] = src
 			}
 			og.overrides = append(og.overrides, groupOverride{feature: fi, source: src})
@@ -373,8 +380,11 @@ func compileFeature(fc featureContext) (feature, error) {
 		ranked = append(ranked, rv)
 	}
 	sort.SliceStable(ranked, func(a, b int) bool { return ranked[a].priority.Cmp(ranked[b].priority) < 0 })
-	for _, rv := range ranked {
-		f.variants = append(f.variants, rv.variant)
+	if len(ranked) > 0 {
+		f.variants = make([]variant, len(ranked))
+	}
+	for i, rv := range ranked {
+		f.variants[i] = rv.variant
 	}
 	return f, nil
 }
