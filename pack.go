@@ -135,5 +135,5 @@ func (s *slab[T]) take(n int) []T {
 	}
 	start := len(s.block)
 	s.block = s.block[:start+n]
-	return s.block[start:start:start+n]
+	return s.block[start : start : start+n]
 }
