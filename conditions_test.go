@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/md5"
 	"encoding/json"
+	"fmt"
 	"math"
 	"math/big"
 	"regexp"
@@ -421,4 +422,42 @@ func FuzzConditions(f *testing.F) {
 			t.Fatalf("property %q %s %s with trait a=%s: proxy %t, Python engine %t", property, op, operandJSON, traitJSON, got, want)
 		}
 	})
+}
+
+// TestSemverParsedOncePerRequest: conditions that share a request's parsed
+// versions (more traits than evalState keeps, every ordering operator)
+// answer as each would with a version parsed for it alone.
+func TestSemverParsedOncePerRequest(t *testing.T) {
+	cc := newConditionCompiler(nil)
+	var conds []condition
+	traits := []string{"1.2.3", "2.0.0-rc.1", "not a version", "1.2.3+b", "10.0.0", "0.0.1"}
+	for tr := range traits {
+		for _, op := range []operator{opEqual, opNotEqual, opGreaterThan, opGreaterThanInclusive, opLessThan, opLessThanInclusive, opContains} {
+			for _, v := range []string{"1.2.3", "2.0.0-rc.1", "rc.1", "1.2.3+b"} {
+				conds = append(conds, cc.condition(conditionContext{
+					Property: fmt.Sprintf("v%d", tr), Operator: op.String(), Value: json.RawMessage(strconv.Quote(v + ":semver")),
+				}))
+			}
+		}
+	}
+	e := &engine{keyPrefix: "env_", traitSlots: cc.slots}
+	id := &identity{identifier: "someone"}
+	for tr, v := range traits {
+		id.traits = append(id.traits, trait{key: fmt.Sprintf("v%d", tr), value: coerceString(v)})
+	}
+	shared := newEvalState(e, id)
+	matched := 0
+	for i := range conds {
+		alone := newEvalState(e, id)
+		want := conds[i].matches(&alone, "seg")
+		if got := conds[i].matches(&shared, "seg"); got != want {
+			t.Fatalf("condition %d (%s %q): %t with the request's parsed versions, %t alone", i, conds[i].op, conds[i].text, got, want)
+		}
+		if want {
+			matched++
+		}
+	}
+	if matched == 0 || matched == len(conds) {
+		t.Fatalf("%d of %d conditions matched: the case tells nothing", matched, len(conds))
+	}
 }
