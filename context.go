@@ -181,7 +181,7 @@ func (e *engine) result(id *identity) evaluationResult {
 		switch {
 		case fl.variant >= 0:
 			variant = fl.source.variants[fl.variant].key
-		case fl.control:
+		case fl.control():
 			variant = json.RawMessage(`"control"`)
 		}
 		res.Flags[fl.source.name] = flagResult{

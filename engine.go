@@ -621,10 +621,22 @@ type evalFlag struct {
 	source *feature
 	// segment is the overriding segment's index, -1 for the default, and
 	// len(segments)+g for identity override group g (see segmentOf).
-	segment int
-	variant int
-	control bool // an identity was split but landed on the control value
+	segment int32
+	// variant is the chosen variant's index; noVariant when the flag was
+	// not split, controlValue when an identity was split but landed on the
+	// control value. 16 bytes in all: a response for thousands of features
+	// holds one per feature.
+	variant int32
 }
+
+const (
+	noVariant    = -1
+	controlValue = -2
+)
+
+// control reports whether an identity was split but landed on the
+// control value.
+func (fl evalFlag) control() bool { return fl.variant == controlValue }
 
 // evaluate appends one flag per feature, in context order, to dst. When
 // matched is not nil it receives, for every segment, whether it matched;
@@ -681,19 +693,19 @@ func (ev *evaluation) segmentMatches(i int) bool {
 func (ev *evaluation) flags(dst []evalFlag, from, to int) []evalFlag {
 	e := ev.e
 	for fi := from; fi < to; fi++ {
-		fl := evalFlag{source: &e.features[fi], segment: -1, variant: -1}
+		fl := evalFlag{source: &e.features[fi], segment: -1, variant: noVariant}
 		if g, src := e.identityOverride(ev.groups, fi); src != nil {
-			fl.source, fl.segment = src, len(e.segments)+g
+			fl.source, fl.segment = src, int32(len(e.segments)+g)
 		} else {
 			for _, c := range e.candidates[fi] {
 				if ev.segmentMatches(c.segment) {
-					fl.source, fl.segment = c.source, c.segment
+					fl.source, fl.segment = c.source, int32(c.segment)
 					break
 				}
 			}
 		}
 		if ev.st.hasIdentity && len(fl.source.variants) > 0 {
-			fl.variant, fl.control = split(fl.source, &ev.st)
+			fl.variant = split(fl.source, &ev.st)
 		}
 		dst = append(dst, fl)
 	}
@@ -737,7 +749,7 @@ func (e *engine) segmentOf(fl evalFlag) *segment {
 	switch {
 	case fl.segment < 0:
 		return nil
-	case fl.segment >= len(e.segments):
+	case int(fl.segment) >= len(e.segments):
 		return &identityOverridesSegment
 	}
 	return &e.segments[fl.segment]
@@ -746,18 +758,18 @@ func (e *engine) segmentOf(fl evalFlag) *segment {
 // split picks a multivariate value for an identity: the variant whose
 // cumulative weight range, walked in priority order, holds the identity's
 // percentage for this feature.
-func split(f *feature, st *evalState) (int, bool) {
+func split(f *feature, st *evalState) int32 {
 	var buf [128]byte
 	p := hashPercentage(f.key, st.appendIdentityKey(buf[:0]))
 	start := 0.0
 	for i := range f.variants {
 		limit := f.variants[i].weight + start
 		if start <= p && p < limit {
-			return i, false
+			return int32(i)
 		}
 		start = limit
 	}
-	return -1, true
+	return controlValue
 }
 
 // reason is the flag's evaluation reason as Flagsmith words it.

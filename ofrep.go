@@ -390,7 +390,7 @@ func appendOFREPFlags(dst []byte, snap *snapshot, kind keyKind, flags []evalFlag
 			case fl.variant >= 0 && string(f.variants[fl.variant].key) != "null":
 				dst = append(dst, `,"variant":`...)
 				dst = append(dst, f.variants[fl.variant].key...)
-			case fl.control:
+			case fl.control():
 				dst = append(dst, `,"variant":"control"`...)
 			}
 		}
