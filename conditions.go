@@ -318,8 +318,9 @@ func (c *condition) matches(st *evalState, segmentKey string) bool {
 		if !st.hasIdentity || c.more == nil || !c.more.pctOK {
 			return false
 		}
-		var buf [128]byte
-		return hashPercentage(segmentKey, st.appendIdentityKey(buf[:0])) <= c.more.pct
+		var buf [192]byte
+		joined := st.appendIdentityKey(append(append(buf[:0], segmentKey...), ','))
+		return hashJoined(joined, len(segmentKey)) <= c.more.pct
 	}
 	v := st.read(c)
 	switch c.op {
@@ -535,15 +536,29 @@ func hashPercentage(a string, b []byte) float64 {
 			joined = append(joined, ',')
 			joined = append(joined, b...)
 		}
-		sum := md5.Sum(joined)
-		// The digest as a 128-bit integer is hi·2^64 + lo; reduce it modulo
-		// 9999 from its two halves instead of byte by byte.
-		hi, lo := binary.BigEndian.Uint64(sum[:8]), binary.BigEndian.Uint64(sum[8:])
-		r := ((hi%9999)*pow64Mod9999 + lo%9999) % 9999
-		if p := float64(r) / 9998 * 100; p != 100 {
+		if p := percentageOf(joined); p != 100 {
 			return p
 		}
 	}
+}
+
+// hashJoined is hashPercentage of the ids already joined, "a,b" with a of
+// aLen bytes: the callers that hash once per feature build the text once.
+func hashJoined(joined []byte, aLen int) float64 {
+	if p := percentageOf(joined); p != 100 {
+		return p
+	}
+	return hashPercentage(string(joined[:aLen]), joined[aLen+1:])
+}
+
+// percentageOf is one hash of hashPercentage's.
+func percentageOf(joined []byte) float64 {
+	sum := md5.Sum(joined)
+	// The digest as a 128-bit integer is hi·2^64 + lo; reduce it modulo
+	// 9999 from its two halves instead of byte by byte.
+	hi, lo := binary.BigEndian.Uint64(sum[:8]), binary.BigEndian.Uint64(sum[8:])
+	r := ((hi%9999)*pow64Mod9999 + lo%9999) % 9999
+	return float64(r) / 9998 * 100
 }
 
 // pow64Mod9999 is 2^64 mod 9999.

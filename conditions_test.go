@@ -240,6 +240,9 @@ func TestHashPercentage(t *testing.T) {
 		if got, want := hashPercentage(a, []byte(b)), referencePercentage([]string{a, b}, 1); got != want && want != 100 {
 			t.Fatalf("hashPercentage(%q, %q) = %v; want %v", a, b, got, want)
 		}
+		if got, want := hashJoined([]byte(a+","+b), len(a)), hashPercentage(a, []byte(b)); got != want {
+			t.Fatalf("hashJoined(%q) = %v; hashPercentage gives %v", a+","+b, got, want)
+		}
 	}
 }
 
@@ -259,6 +262,9 @@ func TestHashExactly100(t *testing.T) {
 		}
 		if got := hashPercentage("seg", []byte(b)); got != want {
 			t.Errorf("hashPercentage(seg, %s) = %v; want the re-hash %v", b, got, want)
+		}
+		if got := hashJoined([]byte("seg,"+b), len("seg")); got != want {
+			t.Errorf("hashJoined(seg,%s) = %v; want the re-hash %v", b, got, want)
 		}
 	}
 	if found == 0 {

@@ -759,8 +759,8 @@ func (e *engine) segmentOf(fl evalFlag) *segment {
 // cumulative weight range, walked in priority order, holds the identity's
 // percentage for this feature.
 func split(f *feature, st *evalState) int32 {
-	var buf [128]byte
-	p := hashPercentage(f.key, st.appendIdentityKey(buf[:0]))
+	var buf [192]byte
+	p := hashJoined(st.appendIdentityKey(append(append(buf[:0], f.key...), ',')), len(f.key))
 	start := 0.0
 	for i := range f.variants {
 		limit := f.variants[i].weight + start
