@@ -10,7 +10,15 @@ import "encoding/json"
 // string and one byte buffer (identical ones once), so that they cost their
 // bytes and the scattered originals are garbage too.
 func (e *engine) pack() {
-	var p packer
+	// Sized for the usual case (a handful of strings and values per source
+	// and segment), so that the maps are not grown step by step.
+	n := len(e.sources) + len(e.segments)
+	p := packer{
+		textAt:  make(map[string]int, 2*n),
+		strs:    make([]packedRef[string], 0, 5*n),
+		bytesAt: make(map[string]int, n),
+		raws:    make([]packedRef[json.RawMessage], 0, 2*n),
+	}
 	for _, f := range e.sources {
 		p.str(&f.name)
 		p.str(&f.key)
@@ -59,9 +67,6 @@ func (p *packer) str(s *string) {
 	if *s == "" {
 		return
 	}
-	if p.textAt == nil {
-		p.textAt = map[string]int{}
-	}
 	off, ok := p.textAt[*s]
 	if !ok {
 		off = len(p.text)
@@ -74,9 +79,6 @@ func (p *packer) str(s *string) {
 func (p *packer) raw(b *json.RawMessage) {
 	if len(*b) == 0 {
 		return
-	}
-	if p.bytesAt == nil {
-		p.bytesAt = map[string]int{}
 	}
 	off, ok := p.bytesAt[string(*b)]
 	if !ok {
