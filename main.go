@@ -30,6 +30,10 @@
 //	                                  ranked, identity overrides a lookup by identifier
 //	snapshot             snapshot.go  the engine plus every response body pre-encoded
 //
+// A compiled engine is packed (pack.go) so that a large document costs about
+// its size in memory, and after a publish the collector's room to grow is
+// sized to what stays live (memory.go).
+//
 // Each configured environment (server.go) holds its current snapshot behind
 // an atomic pointer: its poller (poller.go) compiles a new document off the
 // request path and swaps it in; handlers (handlers.go) load it once per
