@@ -441,3 +441,37 @@ func (n *jsonNode) encode(spaced bool) []byte {
 	write(n, "")
 	return b.Bytes()
 }
+
+// TestLiftAllRules: only a condition-less ALL rule with sub-rules is
+// replaced by them (a segment needs all its rules anyway); an ALL rule with
+// conditions, an ANY or NONE rule, and an empty ALL rule (which matches)
+// stay as they are.
+func TestLiftAllRules(t *testing.T) {
+	cond := []condition{{op: opIsSet}}
+	a, b := rule{typ: ruleAny, conditions: cond}, rule{typ: ruleNone, conditions: cond}
+	for _, c := range []struct {
+		name     string
+		in, want []rule
+	}{
+		{"wrapper", []rule{{typ: ruleAll, rules: []rule{a, b}}}, []rule{a, b}},
+		{"wrapper among others", []rule{b, {typ: ruleAll, rules: []rule{a}}}, []rule{b, a}},
+		{"with conditions", []rule{{typ: ruleAll, conditions: cond, rules: []rule{a}}}, nil},
+		{"ANY", []rule{{typ: ruleAny, rules: []rule{a}}}, nil},
+		{"NONE", []rule{{typ: ruleNone, rules: []rule{a}}}, nil},
+		{"empty ALL", []rule{{typ: ruleAll}}, nil},
+	} {
+		want := c.want
+		if want == nil {
+			want = c.in
+		}
+		got := liftAllRules(c.in)
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d rules; want %d", c.name, len(got), len(want))
+		}
+		for i := range got {
+			if got[i].typ != want[i].typ || len(got[i].conditions) != len(want[i].conditions) || len(got[i].rules) != len(want[i].rules) {
+				t.Errorf("%s: rule %d = %+v; want %+v", c.name, i, got[i], want[i])
+			}
+		}
+	}
+}
