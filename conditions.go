@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"crypto/md5"
 	"encoding/binary"
 	"encoding/json"
@@ -402,7 +403,7 @@ func (c *condition) compare(st *evalState, v *value) bool {
 		if c.op == opContains {
 			return false
 		}
-		return cmpHolds(c.op, compareInts(b2i(v.b), b2i(c.boolVal)))
+		return cmpHolds(c.op, cmp.Compare(b2i(v.b), b2i(c.boolVal)))
 	case kindInt:
 		if c.op == opContains || !c.intOK {
 			return false
@@ -428,23 +429,13 @@ func b2i(b bool) int64 {
 	return 0
 }
 
-func compareInts(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
 // compareIntValues orders two integers exactly, as Python's unbounded ints
 // compare. A bigInt lies outside int64, so against a small one its sign
 // alone decides.
 func compareIntValues(a, b value) int {
 	switch {
 	case !a.bigInt && !b.bigInt:
-		return compareInts(a.i, b.i)
+		return cmp.Compare(a.i, b.i)
 	case !b.bigInt:
 		return bigIntSign(a)
 	case !a.bigInt:

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"math"
 	"math/big"
 	"regexp"
@@ -498,7 +499,7 @@ func refSemverCompare(a, b refVersion) int {
 		}
 	}
 	if natural == 0 {
-		natural = compareLen(len(aParts), len(bParts))
+		natural = cmp.Compare(len(aParts), len(bParts))
 	}
 	switch {
 	case natural == 0:
@@ -509,16 +510,6 @@ func refSemverCompare(a, b refVersion) int {
 		return -1
 	}
 	return natural
-}
-
-func compareLen(a, b int) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // refIsDigit is str.isdigit() for the characters a version may hold.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -109,7 +110,7 @@ func allDecimal(s string) bool {
 // leading zeros.
 func compareNumeric(a, b string) int {
 	if len(a) != len(b) {
-		return compareInts(int64(len(a)), int64(len(b)))
+		return cmp.Compare(len(a), len(b))
 	}
 	return strings.Compare(a, b)
 }

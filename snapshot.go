@@ -364,18 +364,23 @@ func (s *snapshot) appendFlag(dst []byte, fl evalFlag) []byte {
 func (s *snapshot) flagParts(p *responseParts, flags []evalFlag, from int, kind keyKind, first bool) bool {
 	v := &s.views[kind]
 	runStart, runEnd := int32(-1), int32(-1)
+	closeRun := func() {
+		if runStart >= 0 {
+			if !first {
+				p.own = append(p.own, ',')
+			}
+			p.addEnv(runStart, runEnd)
+			first, runStart = false, -1
+		}
+	}
 	for i := range flags {
 		fl, fi := &flags[i], from+i
 		if fl.source == s.envFlags[fi].source && fl.variant < 0 {
 			if sp := v.spans[fi]; sp.start >= 0 {
-				if runStart >= 0 && sp.start != runEnd+1 {
+				if sp.start != runEnd+1 {
 					// Not next in the body (a shared view's body holds
-					// flags this key does not see): the run ends here.
-					if !first {
-						p.own = append(p.own, ',')
-					}
-					p.addEnv(runStart, runEnd)
-					first, runStart = false, -1
+					// flags this key does not see): a new run.
+					closeRun()
 				}
 				if runStart < 0 {
 					runStart = sp.start
@@ -384,13 +389,7 @@ func (s *snapshot) flagParts(p *responseParts, flags []evalFlag, from int, kind 
 			}
 			continue
 		}
-		if runStart >= 0 {
-			if !first {
-				p.own = append(p.own, ',')
-			}
-			p.addEnv(runStart, runEnd)
-			first, runStart = false, -1
-		}
+		closeRun()
 		if !s.visible(fl.source, kind) {
 			continue
 		}
@@ -399,13 +398,7 @@ func (s *snapshot) flagParts(p *responseParts, flags []evalFlag, from int, kind 
 		}
 		p.own, first = s.appendFlag(p.own, *fl), false
 	}
-	if runStart >= 0 {
-		if !first {
-			p.own = append(p.own, ',')
-		}
-		p.addEnv(runStart, runEnd)
-		first = false
-	}
+	closeRun()
 	return first
 }
 
