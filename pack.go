@@ -49,6 +49,8 @@ func (e *engine) pack() {
 	}
 }
 
+// packer collects the strings and values to pack, then points each at its
+// copy (finish). The zero value is ready; pack sizes its maps up front.
 type packer struct {
 	text    []byte
 	textAt  map[string]int
@@ -67,6 +69,9 @@ func (p *packer) str(s *string) {
 	if *s == "" {
 		return
 	}
+	if p.textAt == nil {
+		p.textAt = map[string]int{}
+	}
 	off, ok := p.textAt[*s]
 	if !ok {
 		off = len(p.text)
@@ -79,6 +84,9 @@ func (p *packer) str(s *string) {
 func (p *packer) raw(b *json.RawMessage) {
 	if len(*b) == 0 {
 		return
+	}
+	if p.bytesAt == nil {
+		p.bytesAt = map[string]int{}
 	}
 	off, ok := p.bytesAt[string(*b)]
 	if !ok {

@@ -2,8 +2,8 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -207,7 +207,7 @@ func (s *snapshot) encodeSources(serverOnlyIDs map[string]bool) {
 // sharePrefixes points each flag source's prefix at the same bytes in the
 // server view's body, where every feature's flag object starts with its
 // default's prefix; the few prefixes found nowhere there (an override that
-// differs from its feature's default) are copied out. The buffer
+// differs from its feature's default) are packed apart (see pack). The buffer
 // encodeSources built is garbage then: an environment holds its flags' bytes
 // once.
 func (s *snapshot) sharePrefixes() {
@@ -218,25 +218,15 @@ func (s *snapshot) sharePrefixes() {
 		start := int(spans[fi].start)
 		inBody[&p[0]] = body[start : start+len(p) : start+len(p)]
 	}
-	var rest []byte
-	counted := map[*byte]bool{}
-	for _, p := range s.flagPrefix {
-		if _, ok := inBody[&p[0]]; !ok && !counted[&p[0]] {
-			counted[&p[0]] = true
-			rest = append(rest, p...)
-		}
-	}
-	rest = slices.Clip(rest)
+	var rest packer
 	for i, p := range s.flagPrefix {
 		if shared, ok := inBody[&p[0]]; ok {
 			s.flagPrefix[i] = shared
 			continue
 		}
-		copied := rest[:len(p):len(p)]
-		rest = rest[len(p):]
-		inBody[&p[0]] = copied // the next source of this shape shares it
-		s.flagPrefix[i] = copied
+		rest.raw((*json.RawMessage)(&s.flagPrefix[i]))
 	}
+	rest.finish()
 }
 
 // sourceShape identifies what a flag object shows of a source before its
