@@ -44,6 +44,21 @@ var syncValidators = map[upstreamValidators]string{
 	upstreamNoValidators: "no validators",
 }
 
+// forEachValidator runs row under synctest (fake clock, starting on a whole
+// second) once per way the upstream can date its documents, with an
+// in-memory upstream that does so.
+func forEachValidator(t *testing.T, row func(t *testing.T, up *fakeUpstream)) {
+	for v, name := range syncValidators {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				up := newUpstreamInMemory(t)
+				up.sendValidators(v)
+				row(t, up)
+			})
+		})
+	}
+}
+
 // TestSyncFaultRows: each way an If-Modified-Since could pin an old document
 // ( issue "never stale") converges to the upstream's document. Under
 // synctest the clock is fake and the bubble starts on a whole second.
@@ -52,65 +67,53 @@ func TestSyncFaultRows(t *testing.T) {
 		// The upstream once served a document dated an hour ahead, then the
 		// corrected one. Asking from the future document's date would make
 		// every later document look old.
-		for v, name := range syncValidators {
-			t.Run(name, func(t *testing.T) {
-				synctest.Test(t, func(t *testing.T) {
-					t0 := time.Now()
-					up := newUpstreamInMemory(t)
-					up.sendValidators(v)
-					up.set(serverKeyA, testDocument(clientKeyA, testTime(t0.Add(time.Hour)), "future"))
-					s := newTestServer(t, withPairs(pairA), func(c *Config) { c.PollFrequency = 10 })
-					s.poll(t, &http.Client{Transport: up})
-					time.Sleep(5 * time.Second)
-					up.set(serverKeyA, testDocument(clientKeyA, testTime(time.Now()), "fixed"))
-					time.Sleep(6 * time.Second)
-					synctest.Wait()
-					if got := syncFlag(t, s, clientKeyA); got != "fixed" {
-						t.Errorf("banner = %q one poll after the fix; want \"fixed\"", got)
-					}
-					for _, req := range up.recorded() {
-						if ims, err := http.ParseTime(req.header.Get("If-Modified-Since")); err == nil && ims.After(req.at) {
-							t.Errorf("If-Modified-Since %v sent at %v: in the future", ims, req.at)
-						}
-					}
-				})
-			})
-		}
+		forEachValidator(t, func(t *testing.T, up *fakeUpstream) {
+			t0 := time.Now()
+			up.set(serverKeyA, testDocument(clientKeyA, testTime(t0.Add(time.Hour)), "future"))
+			s := newTestServer(t, withPairs(pairA), func(c *Config) { c.PollFrequency = 10 })
+			s.poll(t, &http.Client{Transport: up})
+			time.Sleep(5 * time.Second)
+			up.set(serverKeyA, testDocument(clientKeyA, testTime(time.Now()), "fixed"))
+			time.Sleep(6 * time.Second)
+			synctest.Wait()
+			if got := syncFlag(t, s, clientKeyA); got != "fixed" {
+				t.Errorf("banner = %q one poll after the fix; want \"fixed\"", got)
+			}
+			for _, req := range up.recorded() {
+				if ims, err := http.ParseTime(req.header.Get("If-Modified-Since")); err == nil && ims.After(req.at) {
+					t.Errorf("If-Modified-Since %v sent at %v: in the future", ims, req.at)
+				}
+			}
+		})
 	})
 	t.Run("same-second change", func(t *testing.T) {
 		// Two changes within one second (the second pushed): Flagsmith
 		// compares whole seconds, so asking from the first one's second
 		// would hide the second one.
-		for v, name := range syncValidators {
-			t.Run(name, func(t *testing.T) {
-				synctest.Test(t, func(t *testing.T) {
-					t0 := time.Now()
-					up := newUpstreamInMemory(t)
-					up.sendValidators(v)
-					up.set(serverKeyA, testDocument(clientKeyA, testTime(t0.Add(100*time.Millisecond)), "one"))
-					time.Sleep(150 * time.Millisecond)
-					s := newTestServer(t, withPairs(pairA), func(c *Config) { c.PollFrequency = 10 })
-					s.poll(t, &http.Client{Transport: up})
-					synctest.Wait()
-					time.Sleep(150 * time.Millisecond)
-					up.set(serverKeyA, testDocument(clientKeyA, testTime(time.Now()), "two"))
-					s.environments()[0].triggerRefresh()
-					time.Sleep(pushInterval)
-					synctest.Wait()
-					if got := syncFlag(t, s, clientKeyA); got != "two" {
-						t.Errorf("banner = %q after a change within the same second and a push; want \"two\"", got)
-					}
-					// The next poll, answered in a later second than the
-					// document's, fetches it once more; after it, polls are
-					// conditional again: the fourth is a 304.
-					time.Sleep(20 * time.Second)
-					synctest.Wait()
-					if n := up.notModified(); n != 1 {
-						t.Errorf("%d polls answered 304 by 21s; want 1 (the fourth poll)", n)
-					}
-				})
-			})
-		}
+		forEachValidator(t, func(t *testing.T, up *fakeUpstream) {
+			t0 := time.Now()
+			up.set(serverKeyA, testDocument(clientKeyA, testTime(t0.Add(100*time.Millisecond)), "one"))
+			time.Sleep(150 * time.Millisecond)
+			s := newTestServer(t, withPairs(pairA), func(c *Config) { c.PollFrequency = 10 })
+			s.poll(t, &http.Client{Transport: up})
+			synctest.Wait()
+			time.Sleep(150 * time.Millisecond)
+			up.set(serverKeyA, testDocument(clientKeyA, testTime(time.Now()), "two"))
+			s.environments()[0].triggerRefresh()
+			time.Sleep(pushInterval)
+			synctest.Wait()
+			if got := syncFlag(t, s, clientKeyA); got != "two" {
+				t.Errorf("banner = %q after a change within the same second and a push; want \"two\"", got)
+			}
+			// The next poll, answered in a later second than the
+			// document's, fetches it once more; after it, polls are
+			// conditional again: the fourth is a 304.
+			time.Sleep(20 * time.Second)
+			synctest.Wait()
+			if n := up.notModified(); n != 1 {
+				t.Errorf("%d polls answered 304 by 21s; want 1 (the fourth poll)", n)
+			}
+		})
 	})
 	t.Run("cache reload", func(t *testing.T) {
 		// A restart loads the cached document; the upstream changed after
