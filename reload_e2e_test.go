@@ -137,6 +137,22 @@ func e2eReloaded(added, removed, changed []string) func(map[string]any) bool {
 
 func asSlice(v any) []any { s, _ := v.([]any); return s }
 
+// startOnConfig writes cfg as a config file, starts the binary on it and
+// waits until it is ready. It returns the process, the config file (to
+// rewrite for a reload), the base URL and a client for it.
+func startOnConfig(t *testing.T, bin string, cfg any) (*proxyProcess, string, string, *http.Client) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.json")
+	reloadWriteConfig(t, path, cfg)
+	p := startProcess(t, bin, []string{"-config", path}, nil, nil)
+	addr, _ := p.waitLog(t, "listening", testWait)["addr"].(string)
+	base := "http://" + addr
+	client := &http.Client{Timeout: testWait}
+	t.Cleanup(client.CloseIdleConnections)
+	waitStatus(t, client, base+"/proxy/health/readiness", http.StatusOK, testWait)
+	return p, path, base, client
+}
+
 // e2eReloadConfig is a config file for the reload tests: these pairs
 // against up, JSON logs, no drain.
 func e2eReloadConfig(up *fakeUpstream, pairs ...map[string]any) map[string]any {
@@ -172,14 +188,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	} {
 		up.set(d.server, testDocument(d.client, pollerUpdatedAt, "v1"))
 	}
-	path := filepath.Join(t.TempDir(), "config.json")
-	reloadWriteConfig(t, path, e2eReloadConfig(up, e2ePair(clientKeyA, serverKeyA), e2ePair(clientKeyB, serverKeyB)))
-	p := startProcess(t, bin, []string{"-config", path}, nil, nil)
-	addr, _ := p.waitLog(t, "listening", testWait)["addr"].(string)
-	base := "http://" + addr
-	client := &http.Client{Timeout: testWait}
-	t.Cleanup(client.CloseIdleConnections)
-	waitStatus(t, client, base+"/proxy/health/readiness", http.StatusOK, testWait)
+	p, path, base, client := startOnConfig(t, bin, e2eReloadConfig(up, e2ePair(clientKeyA, serverKeyA), e2ePair(clientKeyB, serverKeyB)))
 	streamA := sseOpenStream(t, client, base+sseStreamPath(clientKeyA), nil)
 	streamB := sseOpenStream(t, client, base+sseStreamPath(clientKeyB), nil)
 	held, _ := time.Parse(time.RFC3339Nano, pollerUpdatedAt)
@@ -331,14 +340,7 @@ func TestRotationEndToEnd(t *testing.T) {
 	bin := buildEdgeProxy(t)
 	up := newUpstream(t)
 	up.set(serverKeyA, testDocument(clientKeyA, pollerUpdatedAt, "old"))
-	path := filepath.Join(t.TempDir(), "config.json")
-	reloadWriteConfig(t, path, e2eReloadConfig(up, e2ePair(clientKeyA, serverKeyA2, serverKeyA)))
-	p := startProcess(t, bin, []string{"-config", path}, nil, nil)
-	addr, _ := p.waitLog(t, "listening", testWait)["addr"].(string)
-	base := "http://" + addr
-	client := &http.Client{Timeout: testWait}
-	t.Cleanup(client.CloseIdleConnections)
-	waitStatus(t, client, base+"/proxy/health/readiness", http.StatusOK, testWait)
+	p, _, base, client := startOnConfig(t, bin, e2eReloadConfig(up, e2ePair(clientKeyA, serverKeyA2, serverKeyA)))
 
 	load := startE2ELoad(t, base, 3, clientKeyA, serverKeyA, serverKeyA2)
 	var notReady atomic.Int64
@@ -420,14 +422,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	up.set(serverKeyA, testDocument(clientKeyA, pollerUpdatedAt, "v1"))
 	cfg := e2eReloadConfig(up, e2ePair(clientKeyA, serverKeyA))
 	cfg["server"].(map[string]any)["drain_seconds"] = drain.Seconds()
-	path := filepath.Join(t.TempDir(), "config.json")
-	reloadWriteConfig(t, path, cfg)
-	p := startProcess(t, bin, []string{"-config", path}, nil, nil)
-	addr, _ := p.waitLog(t, "listening", testWait)["addr"].(string)
-	base := "http://" + addr
-	client := &http.Client{Timeout: testWait}
-	t.Cleanup(client.CloseIdleConnections)
-	waitStatus(t, client, base+"/proxy/health/readiness", http.StatusOK, testWait)
+	p, _, base, client := startOnConfig(t, bin, cfg)
 
 	load := startE2ELoad(t, base, 4, clientKeyA, serverKeyA)
 	// The load balancer: it probes readiness and stops the clients at the
@@ -453,6 +448,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	}()
 
 	// A request whose body is still to come when the listener closes.
+	addr := strings.TrimPrefix(base, "http://")
 	conn, err := net.DialTimeout("tcp", addr, testWait)
 	if err != nil {
 		t.Fatal(err)
