@@ -119,10 +119,41 @@ type conditionCompiler struct {
 	conditions  slab[condition]
 	rules       slab[rule]
 	operands    slab[operand]
+	// Segments repeat the same regexes and IN lists: each distinct one is
+	// compiled once and shared (both are read-only once compiled).
+	regexps map[string]*regexp.Regexp
+	inSets  map[string]map[string]struct{}
 }
 
 func newConditionCompiler(tree func(member string) any) *conditionCompiler {
-	return &conditionCompiler{tree: tree, names: map[string]string{}, slots: map[string]int{}}
+	return &conditionCompiler{tree: tree, names: map[string]string{}, slots: map[string]int{},
+		regexps: map[string]*regexp.Regexp{}, inSets: map[string]map[string]struct{}{}}
+}
+
+// regexp compiles a REGEX operand as Python's re.match reads it (anchored
+// at the start only); nil when the pattern is invalid.
+func (cc *conditionCompiler) regexp(pattern string) *regexp.Regexp {
+	re, seen := cc.regexps[pattern]
+	if !seen {
+		if _, err := regexp.Compile(pattern); err == nil {
+			re = regexp.MustCompile(`\A(?:` + pattern + `)`)
+		}
+		cc.regexps[pattern] = re
+	}
+	return re
+}
+
+// inSet is the set an IN operand's text stands for (see parseInList); set
+// is that set when the operand was a JSON array and is already parsed.
+func (cc *conditionCompiler) inSet(text string, set map[string]struct{}) map[string]struct{} {
+	if shared, seen := cc.inSets[text]; seen {
+		return shared
+	}
+	if set == nil {
+		set = parseInList(text)
+	}
+	cc.inSets[text] = set
+	return set
 }
 
 func (cc *conditionCompiler) slot(name string) int32 {
@@ -220,10 +251,7 @@ func (cc *conditionCompiler) condition(c conditionContext) condition {
 		cond.floatVal, cond.floatOK = pyFloat(cond.text)
 		cond.boolVal = cond.text != "False" && cond.text != "false"
 	case opRegex:
-		if _, err := regexp.Compile(cond.text); err == nil {
-			// Python's re.match anchors at the start only.
-			more.re = regexp.MustCompile(`\A(?:` + cond.text + `)`)
-		}
+		more.re = cc.regexp(cond.text)
 	case opModulo:
 		d, r, ok := strings.Cut(cond.text, "|")
 		if ok && !strings.Contains(r, "|") {
@@ -235,9 +263,8 @@ func (cc *conditionCompiler) condition(c conditionContext) condition {
 	case opPercentageSplit:
 		more.pct, more.pctOK = pyFloat(cond.text)
 	case opIn:
-		more.inSet = inSet
-		if inSet == nil && c.Value != nil && string(c.Value) != "null" {
-			more.inSet = parseInList(cond.text)
+		if inSet != nil || c.Value != nil && string(c.Value) != "null" {
+			more.inSet = cc.inSet(cond.text, inSet)
 		}
 	}
 	switch cond.op {

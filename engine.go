@@ -154,10 +154,11 @@ func compileContext(ctx *evalContext, groups []identityOverrideGroup) (*engine, 
 		s := m.Value
 		seg := segment{key: s.Key, name: s.Name, metadata: compactJSON(s.Metadata),
 			reason: "TARGETING_MATCH; segment=" + s.Name}
+		seg.rules = cc.rules.take(len(s.Rules))
 		for _, r := range s.Rules {
 			seg.rules = append(seg.rules, cc.rule(r))
 		}
-		seg.rules = liftAllRules(seg.rules)
+		seg.rules = liftAllRules(seg.rules, &cc.rules)
 		e.segments = append(e.segments, seg)
 		for j, o := range s.Overrides {
 			f, err := compileFeature(o)
@@ -421,15 +422,23 @@ func parsePriority(raw json.RawMessage) (*big.Float, bool) {
 // its own by its sub-rules: a segment needs all its rules to match, so the
 // result is the same, one level of rule walked fewer per evaluation (the
 // shape Flagsmith gives most segments: one ALL rule around the real ones).
-func liftAllRules(rules []rule) []rule {
-	lift := false
+func liftAllRules(rules []rule, blocks *slab[rule]) []rule {
+	lifted, n := 0, 0
 	for _, r := range rules {
-		lift = lift || r.typ == ruleAll && len(r.conditions) == 0 && len(r.rules) > 0
+		if r.typ == ruleAll && len(r.conditions) == 0 && len(r.rules) > 0 {
+			lifted++
+			n += len(r.rules)
+		} else {
+			n++
+		}
 	}
-	if !lift {
+	switch {
+	case lifted == 0:
 		return rules
+	case len(rules) == 1:
+		return rules[0].rules
 	}
-	var out []rule
+	out := blocks.take(n)
 	for _, r := range rules {
 		if r.typ == ruleAll && len(r.conditions) == 0 && len(r.rules) > 0 {
 			out = append(out, r.rules...)

@@ -455,6 +455,7 @@ func TestLiftAllRules(t *testing.T) {
 	}{
 		{"wrapper", []rule{{typ: ruleAll, rules: []rule{a, b}}}, []rule{a, b}},
 		{"wrapper among others", []rule{b, {typ: ruleAll, rules: []rule{a}}}, []rule{b, a}},
+		{"two wrappers", []rule{{typ: ruleAll, rules: []rule{b}}, {typ: ruleAll, rules: []rule{a, b}}}, []rule{b, a, b}},
 		{"with conditions", []rule{{typ: ruleAll, conditions: cond, rules: []rule{a}}}, nil},
 		{"ANY", []rule{{typ: ruleAny, rules: []rule{a}}}, nil},
 		{"NONE", []rule{{typ: ruleNone, rules: []rule{a}}}, nil},
@@ -464,7 +465,7 @@ func TestLiftAllRules(t *testing.T) {
 		if want == nil {
 			want = c.in
 		}
-		got := liftAllRules(c.in)
+		got := liftAllRules(c.in, &slab[rule]{})
 		if len(got) != len(want) {
 			t.Fatalf("%s: %d rules; want %d", c.name, len(got), len(want))
 		}

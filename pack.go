@@ -19,7 +19,18 @@ func (e *engine) pack() {
 		bytesAt: make(map[string]int, n),
 		raws:    make([]packedRef[json.RawMessage], 0, 2*n),
 	}
+	// Variants move to one array too (their own slices are as scattered).
+	nVariants := 0
 	for _, f := range e.sources {
+		nVariants += len(f.variants)
+	}
+	variants := make([]variant, 0, nVariants)
+	for _, f := range e.sources {
+		if len(f.variants) > 0 {
+			start := len(variants)
+			variants = append(variants, f.variants...)
+			f.variants = variants[start:len(variants):len(variants)]
+		}
 		p.str(&f.name)
 		p.str(&f.key)
 		p.str(&f.apiID)

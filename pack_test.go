@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -54,5 +55,32 @@ func TestPackSharesIdenticalBytes(t *testing.T) {
 		if got, ok := e.featureIndex[f.name]; !ok || got != i {
 			t.Fatalf("featureIndex[%q] = %d, %t; want %d", f.name, got, ok, i)
 		}
+	}
+}
+
+// TestRepeatedOperandsCompiledOnce: conditions with the same regex or the
+// same IN list (as a JSON array or as its text) share one compiled form, and
+// an invalid regex stays one that never matches.
+func TestRepeatedOperandsCompiledOnce(t *testing.T) {
+	cc := newConditionCompiler(nil)
+	compile := func(op, value string) *operand {
+		return cc.condition(conditionContext{Property: "plan", Operator: op, Value: json.RawMessage(value)}).more
+	}
+	re1, re2, other := compile("REGEX", `"^pro"`), compile("REGEX", `"^pro"`), compile("REGEX", `"^free"`)
+	if re1.re == nil || re1.re != re2.re || re1.re == other.re {
+		t.Errorf("regexes: %p %p %p; want the first two shared, the third its own", re1.re, re2.re, other.re)
+	}
+	if bad1, bad2 := compile("REGEX", `"("`), compile("REGEX", `"("`); bad1.re != nil || bad2.re != nil {
+		t.Errorf("an invalid regex compiled to %v, %v", bad1.re, bad2.re)
+	}
+	array, text, comma := compile("IN", `["a","b"]`), compile("IN", `"[\"a\",\"b\"]"`), compile("IN", `"a,b,c"`)
+	if len(array.inSet) != 2 || reflect.ValueOf(array.inSet).Pointer() != reflect.ValueOf(text.inSet).Pointer() {
+		t.Errorf("IN sets %v and %v: want one shared set of 2", array.inSet, text.inSet)
+	}
+	if len(comma.inSet) != 3 {
+		t.Errorf("IN a,b,c: %v", comma.inSet)
+	}
+	if none := compile("IN", `null`); none.inSet != nil {
+		t.Errorf("IN null: %v; want no set", none.inSet)
 	}
 }
