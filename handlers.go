@@ -461,10 +461,10 @@ const (
 	streamChunk       = 256
 )
 
-// streamWriters gather a streamed response into writes of 32 KiB: few
-// enough system calls for a body of megabytes, while a hundred streams in
-// flight hold a few MiB.
-var streamWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 32<<10) }}
+// streamWriters gather a streamed response into writes of 16 KiB: few
+// enough system calls for a body of megabytes (twice the size gave no more
+// requests per second), while a hundred streams in flight hold under 2 MiB.
+var streamWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
 
 // streamIdentityFlags writes the response whose start is in buf.parts:
 // the identity's flags, then its end.

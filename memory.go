@@ -16,7 +16,7 @@ import (
 // (collections stay rare: requests allocate little), never more than Go's
 // default. An operator's GOGC wins.
 const (
-	gcHeadroom   = 4 << 20
+	gcHeadroom   = 2 << 20
 	minGCPercent = 25
 )
 
