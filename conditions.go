@@ -572,9 +572,12 @@ func hashJoined(joined []byte, aLen int) float64 {
 // percentageOf is one hash of hashPercentage's.
 func percentageOf(joined []byte) float64 {
 	sum := md5.Sum(joined)
-	// The digest as a 128-bit integer is hi·2^64 + lo; reduce it modulo
-	// 9999 from its two halves instead of byte by byte.
-	hi, lo := binary.BigEndian.Uint64(sum[:8]), binary.BigEndian.Uint64(sum[8:])
+	return percentageOfSum(binary.BigEndian.Uint64(sum[:8]), binary.BigEndian.Uint64(sum[8:]))
+}
+
+// percentageOfSum maps a digest, as the 128-bit integer hi·2^64 + lo, to
+// [0, 100]: reduced modulo 9999 from its two halves instead of byte by byte.
+func percentageOfSum(hi, lo uint64) float64 {
 	r := ((hi%9999)*pow64Mod9999 + lo%9999) % 9999
 	return float64(r) / 9998 * 100
 }

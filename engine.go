@@ -725,6 +725,7 @@ func (ev *evaluation) segmentMatches(i int) bool {
 // flags appends the flags of features [from, to) to dst.
 func (ev *evaluation) flags(dst []evalFlag, from, to int) []evalFlag {
 	e := ev.e
+	var splits pendingSplits
 	for fi := from; fi < to; fi++ {
 		fl := evalFlag{source: &e.features[fi], segment: -1, variant: noVariant}
 		var src *feature
@@ -742,11 +743,15 @@ func (ev *evaluation) flags(dst []evalFlag, from, to int) []evalFlag {
 				}
 			}
 		}
-		if ev.st.hasIdentity && len(fl.source.variants) > 0 {
+		if ev.st.hasIdentity && len(fl.source.variants) > 0 && !splits.add(fl.source, &ev.st, len(dst)) {
 			fl.variant = split(fl.source, &ev.st)
 		}
 		dst = append(dst, fl)
+		if splits.lanes.n == lanes {
+			splits.settle(dst, &ev.st)
+		}
 	}
+	splits.settle(dst, &ev.st)
 	return dst
 }
 
@@ -798,7 +803,11 @@ func (e *engine) segmentOf(fl evalFlag) *segment {
 // percentage for this feature.
 func split(f *feature, st *evalState) int32 {
 	var buf [192]byte
-	p := hashJoined(st.appendIdentityKey(append(append(buf[:0], f.key...), ',')), len(f.key))
+	return pickVariant(f, hashJoined(st.appendIdentityKey(append(append(buf[:0], f.key...), ',')), len(f.key)))
+}
+
+// pickVariant is the variant of f whose range holds percentage p.
+func pickVariant(f *feature, p float64) int32 {
 	start := 0.0
 	for i := range f.variants {
 		limit := f.variants[i].weight + start
