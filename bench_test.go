@@ -274,7 +274,7 @@ func deepCopyJSON(v any) any {
 	return v
 }
 
-func benchServer(b *testing.B, raw []byte) *server {
+func benchServer(b testing.TB, raw []byte) *server {
 	b.Helper()
 	var doc struct {
 		APIKey string `json:"api_key"`

@@ -162,6 +162,7 @@ func (p *preEncoded) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	h["Content-Type"] = jsonContentType
 	setVary(h)
+	defer corkFor(r, p.size()).release(w)
 	if p.gzipped != nil && acceptsGzip(r) {
 		h["Content-Encoding"] = gzipEncoding
 		h["Content-Length"] = p.gzipLength
@@ -247,6 +248,7 @@ var gzipWriters = sync.Pool{New: func() any {
 func writeBody(w http.ResponseWriter, r *http.Request, body []byte) {
 	h := w.Header()
 	h["Content-Type"] = jsonContentType
+	defer corkFor(r, len(body)).release(w)
 	if len(body) > gzipMinBytes && acceptsGzip(r) {
 		h["Content-Encoding"] = gzipEncoding
 		setVary(h)
@@ -426,6 +428,7 @@ const maxAssembledBytes = 64 << 10
 func writeParts(w http.ResponseWriter, r *http.Request, p *responseParts) {
 	h := w.Header()
 	h["Content-Type"] = jsonContentType
+	defer corkFor(r, p.size()).release(w)
 	if acceptsGzip(r) {
 		h["Content-Encoding"] = gzipEncoding
 		setVary(h)
