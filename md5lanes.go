@@ -119,9 +119,10 @@ type pendingSplits struct {
 }
 
 // add queues flag at's split of f; false when the caller must split it
-// now (its message does not fit the lanes).
+// now: its message does not fit the lanes, or the CPU has no md5x8 (queuing
+// would only add copies to crypto/md5's work).
 func (p *pendingSplits) add(f *feature, st *evalState, at int) bool {
-	if len(f.key)+1+len(st.keyPrefix)+len(st.keyBody) > maxLaneBlocks*64 {
+	if !haveMD5x8 || len(f.key)+1+len(st.keyPrefix)+len(st.keyBody) > maxLaneBlocks*64 {
 		return false
 	}
 	var buf [maxLaneBlocks * 64]byte
