@@ -123,10 +123,11 @@ type preEncoded struct {
 	// Content-Length values: a known length spares net/http the chunked
 	// encoding of a body this size.
 	length, gzipLength []string
+	bodyLen            int // of the plain body, however it is held
 }
 
 func newPreEncoded(body []byte) preEncoded {
-	p := preEncoded{body: body, digest: sha256.Sum256(body), length: []string{strconv.Itoa(len(body))}}
+	p := preEncoded{body: body, digest: sha256.Sum256(body), length: []string{strconv.Itoa(len(body))}, bodyLen: len(body)}
 	p.etag = `"` + base64.RawURLEncoding.EncodeToString(p.digest[:12]) + `"`
 	p.etagHeader = []string{p.etag}
 	if len(body) > gzipMinBytes {
@@ -146,10 +147,7 @@ func (p *preEncoded) keepGzipOnly() {
 }
 
 // size is the length of the plain body.
-func (p *preEncoded) size() int {
-	n, _ := strconv.Atoi(p.length[0])
-	return n
-}
+func (p *preEncoded) size() int { return p.bodyLen }
 
 // serve writes a pre-encoded body: 304 when the client holds it, gzipped
 // when the client accepts it.
