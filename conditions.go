@@ -347,8 +347,7 @@ func (c *condition) matches(st *evalState, segmentKey string) bool {
 			return false
 		}
 		var buf [192]byte
-		joined := st.appendIdentityKey(append(append(buf[:0], segmentKey...), ','))
-		return hashJoined(joined, len(segmentKey)) <= c.more.pct
+		return hashJoined(st.appendHashed(buf[:0], segmentKey), len(segmentKey)) <= c.more.pct
 	}
 	v := st.read(c)
 	switch c.op {

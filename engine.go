@@ -554,6 +554,12 @@ func (st *evalState) appendIdentityKey(dst []byte) []byte {
 	return append(append(dst, st.keyPrefix...), st.keyBody...)
 }
 
+// appendHashed appends the text a split or a percentage condition hashes
+// for this identity: "<id>,<identity key>" (see hashJoined).
+func (st *evalState) appendHashed(dst []byte, id string) []byte {
+	return st.appendIdentityKey(append(append(dst, id...), ','))
+}
+
 // read returns the value a condition tests (PERCENTAGE_SPLIT on the
 // identity key is hashed directly by the condition). It points into the
 // state or the condition instead of copying the value: this runs for every
@@ -803,7 +809,7 @@ func (e *engine) segmentOf(fl evalFlag) *segment {
 // percentage for this feature.
 func split(f *feature, st *evalState) int32 {
 	var buf [192]byte
-	return pickVariant(f, hashJoined(st.appendIdentityKey(append(append(buf[:0], f.key...), ',')), len(f.key)))
+	return pickVariant(f, hashJoined(st.appendHashed(buf[:0], f.key), len(f.key)))
 }
 
 // pickVariant is the variant of f whose range holds percentage p.

@@ -126,7 +126,7 @@ func (p *pendingSplits) add(f *feature, st *evalState, at int) bool {
 		return false
 	}
 	var buf [maxLaneBlocks * 64]byte
-	if !p.lanes.add(st.appendIdentityKey(append(append(buf[:0], f.key...), ','))) {
+	if !p.lanes.add(st.appendHashed(buf[:0], f.key)) {
 		return false
 	}
 	p.at[p.lanes.n-1] = int32(at)
