@@ -753,7 +753,7 @@ func (ev *evaluation) flags(dst []evalFlag, from, to int) []evalFlag {
 			fl.variant = split(fl.source, &ev.st)
 		}
 		dst = append(dst, fl)
-		if splits.lanes.n == lanes {
+		if splits.full() {
 			splits.settle(dst, &ev.st)
 		}
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/md5"
 	"encoding/binary"
 	"math/bits"
 )
@@ -9,10 +8,10 @@ import (
 // An identity's multivariate splits each hash "<feature state key>,<identity
 // key>" with MD5: a document with a hundred multivariate features costs a
 // hundred hashes per identity, the largest single part of evaluating it.
-// The hashes of one evaluation are gathered (pendingSplits) and computed
-// eight at a time: on amd64 with AVX2 by md5x8 (md5lanes_amd64.s), one lane
-// per message, in about the time of two single hashes; elsewhere each by
-// crypto/md5, as before.
+// On amd64 with AVX2 the hashes of one evaluation are gathered
+// (pendingSplits) and computed eight at a time by md5x8 (md5lanes_amd64.s),
+// one lane per message, in about the time of two single hashes. Elsewhere,
+// and for texts too long for the lanes, each is crypto/md5's, as before.
 
 // lanes is how many messages md5x8 hashes at once.
 const lanes = 8
@@ -28,7 +27,6 @@ const maxLaneBlocks = 2
 type md5Lanes struct {
 	n, blocks int
 	words     [maxLaneBlocks][16][lanes]uint32
-	lens      [lanes]int
 }
 
 // add puts msg in the next lane; false when the lanes are full or msg has
@@ -48,7 +46,7 @@ func (m *md5Lanes) add(msg []byte) bool {
 			m.words[k][w][l] = binary.LittleEndian.Uint32(padded[k*64+4*w:])
 		}
 	}
-	m.blocks, m.lens[l] = blocks, len(msg)
+	m.blocks = blocks
 	m.n++
 	return true
 }
@@ -57,22 +55,7 @@ func (m *md5Lanes) add(msg []byte) bool {
 // lo 64 bits, the way percentageOf reads a digest; and empties the lanes.
 func (m *md5Lanes) sums(hi, lo *[lanes]uint64) {
 	var d [4][lanes]uint32
-	if haveMD5x8 {
-		md5x8(&m.words, m.blocks, &md5x8Table, &d)
-	} else {
-		for l := range m.n {
-			var msg [maxLaneBlocks * 64]byte
-			for k := range m.blocks {
-				for w := range 16 {
-					binary.LittleEndian.PutUint32(msg[k*64+4*w:], m.words[k][w][l])
-				}
-			}
-			sum := md5.Sum(msg[:m.lens[l]])
-			for i := range d {
-				d[i][l] = binary.LittleEndian.Uint32(sum[4*i:])
-			}
-		}
-	}
+	md5x8(&m.words, m.blocks, &md5x8Table, &d)
 	for l := range m.n {
 		// The digest's bytes are a, b, c, d little-endian.
 		hi[l] = uint64(bits.ReverseBytes32(d[0][l]))<<32 | uint64(bits.ReverseBytes32(d[1][l]))
@@ -119,8 +102,7 @@ type pendingSplits struct {
 }
 
 // add queues flag at's split of f; false when the caller must split it
-// now: its message does not fit the lanes, or the CPU has no md5x8 (queuing
-// would only add copies to crypto/md5's work).
+// now: the CPU has no md5x8, or the message does not fit the lanes.
 func (p *pendingSplits) add(f *feature, st *evalState, at int) bool {
 	if !haveMD5x8 || len(f.key)+1+len(st.keyPrefix)+len(st.keyBody) > maxLaneBlocks*64 {
 		return false
@@ -132,6 +114,8 @@ func (p *pendingSplits) add(f *feature, st *evalState, at int) bool {
 	p.at[p.lanes.n-1] = int32(at)
 	return true
 }
+
+func (p *pendingSplits) full() bool { return p.lanes.n == lanes }
 
 // settle hashes the queued splits and sets their flags' variants.
 func (p *pendingSplits) settle(flags []evalFlag, st *evalState) {

@@ -2,8 +2,8 @@
 
 package main
 
-// Without amd64's vector instructions md5Lanes hashes each lane with
-// crypto/md5.
+// Without amd64's vector instructions splits are never queued for the
+// lanes (pendingSplits.add): each is hashed by crypto/md5.
 var haveMD5x8 = false
 
 func md5x8(*[maxLaneBlocks][16][lanes]uint32, int, *[68][lanes]uint32, *[4][lanes]uint32) {
