@@ -463,8 +463,10 @@ const (
 )
 
 // streamWriters gather a streamed response into writes of 16 KiB: few
-// enough system calls for a body of megabytes (twice the size gave no more
-// requests per second), while a hundred streams in flight hold under 2 MiB.
+// enough system calls for a body of megabytes (at 32 KiB the 10,000-feature
+// document's identities were within the noise: 438-679 against 451-564
+// requests/s over three runs each), while a hundred streams in flight hold
+// under 2 MiB.
 var streamWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
 
 // streamIdentityFlags writes the response whose start is in buf.parts:
