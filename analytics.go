@@ -142,63 +142,36 @@ func analyticsV2URL(apiURL string) string {
 	return base.ResolveReference(&url.URL{Path: "../v2/analytics/flags/"}).String()
 }
 
-// handleAnalyticsV1 takes {"<feature name>": <count>, …}: 200, empty body.
-func (s *server) handleAnalyticsV1(w http.ResponseWriter, r *http.Request) {
-	ea, body, ok := s.analyticsRequest(w, r)
-	if !ok {
-		return
+// analyticsHandler answers one version of the analytics API: v1 takes
+// {"<feature name>": <count>, …} and answers 200 with an empty body; v2 takes
+// {"evaluations": [{"feature_name", "count", "enabled_when_evaluated",
+// "identity_identifier"?}, …]} and answers 204.
+func (s *server) analyticsHandler(decode func([]byte, analyticsLabels) ([]analyticsEntry, error), accepted int) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ea, body, err := s.analyticsRequest(w, r)
+		var entries []analyticsEntry
+		if err == nil {
+			entries, err = decode(body, analyticsLabelsOf(r))
+		}
+		if err != nil {
+			writeRequestError(w, err)
+			return
+		}
+		ea.record(entries)
+		w.WriteHeader(accepted)
 	}
-	entries, err := decodeAnalyticsV1(body, analyticsLabelsOf(r))
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
-		return
-	}
-	ea.record(entries)
-	w.WriteHeader(http.StatusOK)
-}
-
-// handleAnalyticsV2 takes {"evaluations": [{"feature_name", "count",
-// "enabled_when_evaluated", "identity_identifier"?}, …]}: 204.
-func (s *server) handleAnalyticsV2(w http.ResponseWriter, r *http.Request) {
-	ea, body, ok := s.analyticsRequest(w, r)
-	if !ok {
-		return
-	}
-	entries, err := decodeAnalyticsV2(body, analyticsLabelsOf(r))
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
-		return
-	}
-	ea.record(entries)
-	w.WriteHeader(http.StatusNoContent)
 }
 
 // analyticsRequest finds the environment of the request's key and reads the
-// body, or writes the error. Unlike the flag endpoints it needs no document:
-// counts posted before the first poll are as good as any.
-func (s *server) analyticsRequest(w http.ResponseWriter, r *http.Request) (*envAnalytics, []byte, bool) {
-	key := r.Header.Get("X-Environment-Key")
-	if key == "" {
-		writeError(w, http.StatusUnauthorized, "unauthorized", "unknown key: the X-Environment-Key header is missing")
-		return nil, nil, false
-	}
-	ref, ok := s.lookup(key)
-	if !ok {
-		writeError(w, http.StatusUnauthorized, "unauthorized", "unknown key "+maskedKey(key))
-		return nil, nil, false
+// body. Unlike the flag endpoints it needs no document: counts posted before
+// the first poll are as good as any.
+func (s *server) analyticsRequest(w http.ResponseWriter, r *http.Request) (*envAnalytics, []byte, error) {
+	ref, err := s.resolveKey(r, environmentKeyHeader)
+	if err != nil {
+		return nil, nil, err
 	}
 	body, err := readRequestBody(w, r, s.config().Limits.MaxBodyBytes, nil)
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, "request_too_large",
-				fmt.Sprintf("the request body is over %d bytes", tooBig.Limit))
-			return nil, nil, false
-		}
-		writeError(w, http.StatusBadRequest, "bad_request", "body: could not be read")
-		return nil, nil, false
-	}
-	return ref.env.analytics, body, true
+	return ref.env.analytics, body, err
 }
 
 // decodeAnalyticsV1 reads a v1 body: one object of feature names to counts.

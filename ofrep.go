@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"unicode/utf8"
 )
 
@@ -27,8 +26,8 @@ import (
 // server-side providers that evaluate per call.
 func (s *server) handleOFREPFlag(w http.ResponseWriter, r *http.Request) {
 	key := r.PathValue("key")
-	buf := ofrepPool.Get().(*ofrepBuffers)
-	defer putOFREPBuffers(buf)
+	buf := getBuffers()
+	defer putBuffers(buf)
 	ref, snap, ok := s.evaluateOFREP(w, r, buf, ofrepFlag(key))
 	if !ok {
 		return
@@ -48,8 +47,8 @@ func (s *server) handleOFREPFlag(w http.ResponseWriter, r *http.Request) {
 // body, so a provider re-asking with If-None-Match gets 304 until its own
 // flags change; eventStreams tells it where to hear about changes.
 func (s *server) handleOFREPBulk(w http.ResponseWriter, r *http.Request) {
-	buf := ofrepPool.Get().(*ofrepBuffers)
-	defer putOFREPBuffers(buf)
+	buf := getBuffers()
+	defer putBuffers(buf)
 	ref, snap, ok := s.evaluateOFREP(w, r, buf, ofrepBulk)
 	if !ok {
 		return
@@ -117,52 +116,24 @@ var ofrepBulk = ofrepTarget{}
 
 func ofrepFlag(key string) ofrepTarget { return ofrepTarget{key: key, single: true} }
 
-// ofrepBuffers is the per-request scratch space of OFREP requests.
-type ofrepBuffers struct {
-	body   []byte
-	slots  []value
-	out    []byte
-	flags  []evalFlag
-	traits []trait
-}
-
-var ofrepPool = sync.Pool{New: func() any { return new(ofrepBuffers) }}
-
-func putOFREPBuffers(buf *ofrepBuffers) {
-	if cap(buf.body) > maxPooledBytes || cap(buf.out) > maxPooledBytes || cap(buf.traits) > 256 || cap(buf.slots) > 256 {
-		return
-	}
-	buf.traits = buf.traits[:0]
-	ofrepPool.Put(buf)
-}
-
 // evaluateOFREP authenticates the request, decodes its context and evaluates
 // it into buf.flags. It writes the error response and returns ok false when
 // it cannot.
-func (s *server) evaluateOFREP(w http.ResponseWriter, r *http.Request, buf *ofrepBuffers, target ofrepTarget) (keyRef, *snapshot, bool) {
-	ref, snap, ok := s.resolveOFREP(w, r, target)
-	if !ok {
-		return keyRef{}, nil, false
+func (s *server) evaluateOFREP(w http.ResponseWriter, r *http.Request, buf *requestBuffers, target ofrepTarget) (keyRef, *snapshot, bool) {
+	ref, snap, err := s.resolve(r, anyKeyHeader)
+	if err == nil {
+		buf.body, err = readRequestBody(w, r, s.config().Limits.MaxBodyBytes, buf.body[:0])
 	}
-	body, err := readRequestBody(w, r, s.config().Limits.MaxBodyBytes, buf.body[:0])
-	buf.body = body
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeOFREPError(w, http.StatusRequestEntityTooLarge, target, "GENERAL",
-				fmt.Sprintf("the request body is over %d bytes", tooBig.Limit))
-			return keyRef{}, nil, false
-		}
-		writeOFREPError(w, http.StatusBadRequest, target, "INVALID_CONTEXT", "body: "+err.Error())
-		return keyRef{}, nil, false
+	var targetingKey string
+	if err == nil {
+		targetingKey, err = decodeOFREPRequest(buf.body, buf, identityLimits{
+			maxTraits:         s.config().Limits.MaxTraits,
+			maxTraitKeyLength: s.config().Limits.MaxTraitKeyLength,
+			traitNames:        snap.engine.traitNames,
+		})
 	}
-	targetingKey, err := decodeOFREPRequest(body, buf, identityLimits{
-		maxTraits:         s.config().Limits.MaxTraits,
-		maxTraitKeyLength: s.config().Limits.MaxTraitKeyLength,
-		traitNames:        snap.engine.traitNames,
-	})
 	if err != nil {
-		writeOFREPError(w, http.StatusBadRequest, target, "INVALID_CONTEXT", err.Error())
+		writeOFREPRequestError(w, target, err)
 		return keyRef{}, nil, false
 	}
 	if targetingKey == "" {
@@ -177,36 +148,16 @@ func (s *server) evaluateOFREP(w http.ResponseWriter, r *http.Request, buf *ofre
 	return ref, snap, true
 }
 
-// resolveOFREP finds the environment for the request's key, taken from
-// X-Environment-Key (as Flagsmith SDKs send it), Authorization: Bearer or
-// X-API-Key (the two schemes OFREP providers are configured with).
-func (s *server) resolveOFREP(w http.ResponseWriter, r *http.Request, target ofrepTarget) (keyRef, *snapshot, bool) {
-	key := r.Header.Get("X-Environment-Key")
-	if key == "" {
-		if scheme, token, found := strings.Cut(r.Header.Get("Authorization"), " "); found && strings.EqualFold(scheme, "Bearer") {
-			key = strings.TrimSpace(token)
-		}
+// writeOFREPRequestError answers a request that could not be read in
+// OFREP's error shape: a body or context that will not decode is
+// INVALID_CONTEXT, anything else GENERAL.
+func writeOFREPRequestError(w http.ResponseWriter, target ofrepTarget, err error) {
+	code, message := requestStatus(err)
+	errorCode := "GENERAL"
+	if code == http.StatusBadRequest {
+		errorCode = "INVALID_CONTEXT"
 	}
-	if key == "" {
-		key = r.Header.Get("X-API-Key")
-	}
-	if key == "" {
-		writeOFREPError(w, http.StatusUnauthorized, target, "GENERAL",
-			"unknown key: send the environment key in X-Environment-Key, Authorization: Bearer or X-API-Key")
-		return keyRef{}, nil, false
-	}
-	ref, ok := s.lookup(key)
-	if !ok {
-		writeOFREPError(w, http.StatusUnauthorized, target, "GENERAL", "unknown key "+maskedKey(key))
-		return keyRef{}, nil, false
-	}
-	snap := ref.env.snap.Load()
-	if snap == nil {
-		writeOFREPError(w, http.StatusServiceUnavailable, target, "GENERAL",
-			"the environment document for this key has not been received yet")
-		return keyRef{}, nil, false
-	}
-	return ref, snap, true
+	writeOFREPError(w, code, target, errorCode, message)
 }
 
 // ofrepError is OFREP's error body: evaluationFailure / flagNotFound for a
@@ -235,7 +186,7 @@ func writeOFREPError(w http.ResponseWriter, code int, target ofrepTarget, errorC
 // Trait values are coerced exactly as identity traits are (decode.go), and
 // only traits some condition reads are kept. A missing or null context is
 // an empty one: OFREP providers send {} when the application set none.
-func decodeOFREPRequest(body []byte, buf *ofrepBuffers, lim identityLimits) (string, error) {
+func decodeOFREPRequest(body []byte, buf *requestBuffers, lim identityLimits) (string, error) {
 	if !utf8.Valid(body) {
 		return "", errors.New("body: not valid UTF-8")
 	}
@@ -275,7 +226,7 @@ func decodeOFREPRequest(body []byte, buf *ofrepBuffers, lim identityLimits) (str
 // ofrepContext reads the members of an evaluation context: targetingKey, and
 // every other member as a trait. Repeated members keep their last value, as
 // repeated identity traits do.
-func (d *jsonDecoder) ofrepContext(targetingKey *string, buf *ofrepBuffers, lim identityLimits) error {
+func (d *jsonDecoder) ofrepContext(targetingKey *string, buf *requestBuffers, lim identityLimits) error {
 	traits := 0
 	return d.object(func(key []byte) error {
 		if string(key) == "targetingKey" {

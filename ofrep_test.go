@@ -636,7 +636,7 @@ func TestOFREPDecodeContext(t *testing.T) {
 	lim := identityLimits{maxTraits: 10, maxTraitKeyLength: 20, traitNames: names}
 	body := `{"ignored": [1, {"x": 2}], "context": {"targetingKey": "first", "plan": "free", "age": "42",
 		"score": -4.5, "beta": true, "gone": null, "unread": "x", "plan": "premium", "targetingKey": "u\u00e9"}}`
-	var buf ofrepBuffers
+	var buf requestBuffers
 	key, err := decodeOFREPRequest([]byte(body), &buf, lim)
 	if err != nil {
 		t.Fatal(err)

@@ -911,9 +911,9 @@ func TestPollWatchFile(t *testing.T) {
 			want, err string
 		}{
 			{content: testDocument(clientKeyA, "2026-11-21T00:00:00Z", "green"), want: "green"},
-			{content: []byte(`{"api_key": "` + clientKeyA + `", "project": {`), want: "green", err: "document file invalid"},
+			{content: []byte(`{"api_key": "` + clientKeyA + `", "project": {`), want: "green", err: "document file not loaded"},
 			{content: testDocument(clientKeyA, "2026-11-22T00:00:00Z", "purple"), want: "purple"},
-			{content: nil, want: "purple", err: "document file unreadable"},
+			{content: nil, want: "purple", err: "document file not loaded"},
 			{content: testDocument(clientKeyA, "2026-11-23T00:00:00Z", "orange"), want: "orange"},
 		}
 		for _, step := range steps {

@@ -1,21 +1,14 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
-	"context"
 	"crypto/hmac"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"math"
 	"net/http"
 	"strings"
-	"time"
 )
 
 // This file is how changes reach the proxy without waiting for a poll: the
@@ -47,17 +40,6 @@ func (s *server) handleRefresh(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, map[string]any{"status": "accepted", "environments": triggered})
 }
 
-// authorized reports whether the request's Authorization header holds token
-// under scheme. Schemes are case-insensitive (RFC 9110); the token is
-// compared in constant time.
-func authorized(r *http.Request, scheme string, token secret) bool {
-	name, value, found := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " ")
-	if !found || !strings.EqualFold(name, scheme) {
-		return false
-	}
-	return subtle.ConstantTimeCompare([]byte(strings.TrimSpace(value)), []byte(token)) == 1
-}
-
 // handleQueueChange takes the push self-hosted Flagsmith sends its realtime
 // service (SSE_SERVER_BASE_URL) after every change of an environment:
 // POST /sse/environments/{client_key}/queue-change with
@@ -78,8 +60,9 @@ func (s *server) handleQueueChange(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no environment with client key "+maskedKey(key))
 		return
 	}
-	body, ok := readPushBody(w, r, s.config().Limits.MaxBodyBytes)
-	if !ok {
+	body, err := readRequestBody(w, r, s.config().Limits.MaxBodyBytes, nil)
+	if err != nil {
+		writeRequestError(w, err)
 		return
 	}
 	var change struct {
@@ -100,22 +83,6 @@ func (s *server) handleQueueChange(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"status": "accepted", "environments": []string{key}})
 }
 
-// readPushBody reads a push's body within the body limit; on failure it has
-// answered.
-func readPushBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, bool) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			writeError(w, http.StatusRequestEntityTooLarge, "request_too_large", fmt.Sprintf("the request body is over %d bytes", limit))
-		} else {
-			writeError(w, http.StatusBadRequest, "bad_request", "the request body could not be read")
-		}
-		return nil, false
-	}
-	return body, true
-}
-
 // handleWebhook takes Flagsmith's environment webhooks (event_type
 // FLAG_UPDATED), signed with X-Flagsmith-Signature: the hex HMAC-SHA256 of
 // the raw body keyed with webhook_secret. It polls the environment the body
@@ -129,8 +96,9 @@ func (s *server) handleWebhook(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "webhooks are disabled: set webhook_secret to enable them")
 		return
 	}
-	body, ok := readPushBody(w, r, s.config().Limits.MaxBodyBytes)
-	if !ok {
+	body, err := readRequestBody(w, r, s.config().Limits.MaxBodyBytes, nil)
+	if err != nil {
+		writeRequestError(w, err)
 		return
 	}
 	if !validSignature(body, r.Header.Get("X-Flagsmith-Signature"), s.config().WebhookSecret) {
@@ -198,129 +166,4 @@ func webhookEnvironment(body []byte) string {
 		}
 	}
 	return ""
-}
-
-// Upstream realtime stream limits.
-const (
-	// upstreamStreamIdle is how long an upstream stream may stay silent (no
-	// event, no heartbeat) before it is presumed dead and reopened.
-	upstreamStreamIdle = 2 * time.Minute
-	// maxStreamBackoff caps the wait between reconnections; a stream that
-	// stayed open this long starts its backoff again from a second.
-	maxStreamBackoff = 30 * time.Second
-	// maxStreamLine bounds one line of an upstream stream.
-	maxStreamLine = 64 << 10
-)
-
-var errStreamSilent = errors.New("the upstream stream stayed silent past its limit")
-
-// followUpstream holds one environment's upstream realtime stream
-// ({realtime_api_url}/sse/environments/{client_key}/stream) until ctx ends,
-// reconnecting with capped backoff. An event announcing a version newer
-// than the held document asks the poller for a poll; polling goes on
-// underneath at its own frequency, so a lost stream only costs speed.
-func (s *server) followUpstream(ctx context.Context, env *environment, client *http.Client) {
-	key := env.pair.ClientSideKey
-	url := s.config().RealtimeAPIURL + streamPathPrefix + key + "/stream"
-	jitter := jitterFraction(key)
-	failures := 0
-	for {
-		opened := time.Now()
-		err := s.readUpstreamStream(ctx, env, client, url)
-		s.stats.observeStream(key, false)
-		if ctx.Err() != nil {
-			return
-		}
-		if time.Since(opened) >= maxStreamBackoff {
-			failures = 0
-		}
-		failures++
-		wait := backoff(failures, maxStreamBackoff, jitter)
-		s.log.Warn("upstream stream lost; polling continues", "env", key, "error", err.Error(),
-			"attempt", failures, "retry_in", wait.String())
-		if !sleepCtx(ctx, wait) {
-			return
-		}
-	}
-}
-
-// readUpstreamStream reads one connection of the upstream stream until it
-// ends, and says why.
-func (s *server) readUpstreamStream(ctx context.Context, env *environment, client *http.Client, url string) error {
-	key := env.pair.ClientSideKey
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	// Until the answer's headers, the poll timeout bounds the wait; then
-	// each line must come within upstreamStreamIdle.
-	watchdog := time.AfterFunc(s.config().pollTimeout(), func() { cancel(errStreamSilent) })
-	defer watchdog.Stop()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Accept", "text/event-stream")
-	req.Header.Set("Cache-Control", "no-cache")
-	req.Header.Set("User-Agent", "flagsmith-edge-proxy/"+version)
-	resp, err := client.Do(req)
-	if err != nil {
-		return fmt.Errorf("connect: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("upstream stream status %d", resp.StatusCode)
-	}
-	watchdog.Reset(upstreamStreamIdle)
-	s.stats.observeStream(key, true)
-	s.log.Info("upstream stream connected", "env", key)
-
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 0, 4096), maxStreamLine)
-	eventType, data := "", ""
-	for sc.Scan() {
-		watchdog.Reset(upstreamStreamIdle)
-		line := sc.Text()
-		field, value, _ := strings.Cut(line, ":")
-		value = strings.TrimPrefix(value, " ")
-		switch {
-		case line == "":
-			if data != "" && (eventType == "" || eventType == "message" || eventType == "environment_updated") {
-				s.upstreamEvent(env, data)
-			}
-			eventType, data = "", ""
-		case field == "event":
-			eventType = value
-		case field == "data":
-			if data != "" {
-				data += "\n"
-			}
-			data += value
-		}
-	}
-	if err := sc.Err(); err != nil {
-		if cause := context.Cause(ctx); errors.Is(cause, errStreamSilent) {
-			return cause
-		}
-		return fmt.Errorf("read: %w", err)
-	}
-	return errors.New("the upstream ended the stream")
-}
-
-// upstreamEvent polls when an event announces a version newer than the held
-// document's. Versions are compared in microseconds, the resolution of the
-// events.
-func (s *server) upstreamEvent(env *environment, data string) {
-	var event struct {
-		UpdatedAt *float64 `json:"updated_at"`
-	}
-	if err := json.Unmarshal([]byte(data), &event); err != nil || event.UpdatedAt == nil {
-		s.log.Debug("upstream event ignored", "env", env.pair.ClientSideKey, "data", data)
-		return
-	}
-	announced := int64(math.Round(*event.UpdatedAt * 1e6))
-	held := env.snap.Load()
-	newer := held == nil || held.served.IsZero() || announced > held.served.UnixMicro()
-	s.stats.observeStreamEvent(env.pair.ClientSideKey, newer)
-	if newer {
-		env.triggerRefresh()
-	}
 }

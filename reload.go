@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"net/http"
-	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -30,11 +29,10 @@ func (c *configSource) load() (Config, []string, error) {
 }
 
 // watchConfig reloads the configuration when asked (SIGHUP sends on
-// requests) and when the config file changes, until ctx ends. A change is
-// noticed by stat, as for certificates (sameStamp): size, modification time
-// or another file (a Kubernetes Secret update swaps a symlink).
+// requests) and when the config file changes (fileChange), until ctx ends.
 func (s *server) watchConfig(ctx context.Context, src *configSource, requests <-chan struct{}) {
-	last, _ := os.Stat(src.path)
+	var change fileChange
+	change.changed(src.path)
 	ticker := time.NewTicker(configCheckInterval)
 	defer ticker.Stop()
 	for {
@@ -43,16 +41,13 @@ func (s *server) watchConfig(ctx context.Context, src *configSource, requests <-
 		case <-ctx.Done():
 			return
 		case <-requests:
+			change.changed(src.path) // looked at before reading, as a tick does
 		case <-ticker.C:
-			now, _ := os.Stat(src.path)
-			if sameStamp(now, last) {
+			if !change.changed(src.path) {
 				continue
 			}
 			trigger = "file"
 		}
-		// Stamped before reading: a write during the read is seen by the
-		// next check and read again.
-		last, _ = os.Stat(src.path)
 		s.reload(ctx, src, trigger)
 	}
 }

@@ -396,7 +396,7 @@ func TestNotRegularFiles(t *testing.T) {
 		path := fifo(t, filepath.Join(dir, "docs", "a.json"))
 		s := newTestServer(t, withPairs(KeyPair{ClientSideKey: clientKeyA, ServerSideKey: serverKeyA, DocumentPath: path}))
 		stop := s.poll(t, pollClient(t))
-		s.logs.waitFor(t, logRecord{level: "ERROR", msg: "document file invalid", env: clientKeyA, err: "not a regular file"})
+		s.logs.waitFor(t, logRecord{level: "ERROR", msg: "document file not loaded", env: clientKeyA, err: "not a regular file"})
 		within(t, "stopping the pollers", stop)
 	})
 	t.Run("certificate file", func(t *testing.T) {

@@ -143,8 +143,8 @@ func (s *server) routes() *http.ServeMux {
 	both("POST", "/proxy/webhook", s.handleWebhook)
 	both("POST", "/sse/environments/{client_key}/queue-change", s.handleQueueChange)
 	if s.config().Analytics.Enabled {
-		both("POST", "/api/v1/analytics/flags", s.handleAnalyticsV1)
-		both("POST", "/api/v2/analytics/flags", s.handleAnalyticsV2)
+		both("POST", "/api/v1/analytics/flags", s.analyticsHandler(decodeAnalyticsV1, http.StatusOK))
+		both("POST", "/api/v2/analytics/flags", s.analyticsHandler(decodeAnalyticsV2, http.StatusNoContent))
 	}
 	mux.HandleFunc("POST /ofrep/v1/evaluate/flags", s.handleOFREPBulk)
 	mux.HandleFunc("POST /ofrep/v1/evaluate/flags/{key...}", s.handleOFREPFlag)

@@ -2,13 +2,14 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 )
 
 // snapshot is everything the request path needs for one environment
@@ -312,21 +313,6 @@ func (s *snapshot) sharedView(kind keyKind, base *view) view {
 	return v
 }
 
-// flag is the pre-encoded flag object of the named feature (?feature=NAME),
-// false when there is none or this kind of key does not see it.
-func (s *snapshot) flag(name string, kind keyKind) ([]byte, bool) {
-	fi, ok := s.engine.featureIndex[name]
-	if !ok {
-		return nil, false
-	}
-	v := &s.views[kind]
-	sp := v.spans[fi]
-	if sp.start < 0 {
-		return nil, false
-	}
-	return v.base[sp.start:sp.end:sp.end], true
-}
-
 // visible applies the client-key rules: server-only features and, when the
 // project hides them, disabled flags are left out.
 func (s *snapshot) visible(f *feature, kind keyKind) bool {
@@ -343,166 +329,74 @@ func (s *snapshot) appendFlag(dst []byte, fl evalFlag) []byte {
 	return append(dst, '}')
 }
 
-// flagParts adds an identity's flags as kind sees them to p, comma
-// separated. A flag the identity's segments, overrides and splits leave as
-// in the environment is a reference into the environment's pre-encoded body,
-// in runs as long as possible; only the flags that differ are encoded.
-//
-// flags are those of features [from, from+len(flags)), so that a response
-// can be built a range of features at a time; first says no flag was added
-// before this range, and the result whether that still holds.
-func (s *snapshot) flagParts(p *responseParts, flags []evalFlag, from int, kind keyKind, first bool) bool {
-	v := &s.views[kind]
-	runStart, runEnd := int32(-1), int32(-1)
-	closeRun := func() {
-		if runStart >= 0 {
-			if !first {
-				p.own = append(p.own, ',')
-			}
-			p.addEnv(runStart, runEnd)
-			first, runStart = false, -1
+// largeDocumentBytes is the document size from which a publish returns the
+// compile's garbage to the OS: a forced collection costs milliseconds, which
+// only a document this large makes worth it.
+const largeDocumentBytes = 1 << 20
+
+// publish compiles a document and swaps it in with one atomic store. An
+// identical document changes nothing and sends no realtime event.
+func (s *server) publish(env *environment, raw []byte, source string) error {
+	if cur := env.snap.Load(); cur != nil && sha256.Sum256(raw) == cur.document.digest {
+		s.markSuccess(env)
+		return nil
+	}
+	env.compiling.Store(true)
+	snap, err := newSnapshot(raw)
+	env.compiling.Store(false)
+	if err == nil {
+		err = s.publishSnapshot(env, snap, source)
+	}
+	if err != nil {
+		return err
+	}
+	if dir := s.config().CacheDir; source == "upstream" && dir != "" {
+		if err := writeCache(dir, env.pair.ClientSideKey, raw); err != nil {
+			s.log.Warn("cache write failed; serving continues", "env", env.pair.ClientSideKey, "error", err.Error())
 		}
 	}
-	for i := range flags {
-		fl, fi := &flags[i], from+i
-		if fl.source == s.envFlags[fi].source && fl.variant < 0 {
-			if sp := v.spans[fi]; sp.start >= 0 {
-				if sp.start != runEnd+1 {
-					// Not next in the body (a shared view's body holds
-					// flags this key does not see): a new run.
-					closeRun()
-				}
-				if runStart < 0 {
-					runStart = sp.start
-				}
-				runEnd = sp.end
-			}
-			continue
-		}
-		closeRun()
-		if !s.visible(fl.source, kind) {
-			continue
-		}
-		if !first {
-			p.own = append(p.own, ',')
-		}
-		p.own, first = s.appendFlag(p.own, *fl), false
+	settleMemory(snap)
+	return nil
+}
+
+// settleMemory follows a publish, once the document's raw bytes are no
+// longer referenced (callers must not hold them either). Compiling a large
+// document leaves garbage several times its size, and the previous snapshot
+// and the raw document are garbage now too: a large publish hands them back
+// to the OS at once rather than holding them until the heap grows into
+// them. Then the collector's room to grow is sized to what stays live.
+func settleMemory(snap *snapshot) {
+	if snap.document.size() > largeDocumentBytes {
+		debug.FreeOSMemory()
 	}
-	closeRun()
-	return first
+	tuneGC()
 }
 
-// responseParts is a response body in parts: bytes the request encoded
-// (own) and runs of the environment's pre-encoded flags body (env), so that
-// a large response copies nothing it can point at. The zero value is
-// ready once reset.
-type responseParts struct {
-	own   []byte
-	env   []byte
-	parts []part // in body order; own bytes not yet in a part come last
-	mark  int    // own bytes before this are in parts
-}
-
-type part struct {
-	env        bool
-	start, end int32
-}
-
-func (p *responseParts) reset(own, env []byte) {
-	p.own, p.env, p.parts, p.mark = own, env, p.parts[:0], 0
-}
-
-// addEnv adds env[start:end], closing the own bytes appended since the last
-// part into a part of their own.
-func (p *responseParts) addEnv(start, end int32) {
-	p.closeOwn()
-	p.parts = append(p.parts, part{env: true, start: start, end: end})
-}
-
-func (p *responseParts) closeOwn() {
-	if len(p.own) > p.mark {
-		p.parts = append(p.parts, part{start: int32(p.mark), end: int32(len(p.own))})
-		p.mark = len(p.own)
+// publishSnapshot swaps in a compiled document.
+func (s *server) publishSnapshot(env *environment, snap *snapshot, source string) error {
+	if snap.clientKey != env.pair.ClientSideKey {
+		// The document's api_key is its environment's client-side key: a
+		// mismatch means the key pair is misconfigured, and SDKs holding the
+		// real client key would get 401 anyway. Refusing it keeps the cache
+		// free of foreign documents and makes the mistake loud.
+		return fmt.Errorf("document belongs to environment %s, not to the configured client key", maskedKey(snap.clientKey))
 	}
-}
-
-// size is the body's length in bytes.
-func (p *responseParts) size() int {
-	n := len(p.own) - p.mark
-	for _, pt := range p.parts {
-		n += int(pt.end - pt.start)
+	if snap.updatedAt.IsZero() {
+		s.log.Warn("document updated_at missing or unparsable; If-Modified-Since not sent",
+			"env", env.pair.ClientSideKey, "updated_at", snap.updatedAtText)
 	}
-	return n
-}
-
-// each calls write with the body's parts in order, until one fails.
-func (p *responseParts) each(write func([]byte) error) error {
-	p.closeOwn()
-	for _, pt := range p.parts {
-		src := p.own
-		if pt.env {
-			src = p.env
-		}
-		if err := write(src[pt.start:pt.end]); err != nil {
-			return err
-		}
+	snap.setServedVersion(env.snap.Load())
+	env.store(snap)
+	s.markSuccess(env)
+	s.stats.observeCompile(env.pair.ClientSideKey, snap)
+	s.log.Info("environment updated", "env", env.pair.ClientSideKey, "source", source,
+		"updated_at", snap.updatedAtText, "version", snap.updatedAtUnix, "compile", snap.compile.String())
+	if snap.updatedAtUnix != "" {
+		s.hub.publish(env.pair.ClientSideKey, snap.updatedAtUnix)
 	}
 	return nil
 }
 
-// assemble appends the whole body to dst.
-func (p *responseParts) assemble(dst []byte) []byte {
-	_ = p.each(func(b []byte) error { dst = append(dst, b...); return nil })
-	return dst
-}
-
-// appendJSONString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD,
-// as encoding/json does.
-func appendJSONString(dst []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				dst = append(dst, '\\', c)
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hex[r&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
+func (s *server) markSuccess(env *environment) {
+	env.lastSuccess.Store(s.now().UnixNano())
 }

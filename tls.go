@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync/atomic"
 	"time"
 )
@@ -33,17 +32,17 @@ type certReloader struct {
 	reloads  atomic.Uint64 // pairs loaded after the first
 	failures atomic.Uint64 // changes whose pair did not load
 
-	// tried is the state of the files when they were last read, loaded or
+	// change is the state of the files when they were last read, loaded or
 	// not: a bad pair is reported once, not on every check. Only watch
 	// touches it.
-	tried fileStamps
+	change fileChange
 }
 
 // newCertReloader loads the pair named by files. An error names the key and
 // the file at fault.
 func newCertReloader(files ServerTLSConfig, log *slog.Logger) (*certReloader, error) {
 	c := &certReloader{files: files, log: log}
-	c.tried = stampFiles(files)
+	c.change.changed(files.CertFile, files.KeyFile)
 	pair, err := loadCertificate(files)
 	if err != nil {
 		return nil, err
@@ -86,11 +85,9 @@ func (c *certReloader) watch(ctx context.Context, interval time.Duration) {
 // a new certificate with the old key: that load fails, the old pair stays,
 // and the next check, seeing the key change too, loads the new pair.
 func (c *certReloader) check() {
-	now := stampFiles(c.files)
-	if now.equal(c.tried) {
+	if !c.change.changed(c.files.CertFile, c.files.KeyFile) {
 		return
 	}
-	c.tried = now
 	pair, err := loadCertificate(c.files)
 	if err != nil {
 		c.failures.Add(1)
@@ -171,29 +168,4 @@ func checkCertificatePEM(data []byte) error {
 		return errors.New("no PEM \"CERTIFICATE\" block found")
 	}
 	return nil
-}
-
-// fileStamps is what a stat tells of the two files: enough to notice a
-// rewrite in place (size, modification time) and a replaced file or symlink
-// target (another inode), which is how Kubernetes updates a mounted Secret.
-type fileStamps struct {
-	cert, key os.FileInfo
-}
-
-func stampFiles(files ServerTLSConfig) fileStamps {
-	var s fileStamps
-	s.cert, _ = os.Stat(files.CertFile)
-	s.key, _ = os.Stat(files.KeyFile)
-	return s
-}
-
-func (s fileStamps) equal(o fileStamps) bool {
-	return sameStamp(s.cert, o.cert) && sameStamp(s.key, o.key)
-}
-
-func sameStamp(a, b os.FileInfo) bool {
-	if a == nil || b == nil {
-		return a == nil && b == nil
-	}
-	return a.Size() == b.Size() && a.ModTime().Equal(b.ModTime()) && os.SameFile(a, b)
 }

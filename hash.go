@@ -1,25 +1,78 @@
 package main
 
 import (
+	"crypto/md5"
 	"encoding/binary"
 	"math/bits"
 )
 
-// An identity's multivariate splits each hash "<feature state key>,<identity
-// key>" with MD5: a document with a hundred multivariate features costs a
-// hundred hashes per identity, the largest single part of evaluating it.
-// On amd64 with AVX2 the hashes of one evaluation are gathered
-// (pendingSplits) and computed eight at a time by md5x8 (md5lanes_amd64.s),
-// one lane per message, in about the time of two single hashes. Elsewhere,
-// and for texts too long for the lanes, each is crypto/md5's, as before.
+// hashPercentage maps ids to [0, 100) exactly as Flagsmith does: the MD5 of
+// the ids joined with ",", read as a 128-bit integer, taken modulo 9999 and
+// scaled by 100/9998. The rare exact 100 is hashed again with the ids
+// repeated, once more each time.
+func hashPercentage(a string, b []byte) float64 {
+	var buf [256]byte
+	for iterations := 1; ; iterations++ {
+		joined := buf[:0]
+		for i := 0; i < iterations; i++ {
+			if i > 0 {
+				joined = append(joined, ',')
+			}
+			joined = append(joined, a...)
+			joined = append(joined, ',')
+			joined = append(joined, b...)
+		}
+		if p := percentageOf(joined); p != 100 {
+			return p
+		}
+	}
+}
+
+// hashJoined is hashPercentage of the ids already joined, "a,b" with a of
+// aLen bytes: the callers that hash once per feature build the text once.
+func hashJoined(joined []byte, aLen int) float64 {
+	if p := percentageOf(joined); p != 100 {
+		return p
+	}
+	return hashPercentage(string(joined[:aLen]), joined[aLen+1:])
+}
+
+// percentageOf is one hash of hashPercentage's.
+func percentageOf(joined []byte) float64 {
+	sum := md5.Sum(joined)
+	return percentageOfSum(binary.BigEndian.Uint64(sum[:8]), binary.BigEndian.Uint64(sum[8:]))
+}
+
+// percentageOfSum maps a digest, as the 128-bit integer hi·2^64 + lo, to
+// [0, 100]: reduced modulo 9999 from its two halves instead of byte by byte.
+func percentageOfSum(hi, lo uint64) float64 {
+	r := ((hi%9999)*pow64Mod9999 + lo%9999) % 9999
+	return float64(r) / 9998 * 100
+}
+
+// split picks a multivariate value for an identity: the variant whose
+// cumulative weight range, walked in priority order, holds the identity's
+// percentage for this feature.
+func split(f *feature, st *evalState) int32 {
+	var buf [192]byte
+	return pickVariant(f, hashJoined(st.appendHashed(buf[:0], f.key), len(f.key)))
+}
+
+// pickVariant is the variant of f whose range holds percentage p.
+func pickVariant(f *feature, p float64) int32 {
+	start := 0.0
+	for i := range f.variants {
+		limit := f.variants[i].weight + start
+		if start <= p && p < limit {
+			return int32(i)
+		}
+		start = limit
+	}
+	return controlValue
+}
 
 // lanes is how many messages md5x8 hashes at once.
 const lanes = 8
-
-// maxLaneBlocks bounds a lane's message to two MD5 blocks (119 bytes): a
-// numeric feature state key and an identity key of up to about 90
-// characters. Longer messages are hashed one at a time.
-const maxLaneBlocks = 2
 
 // md5Lanes holds up to eight messages of the same number of blocks, padded
 // as MD5 pads them and laid out the way md5x8 reads them: words[k][w][l]
@@ -28,6 +81,11 @@ type md5Lanes struct {
 	n, blocks int
 	words     [maxLaneBlocks][16][lanes]uint32
 }
+
+// maxLaneBlocks bounds a lane's message to two MD5 blocks (119 bytes): a
+// numeric feature state key and an identity key of up to about 90
+// characters. Longer messages are hashed one at a time.
+const maxLaneBlocks = 2
 
 // add puts msg in the next lane; false when the lanes are full or msg has
 // another number of blocks than the messages already held.

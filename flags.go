@@ -1,0 +1,87 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// handleFlags is GET /api/v1/flags/: the environment's flags, as encoded
+// when the document arrived, or with ?feature= one of them.
+func (s *server) handleFlags(w http.ResponseWriter, r *http.Request) {
+	ref, snap, err := s.resolve(r, environmentKeyHeader)
+	if err != nil {
+		writeRequestError(w, err)
+		return
+	}
+	setVersionHeader(w, snap)
+	if r.URL.RawQuery != "" {
+		if q := r.URL.Query(); q.Has("feature") {
+			name := q.Get("feature")
+			body, found := snap.flag(name, ref.kind)
+			if !found {
+				writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("feature '%s' not found", name))
+				return
+			}
+			writeBody(w, r, body)
+			return
+		}
+	}
+	snap.views[ref.kind].flags.serve(w, r)
+}
+
+// setVersionHeader tells SDKs the content version they are served
+// (X-Flagsmith-Document-Updated-At), as the Flagsmith API does: the JS
+// client compares it with realtime events to decide whether to refetch.
+func setVersionHeader(w http.ResponseWriter, snap *snapshot) {
+	if snap.updatedAtHeader != nil {
+		w.Header()[updatedAtHeader] = snap.updatedAtHeader
+	}
+}
+
+// handleEnvironmentDocument serves the document as received, to server keys
+// only: it holds segment rules, identity overrides and server-only features.
+func (s *server) handleEnvironmentDocument(w http.ResponseWriter, r *http.Request) {
+	ref, snap, err := s.resolve(r, environmentKeyHeader)
+	if err != nil {
+		writeRequestError(w, err)
+		return
+	}
+	setVersionHeader(w, snap)
+	if ref.kind != serverKey {
+		writeError(w, http.StatusUnauthorized, "unauthorized", "the environment document needs a server-side key")
+		return
+	}
+	// Conditional as Flagsmith's API answers it, so that a proxy polling
+	// this one downloads nothing while nothing changed. If-None-Match, when
+	// sent, decides alone (RFC 9110 13.2.2); serve answers it.
+	if !snap.served.IsZero() {
+		// Never later than now: a document dated in the future would
+		// otherwise make every later change look old to If-Modified-Since.
+		modified := min(snap.served.Unix(), s.now().Unix())
+		w.Header().Set("Last-Modified", time.Unix(modified, 0).UTC().Format(http.TimeFormat))
+		if r.Header.Get("If-None-Match") == "" {
+			if since, err := http.ParseTime(r.Header.Get("If-Modified-Since")); err == nil && since.Unix() >= modified {
+				w.Header()["Etag"] = snap.document.etagHeader
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
+		}
+	}
+	snap.document.serve(w, r)
+}
+
+// flag is the pre-encoded flag object of the named feature (?feature=NAME),
+// false when there is none or this kind of key does not see it.
+func (s *snapshot) flag(name string, kind keyKind) ([]byte, bool) {
+	fi, ok := s.engine.featureIndex[name]
+	if !ok {
+		return nil, false
+	}
+	v := &s.views[kind]
+	sp := v.spans[fi]
+	if sp.start < 0 {
+		return nil, false
+	}
+	return v.base[sp.start:sp.end:sp.end], true
+}

@@ -1,0 +1,296 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"unicode/utf8"
+)
+
+const updatedAtHeader = "X-Flagsmith-Document-Updated-At"
+
+// Header values shared by every response. Handlers assign these slices
+// instead of calling Header.Set, which allocates one per call on the hottest
+// path; net/http never modifies a header value slice.
+var (
+	jsonContentType    = []string{"application/json"}
+	gzipEncoding       = []string{"gzip"}
+	varyAcceptEncoding = []string{"Accept-Encoding"}
+	connectionClose    = []string{"close"}
+)
+
+// setVary adds Accept-Encoding to Vary, keeping what CORS put there.
+func setVary(h http.Header) {
+	if len(h["Vary"]) == 0 {
+		h["Vary"] = varyAcceptEncoding
+		return
+	}
+	h.Add("Vary", "Accept-Encoding")
+}
+
+// errorBody is the JSON body of every error response.
+type errorBody struct {
+	Status  string `json:"status"`
+	Message string `json:"message"`
+}
+
+func writeError(w http.ResponseWriter, code int, status, message string) {
+	body, _ := json.Marshal(errorBody{Status: status, Message: message})
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_, _ = w.Write(body)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "error", "could not encode the response")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_, _ = w.Write(body)
+}
+
+// preEncoded is a JSON response body prepared once per document: its bytes,
+// their gzip when large enough to gain from it, its ETag, and the header
+// values, so serving it allocates nothing.
+type preEncoded struct {
+	// body is nil when only the gzip is kept (keepGzipOnly), or when the
+	// body is pieces of another body (a view sharing the server view's).
+	body, gzipped []byte
+	pieces        [][]byte
+	digest        [sha256.Size]byte
+	etag          string
+	etagHeader    []string
+	// Content-Length values: a known length spares net/http the chunked
+	// encoding of a body this size.
+	length, gzipLength []string
+	bodyLen            int // of the plain body, however it is held
+}
+
+func newPreEncoded(body []byte) preEncoded {
+	p := preEncoded{body: body, digest: sha256.Sum256(body), length: []string{strconv.Itoa(len(body))}, bodyLen: len(body)}
+	p.etag = `"` + base64.RawURLEncoding.EncodeToString(p.digest[:12]) + `"`
+	p.etagHeader = []string{p.etag}
+	if len(body) > gzipMinBytes {
+		p.gzipped = gzipBytes(body)
+		p.gzipLength = []string{strconv.Itoa(len(p.gzipped))}
+	}
+	return p
+}
+
+// keepGzipOnly drops the plain bytes of a large body that clients mostly
+// take gzipped (an environment document of megabytes): the rare client that
+// does not accept gzip gets it decompressed as it is sent.
+func (p *preEncoded) keepGzipOnly() {
+	if p.gzipped != nil {
+		p.body = nil
+	}
+}
+
+// size is the length of the plain body.
+func (p *preEncoded) size() int { return p.bodyLen }
+
+// serve writes a pre-encoded body: 304 when the client holds it, gzipped
+// when the client accepts it.
+func (p *preEncoded) serve(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h["Etag"] = p.etagHeader
+	if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatches(inm, p.etag) {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	h["Content-Type"] = jsonContentType
+	setVary(h)
+	defer corkFor(r, p.size()).release(w)
+	if p.gzipped != nil && acceptsGzip(r) {
+		h["Content-Encoding"] = gzipEncoding
+		h["Content-Length"] = p.gzipLength
+		_, _ = w.Write(p.gzipped)
+		return
+	}
+	h["Content-Length"] = p.length
+	switch {
+	case p.pieces != nil:
+		// Straight to the connection's own buffer: large pieces go out
+		// without a copy, small ones are gathered there.
+		for _, piece := range p.pieces {
+			if _, err := w.Write(piece); err != nil {
+				break
+			}
+		}
+	case p.body == nil:
+		if zr, err := gzip.NewReader(bytes.NewReader(p.gzipped)); err == nil {
+			_, _ = io.Copy(w, zr)
+		}
+	default:
+		_, _ = w.Write(p.body)
+	}
+}
+
+// gzipBytes compresses a body prepared once per document: as small as gzip
+// can make it, except for bodies so large (an environment document of
+// thousands of features) that the best level would take seconds.
+func gzipBytes(b []byte) []byte {
+	level := gzip.BestCompression
+	if len(b) > 1<<20 {
+		level = gzip.BestSpeed
+	}
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, level)
+	_, _ = zw.Write(b)
+	_ = zw.Close()
+	// Kept for the document's life: no spare capacity.
+	return bytes.Clone(buf.Bytes())
+}
+
+func etagMatches(header, etag string) bool {
+	for _, part := range strings.Split(header, ",") {
+		part = strings.TrimSpace(part)
+		if part == "*" || strings.TrimPrefix(part, "W/") == etag {
+			return true
+		}
+	}
+	return false
+}
+
+// gzipMinBytes is the body size from which responses are compressed, as in
+// Flagsmith's proxy.
+const gzipMinBytes = 1000
+
+func acceptsGzip(r *http.Request) bool {
+	for _, v := range r.Header.Values("Accept-Encoding") {
+		for _, part := range strings.Split(v, ",") {
+			coding, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+			if !strings.EqualFold(strings.TrimSpace(coding), "gzip") {
+				continue
+			}
+			// "gzip;q=0" refuses gzip; any other weight accepts it.
+			q := 1.0
+			if name, val, ok := strings.Cut(strings.TrimSpace(params), "="); ok && strings.EqualFold(strings.TrimSpace(name), "q") {
+				if f, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
+					q = f
+				}
+			}
+			return q > 0
+		}
+	}
+	return false
+}
+
+var gzipWriters = sync.Pool{New: func() any {
+	zw, _ := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed)
+	return zw
+}}
+
+// writeBody writes a JSON body, gzipped when the client accepts it and the
+// body is large enough to gain from it.
+func writeBody(w http.ResponseWriter, r *http.Request, body []byte) {
+	h := w.Header()
+	h["Content-Type"] = jsonContentType
+	defer corkFor(r, len(body)).release(w)
+	if len(body) > gzipMinBytes && acceptsGzip(r) {
+		h["Content-Encoding"] = gzipEncoding
+		setVary(h)
+		zw := gzipWriters.Get().(*gzip.Writer)
+		zw.Reset(w)
+		_, _ = zw.Write(body)
+		_ = zw.Close()
+		gzipWriters.Put(zw)
+		return
+	}
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	_, _ = w.Write(body)
+}
+
+// writeParts writes a large JSON body from its parts, gzipped when the
+// client accepts it.
+func writeParts(w http.ResponseWriter, r *http.Request, p *responseParts) {
+	h := w.Header()
+	h["Content-Type"] = jsonContentType
+	defer corkFor(r, p.size()).release(w)
+	if acceptsGzip(r) {
+		h["Content-Encoding"] = gzipEncoding
+		setVary(h)
+		zw := gzipWriters.Get().(*gzip.Writer)
+		zw.Reset(w)
+		_ = p.each(func(b []byte) error { _, err := zw.Write(b); return err })
+		_ = zw.Close()
+		gzipWriters.Put(zw)
+		return
+	}
+	h.Set("Content-Length", strconv.Itoa(p.size()))
+	// Parts are many and mostly small: gathered into large writes, not a
+	// system call each.
+	bw := partWriters.Get().(*bufio.Writer)
+	bw.Reset(w)
+	if p.each(func(b []byte) error { _, err := bw.Write(b); return err }) == nil {
+		_ = bw.Flush()
+	}
+	bw.Reset(nil)
+	partWriters.Put(bw)
+}
+
+var partWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, maxAssembledBytes) }}
+
+// appendJSONString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD,
+// as encoding/json does.
+func appendJSONString(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hex[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
