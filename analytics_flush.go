@@ -300,34 +300,37 @@ func (s *server) writeAnalyticsMetrics(b *bytes.Buffer) {
 			fmt.Fprintf(b, "%s{environment=%s} %d\n", c.name, label(env.pair.ClientSideKey), c.value(env.analytics))
 		}
 	}
-	const dropped = "edge_proxy_analytics_dropped_total"
-	fmt.Fprintf(b, "# HELP %s Flag evaluations lost: over analytics.max_pending_keys (bound), refused by the upstream (rejected), unsent at shutdown (shutdown).\n# TYPE %s counter\n", dropped, dropped)
-	for _, env := range envs {
-		ea := env.analytics
-		for _, r := range []struct {
-			reason string
-			n      uint64
-		}{{"bound", ea.droppedBound.Load()}, {"rejected", ea.droppedRejected.Load()}, {"shutdown", ea.droppedShutdown.Load()}} {
-			fmt.Fprintf(b, "%s{environment=%s,reason=%s} %d\n", dropped, label(env.pair.ClientSideKey), label(r.reason), r.n)
-		}
-	}
-	const requests = "edge_proxy_analytics_upstream_requests_total"
-	fmt.Fprintf(b, "# HELP %s Analytics requests to the upstream by result.\n# TYPE %s counter\n", requests, requests)
-	for _, env := range envs {
-		ea := env.analytics
-		if !ea.forward {
-			continue
-		}
-		for _, r := range []struct {
-			result string
-			n      uint64
-		}{{"ok", ea.flushOK.Load()}, {"error", ea.flushFailed.Load()}, {"refused", ea.flushRefuse.Load()}} {
-			fmt.Fprintf(b, "%s{environment=%s,result=%s} %d\n", requests, label(env.pair.ClientSideKey), label(r.result), r.n)
-		}
-	}
+	writeLabelledCounter(b, "edge_proxy_analytics_dropped_total",
+		"Flag evaluations lost: over analytics.max_pending_keys (bound), refused by the upstream (rejected), unsent at shutdown (shutdown).",
+		"reason", envs, func(ea *envAnalytics) []labelledCount {
+			return []labelledCount{{"bound", ea.droppedBound.Load()}, {"rejected", ea.droppedRejected.Load()}, {"shutdown", ea.droppedShutdown.Load()}}
+		})
+	writeLabelledCounter(b, "edge_proxy_analytics_upstream_requests_total", "Analytics requests to the upstream by result.",
+		"result", envs, func(ea *envAnalytics) []labelledCount {
+			if !ea.forward {
+				return nil
+			}
+			return []labelledCount{{"ok", ea.flushOK.Load()}, {"error", ea.flushFailed.Load()}, {"refused", ea.flushRefuse.Load()}}
+		})
 	const pending = "edge_proxy_analytics_pending_keys"
 	fmt.Fprintf(b, "# HELP %s Sums waiting to be forwarded (bounded by analytics.max_pending_keys).\n# TYPE %s gauge\n", pending, pending)
 	for _, env := range envs {
 		fmt.Fprintf(b, "%s{environment=%s} %d\n", pending, label(env.pair.ClientSideKey), env.analytics.pendingKeys.Load())
+	}
+}
+
+// labelledCount is one series of a counter family whose series are an
+// environment and one more label.
+type labelledCount struct {
+	label string
+	n     uint64
+}
+
+func writeLabelledCounter(b *bytes.Buffer, name, help, labelName string, envs []*environment, series func(*envAnalytics) []labelledCount) {
+	fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s counter\n", name, help, name)
+	for _, env := range envs {
+		for _, c := range series(env.analytics) {
+			fmt.Fprintf(b, "%s{environment=%s,%s=%s} %d\n", name, label(env.pair.ClientSideKey), labelName, label(c.label), c.n)
+		}
 	}
 }

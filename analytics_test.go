@@ -533,7 +533,7 @@ func TestAnalyticsConcurrentPosters(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	client := newPollClient()
 	pollersDone := make(chan error, 1)
-	go func() { pollersDone <- s.runPollers(ctx, client) }()
+	go func() { pollersDone <- s.runLoops(ctx, client) }()
 
 	h := s.handler()
 	const posters, postsEach = 16, 150
@@ -806,7 +806,7 @@ func TestAnalyticsOffline(t *testing.T) {
 	anaPostTo(t, h, "/api/v2/analytics/flags/", anaServerKey, `{"evaluations": [{"feature_name": "banner", "enabled_when_evaluated": true, "count": 3}]}`, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- s.runPollers(ctx, newPollClient()) }()
+	go func() { done <- s.runLoops(ctx, newPollClient()) }()
 	time.Sleep(100 * time.Millisecond) // ten flush intervals
 	cancel()
 	<-done
@@ -1058,7 +1058,7 @@ func BenchmarkAnalyticsPost(b *testing.B) {
 	s := newAnaServer(b, up, func(c *Config) { c.Analytics.FlushIntervalSeconds = 0.05 })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() { _ = s.runPollers(ctx, newPollClient()) }()
+	go func() { _ = s.runLoops(ctx, newPollClient()) }()
 	h := s.handler()
 	const body = `{"banner": 3, "footer": 1, "checkout": 2, "search": 7, "new_onboarding": 1}`
 	b.ReportAllocs()

@@ -7,34 +7,21 @@ import (
 	"path/filepath"
 )
 
+// This file is the warm-start cache (cache_dir): every good upstream
+// document is written atomically, and read back at start so a restarted
+// proxy serves its last good flags at once, even with the upstream down.
+
 // cachePath is where an environment's last good document is kept.
 func cachePath(dir, clientKey string) string {
 	return filepath.Join(dir, "environment-"+filepath.Base(clientKey)+".json")
 }
 
-// writeCache persists a document atomically: a crash mid-write leaves the
-// previous file, never a torn one.
+// writeCache persists a document atomically (writeFileAtomic).
 func writeCache(dir, clientKey string, raw []byte) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, ".environment-*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // a no-op once renamed
-	if _, err := tmp.Write(raw); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), cachePath(dir, clientKey))
+	return writeFileAtomic(cachePath(dir, clientKey), raw)
 }
 
 // loadCache publishes every cached document before the first poll, so a

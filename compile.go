@@ -13,13 +13,19 @@ import (
 	"strings"
 )
 
+// This file turns an evaluation context (context.go) into an engine: each
+// segment's rules and conditions parsed once (conditionCompiler: operators,
+// regexes, IN sets, trait slots), features and their variants in priority
+// order, identity overrides grouped for a lookup by identifier. Evaluation
+// itself is engine.go.
+
 // compileContext compiles ctx (its identity, if any, is ignored) plus the
 // document's identity overrides, which bind more strongly than any segment.
 func compileContext(ctx *evalContext, groups []identityOverrideGroup) (*engine, error) {
 	e := &engine{envKey: ctx.Environment.Key, keyPrefix: ctx.Environment.Key + "_"}
 	cc := newConditionCompiler(lazyTree(ctx))
 	index := make(map[string]int, len(ctx.Features))
-	e.features = make([]feature, 0, len(ctx.Features))
+	e.features = make([]flagSource, 0, len(ctx.Features))
 	for _, m := range ctx.Features {
 		f, err := compileFeature(m.Value)
 		if err != nil {
@@ -38,7 +44,7 @@ func compileContext(ctx *evalContext, groups []identityOverrideGroup) (*engine, 
 		priority *big.Float // nil is the weakest
 	}
 	perFeature := make([][]ranked, len(e.features))
-	var overrides slab[feature]
+	var overrides slab[flagSource]
 	e.segments = make([]segment, 0, len(ctx.Segments))
 	for _, m := range ctx.Segments {
 		s := m.Value
@@ -106,7 +112,7 @@ func compileContext(ctx *evalContext, groups []identityOverrideGroup) (*engine, 
 // identifier listed by several groups takes each feature from the first
 // group that overrides it, as the equivalent segments of equal (strongest)
 // priority would.
-func (e *engine) compileOverrideGroups(groups []identityOverrideGroup, index map[string]int, cc *conditionCompiler, overrides *slab[feature]) error {
+func (e *engine) compileOverrideGroups(groups []identityOverrideGroup, index map[string]int, cc *conditionCompiler, overrides *slab[flagSource]) error {
 	if len(groups) == 0 {
 		return nil
 	}
@@ -122,7 +128,7 @@ func (e *engine) compileOverrideGroups(groups []identityOverrideGroup, index map
 	arena := make([]int32, total)
 	// Groups repeat the same override (identities overriding a feature to
 	// the same value): each distinct one is compiled once and shared.
-	compiled := map[string]*feature{}
+	compiled := map[string]*flagSource{}
 	for gi, g := range groups {
 		og := &e.overrideGroups[gi]
 		for j, o := range g.overrides {
@@ -162,7 +168,7 @@ func (e *engine) compileOverrideGroups(groups []identityOverrideGroup, index map
 // indexSources numbers every flag source, so callers can keep per-source
 // data (the snapshot's pre-encoded flag objects) beside the engine.
 func (e *engine) indexSources() {
-	add := func(f *feature) {
+	add := func(f *flagSource) {
 		f.index = len(e.sources)
 		e.sources = append(e.sources, f)
 	}
@@ -174,7 +180,7 @@ func (e *engine) indexSources() {
 			add(c.source)
 		}
 	}
-	shared := make(map[*feature]bool) // groups share identical overrides
+	shared := make(map[*flagSource]bool) // groups share identical overrides
 	for _, g := range e.overrideGroups {
 		for _, o := range g.overrides {
 			if !shared[o.source] {
@@ -230,8 +236,8 @@ func jsonTree(v any) any {
 	return tree
 }
 
-func compileFeature(fc featureContext) (feature, error) {
-	f := feature{
+func compileFeature(fc featureContext) (flagSource, error) {
+	f := flagSource{
 		name:     fc.Name,
 		key:      fc.Key,
 		enabled:  fc.Enabled,
@@ -251,11 +257,11 @@ func compileFeature(fc featureContext) (feature, error) {
 	for i, v := range fc.Variants {
 		w, err := strconv.ParseFloat(string(v.Weight), 64)
 		if err != nil {
-			return feature{}, fmt.Errorf("variants[%d].weight: %q is not a number", i, v.Weight)
+			return flagSource{}, fmt.Errorf("variants[%d].weight: %q is not a number", i, v.Weight)
 		}
 		p, ok := parsePriority(v.Priority)
 		if !ok {
-			return feature{}, fmt.Errorf("variants[%d].priority: %q is not a number", i, v.Priority)
+			return flagSource{}, fmt.Errorf("variants[%d].priority: %q is not a number", i, v.Priority)
 		}
 		rv := rankedVariant{variant: variant{
 			value:  compactJSON(v.Value),

@@ -41,27 +41,37 @@ type sentTrait struct {
 	value []byte
 }
 
+// objectBody starts decoding a body that must be a JSON object (what names
+// the object's shape in errors).
+func objectBody(body []byte, what string) (*jsonDecoder, error) {
+	if !utf8.Valid(body) {
+		return nil, errors.New("body: not valid UTF-8")
+	}
+	d := &jsonDecoder{data: body}
+	d.skipSpace()
+	if d.peek() == '{' {
+		return d, nil
+	}
+	if d.pos >= len(d.data) {
+		return nil, fmt.Errorf("body: empty; %s is required", what)
+	}
+	if err := d.skipValue(0); err != nil {
+		return nil, d.malformed(err)
+	}
+	return nil, fmt.Errorf("body: must be %s", what)
+}
+
 // decodeIdentityBody parses body into buf and returns the identifier.
 // Repeated keys take the last value, as in Python's json module.
 func decodeIdentityBody(body []byte, buf *decodedTraits, lim identityLimits) (string, error) {
-	if !utf8.Valid(body) {
-		return "", errors.New("body: not valid UTF-8")
-	}
-	d := jsonDecoder{data: body}
-	d.skipSpace()
-	if d.peek() != '{' {
-		if d.pos >= len(d.data) {
-			return "", errors.New("body: empty; a JSON object is required")
-		}
-		if err := d.skipValue(0); err != nil {
-			return "", d.malformed(err)
-		}
-		return "", errors.New("body: must be a JSON object")
+	d, err := objectBody(body, "a JSON object")
+	if err != nil {
+		return "", err
 	}
 	var identifier string
 	var haveIdentifier bool
 	buf.traits, buf.sent = buf.traits[:0], buf.sent[:0]
-	err := d.object(func(key []byte) error {
+	err = d.object(func(key []byte) error {
 		switch string(key) {
 		case "identifier":
 			if d.peek() != '"' {
@@ -244,7 +254,13 @@ func (d *jsonDecoder) trait(i int, buf *decodedTraits, lim identityLimits, note 
 	if !ok {
 		return nil // no condition reads this trait
 	}
-	v, err := traitValue(value)
+	return buf.add(key, value)
+}
+
+// add keeps a trait that some condition reads, its value as conditions
+// read it.
+func (buf *decodedTraits) add(key string, lit []byte) error {
+	v, err := traitValue(lit)
 	if err != nil {
 		return err
 	}

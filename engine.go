@@ -12,8 +12,8 @@ import (
 // compileContext returns, so it is safe for concurrent use.
 type engine struct {
 	envKey    string
-	keyPrefix string    // envKey + "_", the default identity key's prefix
-	features  []feature // in context order
+	keyPrefix string       // envKey + "_", the default identity key's prefix
+	features  []flagSource // in context order
 	// featureIndex finds a feature by name.
 	featureIndex map[string]int
 	segments     []segment // in context order
@@ -32,15 +32,15 @@ type engine struct {
 	// sources lists every flag source (feature defaults, segment and
 	// identity overrides); sources[i].index is i, so a caller can keep data
 	// per source in a slice of its own.
-	sources []*feature
+	sources []*flagSource
 	// traitNames holds every trait key a condition can read, interned: the
 	// request decoder keeps only these traits. traitSlots numbers them.
 	traitNames map[string]string
 	traitSlots map[string]int
 }
 
-// feature is one flag source: a feature's default or a segment override.
-type feature struct {
+// flagSource is one flag source: a flagSource's default or a segment override.
+type flagSource struct {
 	name     string
 	key      string
 	enabled  bool
@@ -72,7 +72,7 @@ type segment struct {
 
 type candidate struct {
 	segment int
-	source  *feature
+	source  *flagSource
 }
 
 type ruleType uint8
@@ -104,7 +104,7 @@ type overrideGroup struct {
 
 type groupOverride struct {
 	feature int
-	source  *feature
+	source  *flagSource
 }
 
 // identityOverridesSegment stands for every override group where results
@@ -276,40 +276,48 @@ func (r *rule) matches(st *evalState, segmentKey string) bool {
 	return true
 }
 
-// conditionsHold combines the rule's conditions by its type. It and
-// subRulesHold are written out rather than sharing a callback: this is the
-// engine's innermost loop.
+// conditionsHold combines the rule's conditions by its type, and
+// subRulesHold its sub-rules: two loops over two element types, each
+// stopping at the first result that decides the rule (this is the engine's
+// innermost loop, so no callback).
 func (r *rule) conditionsHold(st *evalState, segmentKey string) bool {
 	for i := range r.conditions {
-		hit := r.conditions[i].matches(st, segmentKey)
-		switch {
-		case hit && r.typ != ruleAll:
-			return r.typ == ruleAny
-		case !hit && r.typ == ruleAll:
-			return false
+		if decided, holds := r.typ.decides(r.conditions[i].matches(st, segmentKey)); decided {
+			return holds
 		}
 	}
-	return r.typ == ruleAll || r.typ == ruleNone
+	return r.typ.holdsUndecided()
 }
 
 func (r *rule) subRulesHold(st *evalState, segmentKey string) bool {
 	for i := range r.rules {
-		hit := r.rules[i].matches(st, segmentKey)
-		switch {
-		case hit && r.typ != ruleAll:
-			return r.typ == ruleAny
-		case !hit && r.typ == ruleAll:
-			return false
+		if decided, holds := r.typ.decides(r.rules[i].matches(st, segmentKey)); decided {
+			return holds
 		}
 	}
-	// An unknown rule type makes Flagsmith's engine fail; here it does not match.
-	return r.typ == ruleAll || r.typ == ruleNone
+	return r.typ.holdsUndecided()
 }
+
+// decides says whether one member's result decides a rule of type t (ANY's
+// first hit, ALL's first miss, NONE's first hit), and how.
+func (t ruleType) decides(hit bool) (decided, holds bool) {
+	switch {
+	case hit && t != ruleAll:
+		return true, t == ruleAny
+	case !hit && t == ruleAll:
+		return true, false
+	}
+	return false, false
+}
+
+// holdsUndecided is a rule's result when no member decided it. An unknown
+// rule type makes Flagsmith's engine fail; here it does not match.
+func (t ruleType) holdsUndecided() bool { return t == ruleAll || t == ruleNone }
 
 // evalFlag is one evaluated feature: its source (default or override) and the
 // variant chosen, -1 for none.
 type evalFlag struct {
-	source *feature
+	source *flagSource
 	// segment is the overriding segment's index, -1 for the default, and
 	// len(segments)+g for identity override group g (see segmentOf).
 	segment int32
@@ -386,7 +394,7 @@ func (ev *evaluation) flags(dst []evalFlag, from, to int) []evalFlag {
 	var splits pendingSplits
 	for fi := from; fi < to; fi++ {
 		fl := evalFlag{source: &e.features[fi], segment: -1, variant: noVariant}
-		var src *feature
+		var src *flagSource
 		var g int
 		if len(ev.groups) > 0 { // usually no override group lists the identity
 			g, src = e.identityOverride(ev.groups, fi)
@@ -425,7 +433,7 @@ func (e *engine) overrideGroupsOf(st *evalState) []int32 {
 
 // identityOverride returns the first of groups that overrides feature fi:
 // its index and the override, or a nil source.
-func (e *engine) identityOverride(groups []int32, fi int) (int, *feature) {
+func (e *engine) identityOverride(groups []int32, fi int) (int, *flagSource) {
 	for _, g := range groups {
 		list := e.overrideGroups[g].overrides
 		lo, hi := 0, len(list)

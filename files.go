@@ -5,9 +5,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"syscall"
 	"time"
 )
+
+// This file is how the proxy reads files: bounded reads of regular files
+// only (readRegularFile), one way to notice a change (fileChange) used by
+// the document, config and certificate watchers, and atomic writes.
 
 // fileCheckInterval is how often an offline document's file is checked for
 // changes: cheap (one stat), and quick enough for a person editing it.
@@ -134,4 +139,26 @@ func sameFile(a, b os.FileInfo) bool {
 		return a == nil && b == nil
 	}
 	return a.Size() == b.Size() && a.ModTime().Equal(b.ModTime()) && os.SameFile(a, b)
+}
+
+// writeFileAtomic replaces path with data: a crash mid-write leaves the
+// previous file, never a torn one.
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*.tmp")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // a no-op once renamed
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
 }

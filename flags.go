@@ -6,6 +6,10 @@ import (
 	"time"
 )
 
+// This file is the environment's own answers: GET /api/v1/flags/ and
+// GET /api/v1/environment-document/, both served from bytes encoded once
+// per document (snapshot.go).
+
 // handleFlags is GET /api/v1/flags/: the environment's flags, as encoded
 // when the document arrived, or with ?feature= one of them.
 func (s *server) handleFlags(w http.ResponseWriter, r *http.Request) {
@@ -43,15 +47,14 @@ func setVersionHeader(w http.ResponseWriter, snap *snapshot) {
 // only: it holds segment rules, identity overrides and server-only features.
 func (s *server) handleEnvironmentDocument(w http.ResponseWriter, r *http.Request) {
 	ref, snap, err := s.resolve(r, environmentKeyHeader)
+	if err == nil && ref.kind != serverKey {
+		err = errServerKeyOnly
+	}
 	if err != nil {
 		writeRequestError(w, err)
 		return
 	}
 	setVersionHeader(w, snap)
-	if ref.kind != serverKey {
-		writeError(w, http.StatusUnauthorized, "unauthorized", "the environment document needs a server-side key")
-		return
-	}
 	// Conditional as Flagsmith's API answers it, so that a proxy polling
 	// this one downloads nothing while nothing changed. If-None-Match, when
 	// sent, decides alone (RFC 9110 13.2.2); serve answers it.

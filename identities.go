@@ -9,6 +9,11 @@ import (
 	"sync"
 )
 
+// This file is GET and POST /api/v1/identities/, top to bottom: resolve the
+// key, decode the body (decode.go), evaluate (engine.go), assemble the
+// answer from the environment's pre-encoded flag objects and the flags this
+// identity changes (responseParts), and write it.
+
 // handleIdentitiesGet is GET /api/v1/identities/?identifier=ID: the
 // identity's flags, with no traits.
 func (s *server) handleIdentitiesGet(w http.ResponseWriter, r *http.Request) {

@@ -257,7 +257,7 @@ func serve(ctx context.Context, cfg Config, src *configSource, log *slog.Logger)
 	pollCtx, stopPolls := context.WithCancel(context.Background())
 	defer stopPolls()
 	pollersDone := make(chan error, 1)
-	go func() { pollersDone <- s.runPollers(pollCtx, client) }()
+	go func() { pollersDone <- s.runLoops(pollCtx, client) }()
 	reloads := make(chan struct{}, 1)
 	watcherDone := make(chan struct{})
 	if src != nil {

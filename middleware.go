@@ -8,6 +8,10 @@ import (
 	"time"
 )
 
+// This file is what wraps every route (server.handler): metrics, the access
+// log and panic recovery (observe), CORS, the header limit, and the JSON
+// 404/405 of paths no route takes.
+
 // handleUnrouted answers paths no route takes: 405 with Allow when another
 // method would be served, else 404, always as JSON.
 func (s *server) handleUnrouted(w http.ResponseWriter, r *http.Request) {

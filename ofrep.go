@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"net/http"
@@ -187,23 +186,13 @@ func writeOFREPError(w http.ResponseWriter, code int, target ofrepTarget, errorC
 // only traits some condition reads are kept. A missing or null context is
 // an empty one: OFREP providers send {} when the application set none.
 func decodeOFREPRequest(body []byte, buf *requestBuffers, lim identityLimits) (string, error) {
-	if !utf8.Valid(body) {
-		return "", errors.New("body: not valid UTF-8")
-	}
-	d := jsonDecoder{data: body}
-	d.skipSpace()
-	if d.peek() != '{' {
-		if d.pos >= len(d.data) {
-			return "", errors.New(`body: empty; a JSON object {"context": {…}} is required`)
-		}
-		if err := d.skipValue(0); err != nil {
-			return "", d.malformed(err)
-		}
-		return "", errors.New(`body: must be a JSON object {"context": {…}}`)
+	d, err := objectBody(body, `a JSON object {"context": {…}}`)
+	if err != nil {
+		return "", err
 	}
 	var targetingKey string
 	buf.traits = buf.traits[:0]
-	err := d.object(func(key []byte) error {
+	err = d.object(func(key []byte) error {
 		if string(key) != "context" {
 			return d.skipValue(0)
 		}
@@ -257,16 +246,10 @@ func (d *jsonDecoder) ofrepContext(targetingKey *string, buf *requestBuffers, li
 		case c == '"' && stringChars(raw) > maxTraitValueChars:
 			return fieldError{msg: fmt.Sprintf("context[%q]: longer than %d characters", key, maxTraitValueChars)}
 		}
-		name, ok := lim.traitNames[string(key)]
-		if !ok {
-			return nil // no condition reads this trait
+		if name, ok := lim.traitNames[string(key)]; ok {
+			return buf.add(name, raw)
 		}
-		v, err := traitValue(raw)
-		if err != nil {
-			return err
-		}
-		buf.traits = append(buf.traits, trait{key: name, value: v})
-		return nil
+		return nil // no condition reads this trait
 	})
 }
 

@@ -9,8 +9,6 @@ import (
 	"net/http"
 	"os"
 	"time"
-
-	"golang.org/x/sync/errgroup"
 )
 
 // maxDocumentBytes bounds an upstream document read; real documents are far
@@ -47,88 +45,6 @@ func newPollClient() *http.Client {
 			return nil
 		},
 	}
-}
-
-// runPollers polls every environment until ctx ends, each in a goroutine
-// of its own, and returns once they have all stopped. One environment's
-// failures or slowness never delay another's. While it runs, a reload starts
-// the pollers of added environments and stops those of removed ones
-// (applyConfig).
-func (s *server) runPollers(ctx context.Context, client *http.Client) error {
-	s.reloadMu.Lock()
-	s.polling = &pollers{ctx: ctx, client: client}
-	for _, env := range s.environments() {
-		s.startPoller(env)
-	}
-	s.reloadMu.Unlock()
-
-	<-ctx.Done()
-	s.reloadMu.Lock()
-	defer s.reloadMu.Unlock()
-	s.polling = nil
-	for _, env := range s.environments() {
-		env.stopPoller()
-	}
-	return nil
-}
-
-// pollers is what runPollers runs the environments' pollers with.
-type pollers struct {
-	ctx    context.Context
-	client *http.Client
-}
-
-// poller is one environment's running loops: its poll loop, with
-// realtime_api_url its upstream stream, and with analytics forwarded its
-// analytics flusher.
-type poller struct {
-	cancel context.CancelFunc
-	done   chan struct{} // closed when the loops have returned
-}
-
-// startPoller starts env's loops, unless they run already or the pollers
-// are not running. The caller holds s.reloadMu.
-func (s *server) startPoller(env *environment) {
-	if s.polling == nil || env.poller != nil {
-		return
-	}
-	ctx, cancel := context.WithCancel(s.polling.ctx)
-	p := &poller{cancel: cancel, done: make(chan struct{})}
-	env.poller = p
-	client := s.polling.client
-	// The loops return only when ctx ends, and never with an error: one
-	// loop's trouble is logged and retried, never a reason to stop another.
-	var loops errgroup.Group
-	loops.Go(func() error {
-		if env.pair.DocumentPath != "" {
-			s.watchFile(ctx, env)
-		} else {
-			s.pollUpstream(ctx, env, client)
-		}
-		return nil
-	})
-	if env.pair.DocumentPath == "" && s.config().RealtimeAPIURL != "" {
-		// Follows the upstream's realtime stream for immediate polls.
-		loops.Go(func() error { s.followUpstream(ctx, env, client); return nil })
-	}
-	if ea := env.analytics; ea != nil && ea.forward {
-		loops.Go(func() error { s.flushAnalyticsLoop(ctx, client, ea); return nil })
-	}
-	go func() {
-		_ = loops.Wait()
-		close(p.done)
-	}()
-}
-
-// stopPoller stops env's loops and waits for them to return: afterwards
-// nothing publishes to env. The caller holds s.reloadMu.
-func (env *environment) stopPoller() {
-	if env.poller == nil {
-		return
-	}
-	env.poller.cancel()
-	<-env.poller.done
-	env.poller = nil
 }
 
 // pushInterval is the least time between two polls of one environment that

@@ -122,7 +122,7 @@ func (s *server) applyConfig(ctx context.Context, cfg Config) configChange {
 	for _, env := range prev.envs {
 		if !slices.Contains(next.envs, env) {
 			// Nothing may publish to it once its state has moved on.
-			env.stopPoller()
+			env.stopLoops()
 			byClientKey[env.pair.ClientSideKey] = env
 		}
 	}
@@ -139,7 +139,7 @@ func (s *server) applyConfig(ctx context.Context, cfg Config) configChange {
 			s.loadCached(env)
 			change.added = append(change.added, env.pair.ClientSideKey)
 		}
-		s.startPoller(env)
+		s.startLoops(env)
 		fresh = append(fresh, env)
 	}
 	if s.polling != nil {
@@ -202,25 +202,19 @@ func keepRestartOnly(next, running *Config) []string {
 		kept = append(kept, "server")
 		next.Server = running.Server
 	}
-	if next.Logging.LogLevel != running.Logging.LogLevel {
-		kept = append(kept, "logging.log_level")
-		next.Logging.LogLevel = running.Logging.LogLevel
-	}
-	if next.Logging.LogFormat != running.Logging.LogFormat {
-		kept = append(kept, "logging.log_format")
-		next.Logging.LogFormat = running.Logging.LogFormat
-	}
-	if next.Logging.MessageField != running.Logging.MessageField {
-		kept = append(kept, "logging.log_event_field_name")
-		next.Logging.MessageField = running.Logging.MessageField
-	}
-	if next.Analytics.Enabled != running.Analytics.Enabled {
-		kept = append(kept, "analytics.enabled")
-		next.Analytics.Enabled = running.Analytics.Enabled
-	}
-	if next.SSE.MaxSubscribers != running.SSE.MaxSubscribers {
-		kept = append(kept, "sse.max_subscribers")
-		next.SSE.MaxSubscribers = running.SSE.MaxSubscribers
+	kept = keepRunning(kept, "logging.log_level", &next.Logging.LogLevel, running.Logging.LogLevel)
+	kept = keepRunning(kept, "logging.log_format", &next.Logging.LogFormat, running.Logging.LogFormat)
+	kept = keepRunning(kept, "logging.log_event_field_name", &next.Logging.MessageField, running.Logging.MessageField)
+	kept = keepRunning(kept, "analytics.enabled", &next.Analytics.Enabled, running.Analytics.Enabled)
+	kept = keepRunning(kept, "sse.max_subscribers", &next.SSE.MaxSubscribers, running.SSE.MaxSubscribers)
+	return kept
+}
+
+// keepRunning sets *next to running and adds key to kept when they differ.
+func keepRunning[T comparable](kept []string, key string, next *T, running T) []string {
+	if *next != running {
+		*next = running
+		kept = append(kept, key)
 	}
 	return kept
 }

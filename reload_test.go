@@ -487,7 +487,7 @@ func TestApplyConfig(t *testing.T) {
 		return s.env(t, clientKeyA).snap.Load() != nil && s.env(t, clientKeyB).snap.Load() != nil
 	})
 	envA, envB := s.env(t, clientKeyA), s.env(t, clientKeyB)
-	pollerA, snapA := envA.poller, envA.snap.Load()
+	pollerA, snapA := envA.loops, envA.snap.Load()
 	streamA := sseOpenStream(t, s.client, s.url+sseStreamPath(clientKeyA), nil)
 	streamB := sseOpenStream(t, s.client, s.url+sseStreamPath(clientKeyB), nil)
 	held, _ := time.Parse(time.RFC3339Nano, pollerUpdatedAt)
@@ -499,7 +499,7 @@ func TestApplyConfig(t *testing.T) {
 		!slices.Equal(change.removed, want.removed) || len(change.changed) != 0 {
 		t.Errorf("applyConfig = %+v; want %+v", change, want)
 	}
-	if s.env(t, clientKeyA) != envA || envA.poller != pollerA || envA.snap.Load() != snapA {
+	if s.env(t, clientKeyA) != envA || envA.loops != pollerA || envA.snap.Load() != snapA {
 		t.Error("environment A was replaced, or its poller or document; want it untouched")
 	}
 	pollerWantFlags(t, s, clientKeyC, pollerFlags("c")) // at once: the reload awaited its first poll
@@ -510,7 +510,7 @@ func TestApplyConfig(t *testing.T) {
 		}
 	}
 	streamB.waitEnd(t)
-	if envB.poller != nil {
+	if envB.loops != nil {
 		t.Error("removed environment B still has a poller")
 	}
 	if code, _, _ := s.do(t, "GET", sseStreamPath(clientKeyB), nil); code != http.StatusNotFound {
@@ -528,7 +528,7 @@ func TestApplyConfig(t *testing.T) {
 	if newA == envA || newA.snap.Load() != snapA {
 		t.Error("rotated A: want a new environment holding the same document")
 	}
-	if envA.poller != nil {
+	if envA.loops != nil {
 		t.Error("the replaced environment A still has a poller")
 	}
 	for _, key := range []string{serverKeyA, serverKeyA2} {
@@ -638,22 +638,22 @@ func TestConfigEndpoint(t *testing.T) {
 }
 
 // TestRunPollersRestart: the pollers can be stopped and started again, as
-// between two runPollers, and a reload while none run starts nothing.
+// between two runLoops, and a reload while none run starts nothing.
 func TestRunPollersRestart(t *testing.T) {
 	up := newUpstream(t)
 	up.set(serverKeyA, testDocument(clientKeyA, pollerUpdatedAt, "a"))
 	up.set(serverKeyC, testDocument(clientKeyC, pollerUpdatedAt, "c"))
 	s := newTestServer(t, withUpstream(up), withPairs(pairA))
 	s.applyConfig(context.Background(), testConfig(t, withUpstream(up), withPairs(pairA, pairC)))
-	if env := s.env(t, clientKeyC); env.poller != nil || env.snap.Load() != nil {
+	if env := s.env(t, clientKeyC); env.loops != nil || env.snap.Load() != nil {
 		t.Fatal("a reload with the pollers stopped started a poller")
 	}
 	stop := s.poll(t, pollClient(t))
 	eventually(t, "C polled once the pollers run", func() bool { return s.env(t, clientKeyC).snap.Load() != nil })
 	stop()
 	for _, env := range s.environments() {
-		if env.poller != nil {
-			t.Errorf("%s: poller still set after runPollers returned", env.pair.ClientSideKey)
+		if env.loops != nil {
+			t.Errorf("%s: poller still set after runLoops returned", env.pair.ClientSideKey)
 		}
 	}
 }
@@ -667,7 +667,7 @@ func TestAnalyticsAcrossReload(t *testing.T) {
 	s := newAnaServer(t, up, slow)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- s.runPollers(ctx, http.DefaultClient) }()
+	go func() { done <- s.runLoops(ctx, http.DefaultClient) }()
 	t.Cleanup(func() { cancel(); <-done })
 	eventually(t, "both environments hold documents", func() bool {
 		envs := s.environments()

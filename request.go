@@ -20,6 +20,10 @@ var (
 	errMissingKey = errors.New("unknown key: no environment key was sent")
 	errUnknownKey = errors.New("unknown key")
 	errNoDocument = errors.New("the environment document for this key has not been received yet")
+	// errServerKeyOnly refuses a client key (public: it ships in browser
+	// apps) where an answer holds segment rules, overrides or server-only
+	// features.
+	errServerKeyOnly = errors.New("unauthorized: this endpoint needs a server-side key")
 )
 
 // keyHeaders says where an API takes its environment key from.
@@ -112,7 +116,7 @@ func readRequestBody(w http.ResponseWriter, r *http.Request, limit int64, buf []
 func requestStatus(err error) (int, string) {
 	var tooBig *http.MaxBytesError
 	switch {
-	case errors.Is(err, errMissingKey), errors.Is(err, errUnknownKey):
+	case errors.Is(err, errMissingKey), errors.Is(err, errUnknownKey), errors.Is(err, errServerKeyOnly):
 		return http.StatusUnauthorized, err.Error()
 	case errors.Is(err, errNoDocument):
 		return http.StatusServiceUnavailable, err.Error()

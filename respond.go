@@ -15,6 +15,11 @@ import (
 	"unicode/utf8"
 )
 
+// This file is the one way a body is written: JSON with its Content-Type,
+// gzip when the client takes it and the body is large enough to gain,
+// ETag/304 for bodies prepared once per document (preEncoded), and the
+// Flagsmith-shaped error body (writeError).
+
 const updatedAtHeader = "X-Flagsmith-Document-Updated-At"
 
 // Header values shared by every response. Handlers assign these slices

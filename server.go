@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // This file is the proxy's shape: the server, its configured environments,
@@ -31,10 +34,10 @@ type server struct {
 	certs *certReloader
 
 	// reloadMu serializes reloads with the starting and stopping of the
-	// pollers; request handlers never take it. polling is what runPollers
+	// pollers; request handlers never take it. polling is what runLoops
 	// runs pollers with, nil while they are not running.
 	reloadMu sync.Mutex
-	polling  *pollers
+	polling  *loopRunner
 }
 
 // liveConfig is a configuration and what requests derive from it: the
@@ -180,9 +183,9 @@ type environment struct {
 	// accepted, tried first by the next poll. Only the poller writes it.
 	keyInUse atomic.Int32
 
-	// poller is the environment's running poll loop, nil when none runs;
+	// loops is the environment's running poll loop, nil when none runs;
 	// guarded by server.reloadMu.
-	poller *poller
+	loops *envLoops
 	// analytics holds the flag evaluation counts waiting to be sent
 	// upstream; nil when analytics.enabled is false.
 	analytics *envAnalytics
@@ -219,4 +222,86 @@ func (e *environment) triggerRefresh() {
 	case e.refresh <- struct{}{}:
 	default:
 	}
+}
+
+// runLoops runs every environment's loops (envLoops) until ctx ends, each
+// in goroutines of its own, and returns once they have all stopped. One
+// environment's failures or slowness never delay another's. While it runs,
+// a reload starts the loops of added environments and stops those of
+// removed ones (applyConfig).
+func (s *server) runLoops(ctx context.Context, client *http.Client) error {
+	s.reloadMu.Lock()
+	s.polling = &loopRunner{ctx: ctx, client: client}
+	for _, env := range s.environments() {
+		s.startLoops(env)
+	}
+	s.reloadMu.Unlock()
+
+	<-ctx.Done()
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	s.polling = nil
+	for _, env := range s.environments() {
+		env.stopLoops()
+	}
+	return nil
+}
+
+// loopRunner is what runLoops starts the environments' loops with.
+type loopRunner struct {
+	ctx    context.Context
+	client *http.Client
+}
+
+// envLoops is one environment's running loops: its poll loop, with
+// realtime_api_url its upstream stream, and with analytics forwarded its
+// analytics flusher.
+type envLoops struct {
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the loops have returned
+}
+
+// startLoops starts env's loops, unless they run already or the pollers
+// are not running. The caller holds s.reloadMu.
+func (s *server) startLoops(env *environment) {
+	if s.polling == nil || env.loops != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(s.polling.ctx)
+	p := &envLoops{cancel: cancel, done: make(chan struct{})}
+	env.loops = p
+	client := s.polling.client
+	// The loops return only when ctx ends, and never with an error: one
+	// loop's trouble is logged and retried, never a reason to stop another.
+	var loops errgroup.Group
+	loops.Go(func() error {
+		if env.pair.DocumentPath != "" {
+			s.watchFile(ctx, env)
+		} else {
+			s.pollUpstream(ctx, env, client)
+		}
+		return nil
+	})
+	if env.pair.DocumentPath == "" && s.config().RealtimeAPIURL != "" {
+		// Follows the upstream's realtime stream for immediate polls.
+		loops.Go(func() error { s.followUpstream(ctx, env, client); return nil })
+	}
+	if ea := env.analytics; ea != nil && ea.forward {
+		loops.Go(func() error { s.flushAnalyticsLoop(ctx, client, ea); return nil })
+	}
+	go func() {
+		_ = loops.Wait()
+		close(p.done)
+	}()
+}
+
+// stopLoops stops env's loops and waits for them to return: afterwards
+// nothing publishes to env. The caller holds s.reloadMu.
+func (env *environment) stopLoops() {
+	if env.loops == nil {
+		return
+	}
+	env.loops.cancel()
+	<-env.loops.done
+	env.loops = nil
 }

@@ -232,7 +232,7 @@ func (s *snapshot) sharePrefixes() {
 
 // sourceShape identifies what a flag object shows of a source before its
 // value: the feature and whether it is enabled.
-func sourceShape(f *feature) string {
+func sourceShape(f *flagSource) string {
 	enabled := "0"
 	if f.enabled {
 		enabled = "1"
@@ -315,7 +315,7 @@ func (s *snapshot) sharedView(kind keyKind, base *view) view {
 
 // visible applies the client-key rules: server-only features and, when the
 // project hides them, disabled flags are left out.
-func (s *snapshot) visible(f *feature, kind keyKind) bool {
+func (s *snapshot) visible(f *flagSource, kind keyKind) bool {
 	if kind == serverKey {
 		return true
 	}

@@ -696,7 +696,7 @@ func (s *testServer) do(t testing.TB, method, path string, header http.Header) (
 func (s *testServer) poll(t testing.TB, client *http.Client) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- s.runPollers(ctx, client) }()
+	go func() { done <- s.runLoops(ctx, client) }()
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
@@ -704,7 +704,7 @@ func (s *testServer) poll(t testing.TB, client *http.Client) (stop func()) {
 			select {
 			case err := <-done:
 				if err != nil {
-					t.Errorf("runPollers = %v; want nil", err)
+					t.Errorf("runLoops = %v; want nil", err)
 				}
 			case <-time.After(testWait):
 				t.Errorf("pollers still running %v after their context ended", testWait)

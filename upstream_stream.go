@@ -12,6 +12,10 @@ import (
 	"time"
 )
 
+// This file is the upstream realtime stream (realtime_api_url): one
+// Server-Sent Events connection per environment whose events ask the poller
+// for an immediate poll.
+
 // Upstream realtime stream limits.
 const (
 	// upstreamStreamIdle is how long an upstream stream may stay silent (no

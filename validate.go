@@ -8,6 +8,9 @@ import (
 	"strings"
 )
 
+// This file checks a loaded configuration: every problem at once, each
+// naming its key.
+
 // validate reports every problem at once, each naming its key.
 func (c *Config) validate() error {
 	var errs []error
