@@ -1,11 +1,8 @@
 package main
 
 import (
-	"crypto/md5"
 	"encoding/json"
 	"fmt"
-	"math"
-	"math/big"
 	"regexp"
 	"slices"
 	"strconv"
@@ -199,116 +196,6 @@ func TestOperators(t *testing.T) {
 				t.Errorf("%s %s %s with traits %v = %t; want %t (%s)", tc.prop, tc.op, tc.value, tc.traits, got, tc.want, tc.reason)
 			}
 		})
-	}
-}
-
-// TestPercentageSplitBoundary checks that the threshold is inclusive, at the
-// identity's exact percentage.
-func TestPercentageSplitBoundary(t *testing.T) {
-	p := hashPercentage("7", []byte("envkey_user-1"))
-	exact := strconv.FormatFloat(p, 'g', -1, 64)
-	below := strconv.FormatFloat(math.Nextafter(p, 0), 'g', -1, 64)
-	if !conditionHolds(t, "PERCENTAGE_SPLIT", "", `"`+exact+`"`, map[string]string{}) {
-		t.Errorf("split at exactly %s = false; want true", exact)
-	}
-	if conditionHolds(t, "PERCENTAGE_SPLIT", "", `"`+below+`"`, map[string]string{}) {
-		t.Errorf("split just below %s = true; want false", exact)
-	}
-}
-
-// referencePercentage is the hash written the slow, obvious way, with a
-// big.Int, as Flagsmith's Python does.
-func referencePercentage(ids []string, iterations int) float64 {
-	joined := ""
-	for i := 0; i < iterations; i++ {
-		for j, id := range ids {
-			if i > 0 || j > 0 {
-				joined += ","
-			}
-			joined += id
-		}
-	}
-	sum := md5.Sum([]byte(joined))
-	n := new(big.Int).SetBytes(sum[:])
-	r := new(big.Int).Mod(n, big.NewInt(9999)).Int64()
-	return float64(r) / 9998 * 100
-}
-
-func TestHashPercentage(t *testing.T) {
-	for i := 0; i < 2000; i++ {
-		a, b := strconv.Itoa(i), "identity-"+strconv.Itoa(i*7)
-		if got, want := hashPercentage(a, []byte(b)), referencePercentage([]string{a, b}, 1); got != want && want != 100 {
-			t.Fatalf("hashPercentage(%q, %q) = %v; want %v", a, b, got, want)
-		}
-		if got, want := hashJoined([]byte(a+","+b), len(a)), hashPercentage(a, []byte(b)); got != want {
-			t.Fatalf("hashJoined(%q) = %v; hashPercentage gives %v", a+","+b, got, want)
-		}
-	}
-}
-
-// TestHashExactly100 finds ids whose first hash is exactly 100 and checks
-// that they are hashed again with the ids repeated.
-func TestHashExactly100(t *testing.T) {
-	found := 0
-	for i := 0; i < 200000 && found < 3; i++ {
-		b := strconv.Itoa(i)
-		if referencePercentage([]string{"seg", b}, 1) != 100 {
-			continue
-		}
-		found++
-		want := referencePercentage([]string{"seg", b}, 2)
-		for it := 3; want == 100; it++ {
-			want = referencePercentage([]string{"seg", b}, it)
-		}
-		if got := hashPercentage("seg", []byte(b)); got != want {
-			t.Errorf("hashPercentage(seg, %s) = %v; want the re-hash %v", b, got, want)
-		}
-		if got := hashJoined([]byte("seg,"+b), len("seg")); got != want {
-			t.Errorf("hashJoined(seg,%s) = %v; want the re-hash %v", b, got, want)
-		}
-	}
-	if found == 0 {
-		t.Fatal("no ids hashing to exactly 100 found; widen the search")
-	}
-}
-
-func TestPyFloatRepr(t *testing.T) {
-	tests := []struct {
-		in   float64
-		want string
-	}{
-		{1, "1.0"}, {1e16, "1e+16"}, {1e15, "1000000000000000.0"}, {0.0001, "0.0001"},
-		{0.00001, "1e-05"}, {1.5e-7, "1.5e-07"}, {math.Copysign(0, -1), "-0.0"}, {123.456, "123.456"},
-		{1e22, "1e+22"}, {1.2345678901234567e+16, "1.2345678901234568e+16"}, {0.1, "0.1"},
-		{math.NaN(), "nan"}, {math.Inf(1), "inf"}, {math.Inf(-1), "-inf"}, {-2.5, "-2.5"}, {12.34, "12.34"},
-	}
-	for _, tc := range tests {
-		if got := string(appendPyFloat(nil, tc.in)); got != tc.want {
-			t.Errorf("appendPyFloat(%v) = %q; want %q", tc.in, got, tc.want)
-		}
-	}
-}
-
-func TestPyNumberParsing(t *testing.T) {
-	ints := []struct {
-		in string
-		ok bool
-	}{{"42", true}, {" 42 ", true}, {"+42", true}, {"-0", true}, {"1_000", true}, {"1__0", false}, {"_1", false}, {"1_", false}, {"4.0", false}, {"", false}, {"0x10", false}, {"٣", true}, {"1_٣", true}, {" ٣\u00a0", true}, {"\x1c5", false}}
-	for _, tc := range ints {
-		if _, ok := pyInt(tc.in); ok != tc.ok {
-			t.Errorf("pyInt(%q) ok = %t; want %t", tc.in, ok, tc.ok)
-		}
-	}
-	floats := []struct {
-		in   string
-		want float64
-		ok   bool
-	}{{"1e5", 1e5, true}, {" 2.5 ", 2.5, true}, {"inf", math.Inf(1), true}, {"-Infinity", math.Inf(-1), true}, {"1_0.5", 10.5, true}, {"0x1p3", 0, false}, {"1,5", 0, false}, {".5", 0.5, true}, {"5.", 5, true}, {"", 0, false}, {"1e400", math.Inf(1), true}}
-	for _, tc := range floats {
-		got, ok := pyFloat(tc.in)
-		if ok != tc.ok || (ok && got != tc.want) {
-			t.Errorf("pyFloat(%q) = %v, %t; want %v, %t", tc.in, got, ok, tc.want, tc.ok)
-		}
 	}
 }
 

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"strings"
 	"testing"
@@ -136,4 +139,63 @@ func decodeValue(raw []byte) (any, bool) {
 		return nil, false
 	}
 	return v, true
+}
+
+// apiFuzzSeeds are valid and invalid identities bodies for FuzzDecodeIdentity.
+var apiFuzzSeeds = []string{
+	`{"identifier":"alice","traits":[{"trait_key":"plan","trait_value":"premium"},{"trait_key":"age","trait_value":30}]}`,
+	`{"identifier":"vip","traits":[],"transient":true}`,
+	`{"identifier":"x","traits":[{"trait_key":"f","trait_value":1.5},{"trait_key":"b","trait_value":false},{"trait_key":"n","trait_value":null}]}`,
+	`{"identifier":"x","traits":[{"trait_key":"big","trait_value":123456789012345678901234567890}]}`,
+	`{"identifier":"x","traits":[{"trait_key":"s","trait_value":"-42"},{"trait_key":"s","trait_value":"4.20"}]}`,
+	`{"identifier":"\u00e9\ud83d\ude00","traits":[{"trait_key":"\u2028","trait_value":"\"\\"}]}`,
+	`{"identifier":"x","traits":[{"trait_key":"k","trait_value":1e400}]}`,
+	`{"identifier":"a","traits":{"k":1}}`,
+	`{"identifier":42}`,
+	`{"identifier":"a","traits":[{"trait_key":7,"trait_value":1}]}`,
+	`{"identifier":"a","traits":[{"trait_key":"k","trait_value":[1]}]}`,
+	`{"identifier":"a"} x`,
+	`[[[[[[`,
+	`null`,
+	"{\"identifier\":\"a\xff\"}",
+	`{"identifier":"\ud800"}`,
+}
+
+// FuzzDecodeIdentity sends arbitrary bodies to POST /api/v1/identities/: the
+// answer is always 200, 400 or 413 with a JSON body, never a panic or a 500,
+// and the same body always gets the same answer.
+func FuzzDecodeIdentity(f *testing.F) {
+	for _, seed := range apiFuzzSeeds {
+		f.Add([]byte(seed))
+	}
+	s := newAPITestServer(f)
+	h := s.handler()
+	post := func(t *testing.T, body []byte) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("POST", "/api/v1/identities/", bytes.NewReader(body))
+		req.Header.Set("X-Environment-Key", apiServerKey)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		first := post(t, body)
+		switch first.Code {
+		case http.StatusOK, http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+		default:
+			t.Fatalf("POST %q = %d %s; want 200, 400 or 413", body, first.Code, first.Body)
+		}
+		if !json.Valid(first.Body.Bytes()) {
+			t.Fatalf("POST %q: body %q is not valid JSON", body, first.Body)
+		}
+		if first.Code != http.StatusOK {
+			var e errorBody
+			if err := json.Unmarshal(first.Body.Bytes(), &e); err != nil || e.Status == "" || e.Message == "" {
+				t.Fatalf("POST %q: error body %q lacks status and message", body, first.Body)
+			}
+		}
+		second := post(t, body)
+		if second.Code != first.Code || !bytes.Equal(second.Body.Bytes(), first.Body.Bytes()) {
+			t.Fatalf("POST %q twice: %d %q then %d %q; want the same answer", body, first.Code, first.Body, second.Code, second.Body)
+		}
+	})
 }

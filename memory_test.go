@@ -46,11 +46,11 @@ func TestMemorySmallDevice(t *testing.T) {
 	if _, err := os.Stat("/proc/self/status"); err != nil {
 		t.Skip("reads the resident set from /proc: Linux only")
 	}
-	docRaw, err := os.ReadFile(filepath.Join("..", "shared", "bench", "environment-document.json"))
+	docRaw, err := os.ReadFile(filepath.Join("testdata", "bench", "environment-document.json"))
 	if err != nil {
-		t.Fatalf("the shared benchmark document: %v", err)
+		t.Fatalf("the benchmark document: %v", err)
 	}
-	bodyRaw, err := os.ReadFile(filepath.Join("..", "shared", "bench", "identity-body.json"))
+	bodyRaw, err := os.ReadFile(filepath.Join("testdata", "bench", "identity-body.json"))
 	if err != nil {
 		t.Fatalf("the benchmark identity body: %v", err)
 	}

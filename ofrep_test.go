@@ -496,7 +496,7 @@ func TestOFREPCORSPreflight(t *testing.T) {
 // the same flags, value for enabled ones (true for a null value), no value
 // for disabled ones.
 func TestOFREPMatchesIdentities(t *testing.T) {
-	raw, err := os.ReadFile(filepath.Join("..", "shared", "bench", "environment-document.json"))
+	raw, err := os.ReadFile(filepath.Join("testdata", "bench", "environment-document.json"))
 	if err != nil {
 		t.Fatalf("benchmark document: %v", err)
 	}

@@ -1275,3 +1275,257 @@ func serveConfig(t testing.TB, cfg Config) (addr string, logs *logBuffer, stop f
 	})
 	return addr, logs, stop
 }
+
+// The API tests' documents and helpers (flags_test.go, identities_test.go,
+// request_test.go, …).
+
+// Keys of the environments the handler tests serve. Each document's api_key
+// is its environment's client key.
+const (
+	apiClientKey     = "EnvAclientKey000001"
+	apiServerKey     = "ser.EnvAserverKey000001"
+	hiddenClientKey  = "EnvBhiddenKey000002"
+	hiddenServerKey  = "ser.EnvBserverKey000002"
+	bigClientKey     = "EnvCbigKey000003"
+	bigServerKey     = "ser.EnvCserverKey000003"
+	pendingClientKey = "EnvDpendingKey000004"
+	pendingServerKey = "ser.EnvDserverKey000004"
+)
+
+// apiDocument is an ordinary environment: every JSON value type, one
+// server-only feature (103), a disabled flag the project does not hide, a
+// segment override for plan=premium, a multivariate feature whose only
+// variant takes 100%, and an identity override for "vip". Its feature states
+// are not in name order, and it is indented so that "as received" is
+// distinguishable from re-encoded.
+const apiDocument = `{
+  "id": 1,
+  "api_key": "EnvAclientKey000001",
+  "name": "Handlers A",
+  "updated_at": "2026-11-01T12:00:00.250000Z",
+  "project": {
+    "id": 1,
+    "name": "handlers",
+    "hide_disabled_flags": false,
+    "server_key_only_feature_ids": [103],
+    "segments": [
+      {
+        "id": 501,
+        "name": "premium_users",
+        "rules": [
+          {"type": "ALL", "rules": [], "conditions": [
+            {"operator": "EQUAL", "property_": "plan", "value": "premium"}
+          ]}
+        ],
+        "feature_states": [
+          {"feature": {"id": 101, "name": "banner", "type": "STANDARD"}, "enabled": true,
+           "django_id": 9501, "featurestate_uuid": "5b1f1b7e-0001-4000-8000-000000000501",
+           "feature_segment": {"priority": 0},
+           "feature_state_value": "gold", "multivariate_feature_state_values": []}
+        ]
+      }
+    ]
+  },
+  "feature_states": [
+    {"feature": {"id": 101, "name": "banner", "type": "STANDARD"}, "enabled": true,
+     "django_id": 9101, "featurestate_uuid": "5b1f1b7e-0001-4000-8000-000000000101",
+     "feature_state_value": "blue", "multivariate_feature_state_values": []},
+    {"feature": {"id": 102, "name": "max_items", "type": "STANDARD"}, "enabled": true,
+     "django_id": 9102, "featurestate_uuid": "5b1f1b7e-0001-4000-8000-000000000102",
+     "feature_state_value": 42, "multivariate_feature_state_values": []},
+    {"feature": {"id": 103, "name": "secret_algo", "type": "STANDARD"}, "enabled": true,
+     "django_id": 9103, "featurestate_uuid": "5b1f1b7e-0001-4000-8000-000000000103",
+     "feature_state_value": "v2", "multivariate_feature_state_values": []},
+    {"feature": {"id": 104, "name": "ratio", "type": "STANDARD"}, "enabled": true,
+     "django_id": 9104, "featurestate_uuid": "5b1f1b7e-0001-4000-8000-000000000104",
+     "feature_state_value": 1.5, "multivariate_feature_state_values": []},
+    {"feature": {"id": 105, "name": "dark_mode", "type": "STANDARD"}, "enabled": false,
+     "django_id": 9105, "featurestate_uuid": "5b1f1b7e-0001-4000-8000-000000000105",
+     "feature_state_value": true, "multivariate_feature_state_values": []},
+    {"feature": {"id": 106, "name": "empty_value"}, "enabled": true,
+     "django_id": 9106, "featurestate_uuid": "5b1f1b7e-0001-4000-8000-000000000106",
+     "feature_state_value": null, "multivariate_feature_state_values": []},
+    {"feature": {"id": 107, "name": "checkout", "type": "MULTIVARIATE"}, "enabled": true,
+     "django_id": 9107, "featurestate_uuid": "5b1f1b7e-0001-4000-8000-000000000107",
+     "feature_state_value": "control", "multivariate_feature_state_values": [
+       {"id": 7001, "mv_fs_value_uuid": "5b1f1b7e-0001-4000-8000-000000007001",
+        "percentage_allocation": 100,
+        "multivariate_feature_option": {"id": 71, "value": "variant_a"}}
+     ]},
+    {"feature": {"id": 108, "name": "price", "type": "STANDARD"}, "enabled": true,
+     "django_id": 9108, "featurestate_uuid": "5b1f1b7e-0001-4000-8000-000000000108",
+     "feature_state_value": 10.0, "multivariate_feature_state_values": []}
+  ],
+  "identity_overrides": [
+    {"identifier": "vip", "identity_features": [
+      {"feature": {"id": 101, "name": "banner", "type": "STANDARD"}, "enabled": false,
+       "featurestate_uuid": "5b1f1b7e-0001-4000-8000-000000009999",
+       "feature_state_value": "platinum", "multivariate_feature_state_values": []}
+    ]}
+  ]
+}
+`
+
+// apiDocumentUpdatedAt is apiDocument's updated_at as Unix seconds.
+const apiDocumentUpdatedAt = "1793534400.25"
+
+// hiddenDocument hides disabled flags from client keys. Segment "beta"
+// enables "off" for beta=true and segment "kill" disables "on" for kill=true,
+// so visibility must follow the evaluated flag, not the default.
+const hiddenDocument = `{
+  "api_key": "EnvBhiddenKey000002",
+  "name": "Handlers B",
+  "updated_at": "2026-10-15T08:30:00Z",
+  "project": {
+    "hide_disabled_flags": true,
+    "server_key_only_feature_ids": [203],
+    "segments": [
+      {"id": 601, "name": "beta", "rules": [{"type": "ALL", "rules": [], "conditions": [
+         {"operator": "EQUAL", "property_": "beta", "value": "true"}]}],
+       "feature_states": [
+         {"feature": {"id": 202, "name": "off"}, "enabled": true, "django_id": 9602,
+          "feature_segment": {"priority": 1}, "feature_state_value": "beta-on"}]},
+      {"id": 602, "name": "kill", "rules": [{"type": "ALL", "rules": [], "conditions": [
+         {"operator": "EQUAL", "property_": "kill", "value": "true"}]}],
+       "feature_states": [
+         {"feature": {"id": 201, "name": "on"}, "enabled": false, "django_id": 9601,
+          "feature_segment": {"priority": 2}, "feature_state_value": "killed"}]}
+    ]
+  },
+  "feature_states": [
+    {"feature": {"id": 201, "name": "on"}, "enabled": true, "django_id": 9201, "feature_state_value": "yes"},
+    {"feature": {"id": 202, "name": "off"}, "enabled": false, "django_id": 9202, "feature_state_value": "no"},
+    {"feature": {"id": 203, "name": "server_only"}, "enabled": true, "django_id": 9203, "feature_state_value": 3}
+  ]
+}`
+
+// hiddenDocumentUpdatedAt is hiddenDocument's updated_at as Unix seconds.
+const hiddenDocumentUpdatedAt = "1792053000.0"
+
+// bigDocument has a value long enough that every flags and identities
+// response is over the gzip threshold.
+var bigDocument = strings.Replace(`{
+  "api_key": "EnvCbigKey000003",
+  "name": "Handlers C",
+  "updated_at": "2026-11-01T12:00:00Z",
+  "project": {"segments": []},
+  "feature_states": [
+    {"feature": {"id": 301, "name": "long_text"}, "enabled": true, "django_id": 9301, "feature_state_value": "LONG"},
+    {"feature": {"id": 302, "name": "short"}, "enabled": true, "django_id": 9302, "feature_state_value": 1}
+  ]
+}`, "LONG", strings.Repeat("lorem ipsum ", 150), 1)
+
+func apiKeyPairs() []KeyPair {
+	return []KeyPair{
+		{ServerSideKey: apiServerKey, ClientSideKey: apiClientKey},
+		{ServerSideKey: hiddenServerKey, ClientSideKey: hiddenClientKey},
+		{ServerSideKey: bigServerKey, ClientSideKey: bigClientKey},
+		{ServerSideKey: pendingServerKey, ClientSideKey: pendingClientKey},
+	}
+}
+
+// newAPITestServer serves the four test environments, the default
+// configuration changed by edits, with every document published but the
+// pending environment's.
+func newAPITestServer(t testing.TB, edits ...func(*Config)) *testServer {
+	t.Helper()
+	s := newTestServer(t, append([]func(*Config){withPairs(apiKeyPairs()...)}, edits...)...)
+	s.publishDoc(t, apiClientKey, []byte(apiDocument))
+	s.publishDoc(t, hiddenClientKey, []byte(hiddenDocument))
+	s.publishDoc(t, bigClientKey, []byte(bigDocument))
+	return s
+}
+
+// apiJSON decodes a JSON body keeping number literals, so 10.0 and 10 stay
+// distinct as they are for Python.
+func apiJSON(t testing.TB, body []byte) any {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		t.Fatalf("decode %.300q: %v", body, err)
+	}
+	if dec.More() {
+		t.Fatalf("decode %.300q: data after the JSON value", body)
+	}
+	return v
+}
+
+// apiError checks that a response is a JSON error with the status and
+// returns its message.
+func apiError(t testing.TB, rec *httptest.ResponseRecorder, wantCode int, wantStatus string) string {
+	t.Helper()
+	if rec.Code != wantCode {
+		t.Errorf("status = %d; want %d (body %.300q)", rec.Code, wantCode, rec.Body.Bytes())
+	}
+	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type = %q; want application/json", ct)
+	}
+	var body map[string]any
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+		t.Fatalf("error body %.300q is not a JSON object: %v", rec.Body.Bytes(), err)
+	}
+	status, _ := body["status"].(string)
+	message, ok := body["message"].(string)
+	if !ok || status == "" {
+		t.Errorf("error body %.300q: want string \"status\" and \"message\"", rec.Body.Bytes())
+	}
+	if wantStatus != "" && status != wantStatus {
+		t.Errorf("error status = %q; want %q", status, wantStatus)
+	}
+	return message
+}
+
+// flagNames lists the feature names of a flags array, in order.
+func flagNames(t testing.TB, flags any) []string {
+	t.Helper()
+	list, ok := flags.([]any)
+	if !ok {
+		t.Fatalf("flags = %T; want a JSON array", flags)
+	}
+	var names []string
+	for _, f := range list {
+		feature := f.(map[string]any)["feature"].(map[string]any)
+		names = append(names, feature["name"].(string))
+	}
+	return names
+}
+
+// apiFlagsClientA is GET /api/v1/flags/ for apiDocument and a client key:
+// document order, secret_algo left out, the disabled flag kept, every value
+// with its JSON type (10.0 stays a float literal).
+const apiFlagsClientA = `[
+ {"feature":{"id":101,"name":"banner","type":"STANDARD"},"enabled":true,"feature_state_value":"blue"},
+ {"feature":{"id":102,"name":"max_items","type":"STANDARD"},"enabled":true,"feature_state_value":42},
+ {"feature":{"id":104,"name":"ratio","type":"STANDARD"},"enabled":true,"feature_state_value":1.5},
+ {"feature":{"id":105,"name":"dark_mode","type":"STANDARD"},"enabled":false,"feature_state_value":true},
+ {"feature":{"id":106,"name":"empty_value","type":"STANDARD"},"enabled":true,"feature_state_value":null},
+ {"feature":{"id":107,"name":"checkout","type":"MULTIVARIATE"},"enabled":true,"feature_state_value":"control"},
+ {"feature":{"id":108,"name":"price","type":"STANDARD"},"enabled":true,"feature_state_value":10.0}
+]`
+
+const apiFlagsServerA = `[
+ {"feature":{"id":101,"name":"banner","type":"STANDARD"},"enabled":true,"feature_state_value":"blue"},
+ {"feature":{"id":102,"name":"max_items","type":"STANDARD"},"enabled":true,"feature_state_value":42},
+ {"feature":{"id":103,"name":"secret_algo","type":"STANDARD"},"enabled":true,"feature_state_value":"v2"},
+ {"feature":{"id":104,"name":"ratio","type":"STANDARD"},"enabled":true,"feature_state_value":1.5},
+ {"feature":{"id":105,"name":"dark_mode","type":"STANDARD"},"enabled":false,"feature_state_value":true},
+ {"feature":{"id":106,"name":"empty_value","type":"STANDARD"},"enabled":true,"feature_state_value":null},
+ {"feature":{"id":107,"name":"checkout","type":"MULTIVARIATE"},"enabled":true,"feature_state_value":"control"},
+ {"feature":{"id":108,"name":"price","type":"STANDARD"},"enabled":true,"feature_state_value":10.0}
+]`
+
+const apiFlagsClientB = `[
+ {"feature":{"id":201,"name":"on","type":"STANDARD"},"enabled":true,"feature_state_value":"yes"}
+]`
+
+const apiFlagsServerB = `[
+ {"feature":{"id":201,"name":"on","type":"STANDARD"},"enabled":true,"feature_state_value":"yes"},
+ {"feature":{"id":202,"name":"off","type":"STANDARD"},"enabled":false,"feature_state_value":"no"},
+ {"feature":{"id":203,"name":"server_only","type":"STANDARD"},"enabled":true,"feature_state_value":3}
+]`
+
+func urlQueryEscape(s string) string {
+	return strings.NewReplacer("%", "%25", "&", "%26", "+", "%2B", " ", "%20", "#", "%23").Replace(s)
+}

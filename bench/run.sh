@@ -28,7 +28,8 @@
 #                        thousands of connections and measure its own storm)
 #   ENVS=10              environments loaded for the memory run
 #   RSS_DURATION=5s      flags load before the 10-environment RSS reading
-#   BENCH_DATA=<repo>/../shared/bench  (or DOCUMENT=… IDENTITY_BODY=…)
+#   BENCH_DATA=<repo>/testdata/bench  (or DOCUMENT=… IDENTITY_BODY=…)
+#   SCALE_PY=<repo>/../shared/bench/scale.py  the document multiplier of SCALE mode
 #   VEGETA_VERSION=v12.13.0
 #   STRICT=1             exit 1 when a target FAILs (default: report only)
 #   KEEP_TMP=1           keep the temporary directory (logs, raw outputs)
@@ -52,7 +53,8 @@ SCALE_REPEAT=${SCALE_REPEAT:-3}
 VEGETA_MAX_WORKERS=${VEGETA_MAX_WORKERS:-$CONNECTIONS}
 ENVS=${ENVS:-10}
 RSS_DURATION=${RSS_DURATION:-5s}
-BENCH_DATA=${BENCH_DATA:-$root/../shared/bench}
+BENCH_DATA=${BENCH_DATA:-$root/testdata/bench}
+SCALE_PY=${SCALE_PY:-$root/../shared/bench/scale.py}
 DOCUMENT=${DOCUMENT:-$BENCH_DATA/environment-document.json}
 IDENTITY_BODY=${IDENTITY_BODY:-$BENCH_DATA/identity-body.json}
 VEGETA_VERSION=${VEGETA_VERSION:-v12.13.0}
@@ -321,8 +323,8 @@ load_before_scale=$(cut -d' ' -f1-3 /proc/loadavg)
 # and its identity response), and RSS after the load.
 if [[ -n ${SCALE:-} ]]; then
 	command -v python3 >/dev/null 2>&1 || die "python3 is required to run scale.py"
-	scale_py=$(dirname "$DOCUMENT")/scale.py
-	[[ -r $scale_py ]] || die "scale.py not found next to $DOCUMENT"
+	scale_py=$SCALE_PY
+	[[ -r $scale_py ]] || die "scale.py not found at $scale_py (set SCALE_PY)"
 	now() { date +%s.%N; }
 	rows=()
 	for size in $SCALE; do
