@@ -19,12 +19,27 @@ import (
 // million "[" is an error rather than deep recursion.
 const maxJSONDepth = 64
 
+// maxTraitValueChars is Flagsmith's limit on a string trait value, counted in
+// characters as Python counts them.
+const maxTraitValueChars = 2000
+
+// identityLimits bounds what an identity request may send.
 type identityLimits struct {
 	maxTraits, maxTraitKeyLength int
 	// traitNames are the trait keys the environment's conditions can read,
 	// each interned; nil keeps every trait. A trait no condition reads is
 	// only echoed back, so it is neither copied nor coerced.
 	traitNames map[string]string
+}
+
+// identityLimitsOf is the configured bounds, with the trait names snap's
+// conditions read.
+func identityLimitsOf(cfg *Config, snap *snapshot) identityLimits {
+	return identityLimits{
+		maxTraits:         cfg.Limits.MaxTraits,
+		maxTraitKeyLength: cfg.Limits.MaxTraitKeyLength,
+		traitNames:        snap.engine.traitNames,
+	}
 }
 
 // decodedTraits receives an identity request's traits: coerced for the

@@ -34,15 +34,6 @@ func (s *server) handleFlags(w http.ResponseWriter, r *http.Request) {
 	snap.views[ref.kind].flags.serve(w, r)
 }
 
-// setVersionHeader tells SDKs the content version they are served
-// (X-Flagsmith-Document-Updated-At), as the Flagsmith API does: the JS
-// client compares it with realtime events to decide whether to refetch.
-func setVersionHeader(w http.ResponseWriter, snap *snapshot) {
-	if snap.updatedAtHeader != nil {
-		w.Header()[updatedAtHeader] = snap.updatedAtHeader
-	}
-}
-
 // handleEnvironmentDocument serves the document as received, to server keys
 // only: it holds segment rules, identity overrides and server-only features.
 func (s *server) handleEnvironmentDocument(w http.ResponseWriter, r *http.Request) {

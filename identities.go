@@ -43,14 +43,18 @@ func identifierParam(r *http.Request) error {
 }
 
 // handleIdentitiesPost is POST /api/v1/identities/: the flags of the
-// identity and traits in the body.
+// identity and traits in the body. Traits are coerced once, as they are
+// decoded, not per condition.
 func (s *server) handleIdentitiesPost(w http.ResponseWriter, r *http.Request) {
-	ref, snap, err := s.resolve(r, environmentKeyHeader)
 	buf := getBuffers()
 	defer putBuffers(buf)
+	ref, snap, err := s.resolve(r, environmentKeyHeader)
+	if err == nil {
+		buf.body, err = readRequestBody(w, r, s.config().Limits.MaxBodyBytes, buf.body[:0])
+	}
 	var identifier string
 	if err == nil {
-		identifier, err = s.decodeIdentity(w, r, snap, buf)
+		identifier, err = decodeIdentityBody(buf.body, &buf.decodedTraits, identityLimitsOf(s.config(), snap))
 	}
 	if err != nil {
 		writeRequestError(w, err)
@@ -59,30 +63,13 @@ func (s *server) handleIdentitiesPost(w http.ResponseWriter, r *http.Request) {
 	s.writeIdentity(w, r, ref, snap, buf, identifier)
 }
 
-// maxTraitValueChars is Flagsmith's limit on a string trait value, counted in
-// characters as Python counts them.
-const maxTraitValueChars = 2000
-
-// decodeIdentity reads the request body into buf and decodes it; traits are
-// coerced once here, not per condition.
-func (s *server) decodeIdentity(w http.ResponseWriter, r *http.Request, snap *snapshot, buf *requestBuffers) (string, error) {
-	body, err := readRequestBody(w, r, s.config().Limits.MaxBodyBytes, buf.body[:0])
-	buf.body = body
-	if err != nil {
-		return "", err
-	}
-	return decodeIdentityBody(body, &buf.decodedTraits, identityLimits{
-		maxTraits:         s.config().Limits.MaxTraits,
-		maxTraitKeyLength: s.config().Limits.MaxTraitKeyLength,
-		traitNames:        snap.engine.traitNames,
-	})
-}
-
 // writeIdentity evaluates the identity and appends the response by hand:
 // flags the identity leaves as in the environment are copied from the
 // environment's pre-encoded body, the others are encoded from their value.
 func (s *server) writeIdentity(w http.ResponseWriter, r *http.Request, ref keyRef, snap *snapshot, buf *requestBuffers, identifier string) {
-	setVersionHeader(w, snap)
+	if v := snap.updatedAtHeader; v != nil {
+		w.Header()[updatedAtHeader] = v
+	}
 	id := identity{identifier: identifier, traits: buf.traits, scratch: buf.slots}
 	env := snap.views[ref.kind].base
 	p := &buf.parts

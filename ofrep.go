@@ -125,11 +125,7 @@ func (s *server) evaluateOFREP(w http.ResponseWriter, r *http.Request, buf *requ
 	}
 	var targetingKey string
 	if err == nil {
-		targetingKey, err = decodeOFREPRequest(buf.body, buf, identityLimits{
-			maxTraits:         s.config().Limits.MaxTraits,
-			maxTraitKeyLength: s.config().Limits.MaxTraitKeyLength,
-			traitNames:        snap.engine.traitNames,
-		})
+		targetingKey, err = decodeOFREPRequest(buf.body, buf, identityLimitsOf(s.config(), snap))
 	}
 	if err != nil {
 		writeOFREPRequestError(w, target, err)

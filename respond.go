@@ -299,3 +299,12 @@ func appendJSONString(dst []byte, s string) []byte {
 	dst = append(dst, s[start:]...)
 	return append(dst, '"')
 }
+
+// setVersionHeader tells SDKs the content version they are served
+// (X-Flagsmith-Document-Updated-At), as the Flagsmith API does: the JS
+// client compares it with realtime events to decide whether to refetch.
+func setVersionHeader(w http.ResponseWriter, snap *snapshot) {
+	if snap.updatedAtHeader != nil {
+		w.Header()[updatedAtHeader] = snap.updatedAtHeader
+	}
+}
