@@ -43,6 +43,7 @@ var (
 // go test -run TestMemorySmallDevice -memory-duration 60s -v . (and
 // -memory-limit off for the comparison).
 func TestMemorySmallDevice(t *testing.T) {
+	skipIfShort(t, "a scenario: measures the real binary's memory under load")
 	if _, err := os.Stat("/proc/self/status"); err != nil {
 		t.Skip("reads the resident set from /proc: Linux only")
 	}

@@ -181,6 +181,7 @@ func e2ePair(client string, servers ...string) map[string]any {
 // configuration changes nothing; streams of unchanged environments stay
 // open, those of removed ones end.
 func TestReloadUnderLoad(t *testing.T) {
+	skipIfShort(t, "a scenario: the real binary reloaded under load")
 	bin := buildEdgeProxy(t)
 	up := newUpstream(t)
 	for _, d := range []struct{ server, client string }{
@@ -416,6 +417,7 @@ func TestRotationEndToEnd(t *testing.T) {
 // request in flight when the listener closes completes; the process exits
 // 0 once it has drained.
 func TestSIGTERMUnderLoad(t *testing.T) {
+	skipIfShort(t, "a scenario: the real binary drained under load")
 	const drain = 1500 * time.Millisecond
 	bin := buildEdgeProxy(t)
 	up := newUpstream(t)

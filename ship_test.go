@@ -195,6 +195,7 @@ func TestShipDockerfileBuild(t *testing.T) {
 // builds it is static and runs in a root holding only what the image holds,
 // as the image's user, serving the example configuration.
 func TestShipEmptyRoot(t *testing.T) {
+	skipIfShort(t, "builds the release binary and runs it in an empty root")
 	bin := buildEdgeProxy(t)
 	img := shipRuntimeImage(t)
 

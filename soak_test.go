@@ -76,6 +76,7 @@ func soakFaults(injected *atomic.Int64) fault {
 // injects faults, and checks: no 5xx on the SDK endpoints, no goroutine
 // growth, bounded memory. Run long with: go test -run TestSoak -soak 10m -v
 func TestSoak(t *testing.T) {
+	skipIfShort(t, "a scenario: seconds of load with upstream faults")
 	var faults, versions atomic.Int64
 	up := newUpstream(t)
 	up.set(serverKeyA, soakVersion(0))

@@ -662,6 +662,7 @@ func TestSSEGoSDKParser(t *testing.T) {
 // that disconnecting them all frees everything. It logs the fan-out time and
 // the cost of an idle subscriber; nothing is asserted about speed.
 func TestSSELoad1000Subscribers(t *testing.T) {
+	skipIfShort(t, "a scenario: a thousand open streams")
 	const n = 1000
 	h := newTestServer(t).listen(t, nil)
 	ssePublish(t, h, clientKeyA, sseBase, "v1")

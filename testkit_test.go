@@ -1529,3 +1529,12 @@ const apiFlagsServerB = `[
 func urlQueryEscape(s string) string {
 	return strings.NewReplacer("%", "%25", "&", "%26", "+", "%2B", " ", "%20", "#", "%23").Replace(s)
 }
+
+// skipIfShort skips a heavy scenario test under -short (the quick loop while
+// editing); CI runs the full suite.
+func skipIfShort(t *testing.T, why string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: " + why)
+	}
+}
