@@ -118,7 +118,6 @@ func (p *preEncoded) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	h["Content-Type"] = jsonContentType
 	setVary(h)
-	defer corkFor(r, p.size()).release(w)
 	if p.gzipped != nil && acceptsGzip(r) {
 		h["Content-Encoding"] = gzipEncoding
 		h["Content-Length"] = p.gzipLength
@@ -204,7 +203,6 @@ var gzipWriters = sync.Pool{New: func() any {
 func writeBody(w http.ResponseWriter, r *http.Request, body []byte) {
 	h := w.Header()
 	h["Content-Type"] = jsonContentType
-	defer corkFor(r, len(body)).release(w)
 	if len(body) > gzipMinBytes && acceptsGzip(r) {
 		h["Content-Encoding"] = gzipEncoding
 		setVary(h)
@@ -224,7 +222,6 @@ func writeBody(w http.ResponseWriter, r *http.Request, body []byte) {
 func writeParts(w http.ResponseWriter, r *http.Request, p *responseParts) {
 	h := w.Header()
 	h["Content-Type"] = jsonContentType
-	defer corkFor(r, p.size()).release(w)
 	if acceptsGzip(r) {
 		h["Content-Encoding"] = gzipEncoding
 		setVary(h)
