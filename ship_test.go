@@ -624,11 +624,12 @@ func TestShipManifests(t *testing.T) {
 			if p.DocumentPath == "" {
 				continue
 			}
-			want := filepath.Join(img.workdir, p.DocumentPath) // relative paths resolve from WORKDIR
+			// Relative paths resolve from the config file's folder.
+			want := filepath.Join(filepath.Dir(shipEnvValue(img.env, "CONFIG_PATH")), p.DocumentPath)
 			if !targets[want] {
 				t.Errorf("examples/config.json reads %s, i.e. %s in the image; docker-compose.yml mounts %v", p.DocumentPath, want, targets)
 			}
-			if _, err := os.Stat(p.DocumentPath); err != nil {
+			if _, err := os.Stat(filepath.Join("examples", p.DocumentPath)); err != nil {
 				t.Errorf("examples/config.json names %s: %v", p.DocumentPath, err)
 			}
 		}
