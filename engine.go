@@ -391,7 +391,6 @@ func (ev *evaluation) segmentMatches(i int) bool {
 // flags appends the flags of features [from, to) to dst.
 func (ev *evaluation) flags(dst []evalFlag, from, to int) []evalFlag {
 	e := ev.e
-	var splits pendingSplits
 	for fi := from; fi < to; fi++ {
 		fl := evalFlag{source: &e.features[fi], segment: -1, variant: noVariant}
 		var src *flagSource
@@ -409,15 +408,11 @@ func (ev *evaluation) flags(dst []evalFlag, from, to int) []evalFlag {
 				}
 			}
 		}
-		if ev.st.hasIdentity && len(fl.source.variants) > 0 && !splits.add(fl.source, &ev.st, len(dst)) {
+		if ev.st.hasIdentity && len(fl.source.variants) > 0 {
 			fl.variant = split(fl.source, &ev.st)
 		}
 		dst = append(dst, fl)
-		if splits.full() {
-			splits.settle(dst, &ev.st)
-		}
 	}
-	splits.settle(dst, &ev.st)
 	return dst
 }
 
