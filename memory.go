@@ -14,7 +14,9 @@ import (
 // once the live heap is large, the proxy keeps the room to grow at
 // gcHeadroom bytes instead, never less than minGCPercent of the live heap
 // (collections stay rare: requests allocate little), never more than Go's
-// default. An operator's GOGC wins.
+// default. An operator's GOGC wins. It is what keeps a large document's RSS
+// within 4x its size (bench/RESULTS.md, 2026-12-07: 28-29 MiB against 34-36
+// with GOGC=100 for a 7.6 MiB document).
 const (
 	gcHeadroom   = 2 << 20
 	minGCPercent = 25
