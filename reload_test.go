@@ -209,6 +209,37 @@ func TestLoadConfigRows(t *testing.T) {
 			},
 		},
 		{
+			name: "PEERS and PEER_SECRET from the environment, the secret masked when printed",
+			file: `{` + pairs + `}`,
+			env:  map[string]string{"PEERS": `["http://edge-proxy-peers:8000"]`, "PEER_SECRET": "12345678901234567890"},
+			check: func(t *testing.T, dir string, c Config) {
+				if !slices.Equal(c.Peers, []string{"http://edge-proxy-peers:8000"}) || c.PeerSecret != "12345678901234567890" {
+					t.Errorf("peers %q, peer_secret %q; want the environment's", c.Peers, string(c.PeerSecret))
+				}
+				if out, _ := c.printable(); strings.Contains(string(out), "12345678901234567890") {
+					t.Errorf("the printed configuration holds peer_secret in clear:\n%s", out)
+				}
+			},
+		},
+		{
+			name:   "peers without peer_secret",
+			file:   `{` + pairs + `, "peers": ["http://edge-proxy-peers:8000"]}`,
+			errors: []string{`peer_secret: required with peers`},
+		},
+		{
+			name: "peer_secret too short, peers that are not base URLs",
+			file: `{` + pairs + `, "peer_secret": "short", "peers": ["edge-proxy-peers:8000", "http://user:pass@peers:8000",
+				"http://peers:8000/?x=1", "http://peers:0", "ftp://peers"]}`,
+			errors: []string{
+				`peers[0]: "edge-proxy-peers:8000" is not an http(s) base URL`,
+				`peers[1]: "http://user:xxxxx@peers:8000" must not hold credentials`,
+				`peers[2]: "http://peers:8000/?x=1" must not have a query or fragment`,
+				`peers[3]: "http://peers:0" has no valid port`,
+				`peers[4]: "ftp://peers" is not an http(s) base URL`,
+				`peer_secret: 5 characters; at least 16`,
+			},
+		},
+		{
 			name: "a server key in two pairs",
 			file: `{"environment_key_pairs": [{"server_side_key": "ser.shared-key-0001", "client_side_key": "one"},
 				{"server_side_key": "ser.shared-key-0001", "client_side_key": "two"}]}`,
@@ -346,7 +377,7 @@ func TestLoadConfigKeyTypes(t *testing.T) {
 		}
 	}
 	slices.Sort(got)
-	if want := []string{"admin_token", "api_url", "cache_dir", "realtime_api_url", "webhook_secret"}; !slices.Equal(got, want) {
+	if want := []string{"admin_token", "api_url", "cache_dir", "peer_secret", "realtime_api_url", "webhook_secret"}; !slices.Equal(got, want) {
 		t.Errorf("keys set verbatim from the environment = %q; want %q", got, want)
 	}
 }
