@@ -738,3 +738,65 @@ func TestAnalyticsAcrossReload(t *testing.T) {
 		t.Errorf("upstream after the rotation: sums %v, last post %+v; want banner 3 posted with the key in use", v1, posts[len(posts)-1])
 	}
 }
+
+// TestWatchConfigSecretVolume: a Kubernetes Secret mounted as a folder is
+// updated by writing the new files into a new folder and swapping the
+// ..data symlink, so config.json (a symlink through ..data) names another
+// file at once. The swap is noticed by the file's identity alone: here the
+// new file has the old one's size and modification time.
+func TestWatchConfigSecretVolume(t *testing.T) {
+	dir := t.TempDir()
+	mtime := time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC)
+	write := func(version, token string) {
+		t.Helper()
+		raw, err := json.Marshal(map[string]any{
+			"environment_key_pairs": []KeyPair{pairA},
+			"api_url":               "http://127.0.0.1:1/api/v1",
+			"admin_token":           token,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		folder := filepath.Join(dir, "..2026_12_07_09_00_00."+version)
+		if err := os.Mkdir(folder, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		file := filepath.Join(folder, "config.json")
+		if err := os.WriteFile(file, raw, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(file, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+		// As the kubelet's atomic writer does: a new ..data link renamed
+		// over the old one.
+		if err := os.Symlink(filepath.Base(folder), filepath.Join(dir, "..data_tmp")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("1", "admin-token-version-0001")
+	path := filepath.Join(dir, "config.json")
+	if err := os.Symlink(filepath.Join("..data", "config.json"), path); err != nil {
+		t.Fatal(err)
+	}
+	src := &configSource{path: path, explicit: true, getenv: func(string) string { return "" }}
+	cfg, _, err := src.load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newTestServer(t, func(c *Config) { *c = cfg })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.watchConfig(ctx, src, nil); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	// Past the first look, so that the swap is what the next one sees.
+	time.Sleep(2 * configCheckInterval)
+	write("2", "admin-token-version-0002")
+	eventually(t, "the swapped Secret is reloaded", func() bool {
+		return s.config().AdminToken == "admin-token-version-0002"
+	})
+}
