@@ -392,6 +392,14 @@ func TestChartPeersOff(t *testing.T) {
 	}
 }
 
+// TestChartLint runs helm's own checks of the chart, warnings included.
+func TestChartLint(t *testing.T) {
+	out, err := exec.Command("go", "tool", "helm", "lint", "--strict", chartDir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("helm lint --strict: %v\n%s", err, out)
+	}
+}
+
 func TestChartRefusesBadValues(t *testing.T) {
 	for _, c := range []struct {
 		reason string
