@@ -45,6 +45,10 @@ const (
 	defaultAnalyticsFlushSeconds   = 10
 	defaultAnalyticsMaxPendingKeys = 100_000
 	serverKeyPrefix                = "ser."
+	// A fleet: at most this many peer URLs (each may resolve to many
+	// replicas), and a peer secret at least this long.
+	maxPeers            = 64
+	minPeerSecretLength = 16
 )
 
 // Config is the proxy's configuration: config.json, then environment
@@ -73,6 +77,13 @@ type Config struct {
 	RealtimeAPIURL string `json:"realtime_api_url,omitempty"`
 	// WebhookSecret enables POST /proxy/webhook for Flagsmith's webhooks.
 	WebhookSecret secret `json:"webhook_secret,omitempty"`
+	// Peers are base URLs of the fleet's replicas, a host resolving to
+	// several addresses meaning each of them: a push this replica receives
+	// is relayed to every other one (peers.go).
+	Peers []string `json:"peers,omitempty"`
+	// PeerSecret signs the relays sent to peers and must sign those
+	// received (POST /proxy/peer-refresh).
+	PeerSecret secret `json:"peer_secret,omitempty"`
 }
 
 // KeyPair is one Flagsmith environment the proxy serves.
@@ -510,7 +521,7 @@ func (c *Config) printable() ([]byte, error) {
 		}
 		out.EnvironmentKeyPairs[i] = p
 	}
-	for _, s := range []*secret{&out.AdminToken, &out.WebhookSecret, &out.SSE.AuthenticationToken} {
+	for _, s := range []*secret{&out.AdminToken, &out.WebhookSecret, &out.SSE.AuthenticationToken, &out.PeerSecret} {
 		if *s != "" {
 			*s = secret(s.String())
 		}

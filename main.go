@@ -18,6 +18,7 @@
 //	POST /proxy/refresh                     poll now (needs admin_token)
 //	GET  /proxy/config                      the configuration in force (needs admin_token)
 //	POST /proxy/webhook                     Flagsmith webhooks (needs webhook_secret)
+//	POST /proxy/peer-refresh                a push relayed by another replica (needs peer_secret)
 //	POST /sse/environments/{key}/queue-change  self-hosted Flagsmith's realtime push
 //	GET  /metrics                           Prometheus metrics
 //
@@ -44,7 +45,8 @@
 // upper case: environment_key_pairs, api_url, api_poll_frequency_seconds,
 // api_poll_timeout_seconds, allow_origins, allow_credentials, server (with
 // server.tls for HTTPS), logging, health_check, cache_dir, admin_token, sse,
-// limits, analytics, full_refresh_seconds, realtime_api_url, webhook_secret.
+// limits, analytics, full_refresh_seconds, realtime_api_url, webhook_secret,
+// peers, peer_secret.
 // SIGHUP, or a change of the file, reloads it (reload.go); SIGTERM turns
 // readiness off, drains for server.drain_seconds, then shuts down. See
 // README.md for the reference.
@@ -234,6 +236,8 @@ func serve(ctx context.Context, cfg Config, src *configSource, log *slog.Logger)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.addr(), err)
 	}
+	// Before any relay: a peer address equal to it is this replica.
+	s.fleet.listen = ln.Addr().(*net.TCPAddr).AddrPort()
 	srv := &http.Server{
 		Handler: s.handler(),
 		// Slow clients must not hold connections open before sending a request.
@@ -257,6 +261,8 @@ func serve(ctx context.Context, cfg Config, src *configSource, log *slog.Logger)
 	defer stopPolls()
 	pollersDone := make(chan error, 1)
 	go func() { pollersDone <- s.runLoops(pollCtx, client) }()
+	relaysDone := make(chan struct{})
+	go func() { s.runRelays(pollCtx, newPeerClient()); close(relaysDone) }()
 	reloads := make(chan struct{}, 1)
 	watcherDone := make(chan struct{})
 	if src != nil {
@@ -313,6 +319,7 @@ wait:
 	err = srv.Shutdown(shutdownCtx)
 	stopPolls()
 	<-watcherDone
+	<-relaysDone
 	<-pollersDone
 	s.finalAnalyticsFlush(shutdownCtx, client) // after the last request and the last periodic flush
 	if err != nil {

@@ -16,7 +16,8 @@ import (
 // Flagsmith's queue-change) and the upstream realtime stream it follows.
 // Every one of them only asks the environment's poller for a poll
 // (environment.triggerRefresh): pushes coalesce per environment, and the
-// poller makes at most one poll per pushInterval whatever their rate.
+// poller makes at most one poll per pushInterval whatever their rate. Each
+// push received is also relayed to the fleet's other replicas (peers.go).
 
 // handleRefresh polls now instead of at the next tick, so a change reaches
 // SDKs in well under a second.
@@ -37,6 +38,7 @@ func (s *server) handleRefresh(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.stats.observePush("refresh")
+	s.relayPush(peerRefresh{All: target == "", Environments: nonEmpty(target)})
 	writeJSON(w, http.StatusAccepted, map[string]any{"status": "accepted", "environments": triggered})
 }
 
@@ -80,6 +82,7 @@ func (s *server) handleQueueChange(w http.ResponseWriter, r *http.Request) {
 	// content that changed within the same second.
 	ref.env.triggerRefresh()
 	s.stats.observePush("queue_change")
+	s.relayPush(peerRefresh{Environments: []string{key}})
 	writeJSON(w, http.StatusOK, map[string]any{"status": "accepted", "environments": []string{key}})
 }
 
@@ -108,16 +111,31 @@ func (s *server) handleWebhook(w http.ResponseWriter, r *http.Request) {
 	named := webhookEnvironment(body)
 	triggered := []string{}
 	for _, env := range s.environments() {
-		// An environment whose document has not arrived, or has no id, may
-		// be the one named.
-		snap := env.snap.Load()
-		if named == "" || snap == nil || snap.environmentID == "" || snap.environmentID == named {
+		if named == "" || env.mayHoldDocument(named) {
 			env.triggerRefresh()
 			triggered = append(triggered, env.pair.ClientSideKey)
 		}
 	}
 	s.stats.observePush("webhook")
+	// Named by document id: a peer may serve an environment this replica
+	// does not (a configuration rolling out).
+	s.relayPush(peerRefresh{All: named == "", DocumentIDs: nonEmpty(named)})
 	writeJSON(w, http.StatusOK, map[string]any{"status": "accepted", "environments": triggered})
+}
+
+// mayHoldDocument reports whether id may be the id of env's document: it
+// is, or the document has not arrived or has no id.
+func (e *environment) mayHoldDocument(id string) bool {
+	snap := e.snap.Load()
+	return snap == nil || snap.environmentID == "" || snap.environmentID == id
+}
+
+// nonEmpty is s as a list of one, or nil when s is empty.
+func nonEmpty(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return []string{s}
 }
 
 // validSignature checks a hex HMAC-SHA256 of body in constant time.

@@ -209,6 +209,37 @@ func TestLoadConfigRows(t *testing.T) {
 			},
 		},
 		{
+			name: "PEERS and PEER_SECRET from the environment, the secret masked when printed",
+			file: `{` + pairs + `}`,
+			env:  map[string]string{"PEERS": `["http://edge-proxy-peers:8000"]`, "PEER_SECRET": "12345678901234567890"},
+			check: func(t *testing.T, dir string, c Config) {
+				if !slices.Equal(c.Peers, []string{"http://edge-proxy-peers:8000"}) || c.PeerSecret != "12345678901234567890" {
+					t.Errorf("peers %q, peer_secret %q; want the environment's", c.Peers, string(c.PeerSecret))
+				}
+				if out, _ := c.printable(); strings.Contains(string(out), "12345678901234567890") {
+					t.Errorf("the printed configuration holds peer_secret in clear:\n%s", out)
+				}
+			},
+		},
+		{
+			name:   "peers without peer_secret",
+			file:   `{` + pairs + `, "peers": ["http://edge-proxy-peers:8000"]}`,
+			errors: []string{`peer_secret: required with peers`},
+		},
+		{
+			name: "peer_secret too short, peers that are not base URLs",
+			file: `{` + pairs + `, "peer_secret": "short", "peers": ["edge-proxy-peers:8000", "http://user:pass@peers:8000",
+				"http://peers:8000/?x=1", "http://peers:0", "ftp://peers"]}`,
+			errors: []string{
+				`peers[0]: "edge-proxy-peers:8000" is not an http(s) base URL`,
+				`peers[1]: "http://user:xxxxx@peers:8000" must not hold credentials`,
+				`peers[2]: "http://peers:8000/?x=1" must not have a query or fragment`,
+				`peers[3]: "http://peers:0" has no valid port`,
+				`peers[4]: "ftp://peers" is not an http(s) base URL`,
+				`peer_secret: 5 characters; at least 16`,
+			},
+		},
+		{
 			name: "a server key in two pairs",
 			file: `{"environment_key_pairs": [{"server_side_key": "ser.shared-key-0001", "client_side_key": "one"},
 				{"server_side_key": "ser.shared-key-0001", "client_side_key": "two"}]}`,
@@ -346,7 +377,7 @@ func TestLoadConfigKeyTypes(t *testing.T) {
 		}
 	}
 	slices.Sort(got)
-	if want := []string{"admin_token", "api_url", "cache_dir", "realtime_api_url", "webhook_secret"}; !slices.Equal(got, want) {
+	if want := []string{"admin_token", "api_url", "cache_dir", "peer_secret", "realtime_api_url", "webhook_secret"}; !slices.Equal(got, want) {
 		t.Errorf("keys set verbatim from the environment = %q; want %q", got, want)
 	}
 }
@@ -706,4 +737,66 @@ func TestAnalyticsAcrossReload(t *testing.T) {
 	if v1["banner"] != 3 || posts[len(posts)-1].Key != anaServerKey {
 		t.Errorf("upstream after the rotation: sums %v, last post %+v; want banner 3 posted with the key in use", v1, posts[len(posts)-1])
 	}
+}
+
+// TestWatchConfigSecretVolume: a Kubernetes Secret mounted as a folder is
+// updated by writing the new files into a new folder and swapping the
+// ..data symlink, so config.json (a symlink through ..data) names another
+// file at once. The swap is noticed by the file's identity alone: here the
+// new file has the old one's size and modification time.
+func TestWatchConfigSecretVolume(t *testing.T) {
+	dir := t.TempDir()
+	mtime := time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC)
+	write := func(version, token string) {
+		t.Helper()
+		raw, err := json.Marshal(map[string]any{
+			"environment_key_pairs": []KeyPair{pairA},
+			"api_url":               "http://127.0.0.1:1/api/v1",
+			"admin_token":           token,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		folder := filepath.Join(dir, "..2026_12_07_09_00_00."+version)
+		if err := os.Mkdir(folder, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		file := filepath.Join(folder, "config.json")
+		if err := os.WriteFile(file, raw, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(file, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+		// As the kubelet's atomic writer does: a new ..data link renamed
+		// over the old one.
+		if err := os.Symlink(filepath.Base(folder), filepath.Join(dir, "..data_tmp")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("1", "admin-token-version-0001")
+	path := filepath.Join(dir, "config.json")
+	if err := os.Symlink(filepath.Join("..data", "config.json"), path); err != nil {
+		t.Fatal(err)
+	}
+	src := &configSource{path: path, explicit: true, getenv: func(string) string { return "" }}
+	cfg, _, err := src.load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newTestServer(t, func(c *Config) { *c = cfg })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.watchConfig(ctx, src, nil); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	// Past the first look, so that the swap is what the next one sees.
+	time.Sleep(2 * configCheckInterval)
+	write("2", "admin-token-version-0002")
+	eventually(t, "the swapped Secret is reloaded", func() bool {
+		return s.config().AdminToken == "admin-token-version-0002"
+	})
 }

@@ -33,6 +33,9 @@ type server struct {
 	// certs serves the TLS certificate; nil when serving plain HTTP.
 	certs *certReloader
 
+	// fleet relays pushes to the other replicas (peers.go).
+	fleet *fleet
+
 	// reloadMu serializes reloads with the starting and stopping of the
 	// pollers; request handlers never take it. polling is what runLoops
 	// runs pollers with, nil while they are not running.
@@ -72,6 +75,7 @@ func (s *server) environments() []*environment { return s.live.Load().envs }
 func newServer(cfg Config, log *slog.Logger) *server {
 	s := &server{log: log, now: time.Now}
 	s.stats = newMetrics()
+	s.fleet = newFleet()
 	s.hub = newHub(cfg.SSE.MaxSubscribers)
 	s.live.Store(newLiveConfig(&cfg, nil))
 	s.mux = s.routes()
@@ -144,6 +148,7 @@ func (s *server) routes() *http.ServeMux {
 	both("POST", "/proxy/refresh", s.handleRefresh)
 	both("GET", "/proxy/config", s.handleConfig)
 	both("POST", "/proxy/webhook", s.handleWebhook)
+	both("POST", peerRefreshPath, s.handlePeerRefresh)
 	both("POST", "/sse/environments/{client_key}/queue-change", s.handleQueueChange)
 	if s.config().Analytics.Enabled {
 		both("POST", "/api/v1/analytics/flags", s.analyticsHandler(decodeAnalyticsV1, http.StatusOK))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -134,5 +135,33 @@ func (c *Config) validate() error {
 		}
 		c.RealtimeAPIURL = strings.TrimRight(c.RealtimeAPIURL, "/")
 	}
+	if len(c.Peers) > maxPeers {
+		bad("peers: %d URLs; at most %d (one name, such as a headless Service's, stands for every replica behind it)", len(c.Peers), maxPeers)
+	}
+	for i, p := range c.Peers {
+		u, err := url.Parse(p)
+		switch {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "":
+			bad("peers[%d]: %q is not an http(s) base URL, e.g. \"http://edge-proxy-peers:8000\"", i, p)
+		case u.User != nil:
+			bad("peers[%d]: %q must not hold credentials; relays are signed with peer_secret", i, u.Redacted())
+		case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+			bad("peers[%d]: %q must not have a query or fragment", i, p)
+		case u.Port() != "" && !validPort(u.Port()):
+			bad("peers[%d]: %q has no valid port", i, p)
+		}
+	}
+	switch {
+	case len(c.Peers) > 0 && c.PeerSecret == "":
+		bad("peer_secret: required with peers: relays are signed with it (e.g. openssl rand -hex 32)")
+	case c.PeerSecret != "" && len(c.PeerSecret) < minPeerSecretLength:
+		bad("peer_secret: %d characters; at least %d (e.g. openssl rand -hex 32)", len(c.PeerSecret), minPeerSecretLength)
+	}
 	return errors.Join(errs...)
+}
+
+// validPort reports whether p is a TCP port number, 1 to 65535.
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 1 && n <= 65535
 }
