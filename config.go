@@ -40,6 +40,11 @@ const (
 	defaultShutdownSeconds      = 20
 	defaultDrainSeconds         = 5
 	defaultFullRefreshSeconds   = 300
+	// Flagsmith's Edge API paginates a large document; a thousand pages
+	// is far beyond the largest seen, and bounds an upstream whose pages
+	// never end.
+	defaultMaxDocumentPages = 1000
+	maxDocumentPagesLimit   = 100_000
 	// Flag analytics: SDKs post every ~10 s, so the proxy
 	// forwards at the same pace.
 	defaultAnalyticsFlushSeconds   = 10
@@ -72,6 +77,9 @@ type Config struct {
 	// FullRefresh is how often a poll carries no conditions, so that an
 	// upstream's wrong 304 cannot pin an old document for longer.
 	FullRefresh float64 `json:"full_refresh_seconds"`
+	// MaxDocumentPages bounds the pages one environment document may come
+	// in (pages.go).
+	MaxDocumentPages int `json:"max_document_pages"`
 	// RealtimeAPIURL, when set, is followed for realtime events of every
 	// polled environment: Flagsmith's realtime service, or another proxy.
 	RealtimeAPIURL string `json:"realtime_api_url,omitempty"`
@@ -238,6 +246,8 @@ func defaultConfig() Config {
 		Limits:      LimitsConfig{MaxBodyBytes: defaultMaxBodyBytes, MaxTraits: defaultMaxTraits, MaxTraitKeyLength: defaultMaxTraitKeyLength},
 		Analytics:   AnalyticsConfig{Enabled: true, FlushIntervalSeconds: defaultAnalyticsFlushSeconds, MaxPendingKeys: defaultAnalyticsMaxPendingKeys},
 		FullRefresh: defaultFullRefreshSeconds,
+
+		MaxDocumentPages: defaultMaxDocumentPages,
 	}
 }
 

@@ -91,3 +91,41 @@ func TestConfigKeysDocumented(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigMaxDocumentPages: max_document_pages defaults to 1,000 and is
+// refused outside 1 to 100,000, by name, from the file or the environment.
+func TestConfigMaxDocumentPages(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.json")
+	body := `{"environment_key_pairs": [{"server_side_key": "ser.abc", "client_side_key": "abc"}]}`
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		env     string // MAX_DOCUMENT_PAGES
+		want    int
+		wantErr bool
+	}{
+		{"", defaultMaxDocumentPages, false},
+		{"1", 1, false},
+		{"100000", 100_000, false},
+		{"0", 0, true},
+		{"-3", 0, true},
+		{"100001", 0, true},
+		{"many", 0, true},
+	}
+	for _, tt := range tests {
+		getenv := func(k string) string {
+			if k == "MAX_DOCUMENT_PAGES" {
+				return tt.env
+			}
+			return ""
+		}
+		cfg, _, err := loadConfig(path, true, getenv)
+		switch {
+		case tt.wantErr && (err == nil || !strings.Contains(err.Error(), "max_document_pages")):
+			t.Errorf("MAX_DOCUMENT_PAGES=%q: loadConfig = %v; want an error naming max_document_pages", tt.env, err)
+		case !tt.wantErr && (err != nil || cfg.MaxDocumentPages != tt.want):
+			t.Errorf("MAX_DOCUMENT_PAGES=%q: max_document_pages = %d, %v; want %d", tt.env, cfg.MaxDocumentPages, err, tt.want)
+		}
+	}
+}

@@ -36,17 +36,18 @@
 // sized to what stays live (memory.go).
 //
 // Each configured environment (server.go) holds its current snapshot behind
-// an atomic pointer: its poller (poller.go) compiles a new document off the
-// request path and swaps it in; handlers (handlers.go) load it once per
-// request and take no lock.
+// an atomic pointer: its poller (poller.go; pages.go when the upstream
+// splits a document into pages) compiles a new document off the request
+// path and swaps it in; handlers (handlers.go) load it once per request and
+// take no lock.
 //
 // Configuration comes from config.json (-config, else $CONFIG_PATH, else
 // ./config.json) and environment variables named like its top-level keys in
 // upper case: environment_key_pairs, api_url, api_poll_frequency_seconds,
 // api_poll_timeout_seconds, allow_origins, allow_credentials, server (with
 // server.tls for HTTPS), logging, health_check, cache_dir, admin_token, sse,
-// limits, analytics, full_refresh_seconds, realtime_api_url, webhook_secret,
-// peers, peer_secret.
+// limits, analytics, full_refresh_seconds, max_document_pages,
+// realtime_api_url, webhook_secret, peers, peer_secret.
 // SIGHUP, or a change of the file, reloads it (reload.go); SIGTERM turns
 // readiness off, drains for server.drain_seconds, then shuts down. See
 // README.md for the reference.

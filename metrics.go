@@ -55,6 +55,7 @@ type envStats struct {
 	compileSecs   float64
 	fullRefreshes uint64
 	bodyBytes     uint64 // document bytes read from the upstream
+	pagesFetched  uint64 // document pages read whole from the upstream
 
 	// The upstream realtime stream (realtime_api_url).
 	streamConnected bool
@@ -137,6 +138,14 @@ func (m *metrics) observeBodyBytes(key string, n int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.env(key).bodyBytes += uint64(n)
+}
+
+// observePageFetched counts a document page read whole: one per poll that
+// brings a document, more when the upstream paginates it.
+func (m *metrics) observePageFetched(key string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.env(key).pagesFetched++
 }
 
 // observeStream records the upstream stream's state: connected, or not.
@@ -277,6 +286,16 @@ func (s *server) exposition() []byte {
 	help("edge_proxy_upstream_body_bytes_total", "counter", "Document bytes read from the upstream, by environment (a 304 reads none).")
 	for _, env := range s.environments() {
 		fmt.Fprintf(&b, "edge_proxy_upstream_body_bytes_total{environment=%s} %d\n", label(env.pair.ClientSideKey), m.env(env.pair.ClientSideKey).bodyBytes)
+	}
+	help("edge_proxy_document_pages_fetched_total", "counter", "Document pages read whole from the upstream, by environment: one per poll that brings a document, more when the upstream paginates it (a 304 reads none).")
+	for _, env := range s.environments() {
+		fmt.Fprintf(&b, "edge_proxy_document_pages_fetched_total{environment=%s} %d\n", label(env.pair.ClientSideKey), m.env(env.pair.ClientSideKey).pagesFetched)
+	}
+	help("edge_proxy_document_pages", "gauge", "Pages of each environment's last document fetched whole from the upstream (1 unless the upstream paginates it).")
+	for _, env := range s.environments() {
+		if n := env.documentPages.Load(); n > 0 {
+			fmt.Fprintf(&b, "edge_proxy_document_pages{environment=%s} %d\n", label(env.pair.ClientSideKey), n)
+		}
 	}
 	help("edge_proxy_full_refreshes_total", "counter", "Polls sent without conditions because full_refresh_seconds had passed.")
 	for _, env := range s.environments() {

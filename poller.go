@@ -18,9 +18,10 @@ const maxDocumentBytes = 32 << 20
 var errDocumentSize = fmt.Errorf("document larger than %d bytes", maxDocumentBytes)
 
 // newPollClient is the HTTP client of the pollers. Redirects are followed,
-// as by Flagsmith's proxy; each poll carries its own timeout. The server key
-// is a secret: it is not forwarded to another host, as Go already does for
-// Authorization, nor over plain HTTP when the configured URL is HTTPS.
+// as by Flagsmith's proxy; each request (each page of a paginated document)
+// carries its own timeout. The server key is a secret: it is not forwarded
+// to another host, as Go already does for Authorization, nor over plain
+// HTTP when the configured URL is HTTPS.
 //
 // Requests go through the proxy named by HTTPS_PROXY or HTTP_PROXY unless
 // NO_PROXY exempts the host (http.ProxyFromEnvironment; Go never proxies
@@ -257,35 +258,27 @@ func (s *server) pollOnce(ctx context.Context, env *environment, client *http.Cl
 	return err
 }
 
-// pollWithKey is one poll with one server key.
+// pollWithKey is one poll with one server key: page 1 of the document,
+// with conditions unless a full refresh is due, then every later page the
+// upstream links to (pages.go).
 func (s *server) pollWithKey(ctx context.Context, env *environment, client *http.Client, st *pollState, serverKey secret) error {
 	cfg := s.config()
 	key := env.pair.ClientSideKey
-	ctx, cancel := context.WithTimeout(ctx, cfg.pollTimeout())
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, cfg.APIURL+"/environment-document/", nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("X-Environment-Key", string(serverKey))
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", "flagsmith-edge-proxy/"+version)
 	held := env.snap.Load()
 	// Every full_refresh_seconds the poll goes without conditions: an
 	// upstream that wrongly answers 304 cannot pin a document for longer.
 	fullDue := held != nil && time.Since(st.lastFull) >= cfg.fullRefresh()
+	var conditions *pollState
 	if held != nil && !fullDue {
-		st.setConditions(req)
+		conditions = st
 	}
 	start := time.Now()
-	resp, err := client.Do(req)
+	resp, raw, err := s.getPage(ctx, client, cfg, env, serverKey, "", conditions, maxDocumentBytes)
 	if err != nil {
 		s.stats.observePoll(key, "error")
-		return fmt.Errorf("request: %w", err)
+		return err
 	}
-	defer resp.Body.Close()
-	switch {
-	case resp.StatusCode == http.StatusNotModified:
+	if resp.StatusCode == http.StatusNotModified {
 		if held == nil {
 			s.stats.observePoll(key, "error")
 			return errors.New("upstream answered 304 Not Modified but no document is held")
@@ -293,26 +286,19 @@ func (s *server) pollWithKey(ctx context.Context, env *environment, client *http
 		s.stats.observePoll(key, "not_modified")
 		s.markSuccess(env)
 		return nil
-	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
-		s.stats.observePoll(key, "error")
-		return fmt.Errorf("upstream status %d: %w", resp.StatusCode, errKeyRejected)
-	case resp.StatusCode < 200 || resp.StatusCode > 299:
-		s.stats.observePoll(key, "error")
-		return fmt.Errorf("upstream status %d", resp.StatusCode)
 	}
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxDocumentBytes+1))
-	s.stats.observeBodyBytes(key, len(raw))
+	raw, pages, err := s.fetchLaterPages(ctx, client, cfg, env, serverKey, resp.Header, raw, maxDocumentBytes)
 	if err != nil {
 		s.stats.observePoll(key, "error")
-		return fmt.Errorf("read body: %w", err)
-	}
-	if len(raw) > maxDocumentBytes {
-		s.stats.observePoll(key, "error")
-		return errDocumentSize
+		return err
 	}
 	if err := s.publish(env, raw, "upstream"); err != nil {
 		s.stats.observePoll(key, "invalid")
 		return err
+	}
+	env.documentPages.Store(int32(pages))
+	if pages > 1 && env.snap.Load() != held {
+		s.log.Info("document pages merged", "env", key, "pages", pages, "bytes", len(raw))
 	}
 	// Validators are kept only for a document that was published: those of
 	// a refused one would make the next poll a 304 for it.
@@ -322,6 +308,49 @@ func (s *server) pollWithKey(ctx context.Context, env *environment, client *http
 		s.stats.observeFullRefresh(key)
 	}
 	s.stats.observePoll(key, "ok")
-	s.log.Debug("poll done", "env", key, "duration", time.Since(start).String(), "full_refresh", fullDue)
+	s.log.Debug("poll done", "env", key, "duration", time.Since(start).String(), "full_refresh", fullDue, "pages", pages)
 	return nil
+}
+
+// getPage is one request for a page of the document (pageID "" asks for
+// page 1), bounded by the poll timeout, with conditions when not nil. Its
+// body is read through limit; a 304 comes back with none. The answer's
+// body is closed; its headers stay readable.
+func (s *server) getPage(ctx context.Context, client *http.Client, cfg *Config, env *environment,
+	serverKey secret, pageID string, conditions *pollState, limit int) (*http.Response, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.pollTimeout())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, pageURL(cfg.APIURL, pageID), nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header.Set("X-Environment-Key", string(serverKey))
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", "flagsmith-edge-proxy/"+version)
+	if conditions != nil {
+		conditions.setConditions(req)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("request: %w", err)
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusNotModified:
+		return resp, nil, nil
+	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+		return nil, nil, fmt.Errorf("upstream status %d: %w", resp.StatusCode, errKeyRejected)
+	case resp.StatusCode < 200 || resp.StatusCode > 299:
+		return nil, nil, fmt.Errorf("upstream status %d", resp.StatusCode)
+	}
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, int64(limit)+1))
+	s.stats.observeBodyBytes(env.pair.ClientSideKey, len(raw))
+	if err != nil {
+		return nil, nil, fmt.Errorf("read body: %w", err)
+	}
+	if len(raw) > limit {
+		return nil, nil, errDocumentSize
+	}
+	s.stats.observePageFetched(env.pair.ClientSideKey)
+	return resp, raw, nil
 }

@@ -187,6 +187,10 @@ type environment struct {
 	// keyInUse indexes pair.serverKeys(): the key the upstream last
 	// accepted, tried first by the next poll. Only the poller writes it.
 	keyInUse atomic.Int32
+	// documentPages is how many pages the last document fetched whole from
+	// the upstream came in (1 unless it is paginated; 0 before the first).
+	// Only the poller writes it; /metrics reads it.
+	documentPages atomic.Int32
 
 	// loops is the environment's running poll loop, nil when none runs;
 	// guarded by server.reloadMu.

@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -153,9 +154,10 @@ const documentPath = "/api/v1/environment-document/"
 // fakeUpstream plays the Flagsmith API: the environment document of each
 // server key, with the conditional answers Flagsmith gives (304 when the
 // document is not newer than If-Modified-Since, at one-second resolution,
-// or when If-None-Match names its ETag). Every request is recorded. A test
-// can hold requests until it releases them, and set a fault that answers
-// in place of the documents.
+// or when If-None-Match names its ETag), in pages linked as Flagsmith's
+// Edge API links them when a test sets pages (setPages). Every request is
+// recorded. A test can hold requests until it releases them, and set a
+// fault that answers in place of the documents.
 type fakeUpstream struct {
 	// apiURL is the api_url to configure ("" for an in-memory upstream,
 	// which any URL reaches through the upstream as RoundTripper).
@@ -177,6 +179,9 @@ type fakeUpstream struct {
 	// validators is what a document is sent with (upstreamETag unless a
 	// test says otherwise).
 	validators upstreamValidators
+	// linkBase prefixes the path in the Link to a next page: "" gives the
+	// path alone, as Flagsmith's Edge API sends it.
+	linkBase string
 }
 
 // upstreamValidators is what the fake sends with a document for later
@@ -197,14 +202,27 @@ func (u *fakeUpstream) sendValidators(v upstreamValidators) {
 }
 
 type upstreamDocument struct {
-	raw      []byte
+	raw      []byte // page 1 when the document is paginated
 	etag     string
 	modified time.Time // zero when updated_at does not parse: never 304
+	// A paginated document (setPages): the page_id page 1 links to, and
+	// the later pages by page_id.
+	next  string
+	pages map[string]upstreamPage
+}
+
+// upstreamPage is a page after the first of a paginated document, as
+// Flagsmith's Edge API splits a large one.
+type upstreamPage struct {
+	id   string // the page_id that asks for it
+	body []byte
+	next string // the page_id its Link names; "" for the last page
 }
 
 // upstreamRequest is what the fake saw of one request.
 type upstreamRequest struct {
 	key    string // X-Environment-Key
+	page   string // the page_id asked for, decoded; "" for page 1
 	header http.Header
 	at     time.Time
 }
@@ -268,6 +286,34 @@ func (u *fakeUpstream) set(serverKey string, doc []byte) {
 	u.docs[serverKey] = d
 }
 
+// setPages makes serverKey's document paginated: page 1 is first, then
+// the later pages in order, each linked from the one before it; the last
+// links to its own next (normally none). Validators are page 1's.
+func (u *fakeUpstream) setPages(serverKey string, first []byte, later ...upstreamPage) {
+	u.set(serverKey, first)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	d := u.docs[serverKey]
+	d.pages = map[string]upstreamPage{}
+	for i, p := range later {
+		if i == 0 {
+			d.next = p.id
+		}
+		if i+1 < len(later) {
+			p.next = later[i+1].id
+		}
+		d.pages[p.id] = p
+	}
+	u.docs[serverKey] = d
+}
+
+// setLinkBase makes the Links to next pages absolute, under base.
+func (u *fakeUpstream) setLinkBase(base string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.linkBase = base
+}
+
 // remove forgets serverKey's document: the key is answered 401 from now on
 // (a revoked key).
 func (u *fakeUpstream) remove(serverKey string) {
@@ -316,7 +362,7 @@ func (u *fakeUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			n++
 		}
 	}
-	u.requests = append(u.requests, upstreamRequest{key, r.Header.Clone(), time.Now()})
+	u.requests = append(u.requests, upstreamRequest{key, r.URL.Query().Get("page_id"), r.Header.Clone(), time.Now()})
 	f, holding := u.fault, u.holding
 	u.mu.Unlock()
 
@@ -345,10 +391,26 @@ func (u *fakeUpstream) serveDocument(w http.ResponseWriter, r *http.Request, key
 	}
 	u.mu.Lock()
 	doc, ok := u.docs[key]
-	validators := u.validators
+	validators, linkBase := u.validators, u.linkBase
 	u.mu.Unlock()
 	if !ok {
 		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	linkTo := func(next string) {
+		if next != "" {
+			w.Header().Set("Link", "<"+linkBase+documentPath+"?page_id="+url.QueryEscape(next)+`>; rel="next"`)
+		}
+	}
+	if query := r.URL.Query(); query.Has("page_id") {
+		page, ok := doc.pages[query.Get("page_id")]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		linkTo(page.next)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(page.body)
 		return
 	}
 	ims, imsErr := http.ParseTime(r.Header.Get("If-Modified-Since"))
@@ -369,6 +431,7 @@ func (u *fakeUpstream) serveDocument(w http.ResponseWriter, r *http.Request, key
 			w.Header().Set("Last-Modified", doc.modified.UTC().Format(http.TimeFormat))
 		}
 	}
+	linkTo(doc.next)
 	_, _ = w.Write(doc.raw)
 }
 

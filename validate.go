@@ -129,6 +129,9 @@ func (c *Config) validate() error {
 	if c.FullRefresh <= 0 {
 		bad("full_refresh_seconds: %v must be a positive number of seconds", c.FullRefresh)
 	}
+	if c.MaxDocumentPages < 1 || c.MaxDocumentPages > maxDocumentPagesLimit {
+		bad("max_document_pages: %d must be between 1 and %d", c.MaxDocumentPages, maxDocumentPagesLimit)
+	}
 	if c.RealtimeAPIURL != "" {
 		if u, err := url.Parse(c.RealtimeAPIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			bad("realtime_api_url: %q is not an http(s) URL (Flagsmith's realtime service, or another proxy's base URL)", c.RealtimeAPIURL)

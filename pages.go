@@ -1,0 +1,331 @@
+package main
+
+// Paginated documents. As of 2026-12 Flagsmith's Edge API (the SaaS
+// default) splits a large environment's document into pages: an answer
+// that has a next page names it in a Link header,
+//
+//	Link: </api/v1/environment-document/?page_id=…>; rel="next"
+//
+// and each later page carries more identity_overrides; the first page is
+// authoritative for everything else. The poller fetches every page and
+// merges their identity overrides into the first page's body before
+// compiling, so that everything downstream (the snapshot, cache_dir, this
+// proxy's own environment-document endpoint) sees one whole document.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+var (
+	errPageLoop     = errors.New("the upstream's pages link in a loop")
+	errTooManyPages = errors.New("more pages than max_document_pages")
+)
+
+// fetchLaterPages follows the next-page links from page 1 (first, answered
+// with header) and returns the whole document, first with the identity
+// overrides of every page, and how many pages it was. All pages together
+// are read through limit (maxDocumentBytes when polling), so a paginated
+// document costs no more than an unpaginated one could. The merged
+// document keeps to it too (cache_dir reads it back through it): it is
+// smaller than its pages, as each later page adds at most its array's
+// elements and a comma, and is itself an object holding that array.
+//
+// Later pages are fetched without conditions: a 304 on page 1 already
+// ended the poll, and a changed page 1 means the rest is read whole.
+// Nothing is returned unless every page arrived: a document is published
+// whole or not at all.
+func (s *server) fetchLaterPages(ctx context.Context, client *http.Client, cfg *Config, env *environment,
+	serverKey secret, header http.Header, first []byte, limit int) ([]byte, int, error) {
+	next, ok, err := nextPageID(header)
+	if err != nil {
+		return nil, 1, fmt.Errorf("page 1: %w", err)
+	}
+	if !ok {
+		return first, 1, nil
+	}
+	arrays := make([][]byte, 1, 2)
+	if arrays[0], err = pageOverrides(first); err != nil {
+		return nil, 1, fmt.Errorf("page 1: %w", err)
+	}
+	remaining := limit - len(first)
+	seen := map[string]bool{}
+	pages := 1
+	for ok {
+		if pages >= cfg.MaxDocumentPages {
+			return nil, pages, fmt.Errorf("page %d links to a next page: %w (%d)", pages, errTooManyPages, cfg.MaxDocumentPages)
+		}
+		if seen[next] {
+			return nil, pages, fmt.Errorf("page %d links to page_id %q again: %w", pages, shortPageID(next), errPageLoop)
+		}
+		seen[next] = true
+		pages++
+		resp, body, err := s.getPage(ctx, client, cfg, env, serverKey, next, nil, remaining)
+		if err != nil {
+			if errors.Is(err, errDocumentSize) {
+				err = fmt.Errorf("the pages together: %w", err)
+			}
+			return nil, pages, fmt.Errorf("page %d: %w", pages, err)
+		}
+		if resp.StatusCode == http.StatusNotModified {
+			return nil, pages, fmt.Errorf("page %d: upstream answered 304 Not Modified to a request without conditions", pages)
+		}
+		remaining -= len(body)
+		array, err := pageOverrides(body)
+		if err != nil {
+			return nil, pages, fmt.Errorf("page %d: %w", pages, err)
+		}
+		arrays = append(arrays, array)
+		if next, ok, err = nextPageID(resp.Header); err != nil {
+			return nil, pages, fmt.Errorf("page %d: %w", pages, err)
+		}
+	}
+	merged, err := mergeOverrides(first, arrays)
+	if err != nil {
+		return nil, pages, fmt.Errorf("page 1: %w", err)
+	}
+	return merged, pages, nil
+}
+
+// pageURL is where a page is fetched: the configured API's
+// environment-document endpoint with the page_id, as Flagsmith's Go SDK
+// (v5.1, ExtractNextPage) asks for it. Only the page_id of the upstream's
+// Link is used, never its scheme, host or path: a page is always fetched
+// from api_url's host, so the server key never goes to a host that a Link
+// names (Flagsmith's Node SDK resolves the Link against api_url's origin
+// instead, which loses a path prefix in front of a self-hosted API).
+func pageURL(apiURL, pageID string) string {
+	u := apiURL + "/environment-document/"
+	if pageID != "" {
+		u += "?" + url.Values{"page_id": {pageID}}.Encode()
+	}
+	return u
+}
+
+// nextPageID reads the page_id of the link with rel="next" in the Link
+// header fields of an answer; ok is false when there is none (the last
+// page). A next link without a page_id is an error: following it would ask
+// for page 1 again, and stopping would silently drop the rest.
+func nextPageID(h http.Header) (id string, ok bool, err error) {
+	for _, field := range h.Values("Link") {
+		for _, link := range splitLinks(field) {
+			target, params, found := strings.Cut(strings.TrimSpace(link), ">")
+			if !found || !strings.HasPrefix(target, "<") || !relNext(params) {
+				continue
+			}
+			target = target[1:]
+			u, err := url.Parse(target)
+			if err != nil {
+				return "", false, fmt.Errorf("next page link %q: %w", shortPageID(target), err)
+			}
+			query, err := url.ParseQuery(u.RawQuery)
+			if err != nil || query.Get("page_id") == "" {
+				return "", false, fmt.Errorf("next page link %q has no page_id", shortPageID(target))
+			}
+			return query.Get("page_id"), true, nil
+		}
+	}
+	return "", false, nil
+}
+
+// splitLinks splits a Link field into its links at the commas that are
+// neither inside <…> nor inside a quoted parameter.
+func splitLinks(field string) []string {
+	var links []string
+	inTarget, inQuote, from := false, false, 0
+	for i := 0; i < len(field); i++ {
+		switch c := field[i]; {
+		case inQuote && c == '\\':
+			i++
+		case inQuote:
+			inQuote = c != '"'
+		case inTarget:
+			inTarget = c != '>'
+		case c == '<':
+			inTarget = true
+		case c == '"':
+			inQuote = true
+		case c == ',':
+			links = append(links, field[from:i])
+			from = i + 1
+		}
+	}
+	return append(links, field[from:])
+}
+
+// relNext reports whether a link's parameters (";rel=next; …") give it the
+// relation type next; rel may list several, case-insensitively (RFC 8288).
+func relNext(params string) bool {
+	for _, p := range strings.Split(params, ";") {
+		name, value, _ := strings.Cut(p, "=")
+		if !strings.EqualFold(strings.TrimSpace(name), "rel") {
+			continue
+		}
+		for _, rel := range strings.Fields(strings.Trim(strings.TrimSpace(value), `"`)) {
+			if strings.EqualFold(rel, "next") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// shortPageID bounds an upstream-chosen text for an error message.
+func shortPageID(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
+}
+
+// pageOverrides returns the identity_overrides array of a page, nil when it
+// has none. The rest of a later page is ignored: page 1 is authoritative.
+func pageOverrides(page []byte) ([]byte, error) {
+	var fields struct {
+		IdentityOverrides json.RawMessage `json:"identity_overrides"`
+	}
+	if err := json.Unmarshal(page, &fields); err != nil {
+		return nil, fmt.Errorf("parse environment document page: %w", err)
+	}
+	switch array := bytes.TrimSpace(fields.IdentityOverrides); {
+	case len(array) == 0 || string(array) == "null":
+		return nil, nil
+	case array[0] != '[':
+		return nil, errors.New("environment document page: identity_overrides is not an array")
+	default:
+		return array, nil
+	}
+}
+
+// mergeOverrides returns page 1 (first) with its identity_overrides replaced
+// by the elements of arrays (page 1's own first), in page order. first is a
+// JSON object (pageOverrides has parsed it); its other members keep their
+// bytes.
+func mergeOverrides(first []byte, arrays [][]byte) ([]byte, error) {
+	size := len(first) + len(`,"identity_overrides":[]`)
+	for _, a := range arrays {
+		size += len(a) + 1
+	}
+	elements := make([]byte, 0, size)
+	elements = append(elements, '[')
+	for _, a := range arrays {
+		if inner := bytes.TrimSpace(a[min(1, len(a)):max(len(a)-1, 0)]); len(inner) > 0 {
+			if len(elements) > 1 {
+				elements = append(elements, ',')
+			}
+			elements = append(elements, inner...)
+		}
+	}
+	elements = append(elements, ']')
+
+	start, end, closing, err := topLevelMember(first, "identity_overrides")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, size)
+	if start >= 0 {
+		out = append(out, first[:start]...)
+		out = append(out, elements...)
+		return append(out, first[end:]...), nil
+	}
+	// Page 1 has no identity_overrides: the member goes last.
+	out = append(out, bytes.TrimRight(first[:closing], " \t\r\n")...)
+	if out[len(out)-1] != '{' {
+		out = append(out, ',')
+	}
+	out = append(out, `"identity_overrides":`...)
+	out = append(out, elements...)
+	return append(out, first[closing:]...), nil
+}
+
+// topLevelMember finds the value of the member name of the JSON object raw:
+// its offsets [start, end), or start -1 when it is absent; closing is the
+// offset of the object's closing brace. Of a repeated name the last counts,
+// as encoding/json reads it. raw must be valid JSON.
+func topLevelMember(raw []byte, name string) (start, end, closing int, err error) {
+	start, end = -1, -1
+	i := skipSpace(raw, 0)
+	if i >= len(raw) || raw[i] != '{' {
+		return 0, 0, 0, errors.New("environment document: not a JSON object")
+	}
+	i = skipSpace(raw, i+1)
+	for i < len(raw) && raw[i] != '}' {
+		keyEnd := jsonValueEnd(raw, i)
+		var key string
+		if err := json.Unmarshal(raw[i:keyEnd], &key); err != nil {
+			return 0, 0, 0, fmt.Errorf("environment document: %w", err)
+		}
+		i = skipSpace(raw, keyEnd)
+		if i >= len(raw) || raw[i] != ':' {
+			return 0, 0, 0, errors.New("environment document: malformed object")
+		}
+		i = skipSpace(raw, i+1)
+		valueEnd := jsonValueEnd(raw, i)
+		if key == name {
+			start, end = i, valueEnd
+		}
+		i = skipSpace(raw, valueEnd)
+		if i < len(raw) && raw[i] == ',' {
+			i = skipSpace(raw, i+1)
+		}
+	}
+	if i >= len(raw) {
+		return 0, 0, 0, errors.New("environment document: malformed object")
+	}
+	return start, end, i, nil
+}
+
+func skipSpace(raw []byte, i int) int {
+	for i < len(raw) && (raw[i] == ' ' || raw[i] == '\t' || raw[i] == '\n' || raw[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// jsonValueEnd returns the offset just past the JSON value that starts at
+// i: a string, an object or array (nesting counted outside strings), or a
+// literal or number.
+func jsonValueEnd(raw []byte, i int) int {
+	if i >= len(raw) {
+		return i
+	}
+	switch raw[i] {
+	case '"':
+		for j := i + 1; j < len(raw); j++ {
+			switch raw[j] {
+			case '\\':
+				j++
+			case '"':
+				return j + 1
+			}
+		}
+		return len(raw)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(raw); j++ {
+			switch raw[j] {
+			case '"':
+				j = jsonValueEnd(raw, j) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return len(raw)
+	}
+	j := i
+	for j < len(raw) && !strings.ContainsRune(",}] \t\r\n", rune(raw[j])) {
+		j++
+	}
+	return j
+}

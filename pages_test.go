@@ -1,0 +1,492 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// Page ids as an API may choose them: each needs escaping in a URL.
+const (
+	pageID2 = "identity_override:2:a/b+c=d e"
+	pageID3 = "page 3/of=3+more"
+)
+
+// pagedDocument is environment A's document in three pages, each page
+// overriding banner for one identity of its own (pageN: "valueN" and
+// "pN-…"), with environment default banner.
+func pagedDocument(banner, suffix string) (first []byte, later []upstreamPage) {
+	first = testDocument(clientKeyA, pollerUpdatedAt, banner, withOverride("p1-user", "one"+suffix))
+	return first, []upstreamPage{
+		overridesPage(pageID2, "p2-user", "two"+suffix),
+		overridesPage(pageID3, "p3-user", "three"+suffix),
+	}
+}
+
+// withOverride adds an identity override of banner for identifier.
+func withOverride(identifier, banner string) docEdit {
+	return func(doc map[string]any) {
+		doc["identity_overrides"] = append(doc["identity_overrides"].([]any), pagesOverride(identifier, banner))
+	}
+}
+
+// pagesOverride is an identity override of banner, shaped as Flagsmith
+// sends it.
+func pagesOverride(identifier, banner string) map[string]any {
+	return map[string]any{
+		"identifier": identifier,
+		"identity_features": []any{map[string]any{
+			"feature": map[string]any{"id": 1, "name": "banner", "type": "STANDARD"},
+			"enabled": true, "django_id": 90, "featurestate_uuid": "5b1a3c1e-0000-4000-8000-000000000090",
+			"feature_state_value": banner, "multivariate_feature_state_values": []any{},
+		}},
+	}
+}
+
+// overridesPage is a later page that overrides banner for identifier.
+func overridesPage(id, identifier, banner string) upstreamPage {
+	body, err := json.Marshal(map[string]any{
+		"api_key":            clientKeyA,
+		"identity_overrides": []any{pagesOverride(identifier, banner)},
+	})
+	if err != nil {
+		panic(err)
+	}
+	return upstreamPage{id: id, body: body}
+}
+
+// identityBanner is the banner POST /api/v1/identities/ answers identifier.
+func identityBanner(t testing.TB, s *testServer, identifier string) string {
+	t.Helper()
+	rec := callHandler(t, s.handler(), http.MethodPost, "/api/v1/identities/", withKey(clientKeyA), `{"identifier": "`+identifier+`"}`)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("POST /api/v1/identities/ %q = %d %s; want 200", identifier, rec.Code, rec.Body)
+	}
+	var body struct {
+		Flags []apiFlag `json:"flags"`
+	}
+	mustUnmarshal(t, rec.Body.Bytes(), &body)
+	var banner string
+	mustUnmarshal(t, flagsByName(body.Flags)["banner"].Value, &banner)
+	return banner
+}
+
+// documentOverrides is the identifiers of a document's identity overrides.
+func documentOverrides(t testing.TB, doc []byte) []string {
+	t.Helper()
+	var fields struct {
+		IdentityOverrides []struct {
+			Identifier string `json:"identifier"`
+		} `json:"identity_overrides"`
+	}
+	mustUnmarshal(t, doc, &fields)
+	var ids []string
+	for _, o := range fields.IdentityOverrides {
+		ids = append(ids, o.Identifier)
+	}
+	return ids
+}
+
+// pagesWantBanners fails unless each identity is answered its banner
+// through POST /api/v1/identities/.
+func pagesWantBanners(t testing.TB, s *testServer, want map[string]string) {
+	t.Helper()
+	for identifier, banner := range want {
+		if got := identityBanner(t, s, identifier); got != banner {
+			t.Errorf("POST /api/v1/identities/ %q: banner = %q; want %q", identifier, got, banner)
+		}
+	}
+}
+
+// TestPagesMerged: every page of a paginated document is fetched with the
+// server key, page ids decoded as the Link gives them, and the overrides
+// of every page evaluate; the proxy's environment-document, the cache file
+// and a proxy polling this one hold the merged document; /metrics shows the
+// pages.
+func TestPagesMerged(t *testing.T) {
+	first, later := pagedDocument("blue", "")
+	up := newUpstream(t)
+	up.setPages(serverKeyA, first, later...)
+	dir := t.TempDir()
+	s := newTestServer(t, withUpstream(up), withPairs(pairA), func(c *Config) { c.CacheDir = dir })
+	env := s.environments()[0]
+	pollerMustPoll(t, s, env, pollClient(t))
+
+	pagesWantBanners(t, s, map[string]string{"p1-user": "one", "p2-user": "two", "p3-user": "three", "nobody": "blue"})
+	var pages []string
+	for _, r := range up.recorded() {
+		pages = append(pages, r.page)
+		if got := r.header.Get("X-Environment-Key"); got != serverKeyA {
+			t.Errorf("request for page %q: X-Environment-Key = %q; want the server key", r.page, got)
+		}
+	}
+	if diff := cmp.Diff([]string{"", pageID2, pageID3}, pages); diff != "" {
+		t.Errorf("page_ids requested (-want +got):\n%s", diff)
+	}
+
+	s.listen(t, nil)
+	code, _, served := s.do(t, http.MethodGet, "/api/v1/environment-document/", http.Header{"X-Environment-Key": {serverKeyA}})
+	if code != http.StatusOK {
+		t.Fatalf("GET /api/v1/environment-document/ = %d; want 200", code)
+	}
+	if got, want := documentOverrides(t, served), []string{"p1-user", "p2-user", "p3-user"}; !slices.Equal(got, want) {
+		t.Errorf("served document's identity_overrides name %q; want %q", got, want)
+	}
+	// Apart from the overrides, the served document is page 1.
+	var gotRest, wantRest map[string]any
+	mustUnmarshal(t, served, &gotRest)
+	mustUnmarshal(t, first, &wantRest)
+	delete(gotRest, "identity_overrides")
+	delete(wantRest, "identity_overrides")
+	if diff := cmp.Diff(wantRest, gotRest); diff != "" {
+		t.Errorf("served document apart from identity_overrides (-page 1 +served):\n%s", diff)
+	}
+	cached, err := os.ReadFile(cachePath(dir, clientKeyA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(cached) != string(served) {
+		t.Errorf("cache file = %s; want the merged document served %s", cached, served)
+	}
+
+	// A proxy whose upstream is this one sees every override in one page.
+	downstream := newTestServer(t, withPairs(pairA), func(c *Config) { c.APIURL = s.url + "/api/v1" })
+	pollerMustPoll(t, downstream, downstream.environments()[0], pollClient(t))
+	pagesWantBanners(t, downstream, map[string]string{"p3-user": "three"})
+
+	if got := env.documentPages.Load(); got != 3 {
+		t.Errorf("documentPages = %d; want 3", got)
+	}
+	metrics := string(s.exposition())
+	for _, line := range []string{
+		`edge_proxy_document_pages{environment="` + clientKeyA + `"} 3`,
+		`edge_proxy_document_pages_fetched_total{environment="` + clientKeyA + `"} 3`,
+	} {
+		if !strings.Contains(metrics, line+"\n") {
+			t.Errorf("/metrics lacks %q:\n%s", line, metrics)
+		}
+	}
+	s.logs.mustHave(t, logRecord{level: "INFO", msg: "environment updated", env: clientKeyA})
+	s.logs.noServerKeys(t)
+}
+
+// TestPagesWholeOrNothing: a poll whose later page fails publishes nothing:
+// the previous document (flags, overrides, cache file) stays whole, the
+// poll counts as failed, and the next good poll brings the new document.
+func TestPagesWholeOrNothing(t *testing.T) {
+	tests := []struct {
+		name    string
+		fault   fault // on the polls of the new document
+		later   func([]upstreamPage) []upstreamPage
+		pages   int     // max_document_pages for the new document, when not the default
+		timeout float64 // api_poll_timeout_seconds for the new document, when not the default
+		wantErr string
+		wantIs  error
+	}{
+		{
+			name: "page 3 answers 503", wantErr: "page 3: upstream status 503",
+			fault: pagesFaultOn(pageID3, failWith(http.StatusServiceUnavailable)),
+		},
+		{
+			name: "page 2 times out", timeout: 0.2, wantErr: "page 2", wantIs: context.DeadlineExceeded,
+			fault: pagesFaultOn(pageID2, hang),
+		},
+		{
+			name: "page 3 is not JSON", wantErr: "page 3: parse",
+			fault: pagesFaultOn(pageID3, answerWith([]byte("<html>oops</html>"))),
+		},
+		{
+			name: "page 2's identity_overrides is not an array", wantErr: "not an array",
+			fault: pagesFaultOn(pageID2, answerWith([]byte(`{"identity_overrides": {"identifier": "x"}}`))),
+		},
+		{
+			name: "a next link without a page_id", wantErr: "no page_id",
+			fault: pagesFaultOn(pageID2, func(w http.ResponseWriter, r *http.Request, n int) bool {
+				w.Header().Set("Link", `</api/v1/environment-document/>; rel="next"`)
+				return answerWith([]byte(`{}`))(w, r, n)
+			}),
+		},
+		{
+			name: "page 3 links to itself", wantErr: "again", wantIs: errPageLoop,
+			later: func(p []upstreamPage) []upstreamPage { p[1].next = pageID3; return p },
+		},
+		{
+			name: "page 3 links back to page 2", wantErr: "again", wantIs: errPageLoop,
+			later: func(p []upstreamPage) []upstreamPage { p[1].next = pageID2; return p },
+		},
+		{
+			name: "more pages than max_document_pages", pages: 2, wantErr: "max_document_pages", wantIs: errTooManyPages,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newUpstream(t)
+			first, later := pagedDocument("blue", "")
+			up.setPages(serverKeyA, first, later...)
+			dir := t.TempDir()
+			s := newTestServer(t, withUpstream(up), withPairs(pairA), func(c *Config) { c.CacheDir = dir })
+			client, env := pollClient(t), s.environments()[0]
+			pollerMustPoll(t, s, env, client)
+			held := env.snap.Load()
+			cached, err := os.ReadFile(cachePath(dir, clientKeyA))
+			if err != nil {
+				t.Fatal(err)
+			}
+			old := map[string]string{"p1-user": "one", "p2-user": "two", "p3-user": "three", "nobody": "blue"}
+
+			// The new document, whose later pages fail.
+			first, later = pagedDocument("green", "-new")
+			first = buildDocument(first, withUpdatedAt("2026-11-21T08:30:15Z"))
+			if tt.later != nil {
+				later = tt.later(later)
+			}
+			up.setPages(serverKeyA, first, later...)
+			up.setFault(tt.fault)
+			if tt.pages != 0 {
+				s.config().MaxDocumentPages = tt.pages
+			}
+			if tt.timeout != 0 {
+				s.config().PollTimeout = tt.timeout
+			}
+			err = s.pollNow(context.Background(), env, client)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("poll of the new document = %v; want an error containing %q", err, tt.wantErr)
+			}
+			if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
+				t.Errorf("poll of the new document = %v; want errors.Is %v", err, tt.wantIs)
+			}
+			if env.snap.Load() != held {
+				t.Error("the failed poll replaced the held snapshot; want the previous document kept whole")
+			}
+			pagesWantBanners(t, s, old)
+			if now, _ := os.ReadFile(cachePath(dir, clientKeyA)); string(now) != string(cached) {
+				t.Errorf("cache file after the failed poll = %s; want the previous document %s", now, cached)
+			}
+			if m := string(s.exposition()); !strings.Contains(m, `edge_proxy_polls_total{environment="`+clientKeyA+`",result="error"} 1`) {
+				t.Errorf("/metrics does not count the failed poll:\n%s", m)
+			}
+
+			// The upstream recovers: the next poll brings the whole new document.
+			up.setPages(serverKeyA, first, pagedLater("-new")...)
+			up.setFault(nil)
+			s.config().MaxDocumentPages, s.config().PollTimeout = defaultMaxDocumentPages, 30
+			pollerMustPoll(t, s, env, client)
+			pagesWantBanners(t, s, map[string]string{"p1-user": "one-new", "p2-user": "two-new", "p3-user": "three-new", "nobody": "green"})
+			s.logs.noServerKeys(t)
+		})
+	}
+}
+
+// pagedLater is the later pages of pagedDocument.
+func pagedLater(suffix string) []upstreamPage {
+	_, later := pagedDocument("", suffix)
+	return later
+}
+
+// pagesFaultOn applies f to the requests for the page pageID only.
+func pagesFaultOn(pageID string, f fault) fault {
+	return func(w http.ResponseWriter, r *http.Request, n int) bool {
+		return r.URL.Query().Get("page_id") == pageID && f(w, r, n)
+	}
+}
+
+// TestPagesConditional: conditions go with page 1 only; a 304 there keeps
+// the document and asks for no other page; a full refresh fetches every
+// page again.
+func TestPagesConditional(t *testing.T) {
+	up := newUpstream(t)
+	first, later := pagedDocument("blue", "")
+	up.setPages(serverKeyA, first, later...)
+	s := newTestServer(t, withUpstream(up), withPairs(pairA))
+	client, env := pollClient(t), s.environments()[0]
+
+	pollerMustPoll(t, s, env, client)
+	pollerMustPoll(t, s, env, client) // 304
+	held := env.snap.Load()
+	s.config().FullRefresh = 0.001
+	time.Sleep(5 * time.Millisecond)
+	pollerMustPoll(t, s, env, client) // full refresh
+
+	type request struct{ page, ifNoneMatch string }
+	var got []request
+	for _, r := range up.recorded() {
+		got = append(got, request{r.page, r.header.Get("If-None-Match")})
+	}
+	etag := pollerETag(first)
+	want := []request{
+		{"", ""}, {pageID2, ""}, {pageID3, ""}, // the first poll
+		{"", etag},                             // answered 304: no other page asked for
+		{"", ""}, {pageID2, ""}, {pageID3, ""}, // the full refresh
+	}
+	if diff := cmp.Diff(want, got, cmp.AllowUnexported(request{})); diff != "" {
+		t.Errorf("requests (page_id, If-None-Match) (-want +got):\n%s", diff)
+	}
+	for _, r := range up.recorded() {
+		if r.page != "" && (r.header.Get("If-Modified-Since") != "" || r.header.Get("If-None-Match") != "") {
+			t.Errorf("page %q requested with conditions %v; want none", r.page, r.header)
+		}
+	}
+	if up.notModified() != 1 {
+		t.Errorf("304s answered = %d; want 1", up.notModified())
+	}
+	if env.snap.Load() != held {
+		t.Error("the full refresh of an unchanged document replaced the snapshot; want it kept")
+	}
+	pagesWantBanners(t, s, map[string]string{"p3-user": "three"})
+}
+
+// TestPagesLinkToAnotherHost: a Link that names another host is used for
+// its page_id only. The page is fetched from api_url with the server key,
+// and the host the Link names receives nothing (so never the key).
+func TestPagesLinkToAnotherHost(t *testing.T) {
+	other := newUpstream(t)
+	up := newUpstream(t)
+	first, later := pagedDocument("blue", "")
+	up.setPages(serverKeyA, first, later...)
+	up.setLinkBase(other.srv.URL)
+	s := newTestServer(t, withUpstream(up), withPairs(pairA))
+	pollerMustPoll(t, s, s.environments()[0], pollClient(t))
+
+	pagesWantBanners(t, s, map[string]string{"p2-user": "two", "p3-user": "three"})
+	if reqs := other.recorded(); len(reqs) != 0 {
+		t.Errorf("the host the Link names received %d requests (first with headers %v); want none", len(reqs), reqs[0].header)
+	}
+	if n := len(up.recorded()); n != 3 {
+		t.Errorf("api_url received %d requests; want the 3 pages", n)
+	}
+}
+
+// TestPagesByteBound: the pages of one document are read through one
+// bound together, not one each.
+func TestPagesByteBound(t *testing.T) {
+	first, later := pagedDocument("blue", "")
+	up := newUpstream(t)
+	up.setPages(serverKeyA, first, later...)
+	s := newTestServer(t, withUpstream(up), withPairs(pairA))
+	client, env := pollClient(t), s.environments()[0]
+	header := http.Header{"Link": {"<" + documentPath + "?page_id=" + url.QueryEscape(pageID2) + `>; rel="next"`}}
+	whole := len(first) + len(later[0].body) + len(later[1].body)
+
+	tests := []struct {
+		name    string
+		limit   int
+		wantErr string
+	}{
+		{"every page within the bound", whole, ""},
+		{"page 3 crosses the bound", whole - 1, "page 3: the pages together: document larger than"},
+		{"page 2 crosses the bound", len(first) + len(later[0].body) - 1, "page 2: the pages together"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			merged, pages, err := s.fetchLaterPages(t.Context(), client, s.config(), env, serverKeyA, header, first, tt.limit)
+			if tt.wantErr == "" {
+				if err != nil || pages != 3 || len(merged) > tt.limit {
+					t.Errorf("fetchLaterPages(limit %d) = %d bytes, %d pages, %v; want 3 pages within the limit", tt.limit, len(merged), pages, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !errors.Is(err, errDocumentSize) {
+				t.Errorf("fetchLaterPages(limit %d) = %v; want errDocumentSize, containing %q", tt.limit, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestPagesLinkForms: the next page is the link whose rel is next, however
+// the Link field spells it (RFC 8288); a Link without one ends the
+// document.
+func TestPagesLinkForms(t *testing.T) {
+	q := url.QueryEscape(pageID2)
+	tests := []struct {
+		name, link string
+		wantPages  []string
+	}{
+		{"quoted rel", `</api/v1/environment-document/?page_id=` + q + `>; rel="next"`, []string{"", pageID2, pageID3}},
+		{"bare rel, no space", `</api/v1/environment-document/?page_id=` + q + `>;rel=next`, []string{"", pageID2, pageID3}},
+		{"rel among others, in capitals", `</x?page_id=` + q + `>; REL="prefetch Next"`, []string{"", pageID2, pageID3}},
+		{"next after a prev link", `</x?page_id=p,0>; rel="prev", <?page_id=` + q + `&other=1>; rel="next"`, []string{"", pageID2, pageID3}},
+		{"id escaped with %20", `</x?page_id=` + strings.ReplaceAll(url.PathEscape(pageID2), "+", "%2B") + `>; rel="next"`, []string{"", pageID2, pageID3}},
+		{"only a prev link", `</x?page_id=` + q + `>; rel="prev"`, []string{""}},
+		{"no rel", `</x?page_id=` + q + `>`, []string{""}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			first, later := pagedDocument("blue", "")
+			up := newUpstream(t)
+			up.setPages(serverKeyA, first, later...)
+			up.setFault(func(w http.ResponseWriter, r *http.Request, n int) bool {
+				if r.URL.Query().Has("page_id") {
+					return false
+				}
+				w.Header().Set("Link", tt.link)
+				return answerWith(first)(w, r, n)
+			})
+			s := newTestServer(t, withUpstream(up), withPairs(pairA))
+			pollerMustPoll(t, s, s.environments()[0], pollClient(t))
+			var pages []string
+			for _, r := range up.recorded() {
+				pages = append(pages, r.page)
+			}
+			if diff := cmp.Diff(tt.wantPages, pages); diff != "" {
+				t.Errorf("Link %s: page_ids requested (-want +got):\n%s", tt.link, diff)
+			}
+		})
+	}
+}
+
+// TestPagesMergeShapes: the overrides of every page end up in one array
+// whatever page 1 holds, and a page without overrides adds none.
+func TestPagesMergeShapes(t *testing.T) {
+	without := func(doc map[string]any) { delete(doc, "identity_overrides") }
+	null := func(doc map[string]any) { doc["identity_overrides"] = nil }
+	emptyPage := upstreamPage{id: pageID2, body: []byte(` { "identity_overrides" : [ ] } `)}
+	noKeyPage := upstreamPage{id: pageID2, body: []byte(`{"api_key": "` + clientKeyA + `"}`)}
+	tests := []struct {
+		name  string
+		first []byte
+		later []upstreamPage
+		want  []string
+	}{
+		{"page 1 has overrides", testDocument(clientKeyA, pollerUpdatedAt, "blue", withOverride("p1-user", "one")),
+			[]upstreamPage{overridesPage(pageID2, "p2-user", "two")}, []string{"p1-user", "p2-user"}},
+		{"page 1 has an empty array", testDocument(clientKeyA, pollerUpdatedAt, "blue"),
+			[]upstreamPage{overridesPage(pageID2, "p2-user", "two")}, []string{"p2-user"}},
+		{"page 1 has no identity_overrides", testDocument(clientKeyA, pollerUpdatedAt, "blue", without),
+			[]upstreamPage{overridesPage(pageID2, "p2-user", "two")}, []string{"p2-user"}},
+		{"page 1's identity_overrides is null", testDocument(clientKeyA, pollerUpdatedAt, "blue", null),
+			[]upstreamPage{overridesPage(pageID2, "p2-user", "two")}, []string{"p2-user"}},
+		{"a later page with an empty array", testDocument(clientKeyA, pollerUpdatedAt, "blue", withOverride("p1-user", "one")),
+			[]upstreamPage{emptyPage, overridesPage(pageID3, "p3-user", "three")}, []string{"p1-user", "p3-user"}},
+		{"a later page without identity_overrides", testDocument(clientKeyA, pollerUpdatedAt, "blue", without),
+			[]upstreamPage{noKeyPage, overridesPage(pageID3, "p3-user", "three")}, []string{"p3-user"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newUpstream(t)
+			up.setPages(serverKeyA, tt.first, tt.later...)
+			s := newTestServer(t, withUpstream(up), withPairs(pairA))
+			pollerMustPoll(t, s, s.environments()[0], pollClient(t))
+			served := s.env(t, clientKeyA).snap.Load().document.body
+			if !json.Valid(served) {
+				t.Fatalf("merged document is not JSON: %s", served)
+			}
+			if diff := cmp.Diff(tt.want, documentOverrides(t, served)); diff != "" {
+				t.Errorf("merged identity_overrides (-want +got):\n%s", diff)
+			}
+			for _, id := range tt.want {
+				if got := identityBanner(t, s, id); got == "blue" {
+					t.Errorf("identity %q is answered the default banner; want its override", id)
+				}
+			}
+		})
+	}
+}
