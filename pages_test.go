@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -489,4 +490,47 @@ func TestPagesMergeShapes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPagesBackoff: a failing later page is a failed poll of the loop:
+// logged, retried with the usual backoff, and the document arrives whole
+// once the page recovers.
+func TestPagesBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		up := newUpstreamInMemory(t)
+		first, later := pagedDocument("blue", "")
+		up.setPages(serverKeyA, first, later...)
+		failures := 0
+		up.setFault(pagesFaultOn(pageID3, func(w http.ResponseWriter, r *http.Request, n int) bool {
+			if failures++; failures > 2 {
+				return false
+			}
+			w.WriteHeader(http.StatusBadGateway)
+			return true
+		}))
+		start := time.Now()
+		s := newTestServer(t, withPairs(pairA), func(c *Config) { c.PollFrequency = 10 })
+		s.poll(t, &http.Client{Transport: up})
+		time.Sleep(15 * time.Second)
+		synctest.Wait()
+
+		var firstPages []time.Duration
+		for _, r := range up.recorded() {
+			if r.page == "" {
+				firstPages = append(firstPages, r.at.Sub(start))
+			}
+		}
+		// Fails at 0 and after about 1 s, succeeds after about 2 s more,
+		// then polls at the frequency.
+		if len(firstPages) != 4 {
+			t.Fatalf("page 1 requested at %v; want 4 polls in 15 s", firstPages)
+		}
+		gaps := []time.Duration{firstPages[1] - firstPages[0], firstPages[2] - firstPages[1], firstPages[3] - firstPages[2]}
+		doubled := (gaps[1] - 2*gaps[0]).Abs() <= time.Microsecond // float rounding of the jitter
+		if gaps[0] < 800*time.Millisecond || gaps[0] > time.Second || !doubled || gaps[2] != 10*time.Second {
+			t.Errorf("gaps between polls %v; want the first backoff (0.8-1 s), double it, then the poll frequency 10 s", gaps)
+		}
+		s.logs.mustHave(t, logRecord{level: "WARN", msg: "poll failed", env: clientKeyA, err: "page 3: upstream status 502"})
+		pagesWantBanners(t, s, map[string]string{"p3-user": "three"})
+	})
 }
