@@ -15,6 +15,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,16 +56,19 @@ func (s *server) fetchLaterPages(ctx context.Context, client *http.Client, cfg *
 		return nil, 1, fmt.Errorf("page 1: %w", err)
 	}
 	remaining := limit - len(first)
-	seen := map[string]bool{}
+	// Page ids are the upstream's to choose, up to a header's size each:
+	// their digests bound what a long run of pages keeps.
+	seen := map[[sha256.Size]byte]bool{}
 	pages := 1
 	for ok {
 		if pages >= cfg.MaxDocumentPages {
 			return nil, pages, fmt.Errorf("page %d links to a next page: %w (%d)", pages, errTooManyPages, cfg.MaxDocumentPages)
 		}
-		if seen[next] {
+		id := sha256.Sum256([]byte(next))
+		if seen[id] {
 			return nil, pages, fmt.Errorf("page %d links to page_id %q again: %w", pages, shortPageID(next), errPageLoop)
 		}
-		seen[next] = true
+		seen[id] = true
 		pages++
 		resp, body, err := s.getPage(ctx, client, cfg, env, serverKey, next, nil, remaining)
 		if err != nil {

@@ -534,3 +534,61 @@ func TestPagesBackoff(t *testing.T) {
 		pagesWantBanners(t, s, map[string]string{"p3-user": "three"})
 	})
 }
+
+// TestPagesRedirect: a later page's redirect is followed as page 1's is,
+// and the server key goes to no other host.
+func TestPagesRedirect(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		otherHost bool
+	}{{"to the same host", false}, {"to another host", true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			otherHost := tt.otherHost
+			first, later := pagedDocument("blue", "")
+			up, other := newUpstream(t), newUpstream(t)
+			up.setPages(serverKeyA, first, later...)
+			other.setPages(serverKeyA, first, later...)
+			target := up
+			if otherHost {
+				target = other
+			}
+			up.setFault(pagesMoved(pageID3, target.srv.URL))
+			other.setFault(pagesMoved(pageID3, target.srv.URL))
+			s := newTestServer(t, withUpstream(up), withPairs(pairA))
+			err := s.pollNow(t.Context(), s.environments()[0], pollClient(t))
+			if !otherHost {
+				if err != nil {
+					t.Fatalf("poll with page 3 redirected on its host = %v; want nil", err)
+				}
+				pagesWantBanners(t, s, map[string]string{"p3-user": "three"})
+				if got := up.last(t).Get("X-Environment-Key"); got != serverKeyA {
+					t.Errorf("redirected page 3: X-Environment-Key = %q; want the server key", got)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "page 3: upstream status 401") {
+				t.Errorf("poll with page 3 redirected to another host = %v; want page 3 refused there, sent without the key", err)
+			}
+			if got := other.last(t).Get("X-Environment-Key"); got != "" {
+				t.Errorf("X-Environment-Key sent to another host = %q; want none", got)
+			}
+			pollerWantNoFlags(t, s, clientKeyA)
+		})
+	}
+}
+
+// pagesMoved redirects the request for page pageID to base+"/moved", and
+// serves what is asked for under /moved as if it were not.
+func pagesMoved(pageID, base string) fault {
+	return func(w http.ResponseWriter, r *http.Request, n int) bool {
+		if rest, ok := strings.CutPrefix(r.URL.Path, "/moved"); ok {
+			r.URL.Path = rest
+			return false
+		}
+		if r.URL.Query().Get("page_id") == pageID {
+			http.Redirect(w, r, base+"/moved"+r.URL.RequestURI(), http.StatusFound)
+			return true
+		}
+		return false
+	}
+}
