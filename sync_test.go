@@ -484,6 +484,10 @@ func TestSyncFollowProxy(t *testing.T) {
 	if n := syncMetric(t, b, `edge_proxy_upstream_stream_events_total{environment="`+clientKeyA+`",newer="true"}`); n < 2 || n > 3 {
 		t.Errorf("B counted %v events announcing newer documents; want 2 or 3", n)
 	}
+	// The poll that brought v3 is counted just after its event is sent.
+	eventually(t, "B counted 3 fetched documents", func() bool {
+		return syncMetric(t, b, `edge_proxy_polls_total{environment="`+clientKeyA+`",result="ok"}`) >= 3
+	})
 	if n := syncMetric(t, b, `edge_proxy_polls_total{environment="`+clientKeyA+`",result="ok"}`); n != 3 {
 		t.Errorf("B fetched %v documents; want 3", n)
 	}
