@@ -51,10 +51,7 @@ func (s *server) fetchLaterPages(ctx context.Context, client *http.Client, cfg *
 	if !ok {
 		return first, 1, nil
 	}
-	arrays := make([][]byte, 1, 2)
-	if arrays[0], err = pageOverrides(first); err != nil {
-		return nil, 1, fmt.Errorf("page 1: %w", err)
-	}
+	var arrays [][]byte // of the later pages
 	remaining := limit - len(first)
 	// Page ids are the upstream's to choose, up to a header's size each:
 	// their digests bound what a long run of pages keeps.
@@ -207,51 +204,69 @@ func pageOverrides(page []byte) ([]byte, error) {
 	}
 }
 
-// mergeOverrides returns page 1 (first) with its identity_overrides replaced
-// by the elements of arrays (page 1's own first), in page order. first is a
-// JSON object (pageOverrides has parsed it); its other members keep their
-// bytes.
+// mergeOverrides returns page 1 (first) with the elements of the later
+// pages' identity_overrides arrays appended to its own, in page order. The
+// other members of page 1 keep their bytes, and the result is built in one
+// buffer of its final size: a large document is not copied twice.
 func mergeOverrides(first []byte, arrays [][]byte) ([]byte, error) {
-	size := len(first) + len(`,"identity_overrides":[]`)
-	for _, a := range arrays {
-		size += len(a) + 1
+	if !json.Valid(first) {
+		return nil, documentSyntaxError(first)
 	}
-	elements := make([]byte, 0, size)
-	elements = append(elements, '[')
-	for _, a := range arrays {
-		if inner := bytes.TrimSpace(a[min(1, len(a)):max(len(a)-1, 0)]); len(inner) > 0 {
-			if len(elements) > 1 {
-				elements = append(elements, ',')
-			}
-			elements = append(elements, inner...)
-		}
-	}
-	elements = append(elements, ']')
-
 	start, end, closing, err := topLevelMember(first, "identity_overrides")
 	if err != nil {
 		return nil, err
 	}
+	var own []byte
+	if start >= 0 {
+		switch own = bytes.TrimSpace(first[start:end]); {
+		case string(own) == "null":
+			own = nil
+		case own[0] != '[':
+			return nil, errors.New("environment document: identity_overrides is not an array")
+		}
+		arrays = append([][]byte{own}, arrays...)
+	}
+	// elements are the arrays' contents without their brackets.
+	elements := make([][]byte, 0, len(arrays))
+	size := len(first) + len(`,"identity_overrides":[]`)
+	for _, a := range arrays {
+		if a == nil { // a page without identity_overrides
+			continue
+		}
+		if inner := bytes.TrimSpace(a[1 : len(a)-1]); len(inner) > 0 {
+			elements = append(elements, inner)
+			size += len(inner) + 1
+		}
+	}
 	out := make([]byte, 0, size)
 	if start >= 0 {
 		out = append(out, first[:start]...)
-		out = append(out, elements...)
+	} else {
+		// Page 1 has no identity_overrides: the member goes last.
+		out = append(out, bytes.TrimRight(first[:closing], " \t\r\n")...)
+		if out[len(out)-1] != '{' {
+			out = append(out, ',')
+		}
+		out = append(out, `"identity_overrides":`...)
+	}
+	out = append(out, '[')
+	for i, e := range elements {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, e...)
+	}
+	out = append(out, ']')
+	if start >= 0 {
 		return append(out, first[end:]...), nil
 	}
-	// Page 1 has no identity_overrides: the member goes last.
-	out = append(out, bytes.TrimRight(first[:closing], " \t\r\n")...)
-	if out[len(out)-1] != '{' {
-		out = append(out, ',')
-	}
-	out = append(out, `"identity_overrides":`...)
-	out = append(out, elements...)
 	return append(out, first[closing:]...), nil
 }
 
 // topLevelMember finds the value of the member name of the JSON object raw:
 // its offsets [start, end), or start -1 when it is absent; closing is the
 // offset of the object's closing brace. Of a repeated name the last counts,
-// as encoding/json reads it. raw must be valid JSON.
+// as encoding/json reads it. raw must be valid JSON (json.Valid).
 func topLevelMember(raw []byte, name string) (start, end, closing int, err error) {
 	start, end = -1, -1
 	i := skipSpace(raw, 0)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -591,4 +592,59 @@ func pagesMoved(pageID, base string) fault {
 		}
 		return false
 	}
+}
+
+// FuzzMergeOverrides compares the merge, which splices bytes, with
+// encoding/json: the merged document decodes as page 1 with the later
+// pages' overrides appended to its own, or the merge refuses page 1 when
+// encoding/json would.
+func FuzzMergeOverrides(f *testing.F) {
+	f.Add([]byte(smallDocument), []byte(`[{"identifier": "a"}]`), []byte(`[]`))
+	f.Add([]byte(`{"a": "}\"{", "identity_overrides" : null , "b": [1, {"c": "]"}]}`), []byte(`[1]`), []byte(`[2, 3]`))
+	f.Add([]byte(` { } `), []byte(`[{"x": "\u005d"}]`), []byte(`[ ]`))
+	f.Add([]byte(`{"identity_overrides": [0], "identity_overrides": [9]}`), []byte(`[1]`), []byte(`[]`))
+	f.Add([]byte(`{"identity_overrides": {}}`), []byte(`[1]`), []byte(`[]`))
+	f.Add([]byte(`null`), []byte(`[1]`), []byte(`[]`))
+	f.Fuzz(func(t *testing.T, first, page2, page3 []byte) {
+		var later [][]byte
+		var want []any
+		for _, p := range [][]byte{page2, page3} {
+			var elems []any
+			if json.Unmarshal(p, &elems) != nil || !bytes.HasPrefix(bytes.TrimSpace(p), []byte("[")) {
+				return // later pages' arrays come from pageOverrides
+			}
+			later = append(later, bytes.TrimSpace(p))
+			want = append(want, elems...)
+		}
+		var page1 map[string]any
+		page1Err := json.Unmarshal(first, &page1)
+		own, isArray := page1["identity_overrides"].([]any)
+		switch {
+		case page1Err == nil && page1 == nil:
+			page1Err = errors.New("null is not an object")
+		case page1Err == nil && page1["identity_overrides"] != nil && !isArray:
+			page1Err = errors.New("identity_overrides is not an array")
+		}
+		merged, err := mergeOverrides(first, later)
+		if page1Err != nil {
+			if err == nil {
+				t.Fatalf("mergeOverrides(%q) = %q; want an error, as encoding/json gives %v", first, merged, page1Err)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("mergeOverrides(%q) = %v; want a document", first, err)
+		}
+		var got map[string]any
+		if err := json.Unmarshal(merged, &got); err != nil {
+			t.Fatalf("mergeOverrides(%q, %q) = %q, not JSON: %v", first, later, merged, err)
+		}
+		page1["identity_overrides"] = append(own, want...)
+		if len(page1["identity_overrides"].([]any)) == 0 {
+			page1["identity_overrides"] = []any{}
+		}
+		if diff := cmp.Diff(page1, got); diff != "" {
+			t.Fatalf("mergeOverrides(%q, %q) = %q (-want +got):\n%s", first, later, merged, diff)
+		}
+	})
 }
