@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -647,4 +648,44 @@ func FuzzMergeOverrides(f *testing.F) {
 			t.Fatalf("mergeOverrides(%q, %q) = %q (-want +got):\n%s", first, later, merged, diff)
 		}
 	})
+}
+
+// BenchmarkPagesFetch fetches and merges the later pages of a document
+// of ten pages of 5,000 identity overrides each, from an in-memory
+// upstream: the cost pagination adds to a poll before compiling. Bytes are
+// those of all ten pages; allocations include the in-memory transport's
+// copies of each body.
+func BenchmarkPagesFetch(b *testing.B) {
+	overrides := func(page int) []any {
+		out := make([]any, 5000)
+		for i := range out {
+			out[i] = pagesOverride(fmt.Sprintf("user-%d-%06d", page, i), fmt.Sprintf("v%d", i%7))
+		}
+		return out
+	}
+	first := testDocument(clientKeyA, pollerUpdatedAt, "blue", func(doc map[string]any) { doc["identity_overrides"] = overrides(0) })
+	later := make([]upstreamPage, 9)
+	for i := range later {
+		body, err := json.Marshal(map[string]any{"api_key": clientKeyA, "identity_overrides": overrides(i + 1)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		later[i] = upstreamPage{id: fmt.Sprintf("identity_override:%d:a/b+c", i+1), body: body}
+	}
+	up := newUpstreamInMemory(b)
+	up.setPages(serverKeyA, first, later...)
+	total := len(first)
+	for _, p := range later {
+		total += len(p.body)
+	}
+	b.SetBytes(int64(total))
+	s := newTestServer(b, withPairs(pairA))
+	header := http.Header{"Link": {"<" + documentPath + "?page_id=" + url.QueryEscape(later[0].id) + `>; rel="next"`}}
+	client, env := &http.Client{Transport: up}, s.environments()[0]
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, pages, err := s.fetchLaterPages(b.Context(), client, s.config(), env, serverKeyA, header, first, maxDocumentBytes); err != nil || pages != 10 {
+			b.Fatalf("fetchLaterPages = %d pages, %v; want 10", pages, err)
+		}
+	}
 }
