@@ -127,7 +127,9 @@ func run() (int, error) {
 func uploadLimits(ctx context.Context, base string, identities map[string]float64) (map[string]float64, error) {
 	client := flagsmith.NewClient(serverKey,
 		flagsmith.WithBaseURL(base+"/api/v1/"),
-		flagsmith.WithLocalEvaluation(ctx),
+		// The SDK's own poller lives as long as the process: one stopped by
+		// ctx at the end would log an ERROR after the verdict.
+		flagsmith.WithLocalEvaluation(context.Background()),
 		flagsmith.WithSlogLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))),
 	)
 	if err := client.UpdateEnvironment(ctx); err != nil {
