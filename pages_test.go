@@ -24,9 +24,9 @@ const (
 	pageID3 = "page 3/of=3+more"
 )
 
-// pagedDocument is environment A's document in three pages, each page
-// overriding banner for one identity of its own (pageN: "valueN" and
-// "pN-…"), with environment default banner.
+// pagedDocument is environment A's document in three pages with the
+// environment default banner; page N overrides it for pN-user only, with
+// "one", "two" or "three" and suffix.
 func pagedDocument(banner, suffix string) (first []byte, later []upstreamPage) {
 	first = testDocument(clientKeyA, pollerUpdatedAt, banner, withOverride("p1-user", "one"+suffix))
 	return first, []upstreamPage{
