@@ -494,7 +494,8 @@ func TestOFREPCORSPreflight(t *testing.T) {
 // features, nested segments, splits, identity overrides), that OFREP gives
 // every identity what POST /api/v1/identities/ gives it for the same traits:
 // the same flags, value for enabled ones (true for a null value), no value
-// for disabled ones.
+// for disabled ones but false for a disabled one with a null value, and the
+// variant of enabled ones (none where the identities answer's is null).
 func TestOFREPMatchesIdentities(t *testing.T) {
 	raw, err := os.ReadFile(filepath.Join("testdata", "bench", "environment-document.json"))
 	if err != nil {
@@ -546,6 +547,7 @@ func TestOFREPMatchesIdentities(t *testing.T) {
 					} `json:"feature"`
 					Enabled bool            `json:"enabled"`
 					Value   json.RawMessage `json:"feature_state_value"`
+					Variant *string         `json:"variant"`
 				} `json:"flags"`
 			}
 			if err := json.Unmarshal(idRec.Body.Bytes(), &identities); err != nil {
@@ -554,11 +556,16 @@ func TestOFREPMatchesIdentities(t *testing.T) {
 			want := map[string]any{}
 			for _, f := range identities.Flags {
 				m := map[string]any{"enabled": f.Enabled, "featureId": f.Feature.ID}
-				if f.Enabled {
+				switch {
+				case f.Enabled && string(f.Value) == "null":
+					m["value"] = true
+				case f.Enabled:
 					m["value"] = ofrepJSON(t, f.Value)
-					if string(f.Value) == "null" {
-						m["value"] = true
-					}
+				case string(f.Value) == "null":
+					m["value"] = false
+				}
+				if f.Enabled && f.Variant != nil {
+					m["variant"] = *f.Variant
 				}
 				want[f.Feature.Name] = m
 			}
@@ -567,8 +574,10 @@ func TestOFREPMatchesIdentities(t *testing.T) {
 				fm := f.(map[string]any)
 				md := fm["metadata"].(map[string]any)
 				m := map[string]any{"enabled": md["enabled"], "featureId": md["featureId"]}
-				if v, ok := fm["value"]; ok {
-					m["value"] = v
+				for _, field := range []string{"value", "variant"} {
+					if v, ok := fm[field]; ok {
+						m[field] = v
+					}
 				}
 				got[name] = m
 			}
