@@ -755,3 +755,65 @@ func documentOf(t *testing.T, ctx *evalContext) []byte {
 	doc["project"] = map[string]any{"hide_disabled_flags": false, "server_key_only_feature_ids": []any{}, "segments": segments}
 	return mustJSON(t, doc)
 }
+
+// TestHideSettings: the document's top-level hide_disabled_flags, when not
+// null, decides over the project's whether client keys see disabled flags
+// (flags, identities, OFREP); server keys see them all; hide_sensitive_data
+// true answers identities with no traits.
+func TestHideSettings(t *testing.T) {
+	for _, c := range []struct {
+		name                         string
+		environment, project, hidden any // JSON values; nil: the field is absent
+		wantClientSees               bool
+	}{
+		{"absent, project shows", nil, false, nil, true},
+		{"absent, project hides", nil, true, nil, false},
+		{"null defers to the project", json.RawMessage("null"), true, nil, false},
+		{"environment hides over the project", true, false, nil, false},
+		{"environment shows over the project", false, true, nil, true},
+		{"sensitive data hidden", nil, false, true, true},
+		{"sensitive data shown", nil, false, false, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			raw := testDocument(pairA.ClientSideKey, "2026-06-08T10:00:00Z", "on", func(doc map[string]any) {
+				doc["project"].(map[string]any)["hide_disabled_flags"] = c.project
+				if c.environment != nil {
+					doc["hide_disabled_flags"] = c.environment
+				}
+				if c.hidden != nil {
+					doc["hide_sensitive_data"] = c.hidden
+				}
+				doc["feature_states"].([]any)[0].(map[string]any)["enabled"] = false
+			})
+			s := newTestServer(t, withPairs(pairA))
+			s.publishDoc(t, pairA.ClientSideKey, raw)
+			body := `{"identifier":"ada","traits":[{"trait_key":"plan","trait_value":"pro"}]}`
+			for _, key := range []string{pairA.ClientSideKey, string(pairA.ServerSideKey)} {
+				sees := key != pairA.ClientSideKey || c.wantClientSees
+				flags := callHandler(t, s.handler(), http.MethodGet, "/api/v1/flags/", withKey(key), "")
+				if got := strings.Contains(flags.Body.String(), `"banner"`); got != sees {
+					t.Errorf("%s: flags show the disabled flag: %t; want %t", maskedKey(key), got, sees)
+				}
+				rec := callHandler(t, s.handler(), http.MethodPost, "/api/v1/identities/", withKey(key), body)
+				if got := strings.Contains(rec.Body.String(), `"banner"`); got != sees {
+					t.Errorf("%s: identities show the disabled flag: %t; want %t", maskedKey(key), got, sees)
+				}
+				ofrep := ofrepPost(t, s.handler(), "/ofrep/v1/evaluate/flags", withKey(key), `{"context":{"targetingKey":"ada"}}`)
+				if got := strings.Contains(ofrep.Body.String(), `"banner"`); got != sees {
+					t.Errorf("%s: OFREP shows the disabled flag: %t; want %t", maskedKey(key), got, sees)
+				}
+				var answer struct {
+					Traits []json.RawMessage `json:"traits"`
+				}
+				mustUnmarshal(t, rec.Body.Bytes(), &answer)
+				wantTraits := 1
+				if c.hidden == true {
+					wantTraits = 0
+				}
+				if len(answer.Traits) != wantTraits {
+					t.Errorf("%s: identities answer has %d traits; want %d: %s", maskedKey(key), len(answer.Traits), wantTraits, rec.Body)
+				}
+			}
+		})
+	}
+}
