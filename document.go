@@ -22,6 +22,21 @@ type environmentDocument struct {
 	Project           *documentProject   `json:"project"`
 	FeatureStates     []documentFeature  `json:"feature_states"`
 	IdentityOverrides []documentIdentity `json:"identity_overrides"`
+	// HideSensitiveData empties the traits of identities answers.
+	HideSensitiveData bool `json:"hide_sensitive_data"`
+	// HideDisabledFlags is the environment's own setting; null defers to
+	// the project's (see hidesDisabled).
+	HideDisabledFlags *bool `json:"hide_disabled_flags"`
+}
+
+// hidesDisabled reports whether client keys are kept from disabled flags:
+// the environment's setting when it has one, else the project's, as
+// Flagsmith's Environment.get_hide_disabled_flags decides.
+func (doc *environmentDocument) hidesDisabled() bool {
+	if doc.HideDisabledFlags != nil {
+		return *doc.HideDisabledFlags
+	}
+	return doc.Project.HideDisabledFlags != nil && *doc.Project.HideDisabledFlags
 }
 
 type documentProject struct {

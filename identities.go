@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"sync"
 )
 
@@ -27,7 +28,7 @@ func (s *server) handleIdentitiesGet(w http.ResponseWriter, r *http.Request) {
 	}
 	buf := getBuffers()
 	defer putBuffers(buf)
-	s.writeIdentity(w, r, ref, snap, buf, r.URL.Query().Get("identifier"))
+	s.writeIdentity(w, r, ref.kind, snap, buf, identity{identifier: r.URL.Query().Get("identifier"), scratch: buf.slots})
 }
 
 // identifierParam checks the identifier query parameter of a GET.
@@ -60,24 +61,31 @@ func (s *server) handleIdentitiesPost(w http.ResponseWriter, r *http.Request) {
 		writeRequestError(w, err)
 		return
 	}
-	s.writeIdentity(w, r, ref, snap, buf, identifier)
+	s.writeIdentity(w, r, ref.kind, snap, buf, identity{identifier: identifier, traits: buf.traits, scratch: buf.slots})
 }
 
 // writeIdentity evaluates the identity and appends the response by hand:
 // flags the identity leaves as in the environment are copied from the
-// environment's pre-encoded body, the others are encoded from their value.
-func (s *server) writeIdentity(w http.ResponseWriter, r *http.Request, ref keyRef, snap *snapshot, buf *requestBuffers, identifier string) {
+// environment's pre-encoded identities body, the others are encoded from
+// their value and variant. The traits shown are those buf decoded (none for
+// a GET); id's scratch space is buf's.
+func (s *server) writeIdentity(w http.ResponseWriter, r *http.Request, kind keyKind, snap *snapshot, buf *requestBuffers, id identity) {
 	if v := snap.updatedAtHeader; v != nil {
 		w.Header()[updatedAtHeader] = v
 	}
-	id := identity{identifier: identifier, traits: buf.traits, scratch: buf.slots}
-	env := snap.views[ref.kind].base
+	env := snap.identities.base
 	p := &buf.parts
 	p.reset(buf.own[:0], env)
 	p.own = append(p.own, `{"identifier":`...)
-	p.own = appendJSONString(p.own, identifier)
+	p.own = appendJSONString(p.own, id.identifier)
 	p.own = append(p.own, `,"traits":[`...)
-	for i, t := range buf.sent {
+	sent := buf.sent
+	if snap.hideTraits {
+		// Flagsmith's HideSensitiveFieldsSerializerMixin: the answer shows
+		// no traits, though they were used to evaluate.
+		sent = nil
+	}
+	for i, t := range sent {
 		if i > 0 {
 			p.own = append(p.own, ',')
 		}
@@ -89,12 +97,12 @@ func (s *server) writeIdentity(w http.ResponseWriter, r *http.Request, ref keyRe
 	}
 	p.own = append(p.own, `],"flags":[`...)
 	if len(env) > streamedBodyBytes {
-		streamIdentityFlags(w, r, snap, ref.kind, buf, &id)
+		streamIdentityFlags(w, r, snap, kind, buf, &id)
 		return
 	}
 	buf.flags = snap.engine.evaluate(buf.flags[:0], &id, nil)
 	buf.slots = id.scratch
-	snap.flagParts(p, buf.flags, 0, ref.kind, true)
+	snap.flagParts(p, buf.flags, 0, kind, true)
 	p.own = append(p.own, "]}"...)
 	buf.own = p.own
 	if p.size() <= maxAssembledBytes {
@@ -176,14 +184,16 @@ func streamIdentityFlags(w http.ResponseWriter, r *http.Request, snap *snapshot,
 
 // flagParts adds an identity's flags as kind sees them to p, comma
 // separated. A flag the identity's segments, overrides and splits leave as
-// in the environment is a reference into the environment's pre-encoded body,
-// in runs as long as possible; only the flags that differ are encoded.
+// in the environment is a reference into the environment's pre-encoded
+// identities body, in runs as long as possible; only the flags that differ
+// are encoded. A split always differs: even the control value carries a
+// variant the environment's flag does not.
 //
 // flags are those of features [from, from+len(flags)), so that a response
 // can be built a range of features at a time; first says no flag was added
 // before this range, and the result whether that still holds.
 func (s *snapshot) flagParts(p *responseParts, flags []evalFlag, from int, kind keyKind, first bool) bool {
-	v := &s.views[kind]
+	spans := s.identities.spans[kind]
 	runStart, runEnd := int32(-1), int32(-1)
 	closeRun := func() {
 		if runStart >= 0 {
@@ -196,11 +206,11 @@ func (s *snapshot) flagParts(p *responseParts, flags []evalFlag, from int, kind 
 	}
 	for i := range flags {
 		fl, fi := &flags[i], from+i
-		if fl.source == s.envFlags[fi].source && fl.variant < 0 {
-			if sp := v.spans[fi]; sp.start >= 0 {
+		if fl.source == s.envFlags[fi].source && fl.variant == noVariant {
+			if sp := spans[fi]; sp.start >= 0 {
 				if sp.start != runEnd+1 {
-					// Not next in the body (a shared view's body holds
-					// flags this key does not see): a new run.
+					// Not next in the body (the body holds flags this
+					// key does not see): a new run.
 					closeRun()
 				}
 				if runStart < 0 {
@@ -217,10 +227,70 @@ func (s *snapshot) flagParts(p *responseParts, flags []evalFlag, from int, kind 
 		if !first {
 			p.own = append(p.own, ',')
 		}
-		p.own, first = s.appendFlag(p.own, *fl), false
+		p.own, first = s.appendIdentityFlag(p.own, *fl), false
 	}
 	closeRun()
 	return first
+}
+
+// identityView is the environment's flags as identities answers show them,
+// each with its "variant" (null: there is no split without an identity).
+// base holds every flag, comma separated; spans locates each feature's flag
+// object in it by feature index, per kind of key, start -1 for a flag that
+// kind does not see.
+type identityView struct {
+	base  []byte
+	spans [2][]span
+}
+
+// encodeIdentityView pre-encodes the flags identities answers copy, once
+// for both kinds of key: a client key's answer skips the flags it does not
+// see.
+func (s *snapshot) encodeIdentityView() identityView {
+	size := 0
+	for _, fl := range s.envFlags {
+		size += len(s.flagPrefix[fl.source.index]) + len(fl.value()) + len(`,"variant":null}`) + 1
+	}
+	v := identityView{base: make([]byte, 0, size)}
+	server := make([]span, len(s.envFlags))
+	for fi, fl := range s.envFlags {
+		if fi > 0 {
+			v.base = append(v.base, ',')
+		}
+		from := len(v.base)
+		v.base = s.appendIdentityFlag(v.base, fl)
+		server[fi] = span{int32(from), int32(len(v.base))}
+	}
+	v.spans[serverKey], v.spans[clientKey] = server, server
+	if !s.hidesNothing() {
+		client := slices.Clone(server)
+		for fi, fl := range s.envFlags {
+			if !s.visible(fl.source, clientKey) {
+				client[fi] = span{-1, -1}
+			}
+		}
+		v.spans[clientKey] = client
+	}
+	return v
+}
+
+// appendIdentityFlag appends the flag's object as identities answers show
+// it: the API flag object and, after its value, the variant the split
+// chose: the option's key (null when it has none), "control" for the
+// control value, null when the flag was not split (Flagsmith's API since
+// 2026-06).
+func (s *snapshot) appendIdentityFlag(dst []byte, fl evalFlag) []byte {
+	dst = append(dst, s.flagPrefix[fl.source.index]...)
+	dst = append(dst, fl.value()...)
+	switch {
+	case fl.variant >= 0:
+		dst = append(dst, `,"variant":`...)
+		dst = append(dst, fl.source.variants[fl.variant].key...)
+		return append(dst, '}')
+	case fl.control():
+		return append(dst, `,"variant":"control"}`...)
+	}
+	return append(dst, `,"variant":null}`...)
 }
 
 // responseParts is a response body in parts: bytes the request encoded

@@ -286,8 +286,8 @@ func newOFREPSources(e *engine) []ofrepSource {
 // appendOFREPFlags appends the flags the key may see (only the one named
 // only, when it is not empty) as OFREP's evaluationSuccess objects,
 // comma-separated. The reasons are the engine's own (engine.reason, as
-// `edge-proxy evaluate` prints them) in OFREP's words; a disabled flag has
-// no value, so the caller's default applies.
+// `edge-proxy evaluate` prints them) in OFREP's words. The variant is the
+// identities answer's, left out where that is null.
 func appendOFREPFlags(dst []byte, snap *snapshot, kind keyKind, flags []evalFlag, only string) []byte {
 	e := snap.engine
 	sources := snap.ofrepSources()
@@ -303,14 +303,18 @@ func appendOFREPFlags(dst []byte, snap *snapshot, kind keyKind, flags []evalFlag
 		first = false
 		src := &sources[f.index]
 		dst = append(dst, src.head...)
-		if f.enabled {
-			if v := fl.value(); string(v) != "null" {
-				dst = append(dst, v...)
-			} else {
-				// A flag without a value is a plain on/off flag: its value
-				// is whether it is on.
-				dst = append(dst, "true"...)
-			}
+		// A flag without a value is a plain on/off flag: its value is
+		// whether it is on, so one switched off is false, as Flagsmith's
+		// OpenFeature providers resolve it. A switched-off flag with a
+		// value has none here: the caller's default applies (OFREP ADR
+		// 0006).
+		switch v := fl.value(); {
+		case f.enabled && string(v) != "null":
+			dst = append(dst, v...)
+		case f.enabled:
+			dst = append(dst, "true"...)
+		case string(v) == "null":
+			dst = append(dst, `,"value":false`...)
 		}
 		dst = append(dst, `,"reason":"`...)
 		dst = append(dst, ofrepReason(e, fl)...)

@@ -29,8 +29,8 @@ const (
 // age >= 18), an identity override (banner for "vip"), a split that picks a
 // keyed option (checkout, 100% variant_a), a split that lands on control
 // (experiment, 0%), a disabled flag (dark_mode), a flag with a null value
-// (kill_switch), a server-only feature (secret_algo) and an object value
-// (theme).
+// (kill_switch), a server-only feature (secret_algo), an object value
+// (theme) and a disabled flag with a null value (maintenance).
 const ofrepDocument = `{
   "api_key": "OfrepEnvClientKey01",
   "name": "OFREP",
@@ -69,7 +69,8 @@ const ofrepDocument = `{
     {"feature": {"id": 9, "name": "experiment", "type": "MULTIVARIATE"}, "enabled": true, "django_id": 9109,
      "feature_state_value": "baseline", "multivariate_feature_state_values": [
        {"id": 7002, "percentage_allocation": 0,
-        "multivariate_feature_option": {"id": 72, "key": "never", "value": "never_value"}}]}
+        "multivariate_feature_option": {"id": 72, "key": "never", "value": "never_value"}}]},
+    {"feature": {"id": 10, "name": "maintenance"}, "enabled": false, "django_id": 9110, "feature_state_value": null}
   ],
   "identity_overrides": [
     {"identifier": "vip", "identity_features": [
@@ -166,6 +167,8 @@ func TestOFREPFlagMapping(t *testing.T) {
 			`{"key":"experiment","value":"baseline","reason":"STATIC","variant":"control","metadata":` + meta(true, 9, "") + `}`},
 		{"disabled: no value, the caller's default applies", ofrepClientKey, "dark_mode", `{"targetingKey":"u1"}`,
 			`{"key":"dark_mode","reason":"DISABLED","metadata":` + meta(false, 4, "") + `}`},
+		{"disabled on/off flag (null value): false", ofrepClientKey, "maintenance", `{"targetingKey":"u1"}`,
+			`{"key":"maintenance","value":false,"reason":"DISABLED","metadata":` + meta(false, 10, "") + `}`},
 		{"null value is the boolean enabled", ofrepClientKey, "kill_switch", `{}`,
 			`{"key":"kill_switch","value":true,"reason":"STATIC","metadata":` + meta(true, 5, "") + `}`},
 		{"float", ofrepClientKey, "ratio", `{}`,
@@ -230,9 +233,9 @@ func TestOFREPBulk(t *testing.T) {
 		want               []string
 	}{
 		{"client key, environment", ofrepClientKey, `{}`,
-			[]string{"banner", "max_items", "ratio", "dark_mode", "kill_switch", "checkout", "theme", "experiment"}},
+			[]string{"banner", "max_items", "ratio", "dark_mode", "kill_switch", "checkout", "theme", "experiment", "maintenance"}},
 		{"server key, identity", ofrepServerKey, `{"targetingKey":"vip","plan":"premium","age":40}`,
-			[]string{"banner", "max_items", "ratio", "dark_mode", "kill_switch", "checkout", "secret_algo", "theme", "experiment"}},
+			[]string{"banner", "max_items", "ratio", "dark_mode", "kill_switch", "checkout", "secret_algo", "theme", "experiment", "maintenance"}},
 		{"client key, hidden disabled", ofrepHiddenClientKey, `{"targetingKey":"u1"}`, []string{"on"}},
 		{"server key, hidden disabled", ofrepHiddenServerKey, `{"targetingKey":"u1"}`, []string{"on", "off"}},
 	} {
@@ -494,7 +497,8 @@ func TestOFREPCORSPreflight(t *testing.T) {
 // features, nested segments, splits, identity overrides), that OFREP gives
 // every identity what POST /api/v1/identities/ gives it for the same traits:
 // the same flags, value for enabled ones (true for a null value), no value
-// for disabled ones.
+// for disabled ones but false for a disabled one with a null value, and the
+// variant of enabled ones (none where the identities answer's is null).
 func TestOFREPMatchesIdentities(t *testing.T) {
 	raw, err := os.ReadFile(filepath.Join("testdata", "bench", "environment-document.json"))
 	if err != nil {
@@ -546,6 +550,7 @@ func TestOFREPMatchesIdentities(t *testing.T) {
 					} `json:"feature"`
 					Enabled bool            `json:"enabled"`
 					Value   json.RawMessage `json:"feature_state_value"`
+					Variant *string         `json:"variant"`
 				} `json:"flags"`
 			}
 			if err := json.Unmarshal(idRec.Body.Bytes(), &identities); err != nil {
@@ -554,11 +559,16 @@ func TestOFREPMatchesIdentities(t *testing.T) {
 			want := map[string]any{}
 			for _, f := range identities.Flags {
 				m := map[string]any{"enabled": f.Enabled, "featureId": f.Feature.ID}
-				if f.Enabled {
+				switch {
+				case f.Enabled && string(f.Value) == "null":
+					m["value"] = true
+				case f.Enabled:
 					m["value"] = ofrepJSON(t, f.Value)
-					if string(f.Value) == "null" {
-						m["value"] = true
-					}
+				case string(f.Value) == "null":
+					m["value"] = false
+				}
+				if f.Enabled && f.Variant != nil {
+					m["variant"] = *f.Variant
 				}
 				want[f.Feature.Name] = m
 			}
@@ -567,8 +577,10 @@ func TestOFREPMatchesIdentities(t *testing.T) {
 				fm := f.(map[string]any)
 				md := fm["metadata"].(map[string]any)
 				m := map[string]any{"enabled": md["enabled"], "featureId": md["featureId"]}
-				if v, ok := fm["value"]; ok {
-					m["value"] = v
+				for _, field := range []string{"value", "variant"} {
+					if v, ok := fm[field]; ok {
+						m[field] = v
+					}
 				}
 				got[name] = m
 			}

@@ -22,7 +22,8 @@ type snapshot struct {
 	updatedAt     time.Time // zero when the document has none or it does not parse
 	updatedAtText string    // as the document spells it
 	environmentID string    // the document's id; "" when it has none
-	hideDisabled  bool
+	hideDisabled  bool      // client keys do not see disabled flags
+	hideTraits    bool      // identities answers carry no traits (hide_sensitive_data)
 	// served is the content version shown to SDKs: the document's
 	// updatedAt, moved forward when the content changed without it (see
 	// setServedVersion); zero when unknown. updatedAtUnix is served as Unix
@@ -40,11 +41,12 @@ type snapshot struct {
 	flagPrefix [][]byte
 	serverOnly []bool
 	// envFlags is the environment's own evaluation (no identity). An
-	// identity's flag that equals it is copied from views[kind].flags.
-	envFlags []evalFlag
-	views    [2]view
-	document preEncoded // GET /api/v1/environment-document/: the document as received
-	compile  time.Duration
+	// identity's flag that equals it is copied from identities.
+	envFlags   []evalFlag
+	views      [2]view
+	identities identityView
+	document   preEncoded // GET /api/v1/environment-document/: the document as received
+	compile    time.Duration
 
 	// ofrep holds, per flag source, the parts of its OFREP answer that do
 	// not depend on the request (ofrep.go). Many deployments never use
@@ -112,7 +114,8 @@ func newSnapshot(raw []byte) (*snapshot, error) {
 		name:          doc.Name,
 		updatedAtText: doc.UpdatedAt,
 		environmentID: strings.Trim(strings.TrimPrefix(string(doc.ID), "null"), `"`),
-		hideDisabled:  doc.Project.HideDisabledFlags != nil && *doc.Project.HideDisabledFlags,
+		hideDisabled:  doc.hidesDisabled(),
+		hideTraits:    doc.HideSensitiveData,
 	}
 	if doc.UpdatedAt != "" {
 		s.updatedAt, _ = parseUpdatedAt(doc.UpdatedAt)
@@ -134,6 +137,7 @@ func newSnapshot(raw []byte) (*snapshot, error) {
 	} else {
 		s.views[clientKey] = s.encodeView(clientKey)
 	}
+	s.identities = s.encodeIdentityView()
 	s.sharePrefixes()
 	s.document = <-document
 	s.compile = time.Since(start)
@@ -314,7 +318,7 @@ func (s *snapshot) sharedView(kind keyKind, base *view) view {
 }
 
 // visible applies the client-key rules: server-only features and, when the
-// project hides them, disabled flags are left out.
+// environment hides them, disabled flags are left out.
 func (s *snapshot) visible(f *flagSource, kind keyKind) bool {
 	if kind == serverKey {
 		return true

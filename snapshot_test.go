@@ -143,6 +143,9 @@ func newPlainEvaluator(t testing.TB, raw []byte) *plainEvaluator {
 	}
 	p := &plainEvaluator{engine: e, serverOnly: map[string]bool{}}
 	p.hideDisabled = doc.Project.HideDisabledFlags != nil && *doc.Project.HideDisabledFlags
+	if doc.HideDisabledFlags != nil {
+		p.hideDisabled = *doc.HideDisabledFlags
+	}
 	for _, id := range doc.Project.ServerKeyOnlyFeatureIDs {
 		p.serverOnly[id.String()] = true
 	}
@@ -150,7 +153,7 @@ func newPlainEvaluator(t testing.TB, raw []byte) *plainEvaluator {
 }
 
 // flags is the comma-separated flag objects the API shows the identity (nil:
-// the environment) with this kind of key.
+// the environment) with this kind of key; an identity's carry its variant.
 func (p *plainEvaluator) flags(t testing.TB, id *identity, kind keyKind) []byte {
 	t.Helper()
 	type apiFeature struct {
@@ -163,6 +166,10 @@ func (p *plainEvaluator) flags(t testing.TB, id *identity, kind keyKind) []byte 
 		Enabled bool            `json:"enabled"`
 		Value   json.RawMessage `json:"feature_state_value"`
 	}
+	type identityFlag struct {
+		apiFlag
+		Variant *string `json:"variant"`
+	}
 	var parts [][]byte
 	for _, fl := range p.engine.evaluate(nil, id, nil) {
 		f := fl.source
@@ -172,7 +179,19 @@ func (p *plainEvaluator) flags(t testing.TB, id *identity, kind keyKind) []byte 
 		var buf bytes.Buffer
 		enc := json.NewEncoder(&buf)
 		enc.SetEscapeHTML(false)
-		if err := enc.Encode(apiFlag{apiFeature{json.RawMessage(f.apiID), f.name, f.apiType}, f.enabled, fl.value()}); err != nil {
+		var v any = apiFlag{apiFeature{json.RawMessage(f.apiID), f.name, f.apiType}, f.enabled, fl.value()}
+		if id != nil {
+			idf := identityFlag{apiFlag: v.(apiFlag)}
+			switch {
+			case fl.variant >= 0:
+				mustUnmarshal(t, f.variants[fl.variant].key, &idf.Variant)
+			case fl.variant == controlValue:
+				control := "control"
+				idf.Variant = &control
+			}
+			v = idf
+		}
+		if err := enc.Encode(v); err != nil {
 			t.Fatal(err)
 		}
 		parts = append(parts, bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
@@ -265,8 +284,8 @@ func testLargeIdentityResponse(t *testing.T, copies int, streamed bool) {
 	raw := scaleDocument(t, demoDocument(t, time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), "hi"), copies, 50, true)
 	s.publishDoc(t, demoClientKey, raw)
 	snap := s.environments()[0].snap.Load()
-	if got := len(snap.views[clientKey].base) > streamedBodyBytes; got != streamed {
-		t.Fatalf("flags body of %d bytes: streamed = %t; the case wants %t", len(snap.views[clientKey].base), got, streamed)
+	if got := len(snap.identities.base) > streamedBodyBytes; got != streamed {
+		t.Fatalf("identities flags body of %d bytes: streamed = %t; the case wants %t", len(snap.identities.base), got, streamed)
 	}
 	for _, who := range []struct{ identifier, traits, sent string }{
 		{"carol", `[{"trait_key":"plan","trait_value":"premium"}]`, `[{"trait_key":"plan","trait_value":"premium"}]`},
@@ -369,7 +388,7 @@ func TestLargeDocumentKeptGzipped(t *testing.T) {
 // as one buffer (flagParts, assembled).
 func assembledFlags(s *snapshot, flags []evalFlag, kind keyKind) []byte {
 	var p responseParts
-	p.reset(nil, s.views[kind].base)
+	p.reset(nil, s.identities.base)
 	s.flagParts(&p, flags, 0, kind, true)
 	return p.assemble(nil)
 }

@@ -9,7 +9,11 @@
 // the same feature names in the same order, and per feature the same id, enabled and value
 // (JSON type included). The remote/server identity requests are also repeated in the SDK's
 // transient forms (transient=true, and per-trait {value, transient}), which must not change
-// the flags.
+// the flags. The SDK does not read "variant", so its raw identities answers (taken from its
+// own fetch) are checked against its local evaluation: each flag carries "variant" right after
+// "feature_state_value": the chosen option's key (null when it has none) where the local
+// reason is a split, "control" where the flag that decided has options but none was chosen,
+// null otherwise.
 //
 // Environment:
 //   PROXY_URL        e.g. http://127.0.0.1:8123/api/v1/ (a missing trailing slash is added)
@@ -107,7 +111,53 @@ function snapshot(flags) {
     id: f.featureId,
     enabled: f.enabled,
     value: f.value === undefined ? null : f.value,
+    reason: f.reason,
   }));
+}
+
+// variantRule reads, from the document, what a flag's variant must be given the local
+// evaluation's value and reason (see the top of this file).
+function variantRule(doc) {
+  const options = new Map(); // feature name -> [{value, key}] of every feature state
+  const withOptions = new Set(); // "<segment name or empty>\0<feature name>" with options
+  const add = (segment, fs) => {
+    const mv = fs.multivariate_feature_state_values ?? [];
+    if (mv.length === 0) return;
+    withOptions.add(`${segment}\0${fs.feature.name}`);
+    const list = options.get(fs.feature.name) ?? [];
+    for (const m of mv) list.push({ value: m.multivariate_feature_option.value, key: m.multivariate_feature_option.key ?? null });
+    options.set(fs.feature.name, list);
+  };
+  for (const fs of doc.feature_states) add('', fs);
+  for (const seg of doc.project.segments ?? []) for (const fs of seg.feature_states ?? []) add(seg.name, fs);
+  return (name, local) => {
+    if (local.reason?.startsWith('SPLIT')) {
+      const hits = (options.get(name) ?? []).filter(o => JSON.stringify(o.value) === JSON.stringify(local.value));
+      if (hits.length !== 1) throw new SetupError(`feature ${name}: split value ${show(local.value)} names ${hits.length} options`);
+      return hits[0].key;
+    }
+    const segment = /^TARGETING_MATCH; segment=(.*)$/.exec(local.reason ?? '')?.[1] ?? '';
+    return withOptions.has(`${segment}\0${name}`) ? 'control' : null;
+  };
+}
+
+// checkVariants compares an identities answer's variants with the rule's, counting each kind.
+function checkVariants(answer, local, rule, seen) {
+  const lines = [];
+  const byName = new Map(local.map(f => [f.name, f]));
+  for (const flag of answer.flags) {
+    const name = flag.feature.name;
+    const keys = Object.keys(flag);
+    if (keys.indexOf('variant') !== keys.indexOf('feature_state_value') + 1) {
+      lines.push(`feature ${JSON.stringify(name)}: fields ${keys.join(', ')}; want variant right after feature_state_value`);
+      continue;
+    }
+    const want = rule(name, byName.get(name));
+    if (flag.variant !== want) lines.push(`feature ${JSON.stringify(name)}: variant ${show(flag.variant)}, want ${show(want)}`);
+    const split = byName.get(name).reason?.startsWith('SPLIT');
+    seen[want === 'control' ? 'control' : want !== null ? 'key' : split ? 'unkeyed option' : 'none']++;
+  }
+  return lines;
 }
 
 function show(v) {
@@ -190,6 +240,17 @@ async function main() {
     );
   }
 
+  // The remote/server client's raw identities answers, by identifier (its first request).
+  const answers = new Map();
+  const recordingFetch = async (url, init) => {
+    const res = await fetch(url, init);
+    if (init?.method === 'POST' && String(url).endsWith('identities/') && res.status === 200) {
+      const answer = await res.clone().json();
+      if (!answers.has(answer.identifier)) answers.set(answer.identifier, answer);
+    }
+    return res;
+  };
+
   // No defaultFlagHandler: a failed request must throw, not turn into empty flags.
   const common = {
     apiUrl,
@@ -199,7 +260,7 @@ async function main() {
     enableAnalytics: false,
     logger: quietLogger,
   };
-  const remoteServer = new Flagsmith({ ...common, environmentKey: serverKey });
+  const remoteServer = new Flagsmith({ ...common, environmentKey: serverKey, fetch: recordingFetch });
   const remoteClient = new Flagsmith({ ...common, environmentKey: clientKey });
   // environmentRefreshIntervalSeconds: no refresh during the run (0 would mean the default 60).
   const local = new Flagsmith({
@@ -211,13 +272,13 @@ async function main() {
   const clients = [remoteServer, remoteClient, local];
 
   try {
-    return await compareAll({ apiUrl, identities, remoteServer, remoteClient, local });
+    return await compareAll({ apiUrl, identities, remoteServer, remoteClient, local, answers, variantOf: variantRule(doc) });
   } finally {
     await Promise.all(clients.map(c => c.close()));
   }
 }
 
-async function compareAll({ apiUrl, identities, remoteServer, remoteClient, local }) {
+async function compareAll({ apiUrl, identities, remoteServer, remoteClient, local, answers, variantOf }) {
   // Setup: everything must be reachable before anything is compared.
   let environment;
   try {
@@ -269,6 +330,7 @@ async function compareAll({ apiUrl, identities, remoteServer, remoteClient, loca
   }
 
   let identitiesCompared = 0;
+  const variants = { key: 0, control: 0, 'unkeyed option': 0, none: 0 };
   for (const { identifier, traits } of identities) {
     const subject = `identity ${JSON.stringify(identifier)} traits=${JSON.stringify(traits)}`;
     const get = async (label, fn) => {
@@ -288,6 +350,10 @@ async function compareAll({ apiUrl, identities, remoteServer, remoteClient, loca
     );
     if (!server) continue;
     if (loc) check(subject, 'remote/server', server, 'local', loc);
+    if (loc) {
+      const lines = checkVariants(answers.get(identifier), loc, variantOf, variants);
+      if (lines.length > 0) mismatches.push({ subject, pair: 'identities answer variant vs local evaluation', lines });
+    }
     if (client) check(subject, 'remote/server', server, 'remote/client', client);
     if (transient) check(subject, 'remote/server', server, 'remote/server transient=true', transient);
     if (traitTransient) check(subject, 'remote/server', server, 'remote/server per-trait transient', traitTransient);
@@ -303,9 +369,13 @@ async function compareAll({ apiUrl, identities, remoteServer, remoteClient, loca
   if (flagsCompared === 0 || (identitiesCompared === 0 && errors.length === 0)) {
     throw new SetupError('nothing was compared (no flags or no identities): a test that cannot fail proves nothing');
   }
+  if (errors.length === 0 && mismatches.length === 0 && Object.values(variants).some(n => n === 0)) {
+    throw new SetupError(`the document and identities do not show every kind of variant: ${JSON.stringify(variants)}`);
+  }
   const summary =
     `compared ${flagsCompared} flags in ${comparisons} comparisons: environment (${env.local.length} flags) ` +
-    `and ${identitiesCompared}/${identities.length} identities; ${mismatches.length} mismatching comparisons, ${errors.length} errors`;
+    `and ${identitiesCompared}/${identities.length} identities; variants ${JSON.stringify(variants)}; ` +
+    `${mismatches.length} mismatching comparisons, ${errors.length} errors`;
   if (mismatches.length > 0 || errors.length > 0) {
     console.log(`FAIL: ${summary}`);
     return EXIT_MISMATCH;

@@ -80,7 +80,7 @@ async function expectedFlags(key, identity) {
   if (res.status !== 200) throw new SetupError(`${res.url}: status ${res.status}: ${await res.text()}`);
   const body = await res.json();
   const list = identity ? body.flags : body;
-  return new Map(list.map((f) => [f.feature.name, { enabled: f.enabled, value: f.feature_state_value }]));
+  return new Map(list.map((f) => [f.feature.name, { enabled: f.enabled, value: f.feature_state_value, variant: f.variant }]));
 }
 
 // typeOf picks the OpenFeature getter for a flag value.
@@ -125,6 +125,15 @@ function check(details, want, type, provider) {
     if (!same(details.value, value)) problems.push(`value ${JSON.stringify(details.value)}, want ${JSON.stringify(value)}`);
     if (details.errorCode) problems.push(`error ${details.errorCode}: ${details.errorMessage}`);
     if (details.flagMetadata?.enabled !== true) problems.push(`metadata.enabled ${details.flagMetadata?.enabled}, want true`);
+    // The identities answer's variant (an option's key or "control"); OFREP leaves out a null one.
+    if (details.variant !== (want.variant ?? undefined)) problems.push(`variant ${details.variant}, want ${want.variant}`);
+    return problems;
+  }
+  if (want.value === null) {
+    // A switched-off on/off flag answers false, a success for both providers.
+    if (details.value !== false || details.reason !== 'DISABLED' || details.errorCode) {
+      problems.push(`value ${JSON.stringify(details.value)}, reason ${details.reason}, error ${details.errorCode}; want false, DISABLED`);
+    }
     return problems;
   }
   // Disabled: no value in the answer, so the caller's default applies.
