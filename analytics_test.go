@@ -529,7 +529,7 @@ func TestAnalyticsConcurrentPosters(t *testing.T) {
 		}
 		return 0
 	})
-	s := newAnaServer(t, up, func(c *Config) { c.Analytics.FlushIntervalSeconds = 0.005 })
+	s := newAnaServer(t, up, func(c *Config) { c.Analytics.FlushIntervalSeconds = minTimeoutSeconds })
 	ctx, cancel := context.WithCancel(context.Background())
 	client := newPollClient()
 	pollersDone := make(chan error, 1)
@@ -799,7 +799,7 @@ func TestAnalyticsOffline(t *testing.T) {
 	}
 	s := newAnaServer(t, up, func(c *Config) {
 		c.EnvironmentKeyPairs[0].DocumentPath = path
-		c.Analytics.FlushIntervalSeconds = 0.01
+		c.Analytics.FlushIntervalSeconds = minTimeoutSeconds
 	})
 	h := s.handler()
 	anaPostTo(t, h, "/api/v1/analytics/flags/", anaClientKey, `{"banner": 4}`, nil)
@@ -807,7 +807,7 @@ func TestAnalyticsOffline(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.runLoops(ctx, newPollClient()) }()
-	time.Sleep(100 * time.Millisecond) // ten flush intervals
+	time.Sleep(350 * time.Millisecond) // three flush intervals
 	cancel()
 	<-done
 	s.finalAnalyticsFlush(context.Background(), newPollClient())
@@ -1055,7 +1055,7 @@ func (b *anaLogBuffer) String() string {
 // production.
 func BenchmarkAnalyticsPost(b *testing.B) {
 	up := newAnaUpstream(b)
-	s := newAnaServer(b, up, func(c *Config) { c.Analytics.FlushIntervalSeconds = 0.05 })
+	s := newAnaServer(b, up, func(c *Config) { c.Analytics.FlushIntervalSeconds = minTimeoutSeconds })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _ = s.runLoops(ctx, newPollClient()) }()

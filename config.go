@@ -51,9 +51,8 @@ const (
 	defaultAnalyticsMaxPendingKeys = 100_000
 	serverKeyPrefix                = "ser."
 	// A fleet: at most this many peer URLs (each may resolve to many
-	// replicas), and a peer secret at least this long.
-	maxPeers            = 64
-	minPeerSecretLength = 16
+	// replicas).
+	maxPeers = 64
 )
 
 // Config is the proxy's configuration: config.json, then environment
@@ -201,26 +200,14 @@ type AnalyticsConfig struct {
 	MaxPendingKeys int `json:"max_pending_keys"`
 }
 
-// secret is a credential. It prints masked, so it cannot reach a log, an
-// error or the printed configuration in clear by accident.
-type secret string
-
-func (s secret) String() string {
-	if len(s) <= 8 {
-		return "****"
-	}
-	prefix := ""
-	if strings.HasPrefix(string(s), serverKeyPrefix) {
-		prefix = serverKeyPrefix
-	}
-	return prefix + "****" + string(s[len(s)-4:])
-}
-
 func (s secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
 
 // maskedKey shortens a key that is not a known secret (an unknown key sent by
 // a client) so that logs and errors never echo it whole.
 func maskedKey(k string) string {
+	if strings.HasPrefix(k, serverKeyPrefix) {
+		return secret(k).String() // a server key that is not configured is a secret still
+	}
 	if len(k) > 6 {
 		return k[:6] + "…"
 	}
@@ -356,31 +343,29 @@ func loadConfig(path string, explicit bool, getenv func(string) string) (Config,
 		merged[canonical] = mergeJSON(merged[canonical], value)
 	}
 
+	// Values of the wrong type are reported first, each once; the keys
+	// they leave at their defaults are checked with the rest, so one
+	// wrong type hides no other problem.
 	cfg := defaultConfig()
-	var errs []error
-	for _, k := range configKeys() {
-		v, ok := merged[k]
-		if !ok {
-			continue
-		}
-		raw, err := json.Marshal(v)
-		if err == nil {
-			err = decodeConfigKey(&cfg, k, raw)
-		}
-		if err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return Config{}, warnings, err
-	}
+	dec := configDecoder{}
+	dec.decode(reflect.ValueOf(&cfg).Elem(), merged, "", "")
+	warnings = append(warnings, dec.warnings...)
+	errs := dec.problems
 	if err := cfg.validate(); err != nil {
+		for _, e := range problemList(err) {
+			if !dec.failedAt(e) {
+				errs = append(errs, e)
+			}
+		}
+	}
+	sortProblems(errs)
+	if len(errs) > 0 {
 		if fileMissing {
 			// "environment_key_pairs is required" alone would hide the cause.
 			abs, _ := filepath.Abs(path)
-			err = errors.Join(fmt.Errorf("config file %s not found (give -config or CONFIG_PATH, or set the keys as environment variables)", abs), err)
+			errs = slices.Insert(errs, 0, error(fmt.Errorf("config file %s not found (give -config or CONFIG_PATH, or set the keys as environment variables)", abs)))
 		}
-		return Config{}, warnings, err
+		return Config{}, warnings, errors.Join(errs...)
 	}
 	return cfg, warnings, nil
 }
@@ -453,37 +438,132 @@ func resolveFilePaths(fromFile map[string]any, dir string) {
 	}
 }
 
-// decodeConfigKey decodes one top-level key onto the defaults, so a partial
-// object such as {"server": {"port": 9000}} keeps the other defaults.
-func decodeConfigKey(cfg *Config, key string, raw json.RawMessage) error {
-	var target any
-	v := reflect.ValueOf(cfg).Elem()
-	for i := range v.NumField() {
-		if configTag(v.Type().Field(i)) == key {
-			target = v.Field(i).Addr().Interface()
-		}
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	if err := dec.Decode(target); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) {
-			field := key
-			if typeErr.Field != "" {
-				field += "." + typeErr.Field
-			}
-			return fmt.Errorf("%s: %s is not a valid %s", field, typeErr.Value, typeErr.Type)
-		}
-		return fmt.Errorf("%s: %s", key, describeJSONError(raw, err))
-	}
-	return nil
+// configDecoder lays the merged file and environment onto the defaults,
+// value by value, so that every value of the wrong type is reported, each
+// with its key, and the other values are still decoded and checked.
+type configDecoder struct {
+	problems []error
+	warnings []string
+	failed   []string // keys whose value was of the wrong type
 }
 
-// takesString reports whether the key holds a string (a URL, a path, a
-// secret): a JSON string decodes into it and a number does not.
+// decode lays raw, a JSON value decoded with json.Number, onto v, which
+// holds its default. An object merges field by field, so that
+// {"server": {"port": 9000}} keeps the other defaults; anything else
+// replaces v, and a list of objects decodes entry by entry. JSON null
+// leaves an object as it is, as encoding/json does.
+func (d *configDecoder) decode(v reflect.Value, raw any, key, spec string) {
+	switch t := v.Type(); {
+	case t.Kind() == reflect.Struct:
+		if raw == nil {
+			return
+		}
+		obj, ok := raw.(map[string]any)
+		if !ok {
+			d.wrongType(key, spec, raw)
+			return
+		}
+		known := map[string]bool{}
+		for i := range t.NumField() {
+			tag := configTag(t.Field(i))
+			known[tag] = true
+			if child, ok := obj[tag]; ok {
+				d.decode(v.Field(i), child, joinKey(key, tag), joinKey(spec, tag))
+			}
+		}
+		for _, name := range slices.Sorted(maps.Keys(obj)) {
+			if !known[name] && key != "" { // top-level keys were sorted out already
+				d.warnings = append(d.warnings, fmt.Sprintf("unknown config key %q ignored", joinKey(key, name)))
+			}
+		}
+	case isObjectList(t):
+		if raw == nil {
+			v.SetZero()
+			return
+		}
+		list, ok := raw.([]any)
+		if !ok {
+			d.wrongType(key, spec, raw)
+			return
+		}
+		out := reflect.MakeSlice(t, len(list), len(list))
+		for i, entry := range list {
+			d.decode(out.Index(i), entry, fmt.Sprintf("%s[%d]", key, i), spec+"[]")
+		}
+		v.Set(out)
+	default:
+		// Decoded into a fresh value, so a failure leaves the default whole.
+		fresh := reflect.New(t)
+		data, err := json.Marshal(raw)
+		if err == nil {
+			err = json.Unmarshal(data, fresh.Interface())
+		}
+		if err != nil {
+			d.wrongType(key, spec, raw)
+			return
+		}
+		v.Set(fresh.Elem())
+	}
+}
+
+// wrongType reports raw, which does not fit the key, and what would.
+func (d *configDecoder) wrongType(key, spec string, raw any) {
+	d.failed = append(d.failed, key)
+	want := "an object"
+	shown := true
+	if k := configSpecs()[spec]; k != nil {
+		want, shown = k.valid(), !k.hidden()
+	}
+	if !shown {
+		d.problems = append(d.problems, fmt.Errorf("%s: %s (not shown: it may hold a secret) is not valid; want %s", key, jsonType(raw), want))
+		return
+	}
+	text, _ := json.Marshal(raw)
+	if s, ok := raw.(string); ok {
+		text = []byte(maskURL(s))
+	}
+	d.problems = append(d.problems, fmt.Errorf("%s: %s (%s) is not valid; want %s", key, quoteShort(string(text)), jsonType(raw), want))
+}
+
+// failedAt reports whether problem is about a key whose value was of the
+// wrong type, or a part of it: that key was reported once already.
+func (d *configDecoder) failedAt(problem error) bool {
+	key, _, _ := strings.Cut(problem.Error(), ": ")
+	for _, f := range d.failed {
+		if key == f || strings.HasPrefix(key, f+".") || strings.HasPrefix(key, f+"[") {
+			return true
+		}
+	}
+	return false
+}
+
+// jsonType names the type of a JSON value decoded with json.Number.
+func jsonType(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "a boolean"
+	case json.Number, float64:
+		return "a number"
+	case string:
+		return "a string"
+	case []any:
+		return "a list"
+	}
+	return "an object"
+}
+
+// takesString reports whether the top-level key holds a string (a URL, a
+// path, a secret).
 func takesString(key string) bool {
-	var probe Config
-	return decodeConfigKey(&probe, key, json.RawMessage(`""`)) == nil &&
-		decodeConfigKey(&probe, key, json.RawMessage(`0`)) != nil
+	t := reflect.TypeFor[Config]()
+	for i := range t.NumField() {
+		if configTag(t.Field(i)) == key {
+			return t.Field(i).Type.Kind() == reflect.String
+		}
+	}
+	return false
 }
 
 // describeJSONError turns a syntax error's offset into a line and column.
@@ -519,22 +599,12 @@ func (c *Config) addr() string {
 	return fmt.Sprintf("%s:%d", host, c.Server.Port)
 }
 
-// printable is the effective configuration with secrets masked.
+// printable is the effective configuration with secrets and the passwords
+// of URLs masked (masked).
 func (c *Config) printable() ([]byte, error) {
-	out := *c
-	out.EnvironmentKeyPairs = make([]KeyPair, len(c.EnvironmentKeyPairs))
-	for i, p := range c.EnvironmentKeyPairs {
-		p.ServerSideKey = secret(p.ServerSideKey.String())
-		p.ServerSideKeys = slices.Clone(p.ServerSideKeys)
-		for j, k := range p.ServerSideKeys {
-			p.ServerSideKeys[j] = secret(k.String())
-		}
-		out.EnvironmentKeyPairs[i] = p
-	}
-	for _, s := range []*secret{&out.AdminToken, &out.WebhookSecret, &out.SSE.AuthenticationToken, &out.PeerSecret} {
-		if *s != "" {
-			*s = secret(s.String())
-		}
+	out, err := c.masked()
+	if err != nil {
+		return nil, err
 	}
 	return json.MarshalIndent(out, "", "  ")
 }

@@ -432,17 +432,17 @@ func TestRunBadConfig(t *testing.T) {
 			want:    []string{`environment_key_pairs[0].server_side_key`, `must start with "ser."`},
 			secrets: []string{"NotAServerKey123456"},
 		},
-		{name: "no key pairs", file: `{"api_url": "https://flagsmith.example.com/api/v1"}`, want: []string{"environment_key_pairs", "at least one"}},
-		{name: "empty key pairs", file: `{"environment_key_pairs": []}`, want: []string{"environment_key_pairs", "at least one"}},
+		{name: "no key pairs", file: `{"api_url": "https://flagsmith.example.com/api/v1"}`, want: []string{"environment_key_pairs", "1 to 1000 entries like {"}},
+		{name: "empty key pairs", file: `{"environment_key_pairs": []}`, want: []string{"environment_key_pairs", "1 to 1000 entries like {"}},
 		{name: "empty client key", file: `{"environment_key_pairs": [{"server_side_key": "ser.valid-key-0001", "client_side_key": ""}]}`, want: []string{"environment_key_pairs[0].client_side_key"}},
 		{name: "non-URL api_url", file: `{` + validPairs + `, "api_url": "not a url"}`, want: []string{`api_url: "not a url"`, "http(s) URL"}},
 		{name: "api_url without a host", file: `{` + validPairs + `, "api_url": "https://"}`, want: []string{"api_url"}},
-		{name: "negative frequency", file: `{` + validPairs + `, "api_poll_frequency_seconds": -1}`, want: []string{"api_poll_frequency_seconds: -1", "positive"}},
-		{name: "negative frequency by alias", file: `{` + validPairs + `, "api_poll_frequency": -2}`, want: []string{"api_poll_frequency_seconds: -2"}},
+		{name: "negative frequency", file: `{` + validPairs + `, "api_poll_frequency_seconds": -1}`, want: []string{`api_poll_frequency_seconds: "-1" is out of range; want 1 to 86400 seconds`}},
+		{name: "negative frequency by alias", file: `{` + validPairs + `, "api_poll_frequency": -2}`, want: []string{`api_poll_frequency_seconds: "-2"`}},
 		{name: "frequency of the wrong type", file: `{` + validPairs + `, "api_poll_frequency_seconds": "often"}`, want: []string{"api_poll_frequency_seconds"}},
-		{name: "negative timeout", file: `{` + validPairs + `, "api_poll_timeout_seconds": -3}`, want: []string{"api_poll_timeout_seconds: -3"}},
+		{name: "negative timeout", file: `{` + validPairs + `, "api_poll_timeout_seconds": -3}`, want: []string{`api_poll_timeout_seconds: "-3"`}},
 		{name: "bad log level", file: `{` + validPairs + `, "logging": {"log_level": "LOUD"}}`, want: []string{`logging.log_level: "LOUD"`}},
-		{name: "port out of range", file: `{` + validPairs + `, "server": {"port": 70000}}`, want: []string{"server.port: 70000"}},
+		{name: "port out of range", file: `{` + validPairs + `, "server": {"port": 70000}}`, want: []string{`server.port: "70000" is out of range; want 0 to 65535`}},
 		{
 			// The column is the offending comma's, as an editor counts it.
 			name: "unreadable JSON",
@@ -460,7 +460,7 @@ func TestRunBadConfig(t *testing.T) {
 			name: "bad value from the environment",
 			file: `{` + validPairs + `}`,
 			env:  map[string]string{"API_POLL_FREQUENCY_SECONDS": "-5"},
-			want: []string{"api_poll_frequency_seconds: -5"},
+			want: []string{`api_poll_frequency_seconds: "-5"`},
 		},
 		{
 			name: "bad key pairs from the environment",
@@ -553,7 +553,7 @@ func TestRunConfigSources(t *testing.T) {
 		},
 		{
 			name: "ENVIRONMENT_KEY_PAIRS as JSON overrides the file",
-			env:  map[string]string{"ENVIRONMENT_KEY_PAIRS": `[{"server_side_key": "ser.from-env-5678", "client_side_key": "env-client"}]`},
+			env:  map[string]string{"ENVIRONMENT_KEY_PAIRS": `[{"server_side_key": "ser.from-env-key-00005678", "client_side_key": "env-client"}]`},
 			args: []string{"-config", filePath},
 			check: func(t *testing.T, c Config) {
 				if len(c.EnvironmentKeyPairs) != 1 || c.EnvironmentKeyPairs[0].ClientSideKey != "env-client" || c.EnvironmentKeyPairs[0].ServerSideKey != "ser.****5678" {
@@ -619,7 +619,7 @@ func TestRunConfigSources(t *testing.T) {
 	t.Run("environment only, no file at the default path", func(t *testing.T) {
 		t.Chdir(t.TempDir())
 		c := e2ePrintedConfig(t, map[string]string{
-			"ENVIRONMENT_KEY_PAIRS": `[{"server_side_key": "ser.from-env-5678", "client_side_key": "env-client"}]`,
+			"ENVIRONMENT_KEY_PAIRS": `[{"server_side_key": "ser.from-env-key-00005678", "client_side_key": "env-client"}]`,
 		})
 		if len(c.EnvironmentKeyPairs) != 1 || c.EnvironmentKeyPairs[0].ClientSideKey != "env-client" {
 			t.Errorf("environment_key_pairs = %+v; want the environment's pair", c.EnvironmentKeyPairs)

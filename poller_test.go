@@ -487,7 +487,7 @@ func TestPollBackoff(t *testing.T) {
 		{"default frequency", 10},
 		{"frequency 3s", 3},
 		{"frequency 7s", 7},
-		{"frequency under a second", 0.5},
+		{"frequency at its minimum, 1s", minPollSeconds},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -76,17 +76,22 @@ func (s *server) reload(ctx context.Context, src *configSource, trigger string) 
 // problems lists the problems errors.Join gathered, one per entry.
 func problems(err error) []string {
 	var out []string
-	var walk func(error)
-	walk = func(err error) {
-		if joined, ok := err.(interface{ Unwrap() []error }); ok {
-			for _, e := range joined.Unwrap() {
-				walk(e)
-			}
-			return
-		}
-		out = append(out, strings.Split(err.Error(), "\n")...)
+	for _, e := range problemList(err) {
+		out = append(out, strings.Split(e.Error(), "\n")...)
 	}
-	walk(err)
+	return out
+}
+
+// problemList flattens the errors errors.Join gathered.
+func problemList(err error) []error {
+	joined, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []error{err}
+	}
+	var out []error
+	for _, e := range joined.Unwrap() {
+		out = append(out, problemList(e)...)
+	}
 	return out
 }
 

@@ -134,12 +134,12 @@ func TestHandlersErrors(t *testing.T) {
 	})
 
 	t.Run("body over a configured limit", func(t *testing.T) {
-		small := newAPITestServer(t, func(c *Config) { c.Limits.MaxBodyBytes = 64 }).handler()
-		rec := callHandler(t, small, "POST", "/api/v1/identities/", withKey(apiClientKey), apiPadBody(`{"identifier":"a"}`, 64))
+		small := newAPITestServer(t, func(c *Config) { c.Limits.MaxBodyBytes = 1024 }).handler()
+		rec := callHandler(t, small, "POST", "/api/v1/identities/", withKey(apiClientKey), apiPadBody(`{"identifier":"a"}`, 1024))
 		if rec.Code != http.StatusOK {
 			t.Errorf("POST a body of exactly the limit = %d %s; want 200", rec.Code, rec.Body)
 		}
-		rec = callHandler(t, small, "POST", "/api/v1/identities/", withKey(apiClientKey), apiPadBody(`{"identifier":"a"}`, 65))
+		rec = callHandler(t, small, "POST", "/api/v1/identities/", withKey(apiClientKey), apiPadBody(`{"identifier":"a"}`, 1025))
 		apiError(t, rec, http.StatusRequestEntityTooLarge, "")
 	})
 }

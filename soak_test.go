@@ -82,9 +82,8 @@ func TestSoak(t *testing.T) {
 	up.set(serverKeyA, soakVersion(0))
 	up.setFault(soakFaults(&faults))
 	s := newTestServer(t, withUpstream(up), withPairs(pairA), func(c *Config) {
-		c.PollFrequency = 0.1
 		c.PollTimeout = 0.2
-		c.SSE.HeartbeatSeconds = 0.05
+		c.SSE.HeartbeatSeconds = minTimeoutSeconds
 	})
 	s.listen(t, nil)
 	s.poll(t, pollClient(t))
@@ -115,6 +114,9 @@ func TestSoak(t *testing.T) {
 				return
 			case <-tick.C:
 				up.set(serverKeyA, soakVersion(int(versions.Add(1))))
+				// Polls come no closer than a second (the configuration's
+				// bound); a push brings each version at once.
+				s.environments()[0].triggerRefresh()
 			}
 		}
 	}()

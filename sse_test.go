@@ -211,7 +211,7 @@ func TestSSEStreamIdenticalDocument(t *testing.T) {
 }
 
 func TestSSEStreamHeartbeat(t *testing.T) {
-	h := newTestServer(t, func(c *Config) { c.SSE.HeartbeatSeconds = 0.05 }).listen(t, nil)
+	h := newTestServer(t, func(c *Config) { c.SSE.HeartbeatSeconds = minTimeoutSeconds }).listen(t, nil)
 	ssePublish(t, h, clientKeyA, sseBase, "v1")
 	st := sseOpen(t, h, sseStreamPath(clientKeyA), nil)
 	st.wantUpdated(t, sseBase)
@@ -492,15 +492,15 @@ func TestSSEServeShutdown(t *testing.T) {
 // not end the request context while the stream is open.
 func TestSSEStreamOutlivesReadTimeout(t *testing.T) {
 	base, client, _ := sseServe(t, func(c *Config) {
-		c.Server.ReadHeaderTimeout = 0.05
-		c.Server.WriteTimeout = 0.1 // ReadTimeout 0.15 s
-		c.SSE.HeartbeatSeconds = 0.03
+		c.Server.ReadHeaderTimeout = minTimeoutSeconds
+		c.Server.WriteTimeout = minTimeoutSeconds // ReadTimeout 0.2 s
+		c.SSE.HeartbeatSeconds = minTimeoutSeconds
 	})
 	st := sseOpenStream(t, client, base+sseStreamPath(clientKeyA), nil)
 	st.wantUpdated(t, sseBase)
-	// 20 heartbeats take 0.6 s, four times the read and write timeouts.
-	for i := range 20 {
-		if it := st.next(t, fmt.Sprintf("heartbeat %d of 20 (read timeout 0.15 s)", i+1)); it.isEvent {
+	// 8 heartbeats take 0.8 s, four times the read timeout.
+	for i := range 8 {
+		if it := st.next(t, fmt.Sprintf("heartbeat %d of 8 (read timeout 0.2 s)", i+1)); it.isEvent {
 			t.Fatalf("unexpected event %q %q", it.event, it.data)
 		}
 	}
@@ -584,7 +584,7 @@ func goSDKRead(body io.Reader, each func(goSDKEvent) bool) {
 // interleaved), and for each new document must see a value equal to the
 // document's updated_at and decide to refetch.
 func TestSSEGoSDKParser(t *testing.T) {
-	h := newTestServer(t, func(c *Config) { c.SSE.HeartbeatSeconds = 0.02 }).listen(t, nil)
+	h := newTestServer(t, func(c *Config) { c.SSE.HeartbeatSeconds = minTimeoutSeconds }).listen(t, nil)
 	times := []time.Time{
 		sseBase,
 		sseBase.Add(1*time.Second - 123455*time.Microsecond), // .000001
