@@ -200,7 +200,7 @@ func (s *server) sendAnalytics(ctx context.Context, client *http.Client, ea *env
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("post %s: %w", req.URL.Path, err)
+		return fmt.Errorf("post %s: %w", req.URL.Path, maskURLError(err))
 	}
 	defer resp.Body.Close()
 	// Read (a bounded part of) the answer so the connection can be reused.

@@ -2,7 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/url"
 	"reflect"
 	"slices"
 	"strconv"
@@ -496,6 +498,16 @@ func maskURL(s string) string {
 		masked = user + ":****"
 	}
 	return s[:start] + masked + s[start+at:]
+}
+
+// maskURLError masks the URL in an HTTP client's error (maskURL), which is
+// logged: net/http hides a password there itself, but not a lone user name.
+func maskURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		ue.URL = maskURL(ue.URL)
+	}
+	return err
 }
 
 // quoteShort quotes a value for a problem, cut to a readable length.

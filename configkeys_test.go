@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -489,4 +490,170 @@ func defaultText(v reflect.Value) string {
 	}
 	raw, _ := json.Marshal(v.Interface())
 	return "`" + string(raw) + "`"
+}
+
+// TestConfigBoundsAtReload: a reload that breaks a bound is refused whole,
+// every problem logged (a value of the wrong type beside the others), and
+// the running configuration stays. Before, a heartbeat of 1e12 s was
+// applied and every stream handler panicked.
+func TestConfigBoundsAtReload(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.json")
+	h := newTestServer(t, withPairs(pairA), func(c *Config) { c.SSE.HeartbeatSeconds = minTimeoutSeconds }).listen(t, nil)
+	h.publishDoc(t, clientKeyA, testDocument(clientKeyA, pollerUpdatedAt, "a"))
+	src := &configSource{path: path, explicit: true, getenv: func(string) string { return "" }}
+	before := h.live.Load()
+	rejected := func(t *testing.T) []string {
+		t.Helper()
+		var last []string
+		for _, rec := range h.logs.records(t) {
+			if rec["msg"] == "configuration rejected; the running configuration stays" {
+				last = nil
+				for _, p := range asSlice(rec["problems"]) {
+					last = append(last, fmt.Sprint(p))
+				}
+			}
+		}
+		return last
+	}
+	tests := []struct {
+		name   string
+		config map[string]any
+		want   []string
+	}{
+		{
+			name:   "a heartbeat of 1e12 seconds",
+			config: map[string]any{"sse": map[string]any{"heartbeat_seconds": 1e12}},
+			want:   []string{`sse.heartbeat_seconds: "1e+12" is out of range; want 0.1 to 3600 seconds`},
+		},
+		{
+			name: "every finding at once, with a type error",
+			config: map[string]any{
+				"api_poll_frequency_seconds": 1e10,
+				"server":                     map[string]any{"port": "http", "write_timeout_seconds": 1e-9, "read_header_timeout_seconds": 1e300},
+				"sse":                        map[string]any{"heartbeat_seconds": 1e12},
+				"admin_token":                "short",
+			},
+			want: []string{
+				`api_poll_frequency_seconds: "1e+10" is out of range; want 1 to 86400 seconds`,
+				`server.port: "http" (a string) is not valid; want 0 to 65535`,
+				`server.read_header_timeout_seconds: "1e+300" is out of range; want 0.1 to 3600 seconds`,
+				`server.write_timeout_seconds: "1e-09" is out of range; want 0.1 to 3600 seconds`,
+				`admin_token: a secret of 5 characters is too short (it is not shown); want a string of at least 16 characters`,
+				`sse.heartbeat_seconds: "1e+12" is out of range; want 0.1 to 3600 seconds`,
+			},
+		},
+		{
+			name:   "polls a hundred times a second",
+			config: map[string]any{"api_poll_frequency_seconds": 0.01},
+			want:   []string{`api_poll_frequency_seconds: "0.01" is out of range; want 1 to 86400 seconds`},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.config["environment_key_pairs"] = []KeyPair{pairA}
+			reloadWriteConfig(t, path, tt.config)
+			h.reload(t.Context(), src, "file")
+			if h.live.Load() != before {
+				t.Fatalf("the reload replaced the running configuration; want it refused")
+			}
+			if diff := cmp.Diff(tt.want, rejected(t)); diff != "" {
+				t.Errorf("logged problems (-want +got):\n%s", diff)
+			}
+		})
+	}
+	// Streams still serve, heartbeats at the running interval.
+	st := sseOpen(t, h, sseStreamPath(clientKeyA), nil)
+	for seen := 0; seen < 2; {
+		if it := st.next(t, "a heartbeat at the running interval"); it.isComment {
+			seen++
+		}
+	}
+	if got := h.config().SSE.HeartbeatSeconds; got != minTimeoutSeconds {
+		t.Errorf("sse.heartbeat_seconds in force = %v; want the running %v", got, minTimeoutSeconds)
+	}
+}
+
+// TestConfigBoundsReloadEndToEnd rewrites the config file of a running
+// binary with the settings that broke it: the reload is refused with every
+// problem logged, streams keep their heartbeat, GET /proxy/config shows the
+// running values, and nothing panics.
+func TestConfigBoundsReloadEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildEdgeProxy(t)
+	up := newUpstream(t)
+	up.set(serverKeyA, testDocument(clientKeyA, pollerUpdatedAt, "a"))
+	const token = "admin-token-bounds-0001"
+	cfg := e2eReloadConfig(up, e2ePair(clientKeyA, serverKeyA))
+	cfg["admin_token"] = token
+	cfg["sse"] = map[string]any{"heartbeat_seconds": 0.2}
+	p, path, base, client := startOnConfig(t, bin, cfg)
+
+	bad := e2eReloadConfig(up, e2ePair(clientKeyA, serverKeyA))
+	bad["admin_token"] = token
+	bad["api_poll_frequency_seconds"] = 1e10
+	bad["server"] = map[string]any{"host": "127.0.0.1", "port": 0, "write_timeout_seconds": 1e-9, "read_header_timeout_seconds": 1e300}
+	bad["sse"] = map[string]any{"heartbeat_seconds": 1e12}
+	reloadWriteConfig(t, path, bad)
+	rec, _ := e2eWaitRecord(t, p, 0, "a rejected reload", func(rec map[string]any) bool {
+		return rec["message"] == "configuration rejected; the running configuration stays" || rec["message"] == "configuration reloaded"
+	})
+	var got []string
+	for _, problem := range asSlice(rec["problems"]) {
+		key, _, _ := strings.Cut(fmt.Sprint(problem), ":")
+		got = append(got, key)
+	}
+	want := []string{"api_poll_frequency_seconds", "server.read_header_timeout_seconds", "server.write_timeout_seconds", "sse.heartbeat_seconds"}
+	if rec["message"] != "configuration rejected; the running configuration stays" || !slices.Equal(got, want) {
+		t.Fatalf("reload logged %v; want it rejected for the keys %q", rec, want)
+	}
+
+	st := sseOpenStream(t, client, base+sseStreamPath(clientKeyA), nil)
+	for seen := 0; seen < 2; {
+		if it := st.next(t, "a heartbeat after the rejected reload"); it.isComment {
+			seen++
+		}
+	}
+	req, _ := http.NewRequest("GET", base+"/proxy/config", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inForce Config
+	err = json.NewDecoder(resp.Body).Decode(&inForce)
+	resp.Body.Close()
+	if err != nil || inForce.SSE.HeartbeatSeconds != 0.2 || inForce.PollFrequency != 1 {
+		t.Errorf("GET /proxy/config: %v, heartbeat %v, poll frequency %v; want the running 0.2 and 1", err, inForce.SSE.HeartbeatSeconds, inForce.PollFrequency)
+	}
+	for _, line := range p.stderr() {
+		if strings.Contains(line, "panic") {
+			t.Errorf("edge-proxy logged a panic: %s", line)
+		}
+	}
+}
+
+// TestLogsMaskURLs: an upstream that cannot be reached is logged without
+// the credentials of its URL: net/http hides a password, and maskURL a
+// lone user name (a token) as well.
+func TestLogsMaskURLs(t *testing.T) {
+	const apiToken, realtimeToken, password = "api-token-in-url-0001", "realtime-token-0002", "api-password-0003"
+	for _, apiURL := range []string{
+		"http://" + apiToken + "@127.0.0.1:1/api/v1",
+		"http://user:" + password + "@127.0.0.1:1/api/v1",
+	} {
+		s := newTestServer(t, withPairs(pairA), func(c *Config) {
+			c.APIURL = apiURL
+			c.RealtimeAPIURL = "http://" + realtimeToken + "@127.0.0.1:1"
+		})
+		s.poll(t, pollClient(t))
+		s.logs.waitFor(t, logRecord{level: "WARN", msg: "poll failed", env: clientKeyA, err: "connection refused"})
+		s.logs.waitFor(t, logRecord{level: "WARN", msg: "upstream stream lost", env: clientKeyA, err: "connection refused"})
+		for _, secret := range []string{apiToken, realtimeToken, password} {
+			if strings.Contains(s.logs.String(), secret) {
+				t.Errorf("the log shows %q:\n%s", secret, s.logs)
+			}
+		}
+	}
 }

@@ -332,7 +332,7 @@ func (s *server) getPage(ctx context.Context, client *http.Client, cfg *Config, 
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, nil, fmt.Errorf("request: %w", err)
+		return nil, nil, fmt.Errorf("request: %w", maskURLError(err))
 	}
 	defer resp.Body.Close()
 	switch {

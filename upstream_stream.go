@@ -79,7 +79,7 @@ func (s *server) readUpstreamStream(ctx context.Context, env *environment, clien
 	req.Header.Set("User-Agent", "flagsmith-edge-proxy/"+version)
 	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("connect: %w", err)
+		return fmt.Errorf("connect: %w", maskURLError(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
