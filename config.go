@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
@@ -200,8 +199,6 @@ type AnalyticsConfig struct {
 	MaxPendingKeys int `json:"max_pending_keys"`
 }
 
-func (s secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
-
 // maskedKey shortens a key that is not a known secret (an unknown key sent by
 // a client) so that logs and errors never echo it whole.
 func maskedKey(k string) string {
@@ -242,9 +239,10 @@ func defaultConfig() Config {
 // top-level key is read from the config file under its tag and from the
 // environment under its tag in upper case (API_URL), decoded onto its
 // field's default, and printed by printable. A new setting is a new field
-// with its tag, here or in a nested struct, and a row in the README's
-// configuration table (TestConfigKeysDocumented holds the two together);
-// nothing else lists keys. configAliases only adds older spellings of a key.
+// with its tag, here or in a nested struct, and its row in configTable
+// (configkeys.go: its range and meaning, from which the README's table is
+// generated; TestConfigTable holds the fields and the rows together).
+// configAliases only adds older spellings of a key.
 var configAliases = map[string]string{
 	"api_poll_frequency": "api_poll_frequency_seconds",
 	"api_poll_timeout":   "api_poll_timeout_seconds",

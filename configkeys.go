@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"reflect"
 	"slices"
@@ -474,6 +475,8 @@ func (s secret) String() string {
 	}
 	return prefix + "****" + string(s[len(s)-4:])
 }
+
+func (s secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
 
 // maskURL hides the user information of a URL but its user name: the
 // password of user:password@host becomes ****, and a lone user name, how
