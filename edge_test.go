@@ -138,16 +138,17 @@ func TestAccessLogMasksKeys(t *testing.T) {
 		clientKey  = "AccessLogClientKey0001"
 		unknownKey = "SomeoneElsesSecretKey0001"
 	)
+	masked := secret(serverKey).String() // as the secret masks itself
 	tests := []struct {
 		name, method, path string
 		wantPath           string
 	}{
-		{"server key as the stream key", "GET", "/sse/environments/" + serverKey + "/stream", "/sse/environments/ser.Ac…/stream"},
-		{"server key as the stream key, slash", "GET", "/sse/environments/" + serverKey + "/stream/", "/sse/environments/ser.Ac…/stream/"},
+		{"server key as the stream key", "GET", "/sse/environments/" + serverKey + "/stream", "/sse/environments/" + masked + "/stream"},
+		{"server key as the stream key, slash", "GET", "/sse/environments/" + serverKey + "/stream/", "/sse/environments/" + masked + "/stream/"},
 		{"unknown stream key", "GET", "/sse/environments/" + unknownKey + "/stream", "/sse/environments/Someon…/stream"},
 		{"client stream key", "HEAD", "/sse/environments/" + clientKey + "/stream", "/sse/environments/" + clientKey + "/stream"},
-		{"server key in an unrouted path", "GET", "/api/v1/flags/" + serverKey, "/api/v1/flags/ser.Ac…"},
-		{"server key below the stream", "GET", "/sse/environments/" + clientKey + "/" + serverKey, "/sse/environments/" + clientKey + "/ser.Ac…"},
+		{"server key in an unrouted path", "GET", "/api/v1/flags/" + serverKey, "/api/v1/flags/" + masked},
+		{"server key below the stream", "GET", "/sse/environments/" + clientKey + "/" + serverKey, "/sse/environments/" + clientKey + "/" + masked},
 		{"ordinary path", "GET", "/api/v1/flags/", "/api/v1/flags/"},
 	}
 	for _, tt := range tests {
