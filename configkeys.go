@@ -331,7 +331,7 @@ func checkRanges(c *Config) []error {
 func sortProblems(errs []error) {
 	order := func(err error) int {
 		key, _, _ := strings.Cut(err.Error(), ": ")
-		spec := specKey(key)
+		spec := strings.TrimSuffix(specKey(key), "[]") // an entry of a list: the list
 		for i, k := range configTable {
 			if k.key == spec || strings.HasPrefix(k.key, spec+".") || strings.HasPrefix(k.key, spec+"[]") {
 				return i

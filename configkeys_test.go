@@ -243,8 +243,16 @@ func TestConfigBounds(t *testing.T) {
 			},
 		},
 		{
+			name: "a fleet: 65 peers, a short peer_secret",
+			body: `"peers": [` + strings.Repeat(`"http://peer:8000", `, 64) + `"http://peer:8000"], "peer_secret": "fifteen-chars-x"`,
+			want: []string{
+				`peers: a list of 65 entries is not valid; want a list of 0 to 64 entries, each an http(s) URL`,
+				`peer_secret: a secret of 15 characters is too short (it is not shown); want a string of at least 16 characters`,
+			},
+		},
+		{
 			name: "secrets of 16 characters",
-			body: `"admin_token": "sixteen-chars-xx", "webhook_secret": "sixteen-chars-yy", "sse": {"authentication_token": "sixteen-chars-zz"}`,
+			body: `"admin_token": "sixteen-chars-xx", "webhook_secret": "sixteen-chars-yy", "sse": {"authentication_token": "sixteen-chars-zz"}, "peer_secret": "sixteen-chars-ww"`,
 		},
 		{
 			name: "a secret of the wrong type is not shown",

@@ -229,11 +229,11 @@ func TestLoadConfigRows(t *testing.T) {
 				"http://peers:8000/?x=1", "http://peers:0", "ftp://peers"]}`,
 			errors: []string{
 				`peers[0]: "edge-proxy-peers:8000" is not an http(s) base URL`,
-				`peers[1]: "http://user:xxxxx@peers:8000" must not hold credentials`,
+				`peers[1]: "http://user:****@peers:8000" must not hold credentials`,
 				`peers[2]: "http://peers:8000/?x=1" must not have a query or fragment`,
 				`peers[3]: "http://peers:0" has no valid port`,
 				`peers[4]: "ftp://peers" is not an http(s) base URL`,
-				`peer_secret: 5 characters; at least 16`,
+				`peer_secret: a secret of 5 characters is too short (it is not shown); want a string of at least 16 characters`,
 			},
 		},
 		{
