@@ -221,7 +221,7 @@ func (s *server) peerTargets(ctx context.Context, peers []string) (targets []pee
 	seen := map[netip.AddrPort]bool{}
 	for i, raw := range peers {
 		if errs[i] != nil {
-			s.log.Warn("peer not resolved; skipped", "peer", raw, "error", errs[i].Error())
+			s.log.Warn("peer not resolved; skipped", "peer", maskURL(raw), "error", errs[i].Error())
 			unresolved = append(unresolved, raw)
 			continue
 		}
