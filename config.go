@@ -52,6 +52,16 @@ const (
 	// A fleet: at most this many peer URLs (each may resolve to many
 	// replicas).
 	maxPeers = 64
+	// Shadow verification is off unless asked for: each check is an API
+	// call on the customer's Flagsmith quota. The ranges bound that cost.
+	defaultVerifySampleRate   = 0
+	defaultVerifyMaxPerSecond = 1
+	minVerifyMaxPerSecond     = 0.01
+	maxVerifyMaxPerSecond     = 100
+	// Trait write-back is off unless asked for; each write is an API call.
+	defaultWriteBackMaxPerSecond = 10
+	minWriteBackMaxPerSecond     = 0.1
+	maxWriteBackMaxPerSecond     = 1000
 )
 
 // Config is the proxy's configuration: config.json, then environment
@@ -90,6 +100,27 @@ type Config struct {
 	// PeerSecret signs the relays sent to peers and must sign those
 	// received (POST /proxy/peer-refresh).
 	PeerSecret secret `json:"peer_secret,omitempty"`
+	// Verify and WriteBack keep Flagsmith the source of truth (verify.go,
+	// writeback.go).
+	Verify    VerifyConfig    `json:"verify"`
+	WriteBack WriteBackConfig `json:"write_back"`
+}
+
+// VerifyConfig is shadow verification: a share of identity requests asked
+// again of the upstream and the answers compared.
+type VerifyConfig struct {
+	// SampleRate is the share of identity requests checked, 0 to 1.
+	SampleRate float64 `json:"sample_rate"`
+	// MaxPerSecond caps the checks of the whole process.
+	MaxPerSecond float64 `json:"max_per_second"`
+}
+
+// WriteBackConfig is trait write-back: identities and traits SDKs send,
+// written to the upstream.
+type WriteBackConfig struct {
+	Enabled bool `json:"enabled"`
+	// MaxPerSecond caps the writes of the whole process.
+	MaxPerSecond float64 `json:"max_per_second"`
 }
 
 // KeyPair is one Flagsmith environment the proxy serves.
@@ -232,6 +263,8 @@ func defaultConfig() Config {
 		FullRefresh: defaultFullRefreshSeconds,
 
 		MaxDocumentPages: defaultMaxDocumentPages,
+		Verify:           VerifyConfig{SampleRate: defaultVerifySampleRate, MaxPerSecond: defaultVerifyMaxPerSecond},
+		WriteBack:        WriteBackConfig{MaxPerSecond: defaultWriteBackMaxPerSecond},
 	}
 }
 

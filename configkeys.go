@@ -29,6 +29,7 @@ const (
 	cfgSeconds      configKind = iota // a number of seconds, fractions allowed
 	cfgWholeSeconds                   // a whole number of seconds
 	cfgCount                          // a whole number of unit
+	cfgNumber                         // a number of unit, fractions allowed
 	cfgBool
 	cfgEnum      // one of values, in any case
 	cfgText      // a string of min to max characters
@@ -185,6 +186,19 @@ var configTable = []keySpec{
 		meaning: "base URLs of the fleet's replicas (`[\"http://edge-proxy-peers:8000\"]`), without credentials, query or fragment; a host resolving to several addresses means each; pushes are relayed to them ([fleet](#a-fleet-behind-a-load-balancer)); needs `peer_secret`"},
 	{key: "peer_secret", kind: cfgSecret, def: "none",
 		meaning: "the same on every replica; signs relays and enables `POST /proxy/peer-refresh`"},
+	{key: "verify.sample_rate", kind: cfgNumber, min: 0, max: 1,
+		meaning: "share of identity requests asked again of Flagsmith and compared (0: off; [shadow verification](#shadow-verification-verifysample_rate))"},
+	// Each check is an API call on the customer's Flagsmith quota: the
+	// ceiling bounds that cost (100 a second is 8.6 million a day), the
+	// floor still allows a check every couple of minutes.
+	{key: "verify.max_per_second", kind: cfgNumber, unit: "checks a second", min: minVerifyMaxPerSecond, max: maxVerifyMaxPerSecond,
+		meaning: "checks a second at most, for the whole process; each is an API call on your Flagsmith quota"},
+	{key: "write_back.enabled", kind: cfgBool,
+		meaning: "write the identities and traits SDKs send to Flagsmith ([trait write-back](#trait-write-back-write_backenabled))"},
+	// Each write is an API call too; a write that waits past its queue is
+	// dropped and counted, so the floor keeps the queue moving.
+	{key: "write_back.max_per_second", kind: cfgNumber, unit: "writes a second", min: minWriteBackMaxPerSecond, max: maxWriteBackMaxPerSecond,
+		meaning: "writes a second at most, for the whole process; each is an API call on your Flagsmith quota"},
 }
 
 // configSpecs indexes configTable by key.
@@ -204,7 +218,7 @@ func (k *keySpec) valid() string {
 		s = fmt.Sprintf("%s to %s seconds", formatNumber(k.min), formatNumber(k.max))
 	case cfgWholeSeconds:
 		s = fmt.Sprintf("%s to %s whole seconds", formatNumber(k.min), formatNumber(k.max))
-	case cfgCount:
+	case cfgCount, cfgNumber:
 		s = strings.TrimSpace(fmt.Sprintf("%s to %s %s", formatNumber(k.min), formatNumber(k.max), k.unit))
 	case cfgBool:
 		s = "true or false"
@@ -267,7 +281,7 @@ func (k *keySpec) check(key string, v reflect.Value) error {
 	}
 	outside := func(n float64) bool { return !(n >= k.min && n <= k.max) } // NaN too
 	switch k.kind {
-	case cfgSeconds:
+	case cfgSeconds, cfgNumber:
 		if f := v.Float(); outside(f) {
 			return fmt.Errorf("%s: %q is out of range; want %s", key, strconv.FormatFloat(f, 'g', -1, 64), k.valid())
 		}

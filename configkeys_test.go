@@ -40,6 +40,7 @@ func TestConfigTable(t *testing.T) {
 		cfgSeconds:      {reflect.Float64},
 		cfgWholeSeconds: {reflect.Int},
 		cfgCount:        {reflect.Int, reflect.Int64},
+		cfgNumber:       {reflect.Float64},
 		cfgBool:         {reflect.Bool},
 		cfgEnum:         {reflect.String},
 		cfgText:         {reflect.String},
@@ -100,15 +101,16 @@ func TestConfigTable(t *testing.T) {
 // JSON cannot carry but a program can), and 1e300; and accepts both bounds.
 func TestConfigRangesEveryKey(t *testing.T) {
 	for _, k := range configTable {
-		if k.kind != cfgSeconds && k.kind != cfgWholeSeconds && k.kind != cfgCount {
+		if k.kind != cfgSeconds && k.kind != cfgWholeSeconds && k.kind != cfgCount && k.kind != cfgNumber {
 			continue
 		}
+		fractions := k.kind == cfgSeconds || k.kind == cfgNumber
 		bad := []float64{k.min - 1, k.max + 1, 1e300, -1e300}
-		if k.kind == cfgSeconds {
+		if fractions {
 			bad = append(bad, k.min-k.min/10-1e-9, k.max*1.0001, math.NaN(), math.Inf(1), math.Inf(-1))
 		}
 		for _, v := range append(bad, k.min, k.max) {
-			if k.kind != cfgSeconds && (math.Abs(v) > 1e15) {
+			if !fractions && (math.Abs(v) > 1e15) {
 				continue // beyond an int's reach; JSON refuses it as a type error
 			}
 			t.Run(fmt.Sprintf("%s=%v", k.key, v), func(t *testing.T) {

@@ -44,16 +44,21 @@ func identityLimitsOf(cfg *Config, snap *snapshot) identityLimits {
 
 // decodedTraits receives an identity request's traits: coerced for the
 // engine, and as sent for the response to echo. Decoding reuses the slices'
-// capacity.
+// capacity. transient is the body's "transient": an identity Flagsmith must
+// not store (write-back never writes it).
 type decodedTraits struct {
-	traits []trait
-	sent   []sentTrait
+	traits    []trait
+	sent      []sentTrait
+	transient bool
 }
 
-// sentTrait is a trait as the request sent it, both parts as JSON text.
+// sentTrait is a trait as the request sent it, both parts as JSON text, and
+// whether it is marked transient (Flagsmith's per-trait "transient": true:
+// used for evaluation, never stored).
 type sentTrait struct {
-	key   []byte
-	value []byte
+	key       []byte
+	value     []byte
+	transient bool
 }
 
 // objectBody starts decoding a body that must be a JSON object (what names
@@ -85,7 +90,7 @@ func decodeIdentityBody(body []byte, buf *decodedTraits, lim identityLimits) (st
 	}
 	var identifier string
 	var haveIdentifier bool
-	buf.traits, buf.sent = buf.traits[:0], buf.sent[:0]
+	buf.traits, buf.sent, buf.transient = buf.traits[:0], buf.sent[:0], false
 	err = d.object(func(key []byte) error {
 		switch string(key) {
 		case "identifier":
@@ -108,6 +113,7 @@ func decodeIdentityBody(body []byte, buf *decodedTraits, lim identityLimits) (st
 			default:
 				return fieldError{"transient: must be a boolean", d.skipValue(0)}
 			}
+			buf.transient = d.peek() == 't'
 			return d.skipValue(0)
 		}
 		return d.skipValue(0)
@@ -209,6 +215,7 @@ func (d *jsonDecoder) traits(buf *decodedTraits, lim identityLimits) error {
 
 func (d *jsonDecoder) trait(i int, buf *decodedTraits, lim identityLimits, note func(string, error) error) error {
 	var rawKey, value []byte
+	transient := false
 	err := d.object(func(field []byte) error {
 		switch string(field) {
 		case "trait_key":
@@ -239,6 +246,13 @@ func (d *jsonDecoder) trait(i int, buf *decodedTraits, lim identityLimits, note 
 				return note(fmt.Sprintf("traits[%d].trait_value: longer than %d characters", i, maxTraitValueChars), nil)
 			}
 			return nil
+		case "transient":
+			start := d.pos
+			if err := d.skipValue(2); err != nil {
+				return err
+			}
+			transient = transientValue(d.data[start:d.pos])
+			return nil
 		}
 		return d.skipValue(2)
 	})
@@ -251,7 +265,7 @@ func (d *jsonDecoder) trait(i int, buf *decodedTraits, lim identityLimits, note 
 	if value == nil {
 		value = []byte("null")
 	}
-	buf.sent = append(buf.sent, sentTrait{key: rawKey, value: value})
+	buf.sent = append(buf.sent, sentTrait{key: rawKey, value: value, transient: transient})
 
 	key, ok := "", false
 	if !bytes.Contains(rawKey, []byte{'\\'}) {

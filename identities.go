@@ -28,7 +28,9 @@ func (s *server) handleIdentitiesGet(w http.ResponseWriter, r *http.Request) {
 	}
 	buf := getBuffers()
 	defer putBuffers(buf)
-	s.writeIdentity(w, r, ref.kind, snap, buf, identity{identifier: r.URL.Query().Get("identifier"), scratch: buf.slots})
+	identifier := r.URL.Query().Get("identifier")
+	s.writeIdentity(w, r, ref.kind, snap, buf, identity{identifier: identifier, scratch: buf.slots})
+	s.handUpstream(ref, identifier, nil, nil)
 }
 
 // identifierParam checks the identifier query parameter of a GET.
@@ -62,6 +64,16 @@ func (s *server) handleIdentitiesPost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.writeIdentity(w, r, ref.kind, snap, buf, identity{identifier: identifier, traits: buf.traits, scratch: buf.slots})
+	s.handUpstream(ref, identifier, buf.body, &buf.decodedTraits)
+}
+
+// handUpstream offers an answered identity request to shadow verification
+// and trait write-back, which do their work off the request path. body and
+// traits are nil for GET.
+func (s *server) handUpstream(ref keyRef, identifier string, body []byte, traits *decodedTraits) {
+	cfg := s.config()
+	s.sampleIdentity(cfg, ref, identifier, body)
+	s.offerWriteBack(cfg, ref.env, identifier, body, traits)
 }
 
 // writeIdentity evaluates the identity and appends the response by hand:

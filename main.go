@@ -264,6 +264,7 @@ func serve(ctx context.Context, cfg Config, src *configSource, log *slog.Logger)
 	go func() { pollersDone <- s.runLoops(pollCtx, client) }()
 	relaysDone := make(chan struct{})
 	go func() { s.runRelays(pollCtx, newPeerClient()); close(relaysDone) }()
+	identityWorkersDone := s.startIdentityWorkers(pollCtx, client)
 	reloads := make(chan struct{}, 1)
 	watcherDone := make(chan struct{})
 	if src != nil {
@@ -322,6 +323,7 @@ wait:
 	<-watcherDone
 	<-relaysDone
 	<-pollersDone
+	<-identityWorkersDone
 	s.finalAnalyticsFlush(shutdownCtx, client) // after the last request and the last periodic flush
 	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)

@@ -336,6 +336,7 @@ func (s *server) exposition() []byte {
 	}
 	s.writeAnalyticsMetrics(&b)
 	s.writePeerMetrics(&b)
+	s.writeIdentityWorkerMetrics(&b)
 	help("edge_proxy_sse_subscribers", "gauge", "Open realtime streams.")
 	fmt.Fprintf(&b, "edge_proxy_sse_subscribers %d\n", s.hub.subscribers())
 	if s.certs != nil {

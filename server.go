@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"hash/maphash"
 	"log/slog"
 	"net/http"
 	"reflect"
@@ -35,6 +36,10 @@ type server struct {
 
 	// fleet relays pushes to the other replicas (peers.go).
 	fleet *fleet
+	// verify and writeBack queue what identity requests hand to the
+	// upstream off the request path (verify.go, writeback.go).
+	verify    *verifier
+	writeBack *writeBack
 
 	// reloadMu serializes reloads with the starting and stopping of the
 	// pollers; request handlers never take it. polling is what runLoops
@@ -77,6 +82,7 @@ func newServer(cfg Config, log *slog.Logger) *server {
 	s.stats = newMetrics()
 	s.fleet = newFleet()
 	s.hub = newHub(cfg.SSE.MaxSubscribers)
+	s.verify, s.writeBack = newVerifier(), newWriteBack()
 	s.live.Store(newLiveConfig(&cfg, nil))
 	s.mux = s.routes()
 	return s
@@ -198,13 +204,20 @@ type environment struct {
 	// analytics holds the flag evaluation counts waiting to be sent
 	// upstream; nil when analytics.enabled is false.
 	analytics *envAnalytics
+	// verify and writeBack count what shadow verification and trait
+	// write-back did for the environment; hashSalt tells its identities
+	// from another environment's in the memory of recent writes.
+	verify    verifyStats
+	writeBack writeBackStats
+	hashSalt  uint64
 	// arrived is closed when the environment holds its first document.
 	arrived     chan struct{}
 	arrivedOnce sync.Once
 }
 
 func newEnvironment(p KeyPair) *environment {
-	return &environment{pair: p, refresh: make(chan struct{}, 1), arrived: make(chan struct{})}
+	return &environment{pair: p, refresh: make(chan struct{}, 1), arrived: make(chan struct{}),
+		hashSalt: maphash.String(writeBackSeed, p.ClientSideKey)}
 }
 
 // serverKey is the server key to call the upstream with: the one the

@@ -404,3 +404,10 @@ func (s *server) publishSnapshot(env *environment, snap *snapshot, source string
 func (s *server) markSuccess(env *environment) {
 	env.lastSuccess.Store(s.now().UnixNano())
 }
+
+// serverOnlyFeature reports whether the named feature is one client keys
+// never see (the project's server_key_only_feature_ids).
+func (s *snapshot) serverOnlyFeature(name string) bool {
+	fi, ok := s.engine.featureIndex[name]
+	return ok && s.serverOnly[s.envFlags[fi].source.index]
+}

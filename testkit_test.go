@@ -182,6 +182,10 @@ type fakeUpstream struct {
 	// linkBase prefixes the path in the Link to a next page: "" gives the
 	// path alone, as Flagsmith's Edge API sends it.
 	linkBase string
+	// identities answers POST /api/v1/identities/ (nil: 404), from a
+	// reference proxy per server key (refs).
+	identities *identityReference
+	refs       map[string]referenceServer
 }
 
 // upstreamValidators is what the fake sends with a document for later
@@ -221,10 +225,12 @@ type upstreamPage struct {
 
 // upstreamRequest is what the fake saw of one request.
 type upstreamRequest struct {
-	key    string // X-Environment-Key
-	page   string // the page_id asked for, decoded; "" for page 1
-	header http.Header
-	at     time.Time
+	key          string // X-Environment-Key
+	page         string // the page_id asked for, decoded; "" for page 1
+	header       http.Header
+	at           time.Time
+	method, path string
+	body         []byte
 }
 
 // A fault answers a request in place of the documents; n counts the
@@ -355,6 +361,8 @@ func (u *fakeUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(ctx)
 
 	key := r.Header.Get("X-Environment-Key")
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 4<<20))
+	r.Body = io.NopCloser(bytes.NewReader(body))
 	u.mu.Lock()
 	n := 0
 	for _, req := range u.requests {
@@ -362,7 +370,8 @@ func (u *fakeUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			n++
 		}
 	}
-	u.requests = append(u.requests, upstreamRequest{key, r.URL.Query().Get("page_id"), r.Header.Clone(), time.Now()})
+	u.requests = append(u.requests, upstreamRequest{key: key, page: r.URL.Query().Get("page_id"), header: r.Header.Clone(),
+		at: time.Now(), method: r.Method, path: r.URL.Path, body: body})
 	f, holding := u.fault, u.holding
 	u.mu.Unlock()
 
@@ -379,6 +388,10 @@ func (u *fakeUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if f != nil && f(w, r, n) {
+		return
+	}
+	if r.URL.Path == identitiesPath {
+		u.serveIdentities(w, r, key, body)
 		return
 	}
 	u.serveDocument(w, r, key)
@@ -514,6 +527,148 @@ func answerWith(body []byte) fault {
 func hang(w http.ResponseWriter, r *http.Request, n int) bool {
 	<-r.Context().Done()
 	return true
+}
+
+// ---- The fake upstream's identities endpoint
+
+// identitiesPath is the upstream's identities endpoint.
+const identitiesPath = "/api/v1/identities/"
+
+// identityReference makes the fake answer POST /api/v1/identities/ as
+// Flagsmith would, for the document it holds for the request's key: the
+// proxy's own engine on that document, in process (a server of its own,
+// reached through its handler). Answers can be made wrong on purpose.
+type identityReference struct {
+	// wrong names, per identifier, a feature whose enabled the answer
+	// turns over.
+	wrong map[string]string
+	// stored lists identifiers Flagsmith holds traits for: their answers
+	// list a trait the request did not send.
+	stored map[string]bool
+	// version, when set, is the X-Flagsmith-Document-Updated-At sent in
+	// place of the document's; "-" sends none.
+	version string
+}
+
+// answerIdentities makes the fake answer identities requests with ref; nil
+// answers them 404, as before.
+func (u *fakeUpstream) answerIdentities(ref *identityReference) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.identities = ref
+}
+
+// identityRequests is every identities request received so far.
+func (u *fakeUpstream) identityRequests() []upstreamRequest {
+	var out []upstreamRequest
+	for _, req := range u.recorded() {
+		if req.path == identitiesPath {
+			out = append(out, req)
+		}
+	}
+	return out
+}
+
+func (u *fakeUpstream) serveIdentities(w http.ResponseWriter, r *http.Request, key string, body []byte) {
+	u.mu.Lock()
+	doc, ok := u.docs[key]
+	ref := u.identities
+	u.mu.Unlock()
+	switch {
+	case r.Method != http.MethodPost || ref == nil:
+		http.NotFound(w, r)
+		return
+	case !ok:
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	rs, err := u.referenceServer(key, doc.raw)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	req := httptest.NewRequest(http.MethodPost, identitiesPath, bytes.NewReader(body))
+	req.Header.Set("X-Environment-Key", key)
+	rec := httptest.NewRecorder()
+	rs.handler().ServeHTTP(rec, req)
+	answer := rec.Body.Bytes()
+	if rec.Code == http.StatusOK {
+		answer = ref.alter(answer)
+	}
+	version := rec.Header().Get(updatedAtHeader)
+	if ref.version != "" {
+		version = ref.version
+	}
+	if version != "-" && version != "" {
+		w.Header().Set(updatedAtHeader, version)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(rec.Code)
+	_, _ = w.Write(answer)
+}
+
+// alter makes an answer wrong as ref says for its identifier.
+func (ref *identityReference) alter(answer []byte) []byte {
+	dec := json.NewDecoder(bytes.NewReader(answer))
+	dec.UseNumber()
+	var doc map[string]any
+	if dec.Decode(&doc) != nil {
+		return answer
+	}
+	id, _ := doc["identifier"].(string)
+	feature, wrong := ref.wrong[id]
+	if !wrong && !ref.stored[id] {
+		return answer
+	}
+	if wrong {
+		for _, f := range doc["flags"].([]any) {
+			f := f.(map[string]any)
+			if f["feature"].(map[string]any)["name"] == feature {
+				f["enabled"] = !f["enabled"].(bool)
+			}
+		}
+	}
+	if ref.stored[id] {
+		traits, _ := doc["traits"].([]any)
+		doc["traits"] = append(traits, map[string]any{"trait_key": "stored_by_flagsmith", "trait_value": "kept"})
+	}
+	out, _ := json.Marshal(doc)
+	return out
+}
+
+// referenceServer is a proxy serving doc for key, built once per document.
+func (u *fakeUpstream) referenceServer(key string, doc []byte) (*server, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	sum := sha256.Sum256(doc)
+	if ref, ok := u.refs[key]; ok && ref.digest == sum {
+		return ref.srv, nil
+	}
+	var fields struct {
+		APIKey string `json:"api_key"`
+	}
+	if err := json.Unmarshal(doc, &fields); err != nil {
+		return nil, err
+	}
+	cfg := defaultConfig()
+	cfg.EnvironmentKeyPairs = []KeyPair{{ClientSideKey: fields.APIKey, ServerSideKey: secret(key)}}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	srv := newServer(cfg, slog.New(slog.DiscardHandler))
+	if err := srv.publish(srv.environments()[0], doc, "reference"); err != nil {
+		return nil, err
+	}
+	if u.refs == nil {
+		u.refs = map[string]referenceServer{}
+	}
+	u.refs[key] = referenceServer{sum, srv}
+	return srv, nil
+}
+
+type referenceServer struct {
+	digest [sha256.Size]byte
+	srv    *server
 }
 
 // ---- Logs
