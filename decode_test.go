@@ -199,3 +199,34 @@ func FuzzDecodeIdentity(f *testing.F) {
 		}
 	})
 }
+
+// TestDecodeTransient: the identity's "transient" and each trait's are
+// kept, as Flagsmith reads them, for write-back to leave out.
+func TestDecodeTransient(t *testing.T) {
+	body := `{"identifier": "u", "transient": true, "traits": [
+		{"trait_key": "a", "trait_value": 1, "transient": true},
+		{"trait_key": "b", "trait_value": 2, "transient": "True"},
+		{"trait_key": "c", "trait_value": 3, "transient": 1.0},
+		{"trait_key": "d", "trait_value": 4, "transient": false},
+		{"trait_key": "e", "trait_value": 5},
+		{"trait_key": "f", "trait_value": 6, "transient": "off"},
+		{"trait_key": "g", "transient": ["x"], "trait_value": 7}]}`
+	var buf decodedTraits
+	if _, err := decodeIdentityBody([]byte(body), &buf, identityLimits{maxTraits: 10, maxTraitKeyLength: 10}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, tr := range buf.sent {
+		got[string(tr.key)] = tr.transient
+	}
+	want := map[string]bool{`"a"`: true, `"b"`: true, `"c"`: true, `"d"`: false, `"e"`: false, `"f"`: false, `"g"`: true}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("transient traits (-want +got):\n%s", diff)
+	}
+	if !buf.transient {
+		t.Error("transient identity not decoded as transient")
+	}
+	if _, err := decodeIdentityBody([]byte(`{"identifier": "u", "transient": true, "transient": false}`), &buf, identityLimits{maxTraits: 1, maxTraitKeyLength: 1}); err != nil || buf.transient {
+		t.Errorf("a repeated transient = %v, transient %v; want the last one, false", err, buf.transient)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"hash/maphash"
 	"math/bits"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -262,15 +263,21 @@ func writeBackBody(job writeBackJob) ([]byte, error) {
 	return json.Marshal(fields)
 }
 
-// transientValue reports whether a trait's "transient" value marks it
-// transient. Flagsmith reads the field as Django REST framework's
-// BooleanField does, so the strings and numbers it takes for true count
-// too: a trait its sender meant to keep private is never written.
+// transientValue reports whether a trait's "transient" value (JSON text;
+// nil when absent) marks it transient. Flagsmith reads the field as Django
+// REST framework's BooleanField does, so the strings and numbers it takes
+// for false are false; anything else, true or a value Flagsmith would
+// refuse, counts as transient: a trait whose sender may have meant it to
+// stay private is never written.
 func transientValue(lit []byte) bool {
-	switch s := strings.TrimSpace(string(lit)); s {
-	case "true", "1", `"t"`, `"T"`, `"y"`, `"Y"`, `"yes"`, `"Yes"`, `"YES"`, `"true"`, `"True"`, `"TRUE"`,
-		`"on"`, `"On"`, `"ON"`, `"1"`:
-		return true
+	s := strings.TrimSpace(string(lit))
+	switch s {
+	case "", "null", "false", `"f"`, `"F"`, `"n"`, `"N"`, `"no"`, `"No"`, `"NO"`, `"false"`, `"False"`, `"FALSE"`,
+		`"off"`, `"Off"`, `"OFF"`, `"0"`:
+		return false
 	}
-	return false
+	if f, err := strconv.ParseFloat(s, 64); err == nil {
+		return f != 0
+	}
+	return true
 }
