@@ -395,6 +395,9 @@ func TestWriteBackLatency(t *testing.T) {
 			c.WriteBack.MaxPerSecond = maxWriteBackMaxPerSecond
 		})
 		s.listen(t, nil)
+		// A request that waited on the upstream would fail here at once,
+		// rather than make the test wait 2 s a request.
+		s.client.Timeout = time.Second
 		lat := make([]time.Duration, writeBackLatencyRequests)
 		for i := range lat {
 			start := time.Now()
