@@ -47,7 +47,8 @@
 // api_poll_timeout_seconds, allow_origins, allow_credentials, server (with
 // server.tls for HTTPS), logging, health_check, cache_dir, admin_token, sse,
 // limits, analytics, full_refresh_seconds, max_document_pages,
-// realtime_api_url, webhook_secret, peers, peer_secret.
+// realtime_api_url, webhook_secret, peers, peer_secret, verify (shadow
+// verification, verify.go) and write_back (trait write-back, writeback.go).
 // SIGHUP, or a change of the file, reloads it (reload.go); SIGTERM turns
 // readiness off, drains for server.drain_seconds, then shuts down. See
 // README.md for the reference.

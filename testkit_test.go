@@ -155,9 +155,10 @@ const documentPath = "/api/v1/environment-document/"
 // server key, with the conditional answers Flagsmith gives (304 when the
 // document is not newer than If-Modified-Since, at one-second resolution,
 // or when If-None-Match names its ETag), in pages linked as Flagsmith's
-// Edge API links them when a test sets pages (setPages). Every request is
-// recorded. A test can hold requests until it releases them, and set a
-// fault that answers in place of the documents.
+// Edge API links them when a test sets pages (setPages), and, once
+// answerIdentities is called, the identities endpoint. Every request is
+// recorded with its body. A test can hold requests until it releases them,
+// and set a fault that answers in place of the documents.
 type fakeUpstream struct {
 	// apiURL is the api_url to configure ("" for an in-memory upstream,
 	// which any URL reaches through the upstream as RoundTripper).
