@@ -456,6 +456,12 @@ type verifyMismatch struct {
 	Upstream        *flagAnswer `json:"upstream"` // null: the upstream has no such flag
 }
 
+// verifyMismatches is what the status page shows of shadow verification:
+// the last mismatches found (at most recentMismatchesKept), oldest first,
+// each flag with both answers and the identity by its hash. Safe for
+// concurrent use.
+func (s *server) verifyMismatches() []verifyMismatch { return s.verify.recentMismatches() }
+
 // recentMismatches returns the last mismatches found, oldest first.
 func (v *verifier) recentMismatches() []verifyMismatch {
 	v.mu.Lock()

@@ -164,8 +164,16 @@ func TestVerifyDifferential(t *testing.T) {
 		if diff := cmp.Diff([]string{"checkout_button_colour", "dark_mode", "max_upload_mb", "welcome_message"}, logged); diff != "" {
 			t.Errorf("mismatches logged (-want +got):\n%s", diff)
 		}
-		if got := len(s.verify.recentMismatches()); got != 5 {
-			t.Errorf("recentMismatches() holds %d; want 5", got)
+		recent := s.verifyMismatches()
+		if len(recent) != 5 {
+			t.Fatalf("verifyMismatches() holds %d; want 5", len(recent))
+		}
+		if m := recent[0]; m.Feature != "dark_mode" || m.Identity != identityHash(env, "id-secret-wrong-1") ||
+			m.Proxy == nil || m.Upstream == nil || m.Proxy.Enabled == m.Upstream.Enabled || m.Environment != demoClientKey {
+			t.Errorf("verifyMismatches()[0] = %+v; want dark_mode of id-secret-wrong-1 by hash, both answers", m)
+		}
+		if raw, err := json.Marshal(recent); err != nil || strings.Contains(string(raw), "id-secret") {
+			t.Errorf("verifyMismatches() as JSON = %s, %v; want no identifier", raw, err)
 		}
 
 		// Every shadow request asks the same question, transient, with

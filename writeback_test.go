@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -433,3 +434,60 @@ func TestWriteBackLatency(t *testing.T) {
 // writeBackLatencyRequests is how many requests TestWriteBackLatency
 // measures each way.
 const writeBackLatencyRequests = 2000
+
+// TestHandUpstreamCheap: what an identity request pays for shadow
+// verification and write-back when they have nothing to send: no
+// allocation, whether they are off, the traits are unchanged, or the
+// sample is over the rate.
+func TestHandUpstreamCheap(t *testing.T) {
+	body := []byte(`{"identifier": "id-a", "traits": [{"trait_key": "plan", "trait_value": "premium"}]}`)
+	for _, tt := range []struct {
+		name string
+		edit func(*Config)
+	}{
+		{"off", func(*Config) {}},
+		{"write-back, unchanged traits", func(c *Config) { c.WriteBack.Enabled = true }},
+		{"verify, over the rate", func(c *Config) { c.Verify.SampleRate, c.Verify.MaxPerSecond = 1, minVerifyMaxPerSecond }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newTestServer(t, withPairs(demoPair), withUpstream(newUpstream(t)), tt.edit)
+			ref, _ := s.lookup(demoClientKey)
+			var traits decodedTraits
+			if _, err := decodeIdentityBody(body, &traits, identityLimits{maxTraits: 10, maxTraitKeyLength: 10}); err != nil {
+				t.Fatal(err)
+			}
+			s.handUpstream(ref, "id-a", body, &traits) // the first is queued, or sampled
+			if n := testing.AllocsPerRun(100, func() { s.handUpstream(ref, "id-a", body, &traits) }); n != 0 {
+				t.Errorf("handUpstream allocates %v times a request; want 0", n)
+			}
+		})
+	}
+}
+
+// TestWriteBackShutdown: writes still queued when the proxy stops are
+// counted as dropped, not lost silently.
+func TestWriteBackShutdown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		doc := demoDocument(t, verifyUpdatedAt, "Welcome")
+		up := newUpstreamInMemory(t)
+		up.set(demoServerKey, doc)
+		up.answerIdentities(&identityReference{})
+		up.setFault(func(w http.ResponseWriter, r *http.Request, n int) bool {
+			return r.URL.Path == identitiesPath && hang(w, r, n)
+		})
+		s := newTestServer(t, withPairs(demoPair), func(c *Config) { c.WriteBack.Enabled, c.PollTimeout = true, 3600 })
+		s.publishDoc(t, demoClientKey, doc)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := s.startIdentityWorkers(ctx, &http.Client{Transport: up})
+		for i := range 5 {
+			verifyCase{demoClientKey, fmt.Sprintf("id-%d", i), `[]`}.send(t, s)
+		}
+		synctest.Wait()
+		cancel()
+		<-done
+		want := writeBackCounts{Queued: 5, Dropped: map[string]uint64{"shutdown": 5}}
+		if diff := cmp.Diff(want, writeBackCountsOf(s.env(t, demoClientKey))); diff != "" {
+			t.Errorf("counts (-want +got):\n%s", diff)
+		}
+	})
+}
