@@ -362,8 +362,11 @@ func (u *fakeUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(ctx)
 
 	key := r.Header.Get("X-Environment-Key")
-	body, _ := io.ReadAll(io.LimitReader(r.Body, 4<<20))
-	r.Body = io.NopCloser(bytes.NewReader(body))
+	var body []byte
+	if r.Body != nil { // nil in a client's request that RoundTrip serves
+		body, _ = io.ReadAll(io.LimitReader(r.Body, 4<<20))
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
 	u.mu.Lock()
 	n := 0
 	for _, req := range u.requests {
