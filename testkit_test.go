@@ -546,6 +546,9 @@ type identityReference struct {
 	// wrong names, per identifier, a feature whose enabled the answer
 	// turns over.
 	wrong map[string]string
+	// wrongVariant names, per identifier, a feature whose variant the
+	// answer gives as another option's.
+	wrongVariant map[string]string
 	// stored lists identifiers Flagsmith holds traits for: their answers
 	// list a trait the request did not send.
 	stored map[string]bool
@@ -621,15 +624,17 @@ func (ref *identityReference) alter(answer []byte) []byte {
 	}
 	id, _ := doc["identifier"].(string)
 	feature, wrong := ref.wrong[id]
-	if !wrong && !ref.stored[id] {
+	variantOf, wrongVariant := ref.wrongVariant[id]
+	if !wrong && !wrongVariant && !ref.stored[id] {
 		return answer
 	}
-	if wrong {
-		for _, f := range doc["flags"].([]any) {
-			f := f.(map[string]any)
-			if f["feature"].(map[string]any)["name"] == feature {
-				f["enabled"] = !f["enabled"].(bool)
-			}
+	for _, f := range doc["flags"].([]any) {
+		f := f.(map[string]any)
+		switch name := f["feature"].(map[string]any)["name"]; {
+		case wrong && name == feature:
+			f["enabled"] = !f["enabled"].(bool)
+		case wrongVariant && name == variantOf:
+			f["variant"] = "not-the-option-chosen"
 		}
 	}
 	if ref.stored[id] {

@@ -98,7 +98,8 @@ func TestVerifyDifferential(t *testing.T) {
 			"id-secret-hidden-wrong": "billing_provider",
 		}
 		up.answerIdentities(&identityReference{wrong: wrong,
-			stored: map[string]bool{"id-secret-stored-1": true, "id-secret-stored-2": true}})
+			wrongVariant: map[string]string{"id-secret-wrong-variant": "checkout_button_colour"},
+			stored:       map[string]bool{"id-secret-stored-1": true, "id-secret-stored-2": true}})
 		s := identityWorkersServer(t, doc, &http.Client{Transport: up}, func(c *Config) { c.Verify.SampleRate = 1 })
 
 		traits := `[{"trait_key": "plan", "trait_value": "premium"}, {"trait_key": "country", "trait_value": "GB"},
@@ -117,6 +118,8 @@ func TestVerifyDifferential(t *testing.T) {
 			{demoServerKey, "id-secret-wrong-4", ""},
 			{demoClientKey, "id-secret-wrong-5", traits},
 			{demoClientKey, "id-secret-stored-1", traits},
+			// Logged already (wrong-3): counted only.
+			{demoClientKey, "id-secret-wrong-variant", traits},
 			{demoServerKey, "id-secret-stored-2", ""},
 		}
 		// Multivariate splits land differently for different identities.
@@ -130,7 +133,7 @@ func TestVerifyDifferential(t *testing.T) {
 		}
 
 		env := s.env(t, demoClientKey)
-		want := verifyCounts{Checks: uint64(len(cases)), Matches: uint64(len(cases) - 5 - 2), Mismatches: 5, MismatchedFlags: 5,
+		want := verifyCounts{Checks: uint64(len(cases)), Matches: uint64(len(cases) - 6 - 2), Mismatches: 6, MismatchedFlags: 6,
 			Skipped: map[string]uint64{"stored_traits": 2}, Dropped: map[string]uint64{}}
 		if diff := cmp.Diff(want, countsOf(env)); diff != "" {
 			t.Errorf("counts (-want +got):\n%s\nlog:\n%s", diff, s.logs)
@@ -165,8 +168,12 @@ func TestVerifyDifferential(t *testing.T) {
 			t.Errorf("mismatches logged (-want +got):\n%s", diff)
 		}
 		recent := s.verifyMismatches()
-		if len(recent) != 5 {
-			t.Fatalf("verifyMismatches() holds %d; want 5", len(recent))
+		if len(recent) != 6 {
+			t.Fatalf("verifyMismatches() holds %d; want 6", len(recent))
+		}
+		if m := recent[5]; m.Feature != "checkout_button_colour" || m.Proxy == nil || m.Upstream == nil ||
+			string(m.Upstream.Variant) != `"not-the-option-chosen"` || len(m.Proxy.Variant) == 0 || m.Proxy.Enabled != m.Upstream.Enabled {
+			t.Errorf("verifyMismatches()[5] = %+v (variants %s, %s); want the variant apart", m, m.Proxy.Variant, m.Upstream.Variant)
 		}
 		if m := recent[0]; m.Feature != "dark_mode" || m.Identity != identityHash(env, "id-secret-wrong-1") ||
 			m.Proxy == nil || m.Upstream == nil || m.Proxy.Enabled == m.Upstream.Enabled || m.Environment != demoClientKey {
