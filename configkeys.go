@@ -187,14 +187,14 @@ var configTable = []keySpec{
 	{key: "peer_secret", kind: cfgSecret, def: "none",
 		meaning: "the same on every replica; signs relays and enables `POST /proxy/peer-refresh`"},
 	{key: "verify.sample_rate", kind: cfgNumber, min: 0, max: 1,
-		meaning: "share of identity requests asked again of Flagsmith and compared (0: off; [shadow verification](#shadow-verification-verifysample_rate))"},
+		meaning: "share of identity requests asked again of Flagsmith and compared (0: off; [shadow verification](#flagsmith-stays-the-source-of-truth))"},
 	// Each check is an API call on the customer's Flagsmith quota: the
 	// ceiling bounds that cost (100 a second is 8.6 million a day), the
 	// floor still allows a check every couple of minutes.
 	{key: "verify.max_per_second", kind: cfgNumber, unit: "checks a second", min: minVerifyMaxPerSecond, max: maxVerifyMaxPerSecond,
 		meaning: "checks a second at most, for the whole process; each is an API call on your Flagsmith quota"},
 	{key: "write_back.enabled", kind: cfgBool,
-		meaning: "write the identities and traits SDKs send to Flagsmith ([trait write-back](#trait-write-back-write_backenabled))"},
+		meaning: "write the identities and traits SDKs send to Flagsmith ([trait write-back](#flagsmith-stays-the-source-of-truth))"},
 	// Each write is an API call too; a write that waits past its queue is
 	// dropped and counted, so the floor keeps the queue moving.
 	{key: "write_back.max_per_second", kind: cfgNumber, unit: "writes a second", min: minWriteBackMaxPerSecond, max: maxWriteBackMaxPerSecond,
