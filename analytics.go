@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"unicode/utf8"
@@ -19,8 +20,13 @@ import (
 // was evaluated; the proxy sums the counts per environment and label set in
 // memory and a flusher per environment forwards the sums to Flagsmith every
 // analytics.flush_interval_seconds. Nothing is lost while the upstream is
-// down (failed sums go back and are retried) until the bound on pending keys
-// is reached; past it, new keys are dropped and counted in /metrics.
+// down (failed sums go back and are retried) until a bound is reached: the
+// keys an environment holds (analytics.max_pending_keys) and the bytes the
+// process holds for the upstream (analytics.max_pending_bytes, shared with
+// the events relay). Past either, new keys are dropped and counted in
+// /metrics. A client key is public, so everything kept is capped: names and
+// identifiers in characters, labels in bytes, and a feature the
+// environment's document does not have is counted and not kept at all.
 
 const (
 	// analyticsStripes spreads an environment's pending counts over that
@@ -45,6 +51,20 @@ const (
 	maxFlushGroups = 100
 	// maxUpstreamAnswerBytes bounds how much of an upstream answer is read.
 	maxUpstreamAnswerBytes = 64 << 10
+	// maxAnalyticsLabelBytes caps each label header kept with the sums: an
+	// SDK's name, version or user agent is a few dozen bytes, and a client
+	// sending more gets its label cut there rather than held whole.
+	maxAnalyticsLabelBytes = 256
+	// analyticsKeyOverhead is what a pending sum holds besides its strings:
+	// the key in its map slot (about 110 bytes), the slack of a map that
+	// doubles as it grows, and the sum it points at. An estimate on the
+	// safe side, so that max_pending_bytes bounds what is really held.
+	analyticsKeyOverhead = 256
+	// maxDecodingBytes bounds the request bodies that analytics and events
+	// read and decode at once, per process: decoding holds a few times a
+	// body's size, and a public key may post 1 MiB bodies on as many
+	// connections as it likes. Posts past it wait their turn.
+	maxDecodingBytes = 2 << 20
 )
 
 // analyticsLabels are the SDK headers Flagsmith keeps apart in its
@@ -58,14 +78,27 @@ type analyticsLabels struct {
 
 func analyticsLabelsOf(r *http.Request) analyticsLabels {
 	l := analyticsLabels{
-		appName:      r.Header.Get("Flagsmith-Application-Name"),
-		appVersion:   r.Header.Get("Flagsmith-Application-Version"),
-		sdkUserAgent: r.Header.Get("Flagsmith-SDK-User-Agent"),
+		appName:      capLabel(r.Header.Get("Flagsmith-Application-Name")),
+		appVersion:   capLabel(r.Header.Get("Flagsmith-Application-Version")),
+		sdkUserAgent: capLabel(r.Header.Get("Flagsmith-SDK-User-Agent")),
 	}
 	if l.sdkUserAgent == "" {
-		l.userAgent = r.UserAgent()
+		l.userAgent = capLabel(r.UserAgent())
 	}
 	return l
+}
+
+// capLabel cuts a label to maxAnalyticsLabelBytes on a character boundary.
+// The cut is a copy: a substring would keep the whole header alive.
+func capLabel(v string) string {
+	if len(v) <= maxAnalyticsLabelBytes {
+		return v
+	}
+	cut := maxAnalyticsLabelBytes
+	for cut > 0 && !utf8.RuneStart(v[cut]) {
+		cut--
+	}
+	return strings.Clone(v[:cut])
 }
 
 // analyticsKey is one pending sum: a v1 feature count, or a v2 evaluation
@@ -76,6 +109,13 @@ type analyticsKey struct {
 	identifier string // v2 only; "" when the SDK sent none
 	v2         bool
 	enabled    bool // v2 only
+}
+
+// bytes is what k holds, for analytics.max_pending_bytes.
+func (k *analyticsKey) bytes() int64 {
+	l := &k.labels
+	return analyticsKeyOverhead + int64(len(k.feature)+len(k.identifier)+
+		len(l.appName)+len(l.appVersion)+len(l.sdkUserAgent)+len(l.userAgent))
 }
 
 type analyticsEntry struct {
@@ -106,6 +146,13 @@ type envAnalytics struct {
 	// upstream, so its counts are only counted.
 	forward bool
 	maxKeys int64
+	// budget is the process's bound on bytes held for the upstream. The
+	// bytes of a key are taken when it enters a stripe and given back when
+	// it leaves memory: forwarded, refused, dropped, or merged into a sum
+	// pending already. A sum in flight keeps its bytes, so a failed
+	// request can always put it back, and what is pending and in flight
+	// together stays under the bound.
+	budget  *byteBudget
 	stripes [analyticsStripes]analyticsStripe
 
 	// pendingKeys counts the sums held in all stripes (a key posted by
@@ -113,18 +160,16 @@ type envAnalytics struct {
 	pendingKeys atomic.Int64
 	// Counters in evaluations (the sum of the counts), for /metrics; what
 	// was received is counted in the stripes.
-	forwarded, retried                atomic.Uint64
-	droppedBound, droppedRejected     atomic.Uint64
-	droppedShutdown                   atomic.Uint64
-	flushOK, flushFailed, flushRefuse atomic.Uint64
+	relayCounters
 }
 
 // newEnvAnalytics is the analytics state of one environment.
-func newEnvAnalytics(env *environment, cfg *Config) *envAnalytics {
+func newEnvAnalytics(env *environment, cfg *Config, budget *byteBudget) *envAnalytics {
 	ea := &envAnalytics{
 		env:     env,
 		forward: env.pair.DocumentPath == "",
 		maxKeys: int64(cfg.Analytics.MaxPendingKeys),
+		budget:  budget,
 	}
 	for i := range ea.stripes {
 		ea.stripes[i].counts = map[analyticsKey]*int64{}
@@ -148,7 +193,8 @@ func analyticsV2URL(apiURL string) string {
 // "identity_identifier"?}, …]} and answers 204.
 func (s *server) analyticsHandler(decode func([]byte, analyticsLabels) ([]analyticsEntry, error), accepted int) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		ea, body, err := s.analyticsRequest(w, r)
+		env, body, done, err := s.analyticsRequest(w, r)
+		defer done()
 		var entries []analyticsEntry
 		if err == nil {
 			entries, err = decode(body, analyticsLabelsOf(r))
@@ -157,21 +203,34 @@ func (s *server) analyticsHandler(decode func([]byte, analyticsLabels) ([]analyt
 			writeRequestError(w, err)
 			return
 		}
-		ea.record(entries)
+		env.analytics.record(entries, env.snap.Load())
 		w.WriteHeader(accepted)
 	}
 }
 
 // analyticsRequest finds the environment of the request's key and reads the
-// body. Unlike the flag endpoints it needs no document: counts posted before
-// the first poll are as good as any.
-func (s *server) analyticsRequest(w http.ResponseWriter, r *http.Request) (*envAnalytics, []byte, error) {
+// body, within maxDecodingBytes: the caller calls done once it has decoded
+// and recorded the body. The events relay reads its requests the same way.
+// Unlike the flag endpoints it needs no document: counts posted before the
+// first poll are as good as any.
+func (s *server) analyticsRequest(w http.ResponseWriter, r *http.Request) (env *environment, body []byte, done func(), err error) {
+	done = func() {}
 	ref, err := s.resolveKey(r, environmentKeyHeader)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, done, err
 	}
-	body, err := readRequestBody(w, r, s.config().Limits.MaxBodyBytes, nil)
-	return ref.env.analytics, body, err
+	limit := s.config().Limits.MaxBodyBytes
+	weight := limit
+	if r.ContentLength >= 0 && r.ContentLength < limit {
+		weight = r.ContentLength
+	}
+	weight = min(weight, maxDecodingBytes)
+	if err := s.decoding.Acquire(r.Context(), weight); err != nil {
+		return nil, nil, done, fmt.Errorf("body: could not be read: %w", err)
+	}
+	done = func() { s.decoding.Release(weight) }
+	body, err = readRequestBody(w, r, limit, nil)
+	return ref.env, body, done, err
 }
 
 // decodeAnalyticsV1 reads a v1 body: one object of feature names to counts.
@@ -312,95 +371,126 @@ func truncateForError(s string) string {
 	return s[:cut] + "…"
 }
 
-// record adds a post's counts. An environment served from a file has no
+// record adds a post's counts. A feature the environment's document does
+// not have is counted as unknown and not kept: Flagsmith keys analytics by
+// feature, so its sums would only take room (and any name up to 2,000
+// characters could be invented). Before the first document every name is
+// kept, within the bounds. An environment served from a file has no
 // upstream: its counts are only counted.
-func (ea *envAnalytics) record(entries []analyticsEntry) {
-	var total uint64
+func (ea *envAnalytics) record(entries []analyticsEntry, snap *snapshot) {
+	var total, unknown uint64
+	known := entries[:0]
 	for _, e := range entries {
 		total += uint64(e.count)
+		if snap != nil && !snap.hasFeature(e.key.feature) {
+			unknown += uint64(e.count)
+			continue
+		}
+		known = append(known, e)
 	}
 	st := &ea.stripes[rand.IntN(analyticsStripes)]
 	st.received.Add(total)
+	ea.dropped[dropUnknown].Add(unknown)
 	if !ea.forward {
 		return
 	}
-	if dropped := ea.addAll(st, entries); dropped > 0 {
-		ea.droppedBound.Add(dropped)
-	}
+	ea.addAll(st, known, false)
 }
 
 // addAll adds entries to the stripe st (a random one when nil) under one
-// lock, and returns the sum of the counts it had to drop. Past the bound, a
-// key new to st is looked for in the other stripes, so that a key already
-// pending keeps adding up; only a key pending nowhere is dropped.
-func (ea *envAnalytics) addAll(st *analyticsStripe, entries []analyticsEntry) (dropped uint64) {
+// lock, counts what it had to drop by reason, and returns the sum of those
+// counts. held says whether the entries' bytes are held already (sums put
+// back after a failed request): then a sum merged into one pending, or
+// dropped, gives its bytes back. Past the bounds, a key new to st is
+// looked for in the other stripes, so that a key already pending keeps
+// adding up; only a key pending nowhere is dropped.
+func (ea *envAnalytics) addAll(st *analyticsStripe, entries []analyticsEntry, held bool) (dropped uint64) {
 	if st == nil {
 		st = &ea.stripes[rand.IntN(analyticsStripes)]
 	}
 	var over []analyticsEntry
 	st.mu.Lock()
 	for _, e := range entries {
-		if !ea.addLocked(st, e.key, e.count) {
+		if ea.addLocked(st, &e.key, e.count, held) != added {
 			over = append(over, e)
 		}
 	}
 	st.mu.Unlock()
 	for _, e := range over {
-		if !ea.addToPending(e.key, e.count) {
+		if why := ea.addToPending(&e.key, e.count, held); why != added {
+			ea.dropped[why].Add(uint64(e.count))
 			dropped += uint64(e.count)
+			if held {
+				ea.budget.give(e.key.bytes())
+			}
 		}
 	}
 	return dropped
 }
 
-// addLocked adds n to k's sum in st, whose lock the caller holds. It
-// returns false, adding nothing, when k is new to st and the environment
-// already holds maxKeys sums (or, absurdly, when the sum would overflow).
-func (ea *envAnalytics) addLocked(st *analyticsStripe, k analyticsKey, n int64) bool {
-	if sum := st.counts[k]; sum != nil {
+// added is what addLocked returns when it added the count.
+const added = dropReason(-1)
+
+// addLocked adds n to k's sum in st, whose lock the caller holds. Adding
+// nothing, it returns why: k is new to st and the environment holds
+// maxKeys sums (dropBound), or the process holds max_pending_bytes
+// (dropBytes), or, absurdly, the sum would overflow (dropBound).
+func (ea *envAnalytics) addLocked(st *analyticsStripe, k *analyticsKey, n int64, held bool) dropReason {
+	if sum := st.counts[*k]; sum != nil {
 		if *sum > math.MaxInt64-n {
-			return false
+			return dropBound
 		}
 		*sum += n
-		return true
+		if held {
+			ea.budget.give(k.bytes())
+		}
+		return added
 	}
 	if ea.pendingKeys.Add(1) > ea.maxKeys {
 		ea.pendingKeys.Add(-1)
-		return false
+		return dropBound
+	}
+	if !held && !ea.budget.take(k.bytes()) {
+		ea.pendingKeys.Add(-1)
+		return dropBytes
 	}
 	sum := new(int64)
 	*sum = n
-	st.counts[k] = sum
-	return true
+	st.counts[*k] = sum
+	return added
 }
 
 // addToPending adds n to k's sum in whichever stripe holds it, one lock at
-// a time (only when the bound is reached, so its cost does not matter).
-func (ea *envAnalytics) addToPending(k analyticsKey, n int64) bool {
+// a time (only when a bound is reached, so its cost does not matter).
+func (ea *envAnalytics) addToPending(k *analyticsKey, n int64, held bool) dropReason {
 	for i := range ea.stripes {
 		st := &ea.stripes[i]
 		st.mu.Lock()
-		sum := st.counts[k]
-		added := sum != nil && *sum <= math.MaxInt64-n
-		if added {
+		sum := st.counts[*k]
+		ok := sum != nil && *sum <= math.MaxInt64-n
+		if ok {
 			*sum += n
 		}
 		st.mu.Unlock()
-		if added {
-			return true
+		if ok {
+			if held {
+				ea.budget.give(k.bytes())
+			}
+			return added
 		}
 	}
 	// A flush may have made room meanwhile.
 	st := &ea.stripes[0]
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return ea.addLocked(st, k, n)
+	return ea.addLocked(st, k, n, held)
 }
 
 // take removes and returns every pending sum, merged across stripes. Posts
 // recorded while it runs land either in what it returns or in what the next
 // take returns, never in both and never in neither: each stripe's map is
-// swapped under its lock.
+// swapped under its lock. The sums returned keep their bytes held until the
+// caller settles them (forwarded, dropped, or put back).
 func (ea *envAnalytics) take() []analyticsEntry {
 	merged := map[analyticsKey]int64{}
 	for i := range ea.stripes {
@@ -412,10 +502,15 @@ func (ea *envAnalytics) take() []analyticsEntry {
 			st.mu.Unlock()
 			continue
 		}
-		st.counts = make(map[analyticsKey]*int64, len(m))
+		// A new map, not one sized like the old: a map keeps the room it
+		// grew to, and after a burst that room would stay for good.
+		st.counts = map[analyticsKey]*int64{}
 		st.mu.Unlock()
 		ea.pendingKeys.Add(-int64(len(m)))
 		for k, n := range m {
+			if _, twice := merged[k]; twice {
+				ea.budget.give(k.bytes())
+			}
 			merged[k] += *n
 		}
 	}
@@ -426,16 +521,25 @@ func (ea *envAnalytics) take() []analyticsEntry {
 	return out
 }
 
-// addBack returns the sums of a failed request; what no longer fits under
-// the bound is dropped and counted.
+// addBack returns the sums of a failed request, their bytes still held;
+// what no longer fits under the key bound is dropped and counted.
 func (ea *envAnalytics) addBack(entries []analyticsEntry) {
 	var total uint64
 	for _, e := range entries {
 		total += uint64(e.count)
 	}
-	dropped := ea.addAll(nil, entries)
+	dropped := ea.addAll(nil, entries, true)
 	ea.retried.Add(total - dropped)
-	ea.droppedBound.Add(dropped)
+}
+
+// settle gives back the bytes of sums that left memory: forwarded or
+// dropped.
+func (ea *envAnalytics) settle(entries []analyticsEntry) {
+	var n int64
+	for i := range entries {
+		n += entries[i].key.bytes()
+	}
+	ea.budget.give(n)
 }
 
 // receivedTotal is the sum of the stripes' received counts.

@@ -2,22 +2,225 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"net/http"
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// Forwarding flag analytics upstream: a flusher per environment (on the
-// pollers' errgroup) turns the pending sums into requests, one per label set
-// and API version, and puts back what fails; serve flushes once more at
-// shutdown.
+// Forwarding what SDKs post upstream: flag analytics here, and the events
+// relay (events.go) through the same machinery. Each environment's store
+// is a relay: a flusher per environment (among its loops) sends what is
+// pending every analytics.flush_interval_seconds and puts back what fails,
+// with backoff; serve flushes once more at shutdown. Both hold their bytes
+// in one budget per process (analytics.max_pending_bytes).
+
+// relay is one environment's store of what SDKs post for the upstream: its
+// analytics sums (envAnalytics) or its events (envEvents). Implementations
+// are safe for concurrent use.
+type relay interface {
+	// flush sends what is pending; failed requests put their items back.
+	// It returns the first error of those, nil when nothing is left to
+	// retry.
+	flush(ctx context.Context, s *server, client *http.Client) error
+	// discard removes what is pending, gives back its bytes and returns
+	// how many items (evaluations, events) it held.
+	discard() uint64
+	// stats are the relay's counters; received and pending its gauges'
+	// sources.
+	stats() *relayCounters
+	received() uint64
+	pending() int64
+	// forwards is false for an environment served from a file: there is no
+	// upstream, and what SDKs post is only counted.
+	forwards() bool
+}
+
+// byteBudget bounds the bytes the process holds for the upstream:
+// analytics sums and events, pending or in flight. It is safe for
+// concurrent use; the zero value holds nothing (set max).
+type byteBudget struct {
+	used, max atomic.Int64
+}
+
+// take holds n more bytes, or returns false, holding nothing, when they
+// would pass the bound.
+func (b *byteBudget) take(n int64) bool {
+	if b.used.Add(n) > b.max.Load() {
+		b.used.Add(-n)
+		return false
+	}
+	return true
+}
+
+// give returns n bytes that left memory.
+func (b *byteBudget) give(n int64) { b.used.Add(-n) }
+
+// relayCounters count, in items (evaluations, events), what became of what
+// SDKs posted, and the upstream requests by result; for /metrics.
+type relayCounters struct {
+	forwarded, retried atomic.Uint64
+	dropped            [dropReasons]atomic.Uint64
+	requests           [requestResults]atomic.Uint64
+}
+
+// dropReason is why items were lost, a label of /metrics.
+type dropReason int
+
+const (
+	dropBound    dropReason = iota // over the relay's count bound
+	dropBytes                      // over analytics.max_pending_bytes
+	dropUnknown                    // names a feature the document does not have
+	dropRejected                   // refused by the upstream
+	dropShutdown                   // unsent at shutdown
+	dropReasons
+)
+
+var dropReasonNames = [dropReasons]string{"bound", "bytes", "unknown_feature", "rejected", "shutdown"}
+
+// The results of an upstream request, a label of /metrics.
+const (
+	requestOK = iota
+	requestFailed
+	requestRefused
+	requestResults
+)
+
+var requestResultNames = [requestResults]string{"ok", "error", "refused"}
+
+func (c *relayCounters) stats() *relayCounters { return c }
+
+// count records the fate of one upstream request carrying n items, and
+// reports whether they are to be put back for a retry.
+func (c *relayCounters) count(err error, n uint64) (retry bool) {
+	switch {
+	case err == nil:
+		c.requests[requestOK].Add(1)
+		c.forwarded.Add(n)
+	case errors.Is(err, errUpstreamRefused):
+		c.requests[requestRefused].Add(1)
+		c.dropped[dropRejected].Add(n)
+	default:
+		c.requests[requestFailed].Add(1)
+		return true
+	}
+	return false
+}
+
+// errUpstreamRefused marks an upstream answer that no retry can change (a
+// 4xx other than 401, 403, 408 and 429): the batch is dropped, not retried.
+var errUpstreamRefused = errors.New("upstream refused the batch")
+
+// postUpstream posts body to target with header, within the poll timeout,
+// and returns (a bounded part of) the answer.
+func (s *server) postUpstream(ctx context.Context, client *http.Client, target string, header http.Header, body []byte) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.config().pollTimeout())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header = header
+	req.Header.Set("Content-Type", "application/json")
+	if req.Header.Get("User-Agent") == "" {
+		req.Header.Set("User-Agent", "flagsmith-edge-proxy/"+version)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("post %s: %w", req.URL.Path, maskURLError(err))
+	}
+	defer resp.Body.Close()
+	// Read (a bounded part of) the answer so the connection can be reused.
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, maxUpstreamAnswerBytes))
+	switch code := resp.StatusCode; {
+	case code >= 200 && code <= 299:
+		return answer, nil
+	case code >= 400 && code <= 499 && code != http.StatusUnauthorized && code != http.StatusForbidden &&
+		code != http.StatusRequestTimeout && code != http.StatusTooManyRequests:
+		return answer, fmt.Errorf("post %s: status %d: %w", req.URL.Path, code, errUpstreamRefused)
+	default:
+		return answer, fmt.Errorf("post %s: upstream status %d", req.URL.Path, code)
+	}
+}
+
+// flushLoop is one environment's flusher of r, among its loops: every flush
+// interval, or sooner with backoff after a failure, until ctx ends. The
+// final flush is serve's, after the last request.
+func (s *server) flushLoop(ctx context.Context, client *http.Client, env, kind string, r relay) {
+	interval := seconds(s.config().Analytics.FlushIntervalSeconds)
+	jitter := jitterFraction(env + kind)
+	failures := 0
+	wait := interval
+	for {
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-timer.C:
+		}
+		// A flush in flight is not cancelled at shutdown: a request the
+		// upstream may already have taken must not be sent again by the
+		// final flush.
+		err := r.flush(context.WithoutCancel(ctx), s, client)
+		if err == nil {
+			failures, wait = 0, interval
+			continue
+		}
+		failures++
+		wait = backoff(failures, interval, jitter)
+		s.log.Warn("upstream flush failed; kept for retry", "relay", kind, "env", env,
+			"error", err.Error(), "attempt", failures, "retry_in", wait.String(), "pending", r.pending())
+	}
+}
+
+// finalFlush sends what is left when the server stops, every environment's
+// analytics and events at once, within ctx (the shutdown deadline). What
+// cannot be sent is counted as dropped and logged.
+func (s *server) finalFlush(ctx context.Context, client *http.Client) {
+	var wg sync.WaitGroup
+	for _, env := range s.environments() {
+		for kind, r := range env.relays() {
+			if r.forwards() {
+				wg.Go(func() { s.lastFlush(ctx, client, env.pair.ClientSideKey, kind, r) })
+			}
+		}
+	}
+	wg.Wait()
+}
+
+// lastFlush sends r's items one last time: at shutdown, or when a reload
+// removes the environment. What cannot be sent is counted as dropped and
+// logged.
+func (s *server) lastFlush(ctx context.Context, client *http.Client, env, kind string, r relay) {
+	err := r.flush(ctx, s, client)
+	if lost := r.discard(); lost > 0 {
+		r.stats().dropped[dropShutdown].Add(lost)
+		s.log.Warn("lost: the last flush failed", "relay", kind, "env", env, "items", lost, "error", fmt.Sprint(err))
+	}
+}
+
+// relays are the environment's stores of what SDKs post for the upstream,
+// by kind; none when analytics.enabled is false.
+func (e *environment) relays() iter.Seq2[string, relay] {
+	return func(yield func(string, relay) bool) {
+		if e.analytics != nil && !yield("analytics", e.analytics) {
+			return
+		}
+		if e.events != nil {
+			yield("events", e.events)
+		}
+	}
+}
 
 // analyticsBatch is what one upstream request carries.
 type analyticsBatch struct {
@@ -30,7 +233,9 @@ type analyticsBatch struct {
 // batches groups pending sums into requests: per label set and API
 // version, split when a body would pass maxFlushBodyBytes. A sum above what
 // Flagsmith stores is sent in part; the rest goes back for the next flush.
-func (ea *envAnalytics) batches(entries []analyticsEntry) []analyticsBatch {
+// Each body is encoded as its batch is reached, so that a flush holds one
+// body at a time, not a copy of everything pending.
+func (ea *envAnalytics) batches(entries []analyticsEntry) iter.Seq[analyticsBatch] {
 	type group struct {
 		labels analyticsLabels
 		v2     bool
@@ -45,9 +250,7 @@ func (ea *envAnalytics) batches(entries []analyticsEntry) []analyticsBatch {
 		g := group{e.key.labels, e.key.v2}
 		grouped[g] = append(grouped[g], e)
 	}
-	if dropped := ea.addAll(nil, rest); dropped > 0 {
-		ea.droppedBound.Add(dropped)
-	}
+	ea.addAll(nil, rest, false)
 	groups := make([]group, 0, len(grouped))
 	totals := make(map[group]int64, len(grouped))
 	for g, list := range grouped {
@@ -74,32 +277,34 @@ func (ea *envAnalytics) batches(entries []analyticsEntry) []analyticsBatch {
 	// maxKeys.
 	if len(groups) > maxFlushGroups {
 		for _, g := range groups[maxFlushGroups:] {
-			if dropped := ea.addAll(nil, grouped[g]); dropped > 0 {
-				ea.droppedBound.Add(dropped)
-			}
+			ea.addAll(nil, grouped[g], true)
 		}
 		groups = groups[:maxFlushGroups]
 	}
-	var out []analyticsBatch
-	for _, g := range groups {
-		list := grouped[g]
-		sort.Slice(list, func(i, j int) bool { return list[i].key.feature < list[j].key.feature })
-		cur := analyticsBatch{labels: g.labels, v2: g.v2}
-		for _, e := range list {
-			item := encodeAnalyticsItem(e)
-			if len(cur.entries) > 0 && len(cur.body)+len(item) > maxFlushBodyBytes {
-				out = append(out, cur.finish())
-				cur = analyticsBatch{labels: g.labels, v2: g.v2}
+	return func(yield func(analyticsBatch) bool) {
+		for _, g := range groups {
+			list := grouped[g]
+			sort.Slice(list, func(i, j int) bool { return list[i].key.feature < list[j].key.feature })
+			cur := analyticsBatch{labels: g.labels, v2: g.v2}
+			for _, e := range list {
+				item := encodeAnalyticsItem(e)
+				if len(cur.entries) > 0 && len(cur.body)+len(item) > maxFlushBodyBytes {
+					if !yield(cur.finish()) {
+						return
+					}
+					cur = analyticsBatch{labels: g.labels, v2: g.v2}
+				}
+				if len(cur.body) > 0 {
+					cur.body = append(cur.body, ',')
+				}
+				cur.body = append(cur.body, item...)
+				cur.entries = append(cur.entries, e)
 			}
-			if len(cur.body) > 0 {
-				cur.body = append(cur.body, ',')
+			if !yield(cur.finish()) {
+				return
 			}
-			cur.body = append(cur.body, item...)
-			cur.entries = append(cur.entries, e)
 		}
-		out = append(out, cur.finish())
 	}
-	return out
 }
 
 // encodeAnalyticsItem is one entry as it appears in a request body: a
@@ -136,33 +341,22 @@ func (b analyticsBatch) total() uint64 {
 	return n
 }
 
-// errAnalyticsRefused marks an upstream answer that no retry can change (a
-// 4xx other than 401, 403, 408 and 429): the batch is dropped, not retried.
-var errAnalyticsRefused = errors.New("upstream refused the analytics")
-
-// flushAnalytics sends an environment's pending sums upstream. Failed
-// requests put their sums back; the returned error is the first of those
-// (nil when nothing is left to retry). A refused batch is logged and
+// flush sends the environment's pending sums upstream, one request per
+// batch. Failed requests put their sums back; a refused batch is logged and
 // dropped: sending it again would be refused again.
-func (s *server) flushAnalytics(ctx context.Context, client *http.Client, ea *envAnalytics) error {
+func (ea *envAnalytics) flush(ctx context.Context, s *server, client *http.Client) error {
 	var retry error
-	for _, b := range ea.batches(ea.take()) {
+	for b := range ea.batches(ea.take()) {
 		err := s.sendAnalytics(ctx, client, ea, b)
-		switch {
-		case err == nil:
-			ea.flushOK.Add(1)
-			ea.forwarded.Add(b.total())
-		case errors.Is(err, errAnalyticsRefused):
-			ea.flushRefuse.Add(1)
-			ea.droppedRejected.Add(b.total())
-			s.log.Error("analytics refused by the upstream; dropped", "env", ea.env.pair.ClientSideKey,
-				"error", err.Error(), "evaluations", b.total())
-		default:
-			ea.flushFailed.Add(1)
+		if ea.count(err, b.total()) {
 			ea.addBack(b.entries)
-			if retry == nil {
-				retry = err
-			}
+			retry = cmp.Or(retry, err)
+			continue
+		}
+		ea.settle(b.entries)
+		if err != nil {
+			s.log.Error("refused by the upstream; dropped", "relay", "analytics", "env", ea.env.pair.ClientSideKey,
+				"error", err.Error(), "items", b.total())
 		}
 	}
 	return retry
@@ -171,152 +365,117 @@ func (s *server) flushAnalytics(ctx context.Context, client *http.Client, ea *en
 // sendAnalytics posts one batch with the environment's server key and the
 // SDK's labels.
 func (s *server) sendAnalytics(ctx context.Context, client *http.Client, ea *envAnalytics, b analyticsBatch) error {
-	cfg := s.config()
-	ctx, cancel := context.WithTimeout(ctx, cfg.pollTimeout())
-	defer cancel()
-	target := cfg.APIURL + "/analytics/flags/"
+	apiURL := s.config().APIURL
+	target := apiURL + "/analytics/flags/"
 	if b.v2 {
-		target = analyticsV2URL(cfg.APIURL)
+		target = analyticsV2URL(apiURL)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(b.body))
-	if err != nil {
-		return err
-	}
-	h := req.Header
+	h := http.Header{}
 	h.Set("X-Environment-Key", string(ea.env.serverKey()))
-	h.Set("Content-Type", "application/json")
-	h.Set("User-Agent", "flagsmith-edge-proxy/"+version)
-	if b.labels.userAgent != "" {
-		h.Set("User-Agent", b.labels.userAgent)
-	}
-	if b.labels.sdkUserAgent != "" {
-		h.Set("Flagsmith-SDK-User-Agent", b.labels.sdkUserAgent)
-	}
-	if b.labels.appName != "" {
-		h.Set("Flagsmith-Application-Name", b.labels.appName)
-	}
-	if b.labels.appVersion != "" {
-		h.Set("Flagsmith-Application-Version", b.labels.appVersion)
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return fmt.Errorf("post %s: %w", req.URL.Path, maskURLError(err))
-	}
-	defer resp.Body.Close()
-	// Read (a bounded part of) the answer so the connection can be reused.
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxUpstreamAnswerBytes))
-	switch code := resp.StatusCode; {
-	case code >= 200 && code <= 299:
-		return nil
-	case code >= 400 && code <= 499 && code != http.StatusUnauthorized && code != http.StatusForbidden &&
-		code != http.StatusRequestTimeout && code != http.StatusTooManyRequests:
-		return fmt.Errorf("post %s: status %d: %w", req.URL.Path, code, errAnalyticsRefused)
-	default:
-		return fmt.Errorf("post %s: upstream status %d", req.URL.Path, code)
-	}
-}
-
-// flushAnalyticsLoop is one environment's flusher, on the pollers' errgroup:
-// every flush interval, or sooner with backoff after a failure, until ctx
-// ends. The final flush is serve's, after the last request.
-func (s *server) flushAnalyticsLoop(ctx context.Context, client *http.Client, ea *envAnalytics) {
-	interval := seconds(s.config().Analytics.FlushIntervalSeconds)
-	jitter := jitterFraction(ea.env.pair.ClientSideKey)
-	failures := 0
-	wait := interval
-	for {
-		timer := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return
-		case <-timer.C:
-		}
-		// A flush in flight is not cancelled at shutdown: a request the
-		// upstream may already have taken must not be counted again by the
-		// final flush.
-		err := s.flushAnalytics(context.WithoutCancel(ctx), client, ea)
-		if err == nil {
-			failures, wait = 0, interval
-			continue
-		}
-		failures++
-		wait = backoff(failures, interval, jitter)
-		s.log.Warn("analytics flush failed; counts kept for retry", "env", ea.env.pair.ClientSideKey,
-			"error", err.Error(), "attempt", failures, "retry_in", wait.String(),
-			"pending_keys", ea.pendingKeys.Load())
-	}
-}
-
-// finalAnalyticsFlush sends what is left when the server stops, every
-// environment at once, within ctx (the shutdown deadline). What cannot be
-// sent is counted as dropped and logged.
-func (s *server) finalAnalyticsFlush(ctx context.Context, client *http.Client) {
-	var wg sync.WaitGroup
-	for _, env := range s.environments() {
-		if ea := env.analytics; ea != nil && ea.forward {
-			wg.Go(func() { s.lastAnalyticsFlush(ctx, client, ea) })
+	for name, v := range map[string]string{
+		"User-Agent": b.labels.userAgent, "Flagsmith-SDK-User-Agent": b.labels.sdkUserAgent,
+		"Flagsmith-Application-Name": b.labels.appName, "Flagsmith-Application-Version": b.labels.appVersion,
+	} {
+		if v != "" {
+			h.Set(name, v)
 		}
 	}
-	wg.Wait()
+	_, err := s.postUpstream(ctx, client, target, h, b.body)
+	return err
 }
 
-// lastAnalyticsFlush sends an environment's counts one last time: at
-// shutdown, or when a reload removes the environment. What cannot be sent
-// is counted as dropped and logged.
-func (s *server) lastAnalyticsFlush(ctx context.Context, client *http.Client, ea *envAnalytics) {
-	err := s.flushAnalytics(ctx, client, ea)
-	var lost uint64
-	for _, e := range ea.take() {
-		lost += uint64(e.count)
+// discard removes every pending sum and gives back its bytes.
+func (ea *envAnalytics) discard() uint64 {
+	entries := ea.take()
+	ea.settle(entries)
+	var n uint64
+	for _, e := range entries {
+		n += uint64(e.count)
 	}
-	if lost > 0 {
-		ea.droppedShutdown.Add(lost)
-		s.log.Warn("analytics lost: the last flush failed", "env", ea.env.pair.ClientSideKey,
-			"evaluations", lost, "error", fmt.Sprint(err))
-	}
+	return n
 }
 
-// writeAnalyticsMetrics appends the analytics counters to /metrics.
-func (s *server) writeAnalyticsMetrics(b *bytes.Buffer) {
+func (ea *envAnalytics) received() uint64 { return ea.receivedTotal() }
+func (ea *envAnalytics) pending() int64   { return ea.pendingKeys.Load() }
+func (ea *envAnalytics) forwards() bool   { return ea.forward }
+
+// relayMetrics names one kind of relay in /metrics.
+type relayMetrics struct {
+	kind, unit  string // "analytics", "Flag evaluations"
+	pendingName string // the gauge of relay.pending
+	pendingHelp string
+	bound       string // the configuration key of dropBound
+}
+
+var relayMetricsOf = []relayMetrics{
+	{"analytics", "Flag evaluations", "edge_proxy_analytics_pending_keys",
+		"Sums waiting to be forwarded (bounded by analytics.max_pending_keys).", "analytics.max_pending_keys"},
+	{"events", "Events", "edge_proxy_events_pending",
+		"Events waiting to be forwarded or on their way (bounded by analytics.max_pending_events).", "analytics.max_pending_events"},
+}
+
+// writeRelayMetrics appends the analytics and events counters to /metrics.
+func (s *server) writeRelayMetrics(b *bytes.Buffer) {
 	envs := s.environments()
 	if len(envs) == 0 || envs[0].analytics == nil {
 		return
 	}
-	counters := []struct {
-		name, help string
-		value      func(*envAnalytics) uint64
-	}{
-		{"edge_proxy_analytics_received_total", "Flag evaluations reported by SDKs (the sum of the posted counts).",
-			func(ea *envAnalytics) uint64 { return ea.receivedTotal() }},
-		{"edge_proxy_analytics_forwarded_total", "Flag evaluations accepted by the upstream.",
-			func(ea *envAnalytics) uint64 { return ea.forwarded.Load() }},
-		{"edge_proxy_analytics_retried_total", "Flag evaluations put back for a retry after a failed upstream request.",
-			func(ea *envAnalytics) uint64 { return ea.retried.Load() }},
-	}
-	for _, c := range counters {
-		fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s counter\n", c.name, c.help, c.name)
+	for _, m := range relayMetricsOf {
+		of := func(env *environment) relay {
+			for kind, r := range env.relays() {
+				if kind == m.kind {
+					return r
+				}
+			}
+			return nil
+		}
+		prefix := "edge_proxy_" + m.kind
+		counters := []struct {
+			name, help string
+			value      func(relay) uint64
+		}{
+			{prefix + "_received_total", m.unit + " posted by SDKs.", relay.received},
+			{prefix + "_forwarded_total", m.unit + " accepted by the upstream.",
+				func(r relay) uint64 { return r.stats().forwarded.Load() }},
+			{prefix + "_retried_total", m.unit + " put back for a retry after a failed upstream request.",
+				func(r relay) uint64 { return r.stats().retried.Load() }},
+		}
+		for _, c := range counters {
+			fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s counter\n", c.name, c.help, c.name)
+			for _, env := range envs {
+				fmt.Fprintf(b, "%s{environment=%s} %d\n", c.name, label(env.pair.ClientSideKey), c.value(of(env)))
+			}
+		}
+		writeLabelledCounter(b, prefix+"_dropped_total",
+			m.unit+" lost: over "+m.bound+" (bound), over analytics.max_pending_bytes (bytes), naming a feature the document does not have (unknown_feature), refused by the upstream (rejected), unsent at shutdown (shutdown).",
+			"reason", envs, func(env *environment) []labelledCount {
+				c := of(env).stats()
+				out := make([]labelledCount, dropReasons)
+				for i := range out {
+					out[i] = labelledCount{dropReasonNames[i], c.dropped[i].Load()}
+				}
+				return out
+			})
+		writeLabelledCounter(b, prefix+"_upstream_requests_total", "Requests to the upstream by result ("+m.kind+").",
+			"result", envs, func(env *environment) []labelledCount {
+				r := of(env)
+				if !r.forwards() {
+					return nil
+				}
+				out := make([]labelledCount, requestResults)
+				for i := range out {
+					out[i] = labelledCount{requestResultNames[i], r.stats().requests[i].Load()}
+				}
+				return out
+			})
+		fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s gauge\n", m.pendingName, m.pendingHelp, m.pendingName)
 		for _, env := range envs {
-			fmt.Fprintf(b, "%s{environment=%s} %d\n", c.name, label(env.pair.ClientSideKey), c.value(env.analytics))
+			fmt.Fprintf(b, "%s{environment=%s} %d\n", m.pendingName, label(env.pair.ClientSideKey), of(env).pending())
 		}
 	}
-	writeLabelledCounter(b, "edge_proxy_analytics_dropped_total",
-		"Flag evaluations lost: over analytics.max_pending_keys (bound), refused by the upstream (rejected), unsent at shutdown (shutdown).",
-		"reason", envs, func(ea *envAnalytics) []labelledCount {
-			return []labelledCount{{"bound", ea.droppedBound.Load()}, {"rejected", ea.droppedRejected.Load()}, {"shutdown", ea.droppedShutdown.Load()}}
-		})
-	writeLabelledCounter(b, "edge_proxy_analytics_upstream_requests_total", "Analytics requests to the upstream by result.",
-		"result", envs, func(ea *envAnalytics) []labelledCount {
-			if !ea.forward {
-				return nil
-			}
-			return []labelledCount{{"ok", ea.flushOK.Load()}, {"error", ea.flushFailed.Load()}, {"refused", ea.flushRefuse.Load()}}
-		})
-	const pending = "edge_proxy_analytics_pending_keys"
-	fmt.Fprintf(b, "# HELP %s Sums waiting to be forwarded (bounded by analytics.max_pending_keys).\n# TYPE %s gauge\n", pending, pending)
-	for _, env := range envs {
-		fmt.Fprintf(b, "%s{environment=%s} %d\n", pending, label(env.pair.ClientSideKey), env.analytics.pendingKeys.Load())
-	}
+	const held = "edge_proxy_pending_bytes"
+	fmt.Fprintf(b, "# HELP %s Bytes held for the upstream, analytics and events pending or in flight (bounded by analytics.max_pending_bytes).\n# TYPE %s gauge\n%s %d\n",
+		held, held, held, s.pending.used.Load())
 }
 
 // labelledCount is one series of a counter family whose series are an
@@ -326,10 +485,10 @@ type labelledCount struct {
 	n     uint64
 }
 
-func writeLabelledCounter(b *bytes.Buffer, name, help, labelName string, envs []*environment, series func(*envAnalytics) []labelledCount) {
+func writeLabelledCounter(b *bytes.Buffer, name, help, labelName string, envs []*environment, series func(*environment) []labelledCount) {
 	fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s counter\n", name, help, name)
 	for _, env := range envs {
-		for _, c := range series(env.analytics) {
+		for _, c := range series(env) {
 			fmt.Fprintf(b, "%s{environment=%s,%s=%s} %d\n", name, label(env.pair.ClientSideKey), labelName, label(c.label), c.n)
 		}
 	}

@@ -30,8 +30,21 @@ const (
 	anaServerKey2 = "ser.AnalyticsServerKey0002"
 )
 
-// anaDocument is a minimal environment document for clientKey.
+// anaFeatures are the features of anaDocument: the names the analytics
+// tests count. Any other name is unknown to an environment that holds the
+// document.
+var anaFeatures = []string{"banner", "footer", "checkout", "search", "all", "new_onboarding", "other-env", "hot"}
+
+// anaDocument is a minimal environment document for clientKey, with a flag
+// for each of anaFeatures.
 func anaDocument(clientKey string) []byte {
+	var states []any
+	for i, name := range anaFeatures {
+		states = append(states, map[string]any{
+			"feature": map[string]any{"id": i + 1, "name": name, "type": "STANDARD"}, "enabled": true,
+			"django_id": 11 + i, "feature_state_value": "blue", "multivariate_feature_state_values": []any{},
+		})
+	}
 	doc := map[string]any{
 		"api_key":    clientKey,
 		"name":       "analytics test",
@@ -39,10 +52,7 @@ func anaDocument(clientKey string) []byte {
 		"project": map[string]any{
 			"hide_disabled_flags": false, "server_key_only_feature_ids": []int{}, "segments": []any{},
 		},
-		"feature_states": []any{map[string]any{
-			"feature": map[string]any{"id": 1, "name": "banner", "type": "STANDARD"}, "enabled": true,
-			"django_id": 11, "feature_state_value": "blue", "multivariate_feature_state_values": []any{},
-		}},
+		"feature_states":     states,
 		"identity_overrides": []any{},
 	}
 	b, err := json.Marshal(doc)
@@ -462,8 +472,8 @@ func TestAnalyticsAcceptedShapes(t *testing.T) {
 			t.Fatalf("POST %s %s = %d %s", p.path, p.body, rec.Code, rec.Body)
 		}
 	}
-	if err := s.flushAnalytics(context.Background(), http.DefaultClient, anaEnv(t, s, anaClientKey)); err != nil {
-		t.Fatalf("flushAnalytics = %v", err)
+	if err := anaEnv(t, s, anaClientKey).flush(context.Background(), s, http.DefaultClient); err != nil {
+		t.Fatalf("flush = %v", err)
 	}
 	v1, v2, _ := up.sums()
 	if diff := cmp.Diff(map[string]int64{"banner": 8, "émoji ✓": 2}, v1); diff != "" {
@@ -491,8 +501,8 @@ func TestAnalyticsLabels(t *testing.T) {
 	anaPostTo(t, h, "/api/v1/analytics/flags/", anaClientKey, `{"banner": 10}`, js)
 	anaPostTo(t, h, "/api/v1/analytics/flags/", anaClientKey, `{"banner": 20}`, jsOtherBrowser)
 	anaPostTo(t, h, "/api/v2/analytics/flags/", anaClientKey, `{"evaluations": [{"feature_name": "banner", "enabled_when_evaluated": true, "count": 5}]}`, js)
-	if err := s.flushAnalytics(context.Background(), http.DefaultClient, anaEnv(t, s, anaClientKey)); err != nil {
-		t.Fatalf("flushAnalytics = %v", err)
+	if err := anaEnv(t, s, anaClientKey).flush(context.Background(), s, http.DefaultClient); err != nil {
+		t.Fatalf("flush = %v", err)
 	}
 	_, _, posts := up.sums()
 	want := []anaPost{
@@ -575,7 +585,7 @@ func TestAnalyticsConcurrentPosters(t *testing.T) {
 	cancel()
 	<-pollersDone
 	up.setFail(func(*http.Request) int { return 0 })
-	s.finalAnalyticsFlush(context.Background(), client)
+	s.finalFlush(context.Background(), client)
 
 	wantV1 := map[string]int64{"other-env": 7}
 	wantV2 := map[anaV2Key]int64{}
@@ -642,8 +652,8 @@ func TestAnalyticsAddBack(t *testing.T) {
 
 			up.setFail(tt.fail)
 			start := time.Now()
-			if err := s.flushAnalytics(context.Background(), http.DefaultClient, ea); err == nil {
-				t.Fatal("flushAnalytics against a failing upstream = nil; want an error")
+			if err := ea.flush(context.Background(), s, http.DefaultClient); err == nil {
+				t.Fatal("flush against a failing upstream = nil; want an error")
 			}
 			if d := time.Since(start); d > 2*time.Second {
 				t.Errorf("the failed flush took %v; the request timeout is 0.2 s", d)
@@ -657,8 +667,8 @@ func TestAnalyticsAddBack(t *testing.T) {
 			anaPostTo(t, h, "/api/v1/analytics/flags/", anaClientKey, `{"banner": 10}`, nil)
 
 			up.setFail(func(*http.Request) int { return 0 })
-			if err := s.flushAnalytics(context.Background(), http.DefaultClient, ea); err != nil {
-				t.Fatalf("second flushAnalytics = %v", err)
+			if err := ea.flush(context.Background(), s, http.DefaultClient); err != nil {
+				t.Fatalf("second flush = %v", err)
 			}
 			v1, v2, _ := up.sums()
 			if diff := cmp.Diff(map[string]int64{"banner": 13, "footer": 1}, v1); diff != "" {
@@ -683,8 +693,8 @@ func TestAnalyticsAddBack(t *testing.T) {
 		s := newAnaServer(t, nil, func(c *Config) { c.APIURL = dead })
 		ea := anaEnv(t, s, anaClientKey)
 		anaPostTo(t, s.handler(), "/api/v1/analytics/flags/", anaClientKey, `{"banner": 4}`, nil)
-		if err := s.flushAnalytics(context.Background(), http.DefaultClient, ea); err == nil {
-			t.Fatal("flushAnalytics to a closed port = nil; want an error")
+		if err := ea.flush(context.Background(), s, http.DefaultClient); err == nil {
+			t.Fatal("flush to a closed port = nil; want an error")
 		}
 		if got := ea.pendingKeys.Load(); got != 1 {
 			t.Errorf("pending keys = %d; want 1", got)
@@ -709,8 +719,8 @@ func TestAnalyticsRefused(t *testing.T) {
 			ea := anaEnv(t, s, anaClientKey)
 			anaPostTo(t, h, "/api/v1/analytics/flags/", anaClientKey, `{"banner": 3}`, nil)
 			anaPostTo(t, h, "/api/v2/analytics/flags/", anaClientKey, `{"evaluations": [{"feature_name": "banner", "enabled_when_evaluated": true, "count": 2}]}`, nil)
-			if err := s.flushAnalytics(context.Background(), http.DefaultClient, ea); err != nil {
-				t.Fatalf("flushAnalytics = %v; want nil (nothing left to retry)", err)
+			if err := ea.flush(context.Background(), s, http.DefaultClient); err != nil {
+				t.Fatalf("flush = %v; want nil (nothing left to retry)", err)
 			}
 			if got := anaDropped(t, s, anaClientKey, "rejected"); got != 2 {
 				t.Errorf("dropped{rejected} = %v; want 2", got)
@@ -761,16 +771,16 @@ func TestAnalyticsBound(t *testing.T) {
 	up.setFail(func(*http.Request) int { return http.StatusBadGateway })
 	taken := ea.batches(ea.take())
 	post(`{"f": 100, "g": 100}`)
-	for _, b := range taken {
-		ea.flushFailed.Add(1)
+	for b := range taken {
+		ea.requests[requestFailed].Add(1)
 		ea.addBack(b.entries)
 	}
 	if got := ea.pendingKeys.Load(); got != 3 {
 		t.Errorf("pending keys after add-back = %d; want 3 (the bound)", got)
 	}
 	up.setFail(func(*http.Request) int { return 0 })
-	if err := s.flushAnalytics(context.Background(), http.DefaultClient, ea); err != nil {
-		t.Fatalf("flushAnalytics = %v", err)
+	if err := ea.flush(context.Background(), s, http.DefaultClient); err != nil {
+		t.Fatalf("flush = %v", err)
 	}
 	received := anaEnvMetric(t, s, "edge_proxy_analytics_received_total", anaClientKey)
 	forwarded := anaEnvMetric(t, s, "edge_proxy_analytics_forwarded_total", anaClientKey)
@@ -810,7 +820,7 @@ func TestAnalyticsOffline(t *testing.T) {
 	time.Sleep(350 * time.Millisecond) // three flush intervals
 	cancel()
 	<-done
-	s.finalAnalyticsFlush(context.Background(), newPollClient())
+	s.finalFlush(context.Background(), newPollClient())
 	if got := anaEnvMetric(t, s, "edge_proxy_analytics_received_total", anaClientKey); got != 7 {
 		t.Errorf("received = %v; want 7", got)
 	}
@@ -855,8 +865,8 @@ func TestAnalyticsLargeFlush(t *testing.T) {
 		}
 	}
 	for range 2 {
-		if err := s.flushAnalytics(context.Background(), http.DefaultClient, ea); err != nil {
-			t.Fatalf("flushAnalytics = %v", err)
+		if err := ea.flush(context.Background(), s, http.DefaultClient); err != nil {
+			t.Fatalf("flush = %v", err)
 		}
 	}
 	v1, v2, posts := up.sums()
@@ -975,7 +985,7 @@ func TestAnalyticsFinalFlushFails(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	s.finalAnalyticsFlush(ctx, http.DefaultClient)
+	s.finalFlush(ctx, http.DefaultClient)
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("the final flush took %v past a 200 ms deadline", d)
 	}
@@ -1002,7 +1012,9 @@ func TestAnalyticsConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (AnalyticsConfig{Enabled: true, FlushIntervalSeconds: 2.5, MaxPendingKeys: 100_000}); got.Analytics != want {
+	want := defaultConfig().Analytics
+	want.FlushIntervalSeconds = 2.5
+	if got.Analytics != want {
 		t.Errorf("analytics = %+v; want %+v (unset keys keep their defaults)", got.Analytics, want)
 	}
 	got, _, err = loadConfig(path, true, func(k string) string {
@@ -1107,7 +1119,7 @@ func BenchmarkAnalyticsRecord(b *testing.B) {
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
-				ea.record(entries)
+				ea.record(entries, nil)
 			}
 		})
 		if got := ea.receivedTotal(); got != uint64(5*b.N) {
@@ -1144,8 +1156,8 @@ func TestAnalyticsFanOutBound(t *testing.T) {
 			map[string]string{"Flagsmith-Application-Name": fmt.Sprintf("app-%d", i)})
 	}
 	anaPostTo(t, h, "/api/v1/analytics/flags/", anaClientKey, `{"banner": 500}`, map[string]string{"User-Agent": "real-sdk/1.0"})
-	if err := s.flushAnalytics(context.Background(), http.DefaultClient, ea); err != nil {
-		t.Fatalf("flushAnalytics = %v", err)
+	if err := ea.flush(context.Background(), s, http.DefaultClient); err != nil {
+		t.Fatalf("flush = %v", err)
 	}
 	_, _, posts := up.sums()
 	if len(posts) != maxFlushGroups {
@@ -1154,8 +1166,8 @@ func TestAnalyticsFanOutBound(t *testing.T) {
 	if !slices.ContainsFunc(posts, func(p anaPost) bool { return p.UserAgent == "real-sdk/1.0" }) {
 		t.Error("the largest sum was not in the first flush")
 	}
-	if err := s.flushAnalytics(context.Background(), http.DefaultClient, ea); err != nil {
-		t.Fatalf("second flushAnalytics = %v", err)
+	if err := ea.flush(context.Background(), s, http.DefaultClient); err != nil {
+		t.Fatalf("second flush = %v", err)
 	}
 	v1, _, posts := up.sums()
 	if len(posts) != sets+1 || v1["banner"] != sets+500 {
@@ -1169,10 +1181,10 @@ func TestAnalyticsBoundAcrossStripes(t *testing.T) {
 	s := newAnaServer(t, nil, func(c *Config) { c.Analytics.MaxPendingKeys = 1 })
 	ea := anaEnv(t, s, anaClientKey)
 	key := analyticsKey{feature: "a"}
-	if dropped := ea.addAll(&ea.stripes[0], []analyticsEntry{{key, 1}}); dropped != 0 {
+	if dropped := ea.addAll(&ea.stripes[0], []analyticsEntry{{key, 1}}, false); dropped != 0 {
 		t.Fatalf("first add dropped %d", dropped)
 	}
-	if dropped := ea.addAll(&ea.stripes[5], []analyticsEntry{{key, 2}, {analyticsKey{feature: "b"}, 4}}); dropped != 4 {
+	if dropped := ea.addAll(&ea.stripes[5], []analyticsEntry{{key, 2}, {analyticsKey{feature: "b"}, 4}}, false); dropped != 4 {
 		t.Errorf("add at the bound dropped %d; want 4 (b is new, a is pending in stripe 0)", dropped)
 	}
 	got := ea.take()

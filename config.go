@@ -29,16 +29,21 @@ const (
 	defaultLogMessageField      = "message"
 	defaultGracePeriodSeconds   = 30
 	defaultSSEHeartbeatSeconds  = 15
-	defaultSSEMaxSubscribers    = 10000
-	defaultMaxBodyBytes         = 1 << 20
-	defaultMaxTraits            = 1000
-	defaultMaxTraitKeyLength    = 200
-	defaultReadHeaderTimeout    = 5
-	defaultWriteTimeout         = 15
-	defaultMaxHeaderBytes       = 16 << 10
-	defaultShutdownSeconds      = 20
-	defaultDrainSeconds         = 5
-	defaultFullRefreshSeconds   = 300
+	// defaultSSEMaxSubscribers fits the default pod (64 MiB, GOMEMLIMIT
+	// 54MiB): an idle stream costs about 25 KiB (its goroutine's stack and
+	// net/http's buffers and connection state), so 1,000 open streams take
+	// 25 MiB beside the proxy's own 10 MiB and the 8 MiB of
+	// analytics.max_pending_bytes; see bench/RESULTS.md.
+	defaultSSEMaxSubscribers  = 1000
+	defaultMaxBodyBytes       = 1 << 20
+	defaultMaxTraits          = 1000
+	defaultMaxTraitKeyLength  = 200
+	defaultReadHeaderTimeout  = 5
+	defaultWriteTimeout       = 15
+	defaultMaxHeaderBytes     = 16 << 10
+	defaultShutdownSeconds    = 20
+	defaultDrainSeconds       = 5
+	defaultFullRefreshSeconds = 300
 	// Flagsmith's Edge API paginates a large document; a thousand pages
 	// is far beyond the largest seen, and bounds an upstream whose pages
 	// never end.
@@ -48,7 +53,14 @@ const (
 	// forwards at the same pace.
 	defaultAnalyticsFlushSeconds   = 10
 	defaultAnalyticsMaxPendingKeys = 100_000
-	serverKeyPrefix                = "ser."
+	// The bytes held for the upstream (analytics sums and events, pending
+	// or in flight), per process: with the default pod's 64 MiB this leaves
+	// room for the snapshots, the streams and the requests being read.
+	defaultAnalyticsMaxPendingBytes  = 8 << 20
+	defaultAnalyticsMaxPendingEvents = 100_000
+	// Flagsmith SDKs post events to {events_api_url}v1/events.
+	defaultEventsAPIURL = "https://events.api.flagsmith.com/"
+	serverKeyPrefix     = "ser."
 	// A fleet: at most this many peer URLs (each may resolve to many
 	// replicas).
 	maxPeers = 64
@@ -62,6 +74,13 @@ const (
 	defaultWriteBackMaxPerSecond = 10
 	minWriteBackMaxPerSecond     = 0.1
 	maxWriteBackMaxPerSecond     = 1000
+)
+
+// The ranges of the analytics bounds (configTable says why).
+const (
+	minPendingBytes  = 64 << 10
+	maxPendingBytes  = 1 << 30
+	maxPendingEvents = 10_000_000
 )
 
 // Config is the proxy's configuration: config.json, then environment
@@ -228,6 +247,16 @@ type AnalyticsConfig struct {
 	// MaxPendingKeys bounds each environment's counts waiting to be
 	// forwarded; past it new keys are dropped and counted.
 	MaxPendingKeys int `json:"max_pending_keys"`
+	// MaxPendingBytes bounds, per process, the bytes held for the upstream:
+	// analytics sums and events waiting to be forwarded or on their way.
+	// Past it new ones are dropped and counted.
+	MaxPendingBytes int64 `json:"max_pending_bytes"`
+	// MaxPendingEvents bounds each environment's events waiting to be
+	// forwarded or on their way; past it new ones are dropped and counted.
+	MaxPendingEvents int `json:"max_pending_events"`
+	// EventsAPIURL is where events posted to the relay go: Flagsmith's
+	// events API, which SDKs post to at {events_api_url}v1/events.
+	EventsAPIURL string `json:"events_api_url"`
 }
 
 // maskedKey shortens a key that is not a known secret (an unknown key sent by
@@ -259,7 +288,11 @@ func defaultConfig() Config {
 		HealthCheck: HealthCheckConfig{GracePeriod: &grace},
 		SSE:         SSEConfig{Enabled: true, HeartbeatSeconds: defaultSSEHeartbeatSeconds, MaxSubscribers: defaultSSEMaxSubscribers},
 		Limits:      LimitsConfig{MaxBodyBytes: defaultMaxBodyBytes, MaxTraits: defaultMaxTraits, MaxTraitKeyLength: defaultMaxTraitKeyLength},
-		Analytics:   AnalyticsConfig{Enabled: true, FlushIntervalSeconds: defaultAnalyticsFlushSeconds, MaxPendingKeys: defaultAnalyticsMaxPendingKeys},
+		Analytics: AnalyticsConfig{
+			Enabled: true, FlushIntervalSeconds: defaultAnalyticsFlushSeconds, MaxPendingKeys: defaultAnalyticsMaxPendingKeys,
+			MaxPendingBytes: defaultAnalyticsMaxPendingBytes, MaxPendingEvents: defaultAnalyticsMaxPendingEvents,
+			EventsAPIURL: defaultEventsAPIURL,
+		},
 		FullRefresh: defaultFullRefreshSeconds,
 
 		MaxDocumentPages: defaultMaxDocumentPages,

@@ -168,6 +168,14 @@ var configTable = []keySpec{
 		meaning: "seconds between forwards of each environment's sums"},
 	{key: "analytics.max_pending_keys", kind: cfgCount, unit: "keys", min: 1, max: 1_000_000,
 		meaning: "per environment, sums waiting to be forwarded; new keys past it are dropped and counted"},
+	// Under 64 KiB one post of long names could not be held; no gateway
+	// has a gigabyte to spare.
+	{key: "analytics.max_pending_bytes", kind: cfgCount, unit: "bytes", min: minPendingBytes, max: maxPendingBytes,
+		meaning: "per process, bytes held for the upstream, analytics sums and events together, waiting or on their way; new ones past it are dropped and counted"},
+	{key: "analytics.max_pending_events", kind: cfgCount, unit: "events", min: 1, max: maxPendingEvents,
+		meaning: "per environment, [events](#flag-analytics) waiting to be forwarded or on their way; new ones past it are dropped and counted"},
+	{key: "analytics.events_api_url", kind: cfgURL,
+		meaning: "where the events relay forwards `POST /v1/events` (`{events_api_url}v1/events`, as Flagsmith's SDKs post them), without a query or fragment"},
 	// A poll period like api_poll_frequency_seconds: each full refresh is
 	// a whole download.
 	{key: "full_refresh_seconds", kind: cfgSeconds, min: minPollSeconds, max: maxPollSeconds,

@@ -325,7 +325,7 @@ wait:
 	<-relaysDone
 	<-pollersDone
 	<-identityWorkersDone
-	s.finalAnalyticsFlush(shutdownCtx, client) // after the last request and the last periodic flush
+	s.finalFlush(shutdownCtx, client) // after the last request and the last periodic flush
 	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}

@@ -334,11 +334,13 @@ func (s *server) exposition() []byte {
 			fmt.Fprintf(&b, "edge_proxy_seconds_since_last_update{environment=%s} %g\n", label(env.pair.ClientSideKey), now.Sub(time.Unix(0, last)).Seconds())
 		}
 	}
-	s.writeAnalyticsMetrics(&b)
+	s.writeRelayMetrics(&b)
 	s.writePeerMetrics(&b)
 	s.writeIdentityWorkerMetrics(&b)
 	help("edge_proxy_sse_subscribers", "gauge", "Open realtime streams.")
 	fmt.Fprintf(&b, "edge_proxy_sse_subscribers %d\n", s.hub.subscribers())
+	help("edge_proxy_sse_refused_total", "counter", "Realtime streams refused with 503 because sse.max_subscribers were open (full).")
+	fmt.Fprintf(&b, "edge_proxy_sse_refused_total{reason=\"full\"} %d\n", s.hub.refusedTotal())
 	if s.certs != nil {
 		s.certs.writeMetrics(&b)
 	}

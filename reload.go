@@ -120,7 +120,8 @@ func (s *server) applyConfig(ctx context.Context, cfg Config) configChange {
 	for _, key := range keepRestartOnly(&cfg, prev.cfg) {
 		s.log.Warn("configuration change needs a restart; the running value stays", "key", key)
 	}
-	next := newLiveConfig(&cfg, prev)
+	next := newLiveConfig(&cfg, prev, &s.pending)
+	s.pending.max.Store(cfg.Analytics.MaxPendingBytes)
 
 	var change configChange
 	byClientKey := map[string]*environment{}
@@ -154,12 +155,14 @@ func (s *server) applyConfig(ctx context.Context, cfg Config) configChange {
 	for key, env := range byClientKey {
 		s.hub.end(key)
 		change.removed = append(change.removed, key)
-		if ea := env.analytics; ea != nil && ea.forward && s.polling != nil {
-			// Counts posted until the swap: sent once more, or dropped
-			// and counted.
-			flushCtx, cancel := context.WithTimeout(s.polling.ctx, cfg.pollTimeout())
-			s.lastAnalyticsFlush(flushCtx, s.polling.client, ea)
-			cancel()
+		for kind, r := range env.relays() {
+			if r.forwards() && s.polling != nil {
+				// What was posted until the swap: sent once more, or
+				// dropped and counted.
+				flushCtx, cancel := context.WithTimeout(s.polling.ctx, cfg.pollTimeout())
+				s.lastFlush(flushCtx, s.polling.client, key, kind, r)
+				cancel()
+			}
 		}
 	}
 	slices.Sort(change.removed)
@@ -167,7 +170,8 @@ func (s *server) applyConfig(ctx context.Context, cfg Config) configChange {
 }
 
 // takeOver carries a replaced environment's document, and its analytics
-// counts not yet sent, into its successor. Neither has a running poller.
+// counts and events not yet sent, into its successor. Neither has a running
+// poller.
 func (e *environment) takeOver(old *environment) {
 	if snap := old.snap.Load(); snap != nil {
 		e.store(snap)
@@ -176,6 +180,10 @@ func (e *environment) takeOver(old *environment) {
 	if old.analytics != nil {
 		e.analytics = old.analytics
 		e.analytics.env = e // sends with the successor's keys from now on
+	}
+	if old.events != nil {
+		e.events = old.events
+		e.events.env = e
 	}
 }
 

@@ -727,8 +727,8 @@ func TestAnalyticsAcrossReload(t *testing.T) {
 	if after != before || after.env != s.environments()[0] {
 		t.Fatal("the rotated environment's analytics were not handed to its successor")
 	}
-	if err := s.flushAnalytics(t.Context(), http.DefaultClient, after); err != nil {
-		t.Fatalf("flushAnalytics after the rotation = %v", err)
+	if err := after.flush(t.Context(), s, http.DefaultClient); err != nil {
+		t.Fatalf("flush after the rotation = %v", err)
 	}
 	v1, _, posts = up.sums()
 	if v1["banner"] != 3 || posts[len(posts)-1].Key != anaServerKey {

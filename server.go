@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
 )
 
 // This file is the proxy's shape: the server, its configured environments,
@@ -30,6 +31,12 @@ type server struct {
 
 	// stopping turns readiness off while the server drains.
 	stopping atomic.Bool
+
+	// pending bounds the bytes held for the upstream, analytics and events
+	// of every environment (analytics.max_pending_bytes); decoding bounds
+	// the analytics and events bodies read at once (maxDecodingBytes).
+	pending  byteBudget
+	decoding *semaphore.Weighted
 
 	// certs serves the TLS certificate; nil when serving plain HTTP.
 	certs *certReloader
@@ -83,22 +90,26 @@ func newServer(cfg Config, log *slog.Logger) *server {
 	s.fleet = newFleet()
 	s.hub = newHub(cfg.SSE.MaxSubscribers)
 	s.verify, s.writeBack = newVerifier(), newWriteBack()
-	s.live.Store(newLiveConfig(&cfg, nil))
+	s.pending.max.Store(cfg.Analytics.MaxPendingBytes)
+	s.decoding = semaphore.NewWeighted(maxDecodingBytes)
+	s.live.Store(newLiveConfig(&cfg, nil, &s.pending))
 	s.mux = s.routes()
 	return s
 }
 
 // newLiveConfig derives the environments and lookups of cfg. An environment
 // whose key pair is unchanged from prev is kept as it is (snapshot, poller,
-// streams); every other pair gets a new environment.
-func newLiveConfig(cfg *Config, prev *liveConfig) *liveConfig {
+// streams); every other pair gets a new environment, whose analytics and
+// events hold their bytes in budget.
+func newLiveConfig(cfg *Config, prev *liveConfig, budget *byteBudget) *liveConfig {
 	l := &liveConfig{cfg: cfg, byKey: map[string]keyRef{}}
 	for _, p := range cfg.EnvironmentKeyPairs {
 		env := prev.environment(p)
 		if env == nil {
 			env = newEnvironment(p)
 			if cfg.Analytics.Enabled {
-				env.analytics = newEnvAnalytics(env, cfg)
+				env.analytics = newEnvAnalytics(env, cfg, budget)
+				env.events = newEnvEvents(env, budget)
 			}
 		}
 		l.envs = append(l.envs, env)
@@ -159,6 +170,9 @@ func (s *server) routes() *http.ServeMux {
 	if s.config().Analytics.Enabled {
 		both("POST", "/api/v1/analytics/flags", s.analyticsHandler(decodeAnalyticsV1, http.StatusOK))
 		both("POST", "/api/v2/analytics/flags", s.analyticsHandler(decodeAnalyticsV2, http.StatusNoContent))
+		// SDKs post to {events_api_url}v1/events: the proxy's base URL as
+		// events_api_url makes it this path.
+		both("POST", "/v1/events", s.handleEvents)
 	}
 	mux.HandleFunc("POST /ofrep/v1/evaluate/flags", s.handleOFREPBulk)
 	mux.HandleFunc("POST /ofrep/v1/evaluate/flags/{key...}", s.handleOFREPFlag)
@@ -202,8 +216,9 @@ type environment struct {
 	// guarded by server.reloadMu.
 	loops *envLoops
 	// analytics holds the flag evaluation counts waiting to be sent
-	// upstream; nil when analytics.enabled is false.
+	// upstream, events the events; nil when analytics.enabled is false.
 	analytics *envAnalytics
+	events    *envEvents
 	// verify and writeBack count what shadow verification and trait
 	// write-back did for the environment; hashSalt tells its identities
 	// from another environment's in the memory of recent writes.
@@ -277,7 +292,7 @@ type loopRunner struct {
 
 // envLoops is one environment's running loops: its poll loop, with
 // realtime_api_url its upstream stream, and with analytics forwarded its
-// analytics flusher.
+// analytics and events flushers.
 type envLoops struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the loops have returned
@@ -308,8 +323,10 @@ func (s *server) startLoops(env *environment) {
 		// Follows the upstream's realtime stream for immediate polls.
 		loops.Go(func() error { s.followUpstream(ctx, env, client); return nil })
 	}
-	if ea := env.analytics; ea != nil && ea.forward {
-		loops.Go(func() error { s.flushAnalyticsLoop(ctx, client, ea); return nil })
+	for kind, r := range env.relays() {
+		if r.forwards() {
+			loops.Go(func() error { s.flushLoop(ctx, client, env.pair.ClientSideKey, kind, r); return nil })
+		}
 	}
 	go func() {
 		_ = loops.Wait()

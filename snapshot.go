@@ -55,6 +55,12 @@ type snapshot struct {
 	ofrepOnce sync.Once
 }
 
+// hasFeature reports whether the document has a feature of that name.
+func (s *snapshot) hasFeature(name string) bool {
+	_, ok := s.engine.featureIndex[name]
+	return ok
+}
+
 // ofrepSources returns the OFREP parts of every flag source.
 func (s *snapshot) ofrepSources() []ofrepSource {
 	s.ofrepOnce.Do(func() { s.ofrep = newOFREPSources(s.engine) })

@@ -16,6 +16,8 @@ type hub struct {
 	count  int
 	max    int
 	isDown bool
+	// refused counts the streams turned away because the hub was full.
+	refused int
 }
 
 // subscriber is one open stream. events carries updated_at values; it is
@@ -37,6 +39,9 @@ func (h *hub) subscribe(key string) (*subscriber, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.isDown || h.count >= h.max {
+		if !h.isDown {
+			h.refused++
+		}
 		return nil, false
 	}
 	sub := &subscriber{events: make(chan string, subscriberBuffer)}
@@ -92,6 +97,13 @@ func (h *hub) subscribers() int {
 	return h.count
 }
 
+// refusedTotal is the number of streams refused because the hub was full.
+func (h *hub) refusedTotal() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.refused
+}
+
 // close ends every stream; used on shutdown.
 func (h *hub) close() {
 	h.mu.Lock()
@@ -143,6 +155,9 @@ func (s *server) handleStream(w http.ResponseWriter, r *http.Request) {
 		if s.hub.closed() {
 			msg = "the server is shutting down"
 		}
+		// A refused client reconnects later on a new connection: keeping
+		// this one open would cost as much as a stream, uncapped.
+		w.Header().Set("Connection", "close")
 		writeError(w, http.StatusServiceUnavailable, "unavailable", msg)
 		return
 	}

@@ -68,6 +68,14 @@ func (c *Config) validate() error {
 	}
 	c.APIURL = strings.TrimRight(c.APIURL, "/")
 	c.RealtimeAPIURL = strings.TrimRight(c.RealtimeAPIURL, "/")
+	if u, err := url.Parse(c.Analytics.EventsAPIURL); err == nil && (u.RawQuery != "" || u.ForceQuery || u.Fragment != "") {
+		// v1/events is appended to it, as SDKs do: a query or fragment
+		// would swallow it.
+		bad("analytics.events_api_url: %q must not have a query or fragment; give the events API's base URL, e.g. %q", maskURL(c.Analytics.EventsAPIURL), defaultEventsAPIURL)
+	}
+	if !strings.HasSuffix(c.Analytics.EventsAPIURL, "/") {
+		c.Analytics.EventsAPIURL += "/"
+	}
 	if c.AllowCredentials && slices.Contains(c.AllowOrigins, "*") {
 		bad("allow_credentials: browsers refuse credentials for the origin \"*\"; list the origins in allow_origins")
 	}
