@@ -1192,3 +1192,119 @@ func TestAnalyticsBoundAcrossStripes(t *testing.T) {
 		t.Errorf("take() = %+v; want %+v", got, want)
 	}
 }
+
+// TestAnalyticsUnknownFeature: once the environment holds a document, a
+// feature it does not have is counted as unknown and neither kept nor
+// forwarded; the known ones of the same post are.
+func TestAnalyticsUnknownFeature(t *testing.T) {
+	up := newAnaUpstream(t)
+	s := newAnaServer(t, up, nil)
+	ts := &testServer{server: s}
+	ts.publishDoc(t, anaClientKey, anaDocument(anaClientKey))
+	h := s.handler()
+	ea := anaEnv(t, s, anaClientKey)
+	anaPostTo(t, h, "/api/v1/analytics/flags/", anaClientKey, `{"banner": 2, "no_such_feature": 3}`, nil)
+	anaPostTo(t, h, "/api/v2/analytics/flags/", anaClientKey, `{"evaluations": [
+		{"feature_name": "invented", "identity_identifier": "bob", "enabled_when_evaluated": true, "count": 4},
+		{"feature_name": "footer", "identity_identifier": "bob", "enabled_when_evaluated": true, "count": 1}]}`, nil)
+	if got := anaDropped(t, s, anaClientKey, "unknown_feature"); got != 7 {
+		t.Errorf("dropped{unknown_feature} = %v; want 7", got)
+	}
+	if got := ea.pendingKeys.Load(); got != 2 {
+		t.Errorf("pending keys = %d; want 2 (banner, footer)", got)
+	}
+	if err := ea.flush(t.Context(), s, http.DefaultClient); err != nil {
+		t.Fatalf("flush = %v", err)
+	}
+	v1, v2, _ := up.sums()
+	if diff := cmp.Diff(map[string]int64{"banner": 2}, v1); diff != "" {
+		t.Errorf("v1 sums upstream (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(map[anaV2Key]int64{{"footer", "bob", true}: 1}, v2); diff != "" {
+		t.Errorf("v2 sums upstream (-want +got):\n%s", diff)
+	}
+	// The second environment has no document yet: its names are kept.
+	anaPostTo(t, h, "/api/v1/analytics/flags/", anaClientKey2, `{"not_yet_known": 1}`, nil)
+	if got := anaEnv(t, s, anaClientKey2).pendingKeys.Load(); got != 1 {
+		t.Errorf("pending keys before the first document = %d; want 1", got)
+	}
+}
+
+// TestAnalyticsByteBound: the sums of the longest identifiers, in 4-byte
+// UTF-8, fill analytics.max_pending_bytes and no more: past it new keys are
+// dropped and counted, existing ones still add up; a failed flush puts its
+// sums back without passing the bound; after a forwarded flush every byte
+// is given back, and nothing is lost without being counted.
+func TestAnalyticsByteBound(t *testing.T) {
+	up := newAnaUpstream(t)
+	s := newAnaServer(t, up, func(c *Config) { c.Analytics.MaxPendingBytes = minPendingBytes })
+	h := s.handler()
+	ea := anaEnv(t, s, anaClientKey)
+	post := func(from, to int) {
+		t.Helper()
+		var evals []string
+		for i := from; i < to; i++ {
+			evals = append(evals, fmt.Sprintf(`{"feature_name": "banner", "identity_identifier": %q, "enabled_when_evaluated": true, "count": 1}`,
+				longText(fmt.Sprint(i), maxAnalyticsNameChars)))
+		}
+		if rec := anaPostTo(t, h, "/api/v2/analytics/flags/", anaClientKey, `{"evaluations": [`+strings.Join(evals, ",")+`]}`, nil); rec.Code != http.StatusNoContent {
+			t.Fatalf("post = %d %s; a full bound must not fail the SDK's request", rec.Code, rec.Body)
+		}
+	}
+	post(0, 20) // 20 × 8 KB identifiers: past 64 KiB
+	dropped := anaDropped(t, s, anaClientKey, "bytes")
+	if dropped <= 0 || dropped >= 20 {
+		t.Fatalf("dropped{bytes} = %v; want some of the 20 evaluations", dropped)
+	}
+	held := s.pending.used.Load()
+	if held > minPendingBytes || held < minPendingBytes-10_000 {
+		t.Errorf("pending bytes = %d; want just under %d", held, minPendingBytes)
+	}
+	post(0, 1) // a pending key still adds up at the bound
+	if got := anaDropped(t, s, anaClientKey, "bytes"); got != dropped {
+		t.Errorf("dropped{bytes} = %v after a pending key was posted again; want %v", got, dropped)
+	}
+
+	up.setFail(func(*http.Request) int { return http.StatusServiceUnavailable })
+	if err := ea.flush(t.Context(), s, http.DefaultClient); err == nil {
+		t.Fatal("flush to a failing upstream = nil; want its error")
+	}
+	if got := s.pending.used.Load(); got != held {
+		t.Errorf("pending bytes after a failed flush = %d; want %d (put back as they were)", got, held)
+	}
+	up.setFail(func(*http.Request) int { return 0 })
+	if err := ea.flush(t.Context(), s, http.DefaultClient); err != nil {
+		t.Fatalf("flush = %v", err)
+	}
+	if got := s.pending.used.Load(); got != 0 {
+		t.Errorf("pending bytes after the flush = %d; want 0", got)
+	}
+	received := anaEnvMetric(t, s, "edge_proxy_analytics_received_total", anaClientKey)
+	forwarded := anaEnvMetric(t, s, "edge_proxy_analytics_forwarded_total", anaClientKey)
+	if received != 21 || forwarded+dropped != received {
+		t.Errorf("received %v, forwarded %v, dropped %v; want received 21 = forwarded + dropped", received, forwarded, dropped)
+	}
+	if got := anaMetric(t, s, "edge_proxy_pending_bytes"); got != 0 {
+		t.Errorf("edge_proxy_pending_bytes = %v; want 0", got)
+	}
+}
+
+// TestAnalyticsLabelsCapped: a label header longer than
+// maxAnalyticsLabelBytes is kept, and forwarded, cut on a character
+// boundary.
+func TestAnalyticsLabelsCapped(t *testing.T) {
+	up := newAnaUpstream(t)
+	s := newAnaServer(t, up, nil)
+	name := strings.Repeat("é", 4000) // 8,000 bytes
+	anaPostTo(t, s.handler(), "/api/v1/analytics/flags/", anaClientKey, `{"banner": 1}`, map[string]string{"Flagsmith-Application-Name": name})
+	if err := anaEnv(t, s, anaClientKey).flush(t.Context(), s, http.DefaultClient); err != nil {
+		t.Fatalf("flush = %v", err)
+	}
+	_, _, posts := up.sums()
+	if len(posts) != 1 {
+		t.Fatalf("%d posts upstream; want 1", len(posts))
+	}
+	if got := posts[0].AppName; got != name[:maxAnalyticsLabelBytes] {
+		t.Errorf("application name forwarded: %d bytes; want the first %d", len(got), maxAnalyticsLabelBytes)
+	}
+}
