@@ -269,17 +269,9 @@ type v2Evaluation struct {
 // decodeAnalyticsV2 reads a v2 body. An empty or null identity_identifier
 // is an evaluation without an identity.
 func decodeAnalyticsV2(body []byte, labels analyticsLabels) ([]analyticsEntry, error) {
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(body, &top); err != nil || top == nil {
-		return nil, errors.New(`body: must be a JSON object {"evaluations": [...]}`)
-	}
-	raw, ok := top["evaluations"]
-	if !ok {
-		return nil, errors.New("evaluations: required")
-	}
-	var list []json.RawMessage
-	if err := json.Unmarshal(raw, &list); err != nil || list == nil {
-		return nil, errors.New("evaluations: must be an array")
+	list, err := decodeArrayField(body, "evaluations")
+	if err != nil {
+		return nil, err
 	}
 	entries := make([]analyticsEntry, 0, len(list))
 	for i, item := range list {
@@ -294,14 +286,9 @@ func decodeAnalyticsV2(body []byte, labels analyticsLabels) ([]analyticsEntry, e
 		if err := checkAnalyticsName(name); err != nil {
 			return nil, fmt.Errorf("evaluations[%d].feature_name: %w", i, err)
 		}
-		var identifier string
-		if ev.IdentityIdentifier != nil && !isJSONNull(ev.IdentityIdentifier) {
-			if err := json.Unmarshal(ev.IdentityIdentifier, &identifier); err != nil {
-				return nil, fmt.Errorf("evaluations[%d].identity_identifier: must be a string or null", i)
-			}
-			if utf8.RuneCountInString(identifier) > maxAnalyticsNameChars {
-				return nil, fmt.Errorf("evaluations[%d].identity_identifier: longer than %d characters", i, maxAnalyticsNameChars)
-			}
+		identifier, err := decodeIdentifier(ev.IdentityIdentifier)
+		if err != nil {
+			return nil, fmt.Errorf("evaluations[%d].identity_identifier: %w", i, err)
 		}
 		var enabled bool
 		if err := json.Unmarshal(ev.EnabledWhenEvaluated, &enabled); err != nil || isJSONNull(ev.EnabledWhenEvaluated) {
@@ -323,6 +310,41 @@ func decodeAnalyticsV2(body []byte, labels analyticsLabels) ([]analyticsEntry, e
 }
 
 func isJSONNull(raw json.RawMessage) bool { return bytes.Equal(raw, []byte("null")) }
+
+// decodeArrayField reads a body that is an object whose field holds an
+// array, as v2 analytics and events bodies are, and returns the array's
+// elements raw.
+func decodeArrayField(body []byte, field string) ([]json.RawMessage, error) {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(body, &top); err != nil || top == nil {
+		return nil, fmt.Errorf(`body: must be a JSON object {"%s": [...]}`, field)
+	}
+	raw, ok := top[field]
+	if !ok {
+		return nil, fmt.Errorf("%s: required", field)
+	}
+	var list []json.RawMessage
+	if err := json.Unmarshal(raw, &list); err != nil || list == nil {
+		return nil, fmt.Errorf("%s: must be an array", field)
+	}
+	return list, nil
+}
+
+// decodeIdentifier reads an optional identity identifier: "" when absent
+// or null.
+func decodeIdentifier(raw json.RawMessage) (string, error) {
+	var identifier string
+	if absent(raw) {
+		return "", nil
+	}
+	if err := json.Unmarshal(raw, &identifier); err != nil {
+		return "", errors.New("must be a string or null")
+	}
+	if utf8.RuneCountInString(identifier) > maxAnalyticsNameChars {
+		return "", fmt.Errorf("longer than %d characters", maxAnalyticsNameChars)
+	}
+	return identifier, nil
+}
 
 func checkAnalyticsName(name string) error {
 	switch {

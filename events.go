@@ -95,17 +95,9 @@ func (s *server) handleEvents(w http.ResponseWriter, r *http.Request) {
 // Fields are checked for what Flagsmith's SDKs send; fields it does not
 // know are passed on as they came.
 func decodeEvents(body []byte, limits *LimitsConfig) ([]postedEvent, error) {
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(body, &top); err != nil || top == nil {
-		return nil, errors.New(`body: must be a JSON object {"events": [...]}`)
-	}
-	raw, ok := top["events"]
-	if !ok {
-		return nil, errors.New("events: required")
-	}
-	var list []json.RawMessage
-	if err := json.Unmarshal(raw, &list); err != nil || list == nil {
-		return nil, errors.New("events: must be an array")
+	list, err := decodeArrayField(body, "events")
+	if err != nil {
+		return nil, err
 	}
 	out := make([]postedEvent, 0, len(list))
 	for i, item := range list {
@@ -159,14 +151,8 @@ func checkEvent(item json.RawMessage, limits *LimitsConfig) (feature string, err
 			return "", fmt.Errorf(".feature_name: %w", err)
 		}
 	}
-	if !absent(ev.Identifier) {
-		var id string
-		if err := json.Unmarshal(ev.Identifier, &id); err != nil {
-			return "", errors.New(".identifier: must be a string or null")
-		}
-		if utf8.RuneCountInString(id) > maxAnalyticsNameChars {
-			return "", fmt.Errorf(".identifier: longer than %d characters", maxAnalyticsNameChars)
-		}
+	if _, err := decodeIdentifier(ev.Identifier); err != nil {
+		return "", fmt.Errorf(".identifier: %w", err)
 	}
 	if err := checkEventScalar(ev.Value); err != nil {
 		return "", fmt.Errorf(".value: %w", err)

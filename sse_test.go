@@ -286,6 +286,22 @@ func TestSSEStreamRejected(t *testing.T) {
 			if got := h.hub.subscribers(); got != tt.preopen && !tt.closeHub {
 				t.Errorf("hub.subscribers() = %d; want %d", got, tt.preopen)
 			}
+			wantRefused := 0.0
+			if tt.preopen > 0 {
+				wantRefused = 1 // refused because the hub was full, not at shutdown
+			}
+			if got := anaMetric(t, h.server, `edge_proxy_sse_refused_total{reason="full"}`); got != wantRefused {
+				t.Errorf("edge_proxy_sse_refused_total{reason=\"full\"} = %v; want %v", got, wantRefused)
+			}
+			if code == http.StatusServiceUnavailable {
+				req, err := http.NewRequest(tt.method, h.url+tt.path, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if resp, _ := roundTrip(t, h.client, req); !resp.Close {
+					t.Error("a refused stream's connection is kept open; want it closed (an idle refused connection costs as much as a stream)")
+				}
+			}
 		})
 	}
 }
