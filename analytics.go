@@ -63,8 +63,9 @@ const (
 	// maxDecodingBytes bounds the request bodies that analytics and events
 	// read and decode at once, per process: decoding holds a few times a
 	// body's size, and a public key may post 1 MiB bodies on as many
-	// connections as it likes. Posts past it wait their turn.
-	maxDecodingBytes = 2 << 20
+	// connections as it likes. Posts past it wait their turn; SDKs post a
+	// few kilobytes every ten seconds, so theirs rarely wait.
+	maxDecodingBytes = 1 << 20
 )
 
 // analyticsLabels are the SDK headers Flagsmith keeps apart in its
@@ -229,7 +230,11 @@ func (s *server) analyticsRequest(w http.ResponseWriter, r *http.Request) (env *
 		return nil, nil, done, fmt.Errorf("body: could not be read: %w", err)
 	}
 	done = func() { s.decoding.Release(weight) }
-	body, err = readRequestBody(w, r, limit, nil)
+	var buf []byte
+	if r.ContentLength >= 0 && r.ContentLength <= limit {
+		buf = make([]byte, 0, r.ContentLength+1) // read without growing: no copies left to collect
+	}
+	body, err = readRequestBody(w, r, limit, buf)
 	return ref.env, body, done, err
 }
 
