@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -222,6 +221,21 @@ func (e *environment) relays() iter.Seq2[string, relay] {
 	}
 }
 
+// analyticsGroup is what the sums of one upstream request share: a label
+// set and an API version.
+type analyticsGroup struct {
+	labels analyticsLabels
+	v2     bool
+}
+
+// open appends the start of a body of the group's API version.
+func (g analyticsGroup) open(b []byte) []byte {
+	if g.v2 {
+		return append(b, `{"evaluations":[`...)
+	}
+	return append(b, '{')
+}
+
 // analyticsBatch is what one upstream request carries.
 type analyticsBatch struct {
 	labels  analyticsLabels
@@ -233,26 +247,23 @@ type analyticsBatch struct {
 // batches groups pending sums into requests: per label set and API
 // version, split when a body would pass maxFlushBodyBytes. A sum above what
 // Flagsmith stores is sent in part; the rest goes back for the next flush.
-// Each body is encoded as its batch is reached, so that a flush holds one
-// body at a time, not a copy of everything pending.
+// Each body is encoded as its batch is reached, into one buffer reused from
+// batch to batch, so that a flush holds one body at a time, not a copy of
+// everything pending: a batch's body is valid until the next is yielded.
 func (ea *envAnalytics) batches(entries []analyticsEntry) iter.Seq[analyticsBatch] {
-	type group struct {
-		labels analyticsLabels
-		v2     bool
-	}
-	grouped := map[group][]analyticsEntry{}
+	grouped := map[analyticsGroup][]analyticsEntry{}
 	var rest []analyticsEntry
 	for _, e := range entries {
 		if e.count > maxAnalyticsCount {
 			rest = append(rest, analyticsEntry{e.key, e.count - maxAnalyticsCount})
 			e.count = maxAnalyticsCount
 		}
-		g := group{e.key.labels, e.key.v2}
+		g := analyticsGroup{e.key.labels, e.key.v2}
 		grouped[g] = append(grouped[g], e)
 	}
 	ea.addAll(nil, rest, false)
-	groups := make([]group, 0, len(grouped))
-	totals := make(map[group]int64, len(grouped))
+	groups := make([]analyticsGroup, 0, len(grouped))
+	totals := make(map[analyticsGroup]int64, len(grouped))
 	for g, list := range grouped {
 		groups = append(groups, g)
 		for _, e := range list {
@@ -282,53 +293,56 @@ func (ea *envAnalytics) batches(entries []analyticsEntry) iter.Seq[analyticsBatc
 		groups = groups[:maxFlushGroups]
 	}
 	return func(yield func(analyticsBatch) bool) {
+		var buf []byte
 		for _, g := range groups {
 			list := grouped[g]
 			sort.Slice(list, func(i, j int) bool { return list[i].key.feature < list[j].key.feature })
-			cur := analyticsBatch{labels: g.labels, v2: g.v2}
+			cur := analyticsBatch{labels: g.labels, v2: g.v2, body: g.open(buf[:0])}
 			for _, e := range list {
-				item := encodeAnalyticsItem(e)
-				if len(cur.entries) > 0 && len(cur.body)+len(item) > maxFlushBodyBytes {
+				mark := len(cur.body)
+				if len(cur.entries) > 0 {
+					cur.body = append(cur.body, ',')
+				}
+				cur.body = appendAnalyticsItem(cur.body, e)
+				if len(cur.entries) > 0 && len(cur.body) > maxFlushBodyBytes {
+					cur.body = cur.body[:mark]
 					if !yield(cur.finish()) {
 						return
 					}
-					cur = analyticsBatch{labels: g.labels, v2: g.v2}
+					buf = cur.body
+					cur = analyticsBatch{labels: g.labels, v2: g.v2, body: appendAnalyticsItem(g.open(buf[:0]), e)}
 				}
-				if len(cur.body) > 0 {
-					cur.body = append(cur.body, ',')
-				}
-				cur.body = append(cur.body, item...)
 				cur.entries = append(cur.entries, e)
 			}
 			if !yield(cur.finish()) {
 				return
 			}
+			buf = cur.body
 		}
 	}
 }
 
-// encodeAnalyticsItem is one entry as it appears in a request body: a
+// appendAnalyticsItem appends one entry as it appears in a request body: a
 // member of the v1 object or an element of the v2 evaluations array.
-func encodeAnalyticsItem(e analyticsEntry) []byte {
-	name, _ := json.Marshal(e.key.feature)
+func appendAnalyticsItem(b []byte, e analyticsEntry) []byte {
 	if !e.key.v2 {
-		return strconv.AppendInt(append(name, ':'), e.count, 10)
+		return strconv.AppendInt(append(appendJSONString(b, e.key.feature), ':'), e.count, 10)
 	}
-	b := append([]byte(`{"feature_name":`), name...)
+	b = appendJSONString(append(b, `{"feature_name":`...), e.key.feature)
 	if e.key.identifier != "" {
-		id, _ := json.Marshal(e.key.identifier)
-		b = append(append(b, `,"identity_identifier":`...), id...)
+		b = appendJSONString(append(b, `,"identity_identifier":`...), e.key.identifier)
 	}
 	b = strconv.AppendBool(append(b, `,"enabled_when_evaluated":`...), e.key.enabled)
 	b = strconv.AppendInt(append(b, `,"count":`...), e.count, 10)
 	return append(b, '}')
 }
 
+// finish closes the body opened by open.
 func (b analyticsBatch) finish() analyticsBatch {
 	if b.v2 {
-		b.body = append(append([]byte(`{"evaluations":[`), b.body...), "]}"...)
+		b.body = append(b.body, "]}"...)
 	} else {
-		b.body = append(append([]byte{'{'}, b.body...), '}')
+		b.body = append(b.body, '}')
 	}
 	return b
 }

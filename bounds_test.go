@@ -92,6 +92,7 @@ func startPodProxy(t *testing.T, up *fakeUpstream, analytics map[string]any) *po
 	}
 	t.Cleanup(p.client.CloseIdleConnections)
 	waitStatus(t, p.client, p.base+"/proxy/health/readiness", http.StatusOK, 15*time.Second)
+	t.Logf("ready: RSS %.1f MiB", float64(memoryStatus(t, p.proc.cmd.Process.Pid)["VmRSS"])/(1<<20))
 	return p
 }
 
@@ -290,6 +291,10 @@ func TestBoundsAnalyticsAttack(t *testing.T) {
 				t.Errorf("%d of %d flags requests failed during the attack; want every one answered", failed, asked)
 			}
 			env := fmt.Sprintf("{environment=%q,reason=", boundsClientKey)
+			t.Logf("evaluations received %v, forwarded %v, dropped: unknown_feature %v, bytes %v, bound %v",
+				p.metric(t, "edge_proxy_analytics_received_total"), p.metric(t, "edge_proxy_analytics_forwarded_total"),
+				p.metric(t, "edge_proxy_analytics_dropped_total"+env+`"unknown_feature"}`),
+				p.metric(t, "edge_proxy_analytics_dropped_total"+env+`"bytes"}`), p.metric(t, "edge_proxy_analytics_dropped_total"+env+`"bound"}`))
 			if got := p.metric(t, "edge_proxy_analytics_dropped_total"+env+`"unknown_feature"}`); got <= 0 {
 				t.Errorf("dropped{unknown_feature} = %v; want the names the environment lacks counted", got)
 			}
@@ -300,6 +305,20 @@ func TestBoundsAnalyticsAttack(t *testing.T) {
 			}
 			if got := p.metric(t, "edge_proxy_pending_bytes"); got < 0 || got > defaultAnalyticsMaxPendingBytes {
 				t.Errorf("pending bytes = %v; want within analytics.max_pending_bytes (%d)", got, defaultAnalyticsMaxPendingBytes)
+			}
+			if !down {
+				// Once the next flush has forwarded everything, the memory
+				// the sums held is free again; how much of it the process
+				// has returned to the system is logged, for the record.
+				deadline := time.Now().Add(25 * time.Second)
+				for p.metric(t, "edge_proxy_pending_bytes") != 0 && time.Now().Before(deadline) {
+					time.Sleep(250 * time.Millisecond)
+				}
+				if got := p.metric(t, "edge_proxy_pending_bytes"); got != 0 {
+					t.Errorf("pending bytes %v 25 s after the attack, the upstream reachable; want 0", got)
+				}
+				time.Sleep(5 * time.Second)
+				t.Logf("5 s after the flush: RSS %.1f MiB", float64(memoryStatus(t, p.proc.cmd.Process.Pid)["VmRSS"])/(1<<20))
 			}
 		})
 	}
@@ -347,6 +366,10 @@ func TestBoundsEventsAttack(t *testing.T) {
 			if failed > 0 || !p.flagsAnswered() {
 				t.Errorf("%d of %d flags requests failed during the attack; want every one answered", failed, asked)
 			}
+			t.Logf("events received %v, forwarded %v, dropped %v (bytes %v, bound %v)", p.metric(t, "edge_proxy_events_received_total"),
+				p.metric(t, "edge_proxy_events_forwarded_total"), p.metric(t, "edge_proxy_events_dropped_total"),
+				p.metric(t, `edge_proxy_events_dropped_total{environment="`+boundsClientKey+`",reason="bytes"}`),
+				p.metric(t, `edge_proxy_events_dropped_total{environment="`+boundsClientKey+`",reason="bound"}`))
 			if got := p.metric(t, fmt.Sprintf("edge_proxy_events_received_total{environment=%q}", boundsClientKey)); got <= 0 {
 				t.Errorf("events received = %v; want the posted events counted", got)
 			}
