@@ -461,3 +461,70 @@ func TestBoundsStreamAttack(t *testing.T) {
 	cancel()
 	all.Wait()
 }
+
+// TestBoundsCombinedAttack makes every attack at once: sse.max_subscribers
+// streams held open while analytics and events of the longest names and
+// identifiers are posted, the upstream down. The bounds share the pod's
+// memory: together they stay under it.
+func TestBoundsCombinedAttack(t *testing.T) {
+	up := newUpstream(t)
+	p := startPodProxy(t, up, map[string]any{"events_api_url": strings.TrimSuffix(up.apiURL, "api/v1")})
+	up.close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tr := &http.Transport{Proxy: nil}
+	defer tr.CloseIdleConnections()
+	var streams sync.WaitGroup
+	for range defaultSSEMaxSubscribers {
+		streams.Go(func() {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.base+sseStreamPath(boundsClientKey), nil)
+			if err != nil {
+				return
+			}
+			if resp, err := tr.RoundTrip(req); err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body) // until ctx ends
+				resp.Body.Close()
+			}
+		})
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for p.metric(t, "edge_proxy_sse_subscribers") < defaultSSEMaxSubscribers && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	codes := attack(11*time.Second, 4, 300, func(w, n int) (int, error) {
+		var b strings.Builder
+		if n%2 == 0 {
+			b.WriteString(`{"evaluations":[`)
+			for i := range 50 {
+				if i > 0 {
+					b.WriteByte(',')
+				}
+				fmt.Fprintf(&b, `{"feature_name":%q,"identity_identifier":%q,"enabled_when_evaluated":true,"count":1}`,
+					boundsLongFeature, longText(fmt.Sprintf("-id-%d-%d-%d", w, n, i), maxAnalyticsNameChars))
+			}
+			b.WriteString(`]}`)
+			return p.post("/api/v2/analytics/flags/", b.String(), nil)
+		}
+		b.WriteString(`{"events":[`)
+		for i := range 100 {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, `{"event":"checkout","identifier":%q,"timestamp":%d}`,
+				longText(fmt.Sprintf("-id-%d-%d-%d", w, n, i), maxAnalyticsNameChars), time.Now().UnixMilli())
+		}
+		b.WriteString(`]}`)
+		return p.post("/v1/events", b.String(), nil)
+	})
+	open := p.metric(t, "edge_proxy_sse_subscribers")
+	t.Logf("%v streams open; answers %v", open, codes)
+	if open != defaultSSEMaxSubscribers {
+		t.Errorf("%v streams open during the attack; want sse.max_subscribers (%d)", open, defaultSSEMaxSubscribers)
+	}
+	if !p.flagsAnswered() {
+		t.Error("flags not answered after the attack")
+	}
+	p.checkPeak(t, "streams, analytics and events at once")
+	cancel()
+	streams.Wait()
+}
