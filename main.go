@@ -14,6 +14,7 @@
 //	GET  /proxy/health/liveness             liveness
 //	GET  /sse/environments/{key}/stream     realtime updates (Server-Sent Events)
 //	POST /api/v1/analytics/flags/           flag analytics (also /api/v2/…), forwarded upstream
+//	POST /v1/events                         experimentation events, relayed to analytics.events_api_url
 //	POST /ofrep/v1/evaluate/flags[/{key}]   OpenFeature remote evaluation (OFREP)
 //	POST /proxy/refresh                     poll now (needs admin_token)
 //	GET  /proxy/config                      the configuration in force (needs admin_token)
