@@ -1036,6 +1036,24 @@ func TestAnalyticsConfig(t *testing.T) {
 			t.Errorf("loadConfig with a bad %s = %v; want an error naming it", want, err)
 		}
 	}
+	write(`{` + pairs + `, "analytics": {"max_pending_bytes": 1000, "max_pending_events": 0, "events_api_url": "ftp://events.example.com/"}}`)
+	_, _, err = loadConfig(path, true, func(string) string { return "" })
+	for _, want := range []string{"analytics.max_pending_bytes", "analytics.max_pending_events", "analytics.events_api_url"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("loadConfig with a bad %s = %v; want an error naming it", want, err)
+		}
+	}
+	write(`{` + pairs + `, "analytics": {"max_pending_bytes": 2147483648, "events_api_url": "https://events.example.com/?x=1"}}`)
+	_, _, err = loadConfig(path, true, func(string) string { return "" })
+	for _, want := range []string{"analytics.max_pending_bytes", "analytics.events_api_url"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("loadConfig with %s out of range = %v; want an error naming it", want, err)
+		}
+	}
+	write(`{` + pairs + `, "analytics": {"events_api_url": "http://relay.internal:8000"}}`)
+	if got, _, err = loadConfig(path, true, func(string) string { return "" }); err != nil || got.Analytics.EventsAPIURL != "http://relay.internal:8000/" {
+		t.Errorf("events_api_url without a trailing slash = %q, %v; want it with one, as SDKs append v1/events", got.Analytics.EventsAPIURL, err)
+	}
 	write(`{` + pairs + `, "analytics": {"enabled": "yes"}}`)
 	if _, _, err = loadConfig(path, true, func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "analytics.enabled") {
 		t.Errorf("loadConfig with enabled \"yes\" = %v; want an error naming analytics.enabled", err)
@@ -1306,5 +1324,26 @@ func TestAnalyticsLabelsCapped(t *testing.T) {
 	}
 	if got := posts[0].AppName; got != name[:maxAnalyticsLabelBytes] {
 		t.Errorf("application name forwarded: %d bytes; want the first %d", len(got), maxAnalyticsLabelBytes)
+	}
+}
+
+// TestAnalyticsPendingBytesReload: a reload applies a new
+// analytics.max_pending_bytes at once, to every environment's analytics and
+// events; the bytes already held stay counted.
+func TestAnalyticsPendingBytesReload(t *testing.T) {
+	s := newAnaServer(t, nil, nil)
+	anaPostTo(t, s.handler(), "/api/v1/analytics/flags/", anaClientKey, `{"banner": 1}`, nil)
+	held := s.pending.used.Load()
+	if held <= 0 {
+		t.Fatalf("pending bytes after a post = %d; want some", held)
+	}
+	next := *s.config()
+	next.Analytics.MaxPendingBytes = minPendingBytes
+	s.applyConfig(t.Context(), next)
+	if got := s.pending.max.Load(); got != minPendingBytes {
+		t.Errorf("bound after the reload = %d; want %d", got, minPendingBytes)
+	}
+	if got := s.pending.used.Load(); got != held {
+		t.Errorf("pending bytes after the reload = %d; want %d (the environment and its sums are kept)", got, held)
 	}
 }
