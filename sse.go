@@ -156,8 +156,12 @@ func (s *server) handleStream(w http.ResponseWriter, r *http.Request) {
 			msg = "the server is shutting down"
 		}
 		// A refused client reconnects later on a new connection: keeping
-		// this one open would cost as much as a stream, uncapped.
-		w.Header().Set("Connection", "close")
+		// this one open would cost as much as a stream, uncapped. (Over
+		// HTTP/2 the connection carries the client's other requests, and
+		// "close" would make Go's server end it.)
+		if r.ProtoMajor < 2 {
+			w.Header().Set("Connection", "close")
+		}
 		writeError(w, http.StatusServiceUnavailable, "unavailable", msg)
 		return
 	}
