@@ -152,7 +152,7 @@ var configTable = []keySpec{
 	{key: "sse.heartbeat_seconds", kind: cfgSeconds, min: minTimeoutSeconds, max: maxTimeoutSeconds,
 		meaning: "comment heartbeat interval"},
 	{key: "sse.max_subscribers", kind: cfgCount, unit: "streams", min: 1, max: 100_000,
-		meaning: "open streams allowed"},
+		meaning: "open streams allowed, about 30 KiB each (the default fits a 64 MiB pod); past it a stream gets 503 and is counted"},
 	{key: "sse.authentication_token", kind: cfgSecret, def: "none",
 		meaning: "enables `POST /sse/environments/{client_key}/queue-change`"},
 	// From the smallest useful identities body to far past any SDK's.
