@@ -906,10 +906,14 @@ func TestRunHealthcheck(t *testing.T) {
 
 	t.Run("server not ready", func(t *testing.T) {
 		port := freePort(t)
-		missing := filepath.Join(t.TempDir(), "missing.json")
+		// A document file that does not load: the proxy serves, unready.
+		invalid := filepath.Join(t.TempDir(), "invalid.json")
+		if err := os.WriteFile(invalid, []byte(`{"api_key": `), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		cfg := e2eWriteFile(t, t.TempDir(), "config.json", map[string]any{
 			"environment_key_pairs": []any{map[string]any{
-				"server_side_key": demoServerKey, "client_side_key": demoClientKey, "environment_document_path": missing,
+				"server_side_key": demoServerKey, "client_side_key": demoClientKey, "environment_document_path": invalid,
 			}},
 			"server":  map[string]any{"host": "127.0.0.1", "port": port},
 			"logging": map[string]any{"log_format": "json"},

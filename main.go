@@ -152,7 +152,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			src.path = defaultConfigPath
 		}
 	}
-	cfg, warnings, err := src.load()
+	cfg, written, warnings, err := loadConfigPaths(src.path, src.explicit, src.getenv)
 	if err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
@@ -166,6 +166,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if *healthcheck {
 		return probeReadiness(ctx, cfg)
+	}
+	// Serving needs its document files; printing or probing does not.
+	if err := checkDocumentFiles(&cfg, src.path, written); err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
 	log := newLogger(cfg.Logging, stderr)
 	for _, w := range warnings {
