@@ -162,6 +162,7 @@ func (s *server) routes() *http.ServeMux {
 	both("POST", "/proxy/refresh", s.handleRefresh)
 	both("GET", "/proxy/config", s.handleConfig)
 	both("GET", "/proxy/status", s.handleStatus)
+	both("POST", "/proxy/explain", s.handleExplain)
 	both("POST", "/proxy/webhook", s.handleWebhook)
 	both("POST", peerRefreshPath, s.handlePeerRefresh)
 	both("POST", "/sse/environments/{client_key}/queue-change", s.handleQueueChange)
