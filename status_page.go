@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -81,6 +82,7 @@ var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 		return roughDuration(time.Duration(*seconds * float64(time.Second)))
 	},
 	"upper":  strings.ToUpper,
+	"base":   filepath.Base,
 	"join":   func(list []string) string { return strings.Join(list, ", ") },
 	"orElse": func(s, alt string) string { return cmp.Or(s, alt) },
 }).Parse(statusPageHTML))
@@ -139,13 +141,13 @@ tr.stale td,tr.error td{background:#fff8f7}
 <tbody>
 {{range .Environments}}<tr class="{{.State}}" data-state="{{.State}}">
 <td><strong>{{orElse .Name "(no document yet)"}}</strong><br><span class="muted">client key</span> <code>{{.ClientKey}}</code><br><span class="muted">server keys</span> <code>{{join .ServerKeys}}</code></td>
-<td><span class="mark {{.State}}">{{upper .State}}</span>{{if .Error}}<div class="err">{{.Error}}</div>{{end}}</td>
-<td>{{if .Source}}from {{.Source}}{{if .DocumentPath}} <code>{{.DocumentPath}}</code>{{end}}<br>updated_at {{orElse .UpdatedAt "—"}}<br>content version {{orElse .ContentVersion "—"}} (age {{age .ContentAgeSeconds}})<br>published {{whenp .PublishedAt}}{{if .PagesFetched}}<br>pages fetched {{.PagesFetched}}{{end}}{{else}}—{{end}}</td>
+<td><span class="mark {{.State}}">{{upper .State}}</span>{{if eq .State "stale"}}<div class="err">serving the last good document: the last poll failed</div>{{else if .Error}}<div class="err">{{.Error}}</div>{{end}}</td>
+<td>{{if .Source}}from {{.Source}}{{if .DocumentPath}} <code title="{{.DocumentPath}}">{{base .DocumentPath}}</code>{{end}}<br>updated_at {{orElse .UpdatedAt "—"}}<br>content version {{orElse .ContentVersion "—"}} (age {{age .ContentAgeSeconds}})<br>published {{whenp .PublishedAt}}{{if .PagesFetched}}<br>pages fetched {{.PagesFetched}}{{end}}{{else}}—{{end}}</td>
 <td>{{with .LastPoll}}{{.Outcome}}{{if .HTTPStatus}} (HTTP {{.HTTPStatus}}){{end}}<br>{{when .At}}<br>{{printf "%.1f" .LatencyMS}} ms{{if .Error}}<div class="err">{{.Error}}</div>{{end}}{{else}}none yet{{end}}</td>
 <td>{{until $.GeneratedAt .NextPoll}}</td>
 <td>{{.UpstreamStream}}</td>
 <td>{{.SSESubscribers}}</td>
-<td>{{with .Analytics}}pending {{.PendingKeys}} keys<br>received {{.Received}}<br>forwarded {{.Forwarded}}{{if not .Forwarding}} (not forwarded: no upstream){{end}}<br>dropped {{.Dropped}}{{else}}off{{end}}</td>
+<td>{{with .Analytics}}{{.Received}} received<br>{{if .Forwarding}}{{.Forwarded}} forwarded<br>{{.PendingKeys}} keys pending{{else}}counted only (no upstream){{end}}<br>{{.Dropped}} dropped{{else}}off{{end}}</td>
 </tr>
 {{end}}</tbody>
 </table>
