@@ -51,8 +51,8 @@ type explainedFlag struct {
 type segmentMiss struct {
 	Name string    `json:"name"`
 	Key  string    `json:"key"`
-	Rule *ruleMiss `json:"failed_rule"` // nil when the segment has no rules
 	Why  string    `json:"why"`
+	Rule *ruleMiss `json:"failed_rule"` // nil when the segment has no rules
 }
 
 // ruleMiss is a rule that does not hold: the condition that decided it, or

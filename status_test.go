@@ -4,8 +4,11 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 const statusToken = "status-admin-token-0123456789"
@@ -185,3 +188,48 @@ var errBoom = errorString("boom: the upstream is down")
 type errorString string
 
 func (e errorString) Error() string { return string(e) }
+
+// TestStatusStreamReloadTLS: the upstream stream's state, the configuration
+// generation after a reload, and the certificate served over HTTPS.
+func TestStatusStreamReloadTLS(t *testing.T) {
+	up := newUpstream(t)
+	up.set(serverKeyA, testDocument(clientKeyA, "2026-11-20T10:00:00Z", "blue"))
+	up.set(serverKeyB, testDocument(clientKeyB, "2026-11-20T10:00:00Z", "blue"))
+	cut := make(chan struct{})
+	realtime := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		select {
+		case <-cut:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(realtime.Close)
+	var once sync.Once
+	closeCut := func() { once.Do(func() { close(cut) }) }
+	t.Cleanup(closeCut)
+	s := newTestServer(t, withUpstream(up), withPairs(pairA), withAdminToken, func(c *Config) { c.RealtimeAPIURL = realtime.URL })
+	files := tlsFiles(t, newTLSCA(t).issue(t, "proxy.example", "proxy.example"))
+	certs, err := newCertReloader(files, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.certs = certs
+	s.poll(t, pollClient(t))
+	eventually(t, "the upstream stream connected", func() bool { return s.status().Environments[0].UpstreamStream == "connected" })
+
+	closeCut() // the upstream ends the stream: the proxy reconnects with backoff
+	eventually(t, "the upstream stream reconnecting", func() bool { return s.status().Environments[0].UpstreamStream == "reconnecting" })
+
+	next := *s.config()
+	next.EnvironmentKeyPairs = []KeyPair{pairA, pairB}
+	s.applyConfig(t.Context(), next)
+	r := statusOfServer(t, s.handler())
+	if r.Config.Generation != 2 || len(r.Environments) != 2 {
+		t.Errorf("after a reload: generation %d, %d environments; want 2 and 2", r.Config.Generation, len(r.Environments))
+	}
+	if r.TLS == nil || time.Until(r.TLS.NotAfter) < 23*time.Hour || !slices.Contains(r.TLS.DNSNames, "proxy.example") {
+		t.Errorf("tls = %+v; want the served certificate's expiry, a day away, and its names", r.TLS)
+	}
+}
