@@ -233,3 +233,17 @@ func TestStatusStreamReloadTLS(t *testing.T) {
 		t.Errorf("tls = %+v; want the served certificate's expiry, a day away, and its names", r.TLS)
 	}
 }
+
+// TestStatusPages: a document the upstream paginates shows how many pages
+// it came in.
+func TestStatusPages(t *testing.T) {
+	up := newUpstream(t)
+	first, later := pagedDocument("blue", "")
+	up.setPages(serverKeyA, first, later...)
+	s := newTestServer(t, withUpstream(up), withPairs(pairA), withAdminToken)
+	s.poll(t, pollClient(t))
+	eventually(t, "A polled", func() bool { return s.status().Environments[0].LastPoll != nil })
+	if e := statusOfServer(t, s.handler()).Environments[0]; e.PagesFetched != 3 || e.State != "ok" {
+		t.Errorf("paginated environment = %d pages, %s; want 3 pages, ok", e.PagesFetched, e.State)
+	}
+}
