@@ -90,6 +90,7 @@ func TestExplainMatchesIdentities(t *testing.T) {
 				} `json:"feature"`
 				Enabled bool            `json:"enabled"`
 				Value   json.RawMessage `json:"feature_state_value"`
+				Variant json.RawMessage `json:"variant"`
 			} `json:"flags"`
 		}
 		if err := json.Unmarshal(rec.Body.Bytes(), &ident); err != nil {
@@ -98,10 +99,14 @@ func TestExplainMatchesIdentities(t *testing.T) {
 		ex := postExplain(t, h, demoServerKey, body)
 		want, got := map[string]string{}, map[string]string{}
 		for _, f := range ident.Flags {
-			want[f.Feature.Name] = string(compactJSON(f.Value)) + " " + strconvBool(f.Enabled)
+			variant := string(f.Variant)
+			if variant == "" { // encoding/json leaves a RawMessage nil for null
+				variant = "null"
+			}
+			want[f.Feature.Name] = string(compactJSON(f.Value)) + " " + variant + " " + strconvBool(f.Enabled)
 		}
 		for _, f := range ex.Flags {
-			got[f.Feature] = string(f.Value) + " " + strconvBool(f.Enabled)
+			got[f.Feature] = string(f.Value) + " " + string(f.Variant) + " " + strconvBool(f.Enabled)
 		}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("explain %s: flags differ from the identities answer (-want +got):\n%s", body, diff)
