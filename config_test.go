@@ -141,3 +141,23 @@ func TestDocumentFileMissingAtStart(t *testing.T) {
 		t.Errorf("checkDocumentFiles with the file present = %v; want nil", err)
 	}
 }
+
+// TestDocumentFileMissingAtReload: a reload naming a document file that does
+// not exist is rejected whole, the error saying how the path was resolved,
+// and the running configuration stays.
+func TestDocumentFileMissingAtReload(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.json")
+	s := newTestServer(t, withPairs(pairA))
+	before := s.live.Load()
+	reloadWriteConfig(t, path, map[string]any{"environment_key_pairs": []any{map[string]any{
+		"server_side_key": serverKeyA, "client_side_key": clientKeyA, "environment_document_path": "missing.json"}}})
+	s.reload(t.Context(), &configSource{path: path, explicit: true, getenv: func(string) string { return "" }}, "signal")
+	if s.live.Load() != before {
+		t.Error("a configuration naming a missing document file replaced the running one")
+	}
+	s.logs.mustHave(t, logRecord{level: "ERROR", msg: "configuration rejected"})
+	if logs := s.logs.String(); !strings.Contains(logs, filepath.Join(dir, "missing.json")+` does not exist (\"missing.json\" as written, relative to the config file's folder `+dir) {
+		t.Errorf("reload rejection does not name the resolved path and how it was resolved:\n%s", logs)
+	}
+}
