@@ -112,6 +112,10 @@ type statusReport struct {
 	Environments []statusOfEnv  `json:"environments"`
 	GeneratedAt  time.Time      `json:"generated_at"`
 	SSE          statusOfStream `json:"sse"`
+	// VerifyMismatches are the last flags on which shadow verification
+	// found the upstream disagreeing, oldest first (verify.go); the
+	// environment by its masked client key, the identity by a hash.
+	VerifyMismatches []verifyMismatch `json:"verify_mismatches"`
 }
 
 type statusOfStream struct {
@@ -144,6 +148,14 @@ type statusOfEnv struct {
 	UpstreamStream    string             `json:"upstream_stream"`
 	SSESubscribers    int                `json:"sse_subscribers"`
 	Analytics         *statusOfAnalytics `json:"analytics"`
+	// Verify counts shadow verification's checks of this environment.
+	Verify statusOfVerify `json:"verify"`
+}
+
+type statusOfVerify struct {
+	Checks     uint64 `json:"checks"`
+	Matches    uint64 `json:"matches"`
+	Mismatches uint64 `json:"mismatches"`
 }
 
 type statusOfPoll struct {
@@ -180,6 +192,11 @@ func (s *server) status() statusReport {
 		}
 	}
 	r.SSE = statusOfStream{Enabled: live.cfg.SSE.Enabled, Subscribers: s.hub.subscribers()}
+	r.VerifyMismatches = s.verifyMismatches()
+	for i := range r.VerifyMismatches {
+		m := &r.VerifyMismatches[i]
+		m.Environment = maskedKey(m.Environment)
+	}
 	for _, env := range live.envs {
 		e := s.statusOf(env, live.cfg, now)
 		r.Stale = r.Stale || e.Stale
@@ -240,6 +257,8 @@ func (s *server) statusOf(env *environment, cfg *Config, now time.Time) statusOf
 			e.ContentAgeSeconds = &age
 		}
 	}
+	e.Verify = statusOfVerify{Checks: env.verify.checks.Load(), Matches: env.verify.matches.Load(),
+		Mismatches: env.verify.mismatches.Load()}
 	if ea := env.analytics; ea != nil {
 		e.Analytics = &statusOfAnalytics{Forwarding: ea.forward, PendingKeys: ea.pendingKeys.Load(),
 			Received: ea.receivedTotal(), Forwarded: ea.forwarded.Load(),

@@ -211,6 +211,10 @@ func printStatus(w io.Writer, r statusReport) error {
 	if r.Stale {
 		fmt.Fprintln(w)
 	}
+	for _, m := range r.VerifyMismatches {
+		fmt.Fprintf(w, "\nshadow verification mismatch %s: %s %s, identity %s, document %s\n",
+			m.At.Format(time.RFC3339), m.Environment, m.Feature, m.Identity, m.DocumentVersion)
+	}
 	return nil
 }
 

@@ -81,8 +81,18 @@ var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 		}
 		return roughDuration(time.Duration(*seconds * float64(time.Second)))
 	},
-	"upper":  strings.ToUpper,
-	"base":   filepath.Base,
+	"upper": strings.ToUpper,
+	"base":  filepath.Base,
+	"answer": func(a *flagAnswer) string {
+		if a == nil {
+			return "no such flag"
+		}
+		text := fmt.Sprintf("enabled %t, value %s", a.Enabled, a.Value)
+		if len(a.Variant) > 0 && string(a.Variant) != "null" {
+			text += ", variant " + string(a.Variant)
+		}
+		return text
+	},
 	"join":   func(list []string) string { return strings.Join(list, ", ") },
 	"orElse": func(s, alt string) string { return cmp.Or(s, alt) },
 }).Parse(statusPageHTML))
@@ -110,7 +120,7 @@ const statusPageHTML = `<!DOCTYPE html>
 <title>{{if .Stale}}[{{.NotOK}} not ok] {{end}}Edge proxy status</title>
 <style>
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:1.5em;color:#1b1f24;background:#fff}
-h1{font-size:1.4em;margin:0 0 .4em}
+h1{font-size:1.4em;margin:0 0 .4em}h2{font-size:1.1em;margin:1.5em 0 0}
 .summary{font-size:1.1em;font-weight:600;padding:.5em .8em;border-radius:4px;display:inline-block}
 .summary.ok{background:#dafbe1;color:#116329}.summary.bad{background:#ffebe9;color:#a40e26}
 dl.facts{display:grid;grid-template-columns:max-content auto;gap:.15em 1em;margin:1em 0}
@@ -151,6 +161,13 @@ tr.stale td,tr.error td{background:#fff8f7}
 </tr>
 {{end}}</tbody>
 </table>
-</body>
+{{with .VerifyMismatches}}<h2>Shadow verification: the last mismatches with Flagsmith</h2>
+<table>
+<thead><tr><th>When</th><th>Environment</th><th>Feature</th><th>Identity (hash)</th><th>Document version</th><th>Proxy answered</th><th>Flagsmith answered</th></tr></thead>
+<tbody>
+{{range .}}<tr><td>{{when .At}}</td><td><code>{{.Environment}}</code></td><td>{{.Feature}}</td><td><code>{{.Identity}}</code></td><td>{{.DocumentVersion}}</td><td>{{answer .Proxy}}</td><td>{{answer .Upstream}}</td></tr>
+{{end}}</tbody>
+</table>
+{{end}}</body>
 </html>
 `

@@ -247,3 +247,27 @@ func TestStatusPages(t *testing.T) {
 		t.Errorf("paginated environment = %d pages, %s; want 3 pages, ok", e.PagesFetched, e.State)
 	}
 }
+
+// TestStatusVerifyMismatches: the last mismatches shadow verification
+// found are in the status, the environment masked, and on the page as text.
+func TestStatusVerifyMismatches(t *testing.T) {
+	s := newTestServer(t, withAdminToken)
+	s.publishDoc(t, clientKeyA, testDocument(clientKeyA, "2026-11-20T10:00:00Z", "blue"))
+	s.env(t, clientKeyA).verify.mismatches.Add(1)
+	s.verify.remember(verifyMismatch{At: s.now(), Environment: clientKeyA, Feature: "<b>banner</b>", Identity: "3f2a",
+		DocumentVersion: "1795168800.0", Proxy: &flagAnswer{Enabled: true, Value: json.RawMessage(`"blue"`)}})
+	r := statusOfServer(t, s.handler())
+	if len(r.VerifyMismatches) != 1 || r.VerifyMismatches[0].Environment != maskedKey(clientKeyA) || r.VerifyMismatches[0].Upstream != nil {
+		t.Errorf("verify_mismatches = %+v; want the one mismatch, its environment masked", r.VerifyMismatches)
+	}
+	if v := r.Environments[0].Verify; v.Mismatches != 1 {
+		t.Errorf("environment A verify = %+v; want 1 mismatch", v)
+	}
+	page := callHandler(t, s.handler(), http.MethodGet, "/proxy/status",
+		map[string]string{"Accept": "text/html", "Authorization": "Bearer " + statusToken}, "").Body.String()
+	for _, want := range []string{"&lt;b&gt;banner&lt;/b&gt;", "enabled true, value &#34;blue&#34;", "no such flag"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("status page lacks %q:\n%s", want, page)
+		}
+	}
+}
