@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -344,15 +345,28 @@ func canonicalConfigKey(k string) (string, bool) {
 // caller to log once logging is configured. It is also how a reload reads
 // the configuration, so it never blocks on the file (see readRegularFile).
 func loadConfig(path string, explicit bool, getenv func(string) string) (Config, []string, error) {
+	cfg, _, warnings, err := loadConfigPaths(path, explicit, getenv)
+	return cfg, warnings, err
+}
+
+// writtenPaths maps each file path resolved from the config file's folder
+// to the path as the file wrote it, so that an error about a file can say
+// how its path was found.
+type writtenPaths map[string]string
+
+// loadConfigPaths is loadConfig, also returning how the file's relative
+// paths were resolved.
+func loadConfigPaths(path string, explicit bool, getenv func(string) string) (Config, writtenPaths, []string, error) {
 	var warnings []string
 	merged := map[string]any{}
 	fileMissing := false
+	var written writtenPaths
 	data, err := readRegularFile(path, maxConfigBytes)
 	switch {
 	case err == nil:
 		var fromFile map[string]any
 		if err := unmarshalNumbers(data, &fromFile); err != nil {
-			return Config{}, nil, fmt.Errorf("config %s: %s", path, describeJSONError(data, err))
+			return Config{}, nil, nil, fmt.Errorf("config %s: %s", path, describeJSONError(data, err))
 		}
 		keys := make([]string, 0, len(fromFile))
 		for k := range fromFile {
@@ -375,12 +389,12 @@ func loadConfig(path string, explicit bool, getenv func(string) string) (Config,
 			}
 			merged[canonical] = fromFile[k]
 		}
-		resolveFilePaths(merged, filepath.Dir(path))
+		written = resolveFilePaths(merged, filepath.Dir(path))
 	case errors.Is(err, os.ErrNotExist) && !explicit:
 		fileMissing = true
 		warnings = append(warnings, fmt.Sprintf("config file %s not found; using environment variables and defaults", path))
 	default:
-		return Config{}, nil, fmt.Errorf("config %s: %w", path, err)
+		return Config{}, nil, nil, fmt.Errorf("config %s: %w", path, err)
 	}
 
 	// The environment wins over the file: an object merges into the file's
@@ -429,9 +443,9 @@ func loadConfig(path string, explicit bool, getenv func(string) string) (Config,
 			abs, _ := filepath.Abs(path)
 			errs = slices.Insert(errs, 0, error(fmt.Errorf("config file %s not found (give -config or CONFIG_PATH, or set the keys as environment variables)", abs)))
 		}
-		return Config{}, warnings, errors.Join(errs...)
+		return Config{}, nil, warnings, errors.Join(errs...)
 	}
-	return cfg, warnings, nil
+	return cfg, written, warnings, nil
 }
 
 // maxConfigBytes bounds the config file read: a config is kilobytes.
@@ -474,12 +488,16 @@ var filePaths = [][]string{
 	{"server", "tls", "key_file"},
 }
 
-func resolveFilePaths(fromFile map[string]any, dir string) {
+// It returns each resolved path with the path as written.
+func resolveFilePaths(fromFile map[string]any, dir string) writtenPaths {
+	written := writtenPaths{}
 	var walk func(v any, at []string) any
 	walk = func(v any, at []string) any {
 		if len(at) == 0 {
 			if p, ok := v.(string); ok && p != "" && !filepath.IsAbs(p) {
-				return filepath.Join(dir, p)
+				resolved := filepath.Join(dir, p)
+				written[resolved] = p
+				return resolved
 			}
 			return v
 		}
@@ -500,6 +518,39 @@ func resolveFilePaths(fromFile map[string]any, dir string) {
 	for _, at := range filePaths {
 		walk(fromFile, at)
 	}
+	return written
+}
+
+// checkDocumentFiles reports every environment_document_path of cfg that
+// does not exist, saying how the path was found (written, how the config
+// file at configPath wrote the paths it resolved): a proxy started without
+// its document would otherwise answer 503 to every request with only a log
+// line to say why. A file that exists but does not load is the file
+// watcher's to report (it is retried when it changes).
+func checkDocumentFiles(cfg *Config, configPath string, written writtenPaths) error {
+	var errs []error
+	for i, p := range cfg.EnvironmentKeyPairs {
+		if p.DocumentPath == "" {
+			continue
+		}
+		_, err := os.Stat(p.DocumentPath)
+		if !errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		how := "an absolute path"
+		if w, ok := written[p.DocumentPath]; ok {
+			dir := filepath.Dir(configPath)
+			if abs, err := filepath.Abs(dir); err == nil {
+				dir = abs
+			}
+			how = fmt.Sprintf("%q as written, relative to the config file's folder %s", w, dir)
+		} else if !filepath.IsAbs(p.DocumentPath) {
+			wd, _ := os.Getwd()
+			how = fmt.Sprintf("relative to the working directory %s (not from the config file)", wd)
+		}
+		errs = append(errs, fmt.Errorf("environment_key_pairs[%d].environment_document_path: %s does not exist (%s)", i, p.DocumentPath, how))
+	}
+	return errors.Join(errs...)
 }
 
 // configDecoder lays the merged file and environment onto the defaults,

@@ -768,7 +768,10 @@ func TestRunEvaluateDocument(t *testing.T) {
 				header = fields
 				continue
 			}
-			if header != nil && len(fields) > 0 {
+			if header != nil && len(fields) == 0 {
+				break // the table ends; the segments not matched follow
+			}
+			if header != nil {
 				rows[fields[0]] = fields
 			}
 		}
@@ -786,6 +789,19 @@ func TestRunEvaluateDocument(t *testing.T) {
 		for name, want := range wantRows {
 			if got := strings.Join(rows[name], " "); got != want {
 				t.Errorf("row %s = %q; want %q", name, got, want)
+			}
+		}
+		// billing_provider is in server_key_only_feature_ids.
+		if got := strings.Join(rows["billing_provider"], " "); !strings.HasSuffix(got, "DEFAULT [server-only: client keys never see it]") {
+			t.Errorf("row billing_provider = %q; want it marked server-only", got)
+		}
+		for _, want := range []string{
+			"Segments not matched:",
+			"beta_testers (key 2): a rule does not hold",
+			`beta_tester EQUAL "true": read not set, holds false`,
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("run(evaluate -document) output lacks %q:\n%s", want, out)
 			}
 		}
 	})
@@ -906,10 +922,14 @@ func TestRunHealthcheck(t *testing.T) {
 
 	t.Run("server not ready", func(t *testing.T) {
 		port := freePort(t)
-		missing := filepath.Join(t.TempDir(), "missing.json")
+		// A document file that does not load: the proxy serves, unready.
+		invalid := filepath.Join(t.TempDir(), "invalid.json")
+		if err := os.WriteFile(invalid, []byte(`{"api_key": `), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		cfg := e2eWriteFile(t, t.TempDir(), "config.json", map[string]any{
 			"environment_key_pairs": []any{map[string]any{
-				"server_side_key": demoServerKey, "client_side_key": demoClientKey, "environment_document_path": missing,
+				"server_side_key": demoServerKey, "client_side_key": demoClientKey, "environment_document_path": invalid,
 			}},
 			"server":  map[string]any{"host": "127.0.0.1", "port": port},
 			"logging": map[string]any{"log_format": "json"},

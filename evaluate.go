@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"text/tabwriter"
 )
@@ -69,11 +69,10 @@ func runEvaluate(args []string, stdout, stderr io.Writer) error {
 			id.traits = append(id.traits, trait{key: t.key, value: valueFromJSON(t.value)})
 		}
 	}
-	res := doc.engine.result(id)
 	if *asJSON {
-		return printJSON(stdout, res)
+		return printJSON(stdout, doc.engine.result(id))
 	}
-	return printExplanation(stdout, doc, id, res)
+	return printExplanation(stdout, doc, id)
 }
 
 type traitFlag struct {
@@ -108,17 +107,16 @@ func printJSON(w io.Writer, v any) error {
 	return err
 }
 
-// printExplanation prints flags in document order with their reasons, for
-// a person.
-func printExplanation(w io.Writer, doc *snapshot, id *identity, res evaluationResult) error {
+// printExplanation prints the explanation (explain.go) for a person: the
+// flags in document order with their reasons, server-only features marked,
+// the segments matched, and for each other segment the rule that failed and
+// what its condition read.
+func printExplanation(w io.Writer, doc *snapshot, id *identity) error {
+	ex := doc.explain(id)
 	if id == nil {
 		fmt.Fprintf(w, "Environment %q (%s): environment flags, no identity\n", doc.name, doc.clientKey)
 	} else {
-		key := id.key
-		if key == "" {
-			key = doc.clientKey + "_" + id.identifier
-		}
-		fmt.Fprintf(w, "Environment %q (%s), identity %q (hash key %q)\n", doc.name, doc.clientKey, id.identifier, key)
+		fmt.Fprintf(w, "Environment %q (%s), identity %q (hash key %q)\n", doc.name, doc.clientKey, ex.Identifier, ex.IdentityKey)
 		if len(id.traits) > 0 {
 			parts := make([]string, 0, len(id.traits))
 			for _, t := range id.traits {
@@ -127,28 +125,58 @@ func printExplanation(w io.Writer, doc *snapshot, id *identity, res evaluationRe
 			fmt.Fprintf(w, "Traits: %s\n", strings.Join(parts, ", "))
 		}
 	}
-	names := make([]string, 0, len(res.Segments))
-	for _, s := range res.Segments {
-		names = append(names, s.Name)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(slices.Values(ex.Segments))
 	if len(names) == 0 {
 		names = []string{"(none)"}
 	}
 	fmt.Fprintf(w, "Segments matched: %s\n\n", strings.Join(names, ", "))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "FEATURE\tENABLED\tVALUE\tVARIANT\tREASON")
-	for _, f := range doc.engine.features {
-		r := res.Flags[f.name]
+	for _, f := range ex.Flags {
 		variant := ""
-		if string(r.Variant) != "null" {
-			variant = strings.Trim(string(r.Variant), `"`)
+		if string(f.Variant) != "null" {
+			variant = strings.Trim(string(f.Variant), `"`)
 		}
-		value := string(r.Value)
+		value := string(f.Value)
 		if len(value) > 40 {
 			value = value[:37] + "..."
 		}
-		fmt.Fprintf(tw, "%s\t%t\t%s\t%s\t%s\n", r.Name, r.Enabled, value, variant, r.Reason)
+		note := ""
+		switch {
+		case f.ServerOnly:
+			note = "  [server-only: client keys never see it]"
+		case f.HiddenFromClientKeys:
+			note = "  [hidden from client keys: disabled, and the project hides disabled flags]"
+		}
+		fmt.Fprintf(tw, "%s\t%t\t%s\t%s\t%s%s\n", f.Feature, f.Enabled, value, variant, f.Reason, note)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(ex.SegmentsNotMatched) > 0 {
+		fmt.Fprintf(w, "\nSegments not matched:\n")
+	}
+	for _, m := range ex.SegmentsNotMatched {
+		fmt.Fprintf(w, "  %s (key %s): %s\n", m.Name, m.Key, m.Why)
+		printRuleMiss(w, m.Rule, "    ")
+	}
+	return nil
+}
+
+// printRuleMiss prints a failed rule, its conditions and what they read,
+// then its failed sub-rule one level deeper.
+func printRuleMiss(w io.Writer, r *ruleMiss, indent string) {
+	for ; r != nil; r, indent = r.SubRule, indent+"  " {
+		fmt.Fprintf(w, "%s%s rule: %s\n", indent, r.Type, r.Why)
+		for _, c := range r.Conditions {
+			read := string(c.Read)
+			if read == "null" {
+				read = "not set"
+			}
+			if c.Percentage != nil {
+				read += fmt.Sprintf(" (percentage %.4f)", *c.Percentage)
+			}
+			fmt.Fprintf(w, "%s  %s %s %q: read %s, holds %t\n", indent, c.Property, c.Operator, c.Value, read, c.Holds)
+		}
+	}
 }

@@ -26,10 +26,12 @@ func (s *server) watchFile(ctx context.Context, env *environment) {
 	lastProblem := "" // logged once until it changes or a good load clears it
 	for {
 		if change.changed(env.pair.DocumentPath) {
+			began := time.Now()
 			raw, err := readFileLimited(env.pair.DocumentPath)
 			if err == nil {
 				err = s.publish(env, raw, "file")
 			}
+			env.status.recordPoll(pollRecord{at: began, latency: time.Since(began), err: err}, time.Time{})
 			switch {
 			case err == nil:
 				lastProblem = ""
@@ -44,6 +46,7 @@ func (s *server) watchFile(ctx context.Context, env *environment) {
 		} else if lastProblem == "" {
 			s.markSuccess(env)
 		}
+		env.status.setNextPoll(time.Now().Add(fileCheckInterval))
 		refreshed, ok := env.wait(ctx, fileCheckInterval)
 		if !ok {
 			return

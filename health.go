@@ -23,17 +23,13 @@ const (
 // as in Flagsmith's proxy. Each environment polls on its own, so "the last
 // round in which all refreshed" ends at the oldest of their last successes.
 func (s *server) readiness() (int, readiness) {
-	if s.stopping.Load() {
-		r := reasonStopping
-		return http.StatusServiceUnavailable, readiness{Status: "error", Reason: &r}
-	}
 	live := s.live.Load() // one configuration throughout, even across a reload
 	var oldest int64
 	for _, env := range live.envs {
 		last := env.lastSuccess.Load()
 		if env.snap.Load() == nil || last == 0 {
-			r := reasonNotUpdated
-			return http.StatusServiceUnavailable, readiness{Status: "error", Reason: &r}
+			oldest = 0
+			break
 		}
 		if env.compiling.Load() {
 			// Its previous document is served while a new one compiles.
@@ -43,15 +39,29 @@ func (s *server) readiness() (int, readiness) {
 			oldest = last
 		}
 	}
-	when := time.Unix(0, oldest).UTC().Format(time.RFC3339Nano)
+	var when *string
+	if oldest != 0 {
+		t := time.Unix(0, oldest).UTC().Format(time.RFC3339Nano)
+		when = &t
+	}
+	fail := func(reason string) (int, readiness) {
+		return http.StatusServiceUnavailable, readiness{Status: "error", Reason: &reason, LastSuccessfulUpdate: when}
+	}
+	switch {
+	case s.stopping.Load():
+		// The documents are still what they were: a draining proxy says
+		// when they last refreshed, only that it is leaving.
+		return fail(reasonStopping)
+	case when == nil:
+		return fail(reasonNotUpdated)
+	}
 	if g := live.cfg.HealthCheck.GracePeriod; g != nil {
 		limit := live.cfg.pollFrequency() + seconds(*g*float64(len(live.envs)))
 		if s.now().Sub(time.Unix(0, oldest)) > limit {
-			r := reasonStale
-			return http.StatusServiceUnavailable, readiness{Status: "error", Reason: &r, LastSuccessfulUpdate: &when}
+			return fail(reasonStale)
 		}
 	}
-	return http.StatusOK, readiness{Status: "ok", LastSuccessfulUpdate: &when}
+	return http.StatusOK, readiness{Status: "ok", LastSuccessfulUpdate: when}
 }
 
 func (s *server) handleReadiness(w http.ResponseWriter, r *http.Request) {

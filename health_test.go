@@ -93,3 +93,27 @@ func TestHandlersHealth(t *testing.T) {
 		}
 	})
 }
+
+// TestReadinessWhileDraining: a draining proxy is unready, but still says
+// when its documents last refreshed; they did not vanish with the SIGTERM.
+func TestReadinessWhileDraining(t *testing.T) {
+	s := newTestServer(t, withPairs(pairA))
+	s.publishDoc(t, clientKeyA, testDocument(clientKeyA, "2026-11-20T10:00:00Z", "blue"))
+	confirmed := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	s.env(t, clientKeyA).lastSuccess.Store(confirmed.UnixNano())
+	s.now = func() time.Time { return confirmed.Add(time.Second) }
+	s.stopping.Store(true)
+
+	rec := callHandler(t, s.handler(), http.MethodGet, "/proxy/health/readiness", nil, "")
+	var got readiness
+	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+		t.Fatalf("readiness body %s: %v", rec.Body, err)
+	}
+	if rec.Code != http.StatusServiceUnavailable || got.Reason == nil || *got.Reason != reasonStopping {
+		t.Errorf("readiness while draining = %d %s; want 503 with reason %q", rec.Code, rec.Body, reasonStopping)
+	}
+	want := confirmed.Format(time.RFC3339Nano)
+	if got.LastSuccessfulUpdate == nil || *got.LastSuccessfulUpdate != want {
+		t.Errorf("last_successful_update while draining = %v; want %q", got.LastSuccessfulUpdate, want)
+	}
+}

@@ -18,6 +18,8 @@
 //	POST /ofrep/v1/evaluate/flags[/{key}]   OpenFeature remote evaluation (OFREP)
 //	POST /proxy/refresh                     poll now (needs admin_token)
 //	GET  /proxy/config                      the configuration in force (needs admin_token)
+//	GET  /proxy/status                      every environment's state, JSON or a page (needs admin_token)
+//	POST /proxy/explain                     why an identity gets each flag (server key)
 //	POST /proxy/webhook                     Flagsmith webhooks (needs webhook_secret)
 //	POST /proxy/peer-refresh                a push relayed by another replica (needs peer_secret)
 //	POST /sse/environments/{key}/queue-change  self-hosted Flagsmith's realtime push
@@ -58,6 +60,7 @@
 //
 //	edge-proxy evaluate CONTEXT.json                    evaluate an evaluation context
 //	edge-proxy evaluate -document DOC -identifier ID    explain one identity's flags
+//	edge-proxy status [-url URL] [-token TOKEN]         print a running proxy's status
 //	edge-proxy -healthcheck                             probe the local readiness endpoint
 //	edge-proxy -print-config                            print the effective configuration
 //	edge-proxy -version
@@ -122,6 +125,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(args) > 0 && args[0] == "evaluate" {
 		return runEvaluate(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "status" {
+		return runStatus(ctx, args[1:], getenv, stdout, stderr)
+	}
 	fs := flag.NewFlagSet("edge-proxy", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "path of config.json (default $CONFIG_PATH, else ./config.json)")
@@ -129,7 +135,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	healthcheck := fs.Bool("healthcheck", false, "probe the local readiness endpoint; exit 0 when ready, 1 otherwise")
 	printConfig := fs.Bool("print-config", false, "print the configuration the file and environment give (secrets masked) and exit; a running proxy answers the one in force at GET /proxy/config")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: edge-proxy [flags]\n       edge-proxy evaluate CONTEXT.json\n       edge-proxy evaluate -document DOC.json -identifier ID [-trait key=value]... [-json]\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: edge-proxy [flags]\n       edge-proxy evaluate CONTEXT.json\n       edge-proxy evaluate -document DOC.json -identifier ID [-trait key=value]... [-json]\n       edge-proxy status [-url URL] [-token TOKEN] [-json]\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -139,7 +145,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return &exitError{2, err}
 	}
 	if fs.NArg() > 0 {
-		return &exitError{2, fmt.Errorf("unexpected argument %q (did you mean \"evaluate\"?)", fs.Arg(0))}
+		return &exitError{2, fmt.Errorf("unexpected argument %q (did you mean \"evaluate\" or \"status\"?)", fs.Arg(0))}
 	}
 	if *showVersion {
 		fmt.Fprintln(stdout, "edge-proxy", buildVersion())
@@ -153,7 +159,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			src.path = defaultConfigPath
 		}
 	}
-	cfg, warnings, err := src.load()
+	cfg, written, warnings, err := loadConfigPaths(src.path, src.explicit, src.getenv)
 	if err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
@@ -167,6 +173,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if *healthcheck {
 		return probeReadiness(ctx, cfg)
+	}
+	// Serving needs its document files; printing or probing does not.
+	if err := checkDocumentFiles(&cfg, src.path, written); err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
 	log := newLogger(cfg.Logging, stderr)
 	for _, w := range warnings {

@@ -13,7 +13,9 @@ import (
 // 404/405 of paths no route takes.
 
 // handleUnrouted answers paths no route takes: 405 with Allow when another
-// method would be served, else 404, always as JSON.
+// method would be served, else 404, always as JSON. OPTIONS on a served
+// path is answered 204 with Allow (RFC 9110 9.3.7): Allow lists it, so it
+// must not be refused; a CORS preflight never gets here (cors answers it).
 func (s *server) handleUnrouted(w http.ResponseWriter, r *http.Request) {
 	var allowed []string
 	for _, m := range []string{http.MethodGet, http.MethodPost} {
@@ -28,6 +30,10 @@ func (s *server) handleUnrouted(w http.ResponseWriter, r *http.Request) {
 		}
 		allowed = append(allowed, http.MethodOptions)
 		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		if r.Method == http.MethodOptions {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
 		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed",
 			fmt.Sprintf("method %s is not allowed here; use %s", r.Method, strings.Join(allowed, ", ")))
 		return

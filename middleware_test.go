@@ -201,3 +201,27 @@ func TestDocumentedEndpointsAreRouted(t *testing.T) {
 		t.Errorf("found %d documented endpoints; the pattern no longer reads the lists", checked)
 	}
 }
+
+// TestOptionsWithoutPreflight: OPTIONS is listed in Allow, so a plain
+// OPTIONS (no CORS preflight headers) is answered 204 with Allow, not
+// refused with 405; a path no method takes stays 404.
+func TestOptionsWithoutPreflight(t *testing.T) {
+	h := newTestServer(t).handler()
+	tests := []struct {
+		path      string
+		code      int
+		wantAllow string
+	}{
+		{"/api/v1/flags/", http.StatusNoContent, "GET, HEAD, OPTIONS"},
+		{"/api/v1/identities", http.StatusNoContent, "GET, POST, HEAD, OPTIONS"},
+		{"/ofrep/v1/evaluate/flags", http.StatusNoContent, "POST, OPTIONS"},
+		{"/ofrep/v1/evaluate/flags/banner", http.StatusNoContent, "POST, OPTIONS"},
+		{"/no/such/path", http.StatusNotFound, ""},
+	}
+	for _, tt := range tests {
+		rec := callHandler(t, h, http.MethodOptions, tt.path, nil, "")
+		if rec.Code != tt.code || rec.Header().Get("Allow") != tt.wantAllow {
+			t.Errorf("OPTIONS %s = %d, Allow %q; want %d, Allow %q", tt.path, rec.Code, rec.Header().Get("Allow"), tt.code, tt.wantAllow)
+		}
+	}
+}

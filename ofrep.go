@@ -63,6 +63,9 @@ func (s *server) handleOFREPBulk(w http.ResponseWriter, r *http.Request) {
 		out = appendOFREPStreamURI(out, ref.env.pair.ClientSideKey, snap.updatedAtUnix)
 		out = append(out, `"}}]`...)
 	}
+	// updatedAt is the content version (snapshot.served), not the
+	// document's own updated_at: the value X-Flagsmith-Document-Updated-At
+	// and the streams carry, so a provider can compare it with an event's.
 	if snap.updatedAtUnix != "" {
 		out = append(out, `,"metadata":{"updatedAt":`...)
 		out = append(out, snap.updatedAtUnix...)
@@ -100,6 +103,10 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // POST, in OFREP's error shape rather than the Flagsmith one.
 func (s *server) handleOFREPMethodNotAllowed(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Allow", "POST, OPTIONS")
+	if r.Method == http.MethodOptions {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
 	writeOFREPError(w, http.StatusMethodNotAllowed, ofrepBulk, "GENERAL",
 		fmt.Sprintf("method %s is not allowed here; use POST", r.Method))
 }
@@ -335,7 +342,7 @@ func appendOFREPFlags(dst []byte, snap *snapshot, kind keyKind, flags []evalFlag
 			dst = append(dst, `,"segment":`...)
 			dst = appendJSONString(dst, seg.name)
 		}
-		if snap.updatedAtUnix != "" {
+		if snap.updatedAtUnix != "" { // the content version, as in the bulk metadata
 			dst = append(dst, `,"updatedAt":`...)
 			dst = append(dst, snap.updatedAtUnix...)
 		}

@@ -68,7 +68,9 @@ func (s *server) pollUpstream(ctx context.Context, env *environment, client *htt
 		case <-env.refresh:
 		default:
 		}
+		began := time.Now()
 		err := s.pollOnce(ctx, env, client, &st)
+		took := time.Since(began)
 		// Read each round: a reload may change it.
 		freq := s.config().pollFrequency()
 		wait := freq
@@ -83,6 +85,7 @@ func (s *server) pollUpstream(ctx context.Context, env *environment, client *htt
 			s.log.Warn("poll failed", "env", env.pair.ClientSideKey, "error", err.Error(),
 				"attempt", failures, "retry_in", wait.String())
 		}
+		env.status.recordPoll(pollRecord{at: began, latency: took, httpStatus: st.httpStatus, err: err}, began.Add(took+wait))
 		refreshed, ok := env.wait(ctx, wait)
 		if !ok {
 			return
@@ -161,6 +164,9 @@ type pollState struct {
 	modifiedSince time.Time
 	// lastFull is when the last poll without conditions was answered.
 	lastFull time.Time
+	// httpStatus is the status of the upstream's last answer, 0 when the
+	// last poll got none.
+	httpStatus int
 }
 
 // newPollState is the state a poll loop starts from. A document loaded from
@@ -273,7 +279,11 @@ func (s *server) pollWithKey(ctx context.Context, env *environment, client *http
 		conditions = st
 	}
 	start := time.Now()
+	st.httpStatus = 0
 	resp, raw, err := s.getPage(ctx, client, cfg, env, serverKey, "", conditions, maxDocumentBytes)
+	if resp != nil {
+		st.httpStatus = resp.StatusCode
+	}
 	if err != nil {
 		s.stats.observePoll(key, "error")
 		return err
@@ -315,7 +325,8 @@ func (s *server) pollWithKey(ctx context.Context, env *environment, client *http
 // getPage is one request for a page of the document (pageID "" asks for
 // page 1), bounded by the poll timeout, with conditions when not nil. Its
 // body is read through limit; a 304 comes back with none. The answer's
-// body is closed; its headers stay readable.
+// body is closed; its headers stay readable. An answer whose status is an
+// error comes back with the error, for the status it records.
 func (s *server) getPage(ctx context.Context, client *http.Client, cfg *Config, env *environment,
 	serverKey secret, pageID string, conditions *pollState, limit int) (*http.Response, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.pollTimeout())
@@ -339,9 +350,9 @@ func (s *server) getPage(ctx context.Context, client *http.Client, cfg *Config, 
 	case resp.StatusCode == http.StatusNotModified:
 		return resp, nil, nil
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
-		return nil, nil, fmt.Errorf("upstream status %d: %w", resp.StatusCode, errKeyRejected)
+		return resp, nil, fmt.Errorf("upstream status %d: %w", resp.StatusCode, errKeyRejected)
 	case resp.StatusCode < 200 || resp.StatusCode > 299:
-		return nil, nil, fmt.Errorf("upstream status %d", resp.StatusCode)
+		return resp, nil, fmt.Errorf("upstream status %d", resp.StatusCode)
 	}
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, int64(limit)+1))
 	s.stats.observeBodyBytes(env.pair.ClientSideKey, len(raw))

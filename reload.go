@@ -28,6 +28,16 @@ func (c *configSource) load() (Config, []string, error) {
 	return loadConfig(c.path, c.explicit, c.getenv)
 }
 
+// loadToServe is load, then checks that every document file exists: what
+// starting or reloading needs, but not -print-config or -healthcheck.
+func (c *configSource) loadToServe() (Config, []string, error) {
+	cfg, written, warnings, err := loadConfigPaths(c.path, c.explicit, c.getenv)
+	if err == nil {
+		err = checkDocumentFiles(&cfg, c.path, written)
+	}
+	return cfg, warnings, err
+}
+
 // watchConfig reloads the configuration when asked (SIGHUP sends on
 // requests) and when the config file changes (fileChange), until ctx ends.
 func (s *server) watchConfig(ctx context.Context, src *configSource, requests <-chan struct{}) {
@@ -56,7 +66,7 @@ func (s *server) watchConfig(ctx context.Context, src *configSource, requests <-
 // not load or validate is rejected whole, every problem logged, and the
 // running one stays.
 func (s *server) reload(ctx context.Context, src *configSource, trigger string) {
-	cfg, warnings, err := src.load()
+	cfg, warnings, err := src.loadToServe()
 	if err != nil {
 		s.stats.observeReload(false)
 		s.log.Error("configuration rejected; the running configuration stays",

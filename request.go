@@ -189,6 +189,11 @@ func (s *server) authorizeAdmin(w http.ResponseWriter, r *http.Request, cfg *Con
 	return true
 }
 
+// secretEqual compares a token sent with a secret in constant time.
+func secretEqual(sent string, token secret) bool {
+	return subtle.ConstantTimeCompare([]byte(sent), []byte(token)) == 1
+}
+
 // authorized reports whether the request's Authorization header holds token
 // under scheme. Schemes are case-insensitive (RFC 9110); the token is
 // compared in constant time.

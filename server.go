@@ -20,11 +20,12 @@ import (
 // server is the proxy: its environments, their snapshots, and the HTTP API.
 // It is safe for concurrent use; request handlers only Load snapshots.
 type server struct {
-	log   *slog.Logger
-	hub   *hub
-	stats *metrics
-	mux   *http.ServeMux
-	now   func() time.Time
+	log     *slog.Logger
+	hub     *hub
+	stats   *metrics
+	mux     *http.ServeMux
+	now     func() time.Time
+	started time.Time
 
 	// live is the configuration in force; a reload swaps it whole (reload.go).
 	live atomic.Pointer[liveConfig]
@@ -64,6 +65,10 @@ type liveConfig struct {
 	envs   []*environment
 	byKey  map[string]keyRef
 	origin map[string]bool // allowed CORS origins; nil allows any
+	// generation counts the configurations loaded, 1 for the first;
+	// loadedAt is when this one was. /proxy/status shows both.
+	generation uint64
+	loadedAt   time.Time
 }
 
 type keyRef struct {
@@ -85,7 +90,7 @@ func (s *server) lookup(key string) (keyRef, bool) {
 func (s *server) environments() []*environment { return s.live.Load().envs }
 
 func newServer(cfg Config, log *slog.Logger) *server {
-	s := &server{log: log, now: time.Now}
+	s := &server{log: log, now: time.Now, started: time.Now()}
 	s.stats = newMetrics()
 	s.fleet = newFleet()
 	s.hub = newHub(cfg.SSE.MaxSubscribers)
@@ -102,7 +107,10 @@ func newServer(cfg Config, log *slog.Logger) *server {
 // streams); every other pair gets a new environment, whose analytics and
 // events hold their bytes in budget.
 func newLiveConfig(cfg *Config, prev *liveConfig, budget *byteBudget) *liveConfig {
-	l := &liveConfig{cfg: cfg, byKey: map[string]keyRef{}}
+	l := &liveConfig{cfg: cfg, byKey: map[string]keyRef{}, generation: 1, loadedAt: time.Now()}
+	if prev != nil {
+		l.generation = prev.generation + 1
+	}
 	for _, p := range cfg.EnvironmentKeyPairs {
 		env := prev.environment(p)
 		if env == nil {
@@ -164,6 +172,8 @@ func (s *server) routes() *http.ServeMux {
 	both("GET", "/sse/health", s.handleSSEHealth)
 	both("POST", "/proxy/refresh", s.handleRefresh)
 	both("GET", "/proxy/config", s.handleConfig)
+	both("GET", "/proxy/status", s.handleStatus)
+	both("POST", "/proxy/explain", s.handleExplain)
 	both("POST", "/proxy/webhook", s.handleWebhook)
 	both("POST", peerRefreshPath, s.handlePeerRefresh)
 	both("POST", "/sse/environments/{client_key}/queue-change", s.handleQueueChange)
@@ -211,6 +221,9 @@ type environment struct {
 	// the upstream came in (1 unless it is paginated; 0 before the first).
 	// Only the poller writes it; /metrics reads it.
 	documentPages atomic.Int32
+	// status is what the environment's loops last saw, for /proxy/status:
+	// written by them, never read on the request path.
+	status envStatus
 
 	// loops is the environment's running poll loop, nil when none runs;
 	// guarded by server.reloadMu.

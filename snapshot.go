@@ -397,6 +397,7 @@ func (s *server) publishSnapshot(env *environment, snap *snapshot, source string
 	}
 	snap.setServedVersion(env.snap.Load())
 	env.store(snap)
+	env.status.published(source, s.now())
 	s.markSuccess(env)
 	s.stats.observeCompile(env.pair.ClientSideKey, snap)
 	s.log.Info("environment updated", "env", env.pair.ClientSideKey, "source", source,

@@ -104,6 +104,13 @@ func (h *hub) refusedTotal() int {
 	return h.refused
 }
 
+// subscribersOf is the number of open streams of one environment.
+func (h *hub) subscribersOf(key string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs[key])
+}
+
 // close ends every stream; used on shutdown.
 func (h *hub) close() {
 	h.mu.Lock()

@@ -40,13 +40,16 @@ func (s *server) followUpstream(ctx context.Context, env *environment, client *h
 	url := s.config().RealtimeAPIURL + streamPathPrefix + key + "/stream"
 	jitter := jitterFraction(key)
 	failures := 0
+	env.status.setStream(streamConnecting)
 	for {
 		opened := time.Now()
 		err := s.readUpstreamStream(ctx, env, client, url)
 		s.stats.observeStream(key, false)
 		if ctx.Err() != nil {
+			env.status.setStream(streamOff)
 			return
 		}
+		env.status.setStream(streamReconnecting)
 		if time.Since(opened) >= maxStreamBackoff {
 			failures = 0
 		}
@@ -87,6 +90,7 @@ func (s *server) readUpstreamStream(ctx context.Context, env *environment, clien
 	}
 	watchdog.Reset(upstreamStreamIdle)
 	s.stats.observeStream(key, true)
+	env.status.setStream(streamConnected)
 	s.log.Info("upstream stream connected", "env", key)
 
 	sc := bufio.NewScanner(resp.Body)
