@@ -73,6 +73,17 @@ func (s *snapshot) flag(name string, kind keyKind) ([]byte, bool) {
 		return nil, false
 	}
 	v := &s.views[kind]
+	if v.base == nil {
+		// A large document's flags list is held gzipped only (newSnapshot):
+		// the flag object is the identities view's, without its variant,
+		// which is always null without an identity.
+		sp := s.identities.spans[kind][fi]
+		if sp.start < 0 {
+			return nil, false
+		}
+		obj := s.identities.base[sp.start : sp.end-int32(len(nullVariantEnd))]
+		return append(append(make([]byte, 0, len(obj)+1), obj...), '}'), true
+	}
 	sp := v.spans[fi]
 	if sp.start < 0 {
 		return nil, false

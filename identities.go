@@ -261,7 +261,7 @@ type identityView struct {
 func (s *snapshot) encodeIdentityView() identityView {
 	size := 0
 	for _, fl := range s.envFlags {
-		size += len(s.flagPrefix[fl.source.index]) + len(fl.value()) + len(`,"variant":null}`) + 1
+		size += len(s.flagPrefix[fl.source.index]) + len(fl.value()) + len(nullVariantEnd) + 1
 	}
 	v := identityView{base: make([]byte, 0, size)}
 	server := make([]span, len(s.envFlags))
@@ -302,7 +302,7 @@ func (s *snapshot) appendIdentityFlag(dst []byte, fl evalFlag) []byte {
 	case fl.control():
 		return append(dst, `,"variant":"control"}`...)
 	}
-	return append(dst, `,"variant":null}`...)
+	return append(dst, nullVariantEnd...)
 }
 
 // responseParts is a response body in parts: bytes the request encoded
@@ -368,3 +368,6 @@ func (p *responseParts) assemble(dst []byte) []byte {
 	_ = p.each(func(b []byte) error { dst = append(dst, b...); return nil })
 	return dst
 }
+
+// nullVariantEnd ends the identities object of a flag that was not split.
+const nullVariantEnd = `,"variant":null}`

@@ -71,10 +71,8 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // their gzip when large enough to gain from it, its ETag, and the header
 // values, so serving it allocates nothing.
 type preEncoded struct {
-	// body is nil when only the gzip is kept (keepGzipOnly), or when the
-	// body is pieces of another body (a view sharing the server view's).
+	// body is nil when only the gzip is kept (keepGzipOnly).
 	body, gzipped []byte
-	pieces        [][]byte
 	digest        [sha256.Size]byte
 	etag          string
 	etagHeader    []string
@@ -126,14 +124,6 @@ func (p *preEncoded) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	h["Content-Length"] = p.length
 	switch {
-	case p.pieces != nil:
-		// Straight to the connection's own buffer: large pieces go out
-		// without a copy, small ones are gathered there.
-		for _, piece := range p.pieces {
-			if _, err := w.Write(piece); err != nil {
-				break
-			}
-		}
 	case p.body == nil:
 		if zr, err := gzip.NewReader(bytes.NewReader(p.gzipped)); err == nil {
 			_, _ = io.Copy(w, zr)

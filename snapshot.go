@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
@@ -79,8 +78,7 @@ type view struct {
 	flags preEncoded
 	// spans locates each feature's flag object in base, by feature index;
 	// start is -1 for a flag this kind of key does not see. base is
-	// flags.body, or for a client view of a large environment the server
-	// view's body, whose bytes it shares (sharedView).
+	// flags.body; nil for a large document, held gzipped only (newSnapshot).
 	spans []span
 	base  []byte
 }
@@ -138,13 +136,22 @@ func newSnapshot(raw []byte) (*snapshot, error) {
 		// Most environments hide nothing from client keys: both kinds of
 		// key share one body, its gzip and its spans.
 		s.views[clientKey] = s.views[serverKey]
-	} else if len(s.views[serverKey].base) > largeDocumentBytes {
-		s.views[clientKey] = s.sharedView(clientKey, &s.views[serverKey])
 	} else {
 		s.views[clientKey] = s.encodeView(clientKey)
 	}
 	s.identities = s.encodeIdentityView()
 	s.sharePrefixes()
+	if len(s.views[serverKey].base) > largeDocumentBytes {
+		// A flags list of megabytes is held gzipped only, as SDKs take it
+		// (a client that does not is sent it decompressed on the fly);
+		// ?feature= answers come from the identities view, which holds
+		// every flag object anyway. Holding the plain list too would take
+		// a document over 7 MB past 4x its size in RSS (bench/RESULTS.md).
+		for k := range s.views {
+			s.views[k].flags.keepGzipOnly()
+			s.views[k].base = nil
+		}
+	}
 	s.document = <-document
 	s.compile = time.Since(start)
 	return s, nil
@@ -216,13 +223,13 @@ func (s *snapshot) encodeSources(serverOnlyIDs map[string]bool) {
 }
 
 // sharePrefixes points each flag source's prefix at the same bytes in the
-// server view's body, where every feature's flag object starts with its
+// identities view's body, where every feature's flag object starts with its
 // default's prefix; the few prefixes found nowhere there (an override that
 // differs from its feature's default) are packed apart (see pack). The buffer
 // encodeSources built is garbage then: an environment holds its flags' bytes
 // once.
 func (s *snapshot) sharePrefixes() {
-	body, spans := s.views[serverKey].base, s.views[serverKey].spans
+	body, spans := s.identities.base, s.identities.spans[serverKey]
 	inBody := make(map[*byte][]byte, len(s.envFlags))
 	for fi, fl := range s.envFlags {
 		p := s.flagPrefix[fl.source.index]
@@ -283,43 +290,6 @@ func (s *snapshot) encodeView(kind keyKind) view {
 	}
 	v.flags = newPreEncoded(append(body, ']'))
 	v.base = v.flags.body
-	return v
-}
-
-// sharedView is the view of kind as encodeView makes it, sharing the bytes
-// of base (the server keys' view, which sees every flag): kind's flags are
-// the same bytes, less those it does not see. Its body for GET
-// /api/v1/flags/ is held as pieces of base's, and gzipped whole.
-func (s *snapshot) sharedView(kind keyKind, base *view) view {
-	v := view{spans: make([]span, len(s.envFlags)), base: base.base}
-	pieces := [][]byte{[]byte("[")}
-	runStart, runEnd := int32(-1), int32(-1)
-	closeRun := func() {
-		if runStart >= 0 {
-			if len(pieces) > 1 {
-				pieces = append(pieces, []byte(","))
-			}
-			pieces = append(pieces, v.base[runStart:runEnd:runEnd])
-			runStart = -1
-		}
-	}
-	for fi, fl := range s.envFlags {
-		sp := base.spans[fi]
-		if !s.visible(fl.source, kind) {
-			v.spans[fi] = span{-1, -1}
-			closeRun()
-			continue
-		}
-		v.spans[fi] = sp
-		if runStart < 0 {
-			runStart = sp.start
-		}
-		runEnd = sp.end
-	}
-	closeRun()
-	pieces = append(pieces, []byte("]"))
-	v.flags = newPreEncoded(bytes.Join(pieces, nil))
-	v.flags.body, v.flags.pieces = nil, pieces
 	return v
 }
 

@@ -59,7 +59,7 @@ func TestIdentityResponsesMatchPlainEvaluation(t *testing.T) {
 		t.Fatal(err)
 	}
 	cases = append(cases, docCase{"demo/scaled", scaleDocument(t, demo, 4, 300, false), nil})
-	// Large enough that the client keys' view shares the server view's bytes.
+	// Large enough that the flags lists are held gzipped only.
 	cases = append(cases, docCase{"demo/shared-view", scaleDocument(t, demo, 700, 10, false), nil})
 
 	for _, c := range cases {
@@ -80,8 +80,8 @@ func TestIdentityResponsesMatchPlainEvaluation(t *testing.T) {
 					}
 				}
 			}
-			if shared := snap.views[clientKey].flags.pieces != nil; shared != strings.HasSuffix(c.name, "shared-view") {
-				t.Fatalf("client view shares the server view's bytes: %t", shared)
+			if gzipOnly := snap.views[clientKey].flags.body == nil; gzipOnly != strings.HasSuffix(c.name, "shared-view") {
+				t.Fatalf("client view held gzipped only: %t", gzipOnly)
 			}
 			for _, kind := range []keyKind{clientKey, serverKey} {
 				got := viewBody(&snap.views[kind])
@@ -395,24 +395,29 @@ func assembledFlags(s *snapshot, flags []evalFlag, kind keyKind) []byte {
 
 // viewBody is the environment's flags body as the view serves it.
 func viewBody(v *view) []byte {
-	if v.flags.pieces != nil {
-		return bytes.Join(v.flags.pieces, nil)
+	if v.flags.body == nil {
+		zr, err := gzip.NewReader(bytes.NewReader(v.flags.gzipped))
+		if err != nil {
+			return nil
+		}
+		plain, _ := io.ReadAll(zr)
+		return plain
 	}
 	return v.flags.body
 }
 
-// TestSharedViewServed: the client keys' flags of a large environment, held
-// as pieces of the server keys' body, are served as the same bytes a body of
-// their own would be: plain with its length, gzipped, 304 on its ETag, and
-// one flag by name; the flags it hides are not in them.
-func TestSharedViewServed(t *testing.T) {
+// TestLargeViewServed: the client keys' flags of a large environment, held
+// gzipped only, are served as the same bytes a plain body would be: plain
+// with its length, gzipped, 304 on its ETag, and one flag by name; the flags
+// it hides are not in them.
+func TestLargeViewServed(t *testing.T) {
 	s := newTestServer(t, withPairs(demoPair))
 	raw := scaleDocument(t, demoDocument(t, time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), "hi"), 700, 10, false)
 	s.publishDoc(t, demoClientKey, raw)
 	snap := s.environments()[0].snap.Load()
 	v := &snap.views[clientKey]
-	if v.flags.pieces == nil {
-		t.Fatal("the client view does not share the server view's bytes; make the document larger")
+	if v.flags.body != nil || v.base != nil {
+		t.Fatal("the client view of a large document keeps its plain bytes; make the document larger")
 	}
 	want := "[" + string(newPlainEvaluator(t, raw).flags(t, nil, clientKey)) + "]"
 
