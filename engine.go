@@ -391,6 +391,7 @@ func (ev *evaluation) segmentMatches(i int) bool {
 // flags appends the flags of features [from, to) to dst.
 func (ev *evaluation) flags(dst []evalFlag, from, to int) []evalFlag {
 	e := ev.e
+	var splits pendingSplits
 	for fi := from; fi < to; fi++ {
 		fl := evalFlag{source: &e.features[fi], segment: -1, variant: noVariant}
 		var src *flagSource
@@ -408,11 +409,15 @@ func (ev *evaluation) flags(dst []evalFlag, from, to int) []evalFlag {
 				}
 			}
 		}
-		if ev.st.hasIdentity && len(fl.source.variants) > 0 {
+		if ev.st.hasIdentity && len(fl.source.variants) > 0 && !splits.add(fl.source, &ev.st, len(dst)) {
 			fl.variant = split(fl.source, &ev.st)
 		}
 		dst = append(dst, fl)
+		if splits.full() {
+			splits.settle(dst, &ev.st)
+		}
 	}
+	splits.settle(dst, &ev.st)
 	return dst
 }
 

@@ -2,11 +2,103 @@ package main
 
 import (
 	"crypto/md5"
+	"encoding/binary"
 	"math"
 	"math/big"
+	"math/rand/v2"
 	"strconv"
 	"testing"
 )
+
+// TestMD5LanesMatchCryptoMD5: every lane's digest from md5x8 is
+// crypto/md5's, for messages of every length that fits one or two blocks,
+// with the lanes full and partly used.
+func TestMD5LanesMatchCryptoMD5(t *testing.T) {
+	if !haveMD5x8 {
+		t.Skip("no AVX2 here: md5x8 never runs (splits are hashed by crypto/md5)")
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for size := 0; size <= maxLaneBlocks*64-9; size++ {
+		for _, n := range []int{1, 3, lanes} {
+			var m md5Lanes
+			msgs := make([][]byte, n)
+			for l := range msgs {
+				msgs[l] = make([]byte, size)
+				for i := range msgs[l] {
+					msgs[l][i] = byte(rng.IntN(256))
+				}
+				if !m.add(msgs[l]) {
+					t.Fatalf("add: a %d-byte message did not fit lane %d", size, l)
+				}
+			}
+			var hi, lo [lanes]uint64
+			m.sums(&hi, &lo)
+			for l, msg := range msgs {
+				want := md5.Sum(msg)
+				if hi[l] != binary.BigEndian.Uint64(want[:8]) || lo[l] != binary.BigEndian.Uint64(want[8:]) {
+					t.Fatalf("%d bytes, lane %d of %d: %016x%016x; want %x", size, l, n, hi[l], lo[l], want)
+				}
+			}
+		}
+	}
+}
+
+// TestMD5LanesRefuse: the lanes take no ninth message, no message longer
+// than two blocks hold, and none of another block count than the first.
+func TestMD5LanesRefuse(t *testing.T) {
+	var m md5Lanes
+	if m.add(make([]byte, maxLaneBlocks*64-8)) {
+		t.Error("took a message of three blocks")
+	}
+	if !m.add(make([]byte, 55)) || m.add(make([]byte, 56)) {
+		t.Error("a one-block message then a two-block one: want the first taken, the second refused")
+	}
+	for m.n < lanes {
+		if !m.add([]byte("x")) {
+			t.Fatalf("lane %d refused", m.n)
+		}
+	}
+	if m.add([]byte("x")) {
+		t.Error("took a ninth message")
+	}
+}
+
+// TestBatchedSplitsMatchSingleOnes: the variants an evaluation picks with
+// its splits hashed together are those split picks one at a time, for
+// identity keys that fit the lanes and ones that do not, and for more
+// multivariate features than one batch holds.
+func TestBatchedSplitsMatchSingleOnes(t *testing.T) {
+	if !haveMD5x8 {
+		t.Skip("no AVX2 here: splits are never batched (md5x8 is tested against crypto/md5 above)")
+	}
+	snap, err := newSnapshot(scaleDocument(t, benchDocument(t), 3, 10, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := snap.engine
+	multivariate := 0
+	for i := range e.features {
+		if len(e.features[i].variants) > 0 {
+			multivariate++
+		}
+	}
+	if multivariate <= lanes {
+		t.Fatalf("%d multivariate features: the document must fill more than one batch", multivariate)
+	}
+	for _, identifier := range []string{"u", "user_42", string(make([]byte, 60)), string(make([]byte, 200))} {
+		id := &identity{identifier: identifier}
+		flags := e.evaluate(nil, id, nil)
+		st := newEvalState(e, id)
+		for _, fl := range flags {
+			if len(fl.source.variants) == 0 {
+				continue
+			}
+			if want := split(fl.source, &st); fl.variant != want {
+				t.Fatalf("identifier of %d bytes, %s: variant %d; want %d", len(identifier), fl.source.name, fl.variant, want)
+			}
+		}
+	}
+}
 
 // TestPercentageSplitBoundary checks that the threshold is inclusive, at the
 // identity's exact percentage.
