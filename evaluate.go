@@ -27,11 +27,8 @@ func runEvaluate(args []string, stdout, stderr io.Writer) error {
 		fs.PrintDefaults()
 	}
 	usage := func(err error) error { return &exitError{2, err} }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return usage(err)
+	if done, err := parseArgs(fs, args); done {
+		return err
 	}
 
 	if *document == "" {

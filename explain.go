@@ -256,17 +256,7 @@ func valueJSON(v value) json.RawMessage {
 func (s *server) handleExplain(w http.ResponseWriter, r *http.Request) {
 	buf := getBuffers()
 	defer putBuffers(buf)
-	ref, snap, err := s.resolve(r, environmentKeyHeader)
-	if err == nil && ref.kind != serverKey {
-		err = errServerKeyOnly
-	}
-	if err == nil {
-		buf.body, err = readRequestBody(w, r, s.config().Limits.MaxBodyBytes, buf.body[:0])
-	}
-	var identifier string
-	if err == nil {
-		identifier, err = decodeIdentityBody(buf.body, &buf.decodedTraits, identityLimitsOf(s.config(), snap))
-	}
+	_, snap, identifier, err := s.readIdentity(w, r, buf, serverKeyOnly)
 	if err != nil {
 		writeRequestError(w, err)
 		return
@@ -274,4 +264,13 @@ func (s *server) handleExplain(w http.ResponseWriter, r *http.Request) {
 	id := identity{identifier: identifier, traits: buf.traits}
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, snap.explain(&id))
+}
+
+// serverKeyOnly refuses a client key: an explanation shows segment rules
+// and server-only features.
+func serverKeyOnly(ref keyRef) error {
+	if ref.kind != serverKey {
+		return errServerKeyOnly
+	}
+	return nil
 }

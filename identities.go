@@ -33,6 +33,24 @@ func (s *server) handleIdentitiesGet(w http.ResponseWriter, r *http.Request) {
 	s.handUpstream(ref, identifier, nil, nil)
 }
 
+// readIdentity reads a POST whose body is an identities body: the key
+// (refused by keyCheck when it returns an error), then the body, decoded
+// into buf.
+func (s *server) readIdentity(w http.ResponseWriter, r *http.Request, buf *requestBuffers, keyCheck func(keyRef) error) (keyRef, *snapshot, string, error) {
+	ref, snap, err := s.resolve(r, environmentKeyHeader)
+	if err == nil && keyCheck != nil {
+		err = keyCheck(ref)
+	}
+	if err == nil {
+		buf.body, err = readRequestBody(w, r, s.config().Limits.MaxBodyBytes, buf.body[:0])
+	}
+	var identifier string
+	if err == nil {
+		identifier, err = decodeIdentityBody(buf.body, &buf.decodedTraits, identityLimitsOf(s.config(), snap))
+	}
+	return ref, snap, identifier, err
+}
+
 // identifierParam checks the identifier query parameter of a GET.
 func identifierParam(r *http.Request) error {
 	q := r.URL.Query()
@@ -51,14 +69,7 @@ func identifierParam(r *http.Request) error {
 func (s *server) handleIdentitiesPost(w http.ResponseWriter, r *http.Request) {
 	buf := getBuffers()
 	defer putBuffers(buf)
-	ref, snap, err := s.resolve(r, environmentKeyHeader)
-	if err == nil {
-		buf.body, err = readRequestBody(w, r, s.config().Limits.MaxBodyBytes, buf.body[:0])
-	}
-	var identifier string
-	if err == nil {
-		identifier, err = decodeIdentityBody(buf.body, &buf.decodedTraits, identityLimitsOf(s.config(), snap))
-	}
+	ref, snap, identifier, err := s.readIdentity(w, r, buf, nil)
 	if err != nil {
 		writeRequestError(w, err)
 		return

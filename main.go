@@ -371,15 +371,7 @@ func (s *server) drain(ctx context.Context, signals <-chan os.Signal, d time.Dur
 // probeReadiness is -healthcheck: a scratch image has no curl, so the binary
 // probes itself.
 func probeReadiness(ctx context.Context, cfg Config) error {
-	host := cfg.Server.Host
-	if host == "" || host == "0.0.0.0" || host == "::" {
-		host = "127.0.0.1"
-	}
-	scheme := "http"
-	if cfg.Server.TLS.enabled() {
-		scheme = "https"
-	}
-	url := fmt.Sprintf("%s://%s/proxy/health/readiness", scheme, net.JoinHostPort(host, fmt.Sprint(cfg.Server.Port)))
+	url := localURL(cfg) + "/proxy/health/readiness"
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -406,4 +398,17 @@ func probeReadiness(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("healthcheck: %s answered %d", url, resp.StatusCode)
 	}
 	return nil
+}
+
+// parseArgs parses a subcommand's flags. done says the subcommand is over:
+// it printed its help (-h), or its arguments were wrong (an exit status 2
+// error, as flag's own).
+func parseArgs(fs *flag.FlagSet, args []string) (done bool, err error) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return true, nil
+		}
+		return true, &exitError{2, err}
+	}
+	return false, nil
 }

@@ -123,29 +123,28 @@ func (m *metrics) env(key string) *envStats {
 
 // observePoll counts one poll by result: ok, not_modified, error, invalid.
 func (m *metrics) observePoll(key, result string) {
+	m.update(key, func(e *envStats) { e.polls[result]++ })
+}
+
+// update changes key's figures under the lock.
+func (m *metrics) update(key string, change func(e *envStats)) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.env(key).polls[result]++
+	change(m.env(key))
 }
 
 func (m *metrics) observeFullRefresh(key string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.env(key).fullRefreshes++
+	m.update(key, func(e *envStats) { e.fullRefreshes++ })
 }
 
 func (m *metrics) observeBodyBytes(key string, n int) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.env(key).bodyBytes += uint64(n)
+	m.update(key, func(e *envStats) { e.bodyBytes += uint64(n) })
 }
 
 // observePageFetched counts a document page read whole: one per poll that
 // brings a document, more when the upstream paginates it.
 func (m *metrics) observePageFetched(key string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.env(key).pagesFetched++
+	m.update(key, func(e *envStats) { e.pagesFetched++ })
 }
 
 // observeStream records the upstream stream's state: connected, or not.

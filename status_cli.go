@@ -42,11 +42,8 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 		fs.PrintDefaults()
 	}
 	fail := func(err error) error { return &exitError{2, err} }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fail(err)
+	if done, err := parseArgs(fs, args); done {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return fail(fmt.Errorf("status: unexpected argument %q", fs.Arg(0)))
