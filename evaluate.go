@@ -22,12 +22,8 @@ func runEvaluate(args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	var traits traitFlags
 	fs.Var(&traits, "trait", "a trait as key=value (repeatable); the value is read as JSON when it parses, else as a string")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: edge-proxy evaluate CONTEXT.json\n       edge-proxy evaluate -document DOC.json [-identifier ID] [-trait key=value]... [-json]\n\n")
-		fs.PrintDefaults()
-	}
 	usage := func(err error) error { return &exitError{2, err} }
-	if done, err := parseArgs(fs, args); done {
+	if done, err := parseArgs(fs, args, "Usage: edge-proxy evaluate CONTEXT.json\n       edge-proxy evaluate -document DOC.json [-identifier ID] [-trait key=value]... [-json]\n\n"); done {
 		return err
 	}
 

@@ -256,9 +256,8 @@ func valueJSON(v value) json.RawMessage {
 func (s *server) handleExplain(w http.ResponseWriter, r *http.Request) {
 	buf := getBuffers()
 	defer putBuffers(buf)
-	_, snap, identifier, err := s.readIdentity(w, r, buf, serverKeyOnly)
-	if err != nil {
-		writeRequestError(w, err)
+	_, snap, identifier, ok := s.readIdentity(w, r, buf, serverKeyOnly)
+	if !ok {
 		return
 	}
 	id := identity{identifier: identifier, traits: buf.traits}

@@ -35,8 +35,8 @@ func (s *server) handleIdentitiesGet(w http.ResponseWriter, r *http.Request) {
 
 // readIdentity reads a POST whose body is an identities body: the key
 // (refused by keyCheck when it returns an error), then the body, decoded
-// into buf.
-func (s *server) readIdentity(w http.ResponseWriter, r *http.Request, buf *requestBuffers, keyCheck func(keyRef) error) (keyRef, *snapshot, string, error) {
+// into buf. When it cannot, it answers the error and returns ok false.
+func (s *server) readIdentity(w http.ResponseWriter, r *http.Request, buf *requestBuffers, keyCheck func(keyRef) error) (ref keyRef, snap *snapshot, identifier string, ok bool) {
 	ref, snap, err := s.resolve(r, environmentKeyHeader)
 	if err == nil && keyCheck != nil {
 		err = keyCheck(ref)
@@ -44,11 +44,14 @@ func (s *server) readIdentity(w http.ResponseWriter, r *http.Request, buf *reque
 	if err == nil {
 		buf.body, err = readRequestBody(w, r, s.config().Limits.MaxBodyBytes, buf.body[:0])
 	}
-	var identifier string
 	if err == nil {
 		identifier, err = decodeIdentityBody(buf.body, &buf.decodedTraits, identityLimitsOf(s.config(), snap))
 	}
-	return ref, snap, identifier, err
+	if err != nil {
+		writeRequestError(w, err)
+		return keyRef{}, nil, "", false
+	}
+	return ref, snap, identifier, true
 }
 
 // identifierParam checks the identifier query parameter of a GET.
@@ -69,9 +72,8 @@ func identifierParam(r *http.Request) error {
 func (s *server) handleIdentitiesPost(w http.ResponseWriter, r *http.Request) {
 	buf := getBuffers()
 	defer putBuffers(buf)
-	ref, snap, identifier, err := s.readIdentity(w, r, buf, nil)
-	if err != nil {
-		writeRequestError(w, err)
+	ref, snap, identifier, ok := s.readIdentity(w, r, buf, nil)
+	if !ok {
 		return
 	}
 	s.writeIdentity(w, r, ref.kind, snap, buf, identity{identifier: identifier, traits: buf.traits, scratch: buf.slots})

@@ -400,10 +400,14 @@ func probeReadiness(ctx context.Context, cfg Config) error {
 	return nil
 }
 
-// parseArgs parses a subcommand's flags. done says the subcommand is over:
-// it printed its help (-h), or its arguments were wrong (an exit status 2
-// error, as flag's own).
-func parseArgs(fs *flag.FlagSet, args []string) (done bool, err error) {
+// parseArgs parses a subcommand's flags; its help is usage, then the flags.
+// done says the subcommand is over: it printed its help (-h), or its
+// arguments were wrong (an exit status 2 error, as flag's own).
+func parseArgs(fs *flag.FlagSet, args []string, usage string) (done bool, err error) {
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return true, nil

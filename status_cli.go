@@ -37,12 +37,8 @@ func runStatus(ctx context.Context, args []string, getenv func(string) string, s
 	token := fs.String("token", "", "the admin token (default $ADMIN_TOKEN, else admin_token of the configuration)")
 	configPath := fs.String("config", "", "the configuration to take the address and token from (default $CONFIG_PATH, else ./config.json)")
 	asJSON := fs.Bool("json", false, "print the status as JSON")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: edge-proxy status [-url URL] [-token TOKEN] [-json]\n\nExit status: 0 every environment ok, 1 any stale or without a document, 2 the status could not be read.\n\n")
-		fs.PrintDefaults()
-	}
 	fail := func(err error) error { return &exitError{2, err} }
-	if done, err := parseArgs(fs, args); done {
+	if done, err := parseArgs(fs, args, "Usage: edge-proxy status [-url URL] [-token TOKEN] [-json]\n\nExit status: 0 every environment ok, 1 any stale or without a document, 2 the status could not be read.\n\n"); done {
 		return err
 	}
 	if fs.NArg() > 0 {
