@@ -266,6 +266,7 @@ func serve(ctx context.Context, cfg Config, src *configSource, log *slog.Logger)
 		// net/http's plain-text answer.
 		MaxHeaderBytes: cfg.Server.hardHeaderBytes(),
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ConnContext:    connContext,
 	}
 	srv.RegisterOnShutdown(s.hub.close)
 

@@ -116,6 +116,7 @@ func (p *preEncoded) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	h["Content-Type"] = jsonContentType
 	setVary(h)
+	defer corkFor(r, p.size()).release(w)
 	if p.gzipped != nil && acceptsGzip(r) {
 		h["Content-Encoding"] = gzipEncoding
 		h["Content-Length"] = p.gzipLength
@@ -193,6 +194,7 @@ var gzipWriters = sync.Pool{New: func() any {
 func writeBody(w http.ResponseWriter, r *http.Request, body []byte) {
 	h := w.Header()
 	h["Content-Type"] = jsonContentType
+	defer corkFor(r, len(body)).release(w)
 	if len(body) > gzipMinBytes && acceptsGzip(r) {
 		h["Content-Encoding"] = gzipEncoding
 		setVary(h)
@@ -212,6 +214,7 @@ func writeBody(w http.ResponseWriter, r *http.Request, body []byte) {
 func writeParts(w http.ResponseWriter, r *http.Request, p *responseParts) {
 	h := w.Header()
 	h["Content-Type"] = jsonContentType
+	defer corkFor(r, p.size()).release(w)
 	if acceptsGzip(r) {
 		h["Content-Encoding"] = gzipEncoding
 		setVary(h)
