@@ -5,7 +5,9 @@
 # document and on a 10x document. CPU per request moves far less than req/s
 # when other work shares the machine; the flags endpoint, which an
 # evaluation change does not touch, shows how much the order of the runs
-# alone moves the figures.
+# alone moves the figures. It cannot see a gain on the client's side (one
+# transmission instead of two, as TCP_CORK gives): judge such a change by
+# bench/run.sh's requests/s against the ceiling instead.
 #
 #   bash bench/ab.sh NAME=BINARY NAME=BINARY ...     # e.g. base=./a nolanes=./b
 #
