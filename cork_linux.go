@@ -17,14 +17,12 @@ import (
 // the reader is woken once: 15-30% more requests/s on the benchmark
 // document's flags and identities (bench/RESULTS.md, 2026-12-07).
 
-type rawConnKey struct{}
-
 // connContext keeps a plain TCP connection's descriptor in the context of
 // its requests (http.Server.ConnContext); TLS connections get none.
 func connContext(ctx context.Context, c net.Conn) context.Context {
 	if tc, ok := c.(*net.TCPConn); ok {
 		if raw, err := tc.SyscallConn(); err == nil {
-			return context.WithValue(ctx, rawConnKey{}, raw)
+			return context.WithValue(ctx, socketKey{}, socket{raw})
 		}
 	}
 	return ctx
@@ -34,20 +32,19 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 // in net/http's connection buffer together.
 const minCorkedBytes = 3 << 10
 
+// socket is the plain TCP connection a request came on; zero for TLS.
+type socket struct{ raw syscall.RawConn }
+
 // cork is a corked connection to uncork once the response is written.
 type cork struct{ raw syscall.RawConn }
 
-// corkFor corks r's connection when a body of size bytes is to follow. Use
-// it as `defer corkFor(r, n).release(w)`.
-func corkFor(r *http.Request, size int) cork {
-	if size < minCorkedBytes {
+// cork corks the connection when a body of size bytes is to follow. Use it
+// as `defer sock.cork(n).release(w)`.
+func (s socket) cork(size int) cork {
+	if size < minCorkedBytes || s.raw == nil || s.raw.Control(corkOn) != nil {
 		return cork{}
 	}
-	raw, _ := r.Context().Value(rawConnKey{}).(syscall.RawConn)
-	if raw == nil || raw.Control(corkOn) != nil {
-		return cork{}
-	}
-	return cork{raw}
+	return cork(s)
 }
 
 // release pushes what the response wrote into the socket and uncorks it,

@@ -12,7 +12,8 @@ import (
 
 // corkedState reads r's connection's TCP_CORK (-1: no connection).
 func corkedState(r *http.Request) int {
-	raw, _ := r.Context().Value(rawConnKey{}).(syscall.RawConn)
+	sock, _ := r.Context().Value(socketKey{}).(socket)
+	raw := sock.raw
 	state := -1
 	if raw != nil {
 		_ = raw.Control(func(fd uintptr) {
@@ -34,7 +35,7 @@ func TestCorkedResponses(t *testing.T) {
 		if r.URL.Path == "/small" {
 			body = []byte(`"small"`)
 		}
-		c := corkFor(r, len(body))
+		c := replyTo(nil, r).sock.cork(len(body))
 		during := corkedState(r)
 		_, _ = w.Write(body)
 		c.release(w)

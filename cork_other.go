@@ -13,7 +13,9 @@ import (
 
 func connContext(ctx context.Context, _ net.Conn) context.Context { return ctx }
 
+type socket struct{}
+
 type cork struct{}
 
-func corkFor(*http.Request, int) cork    { return cork{} }
+func (socket) cork(int) cork             { return cork{} }
 func (cork) release(http.ResponseWriter) {}

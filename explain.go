@@ -256,11 +256,10 @@ func valueJSON(v value) json.RawMessage {
 func (s *server) handleExplain(w http.ResponseWriter, r *http.Request) {
 	buf := getBuffers()
 	defer putBuffers(buf)
-	_, snap, identifier, ok := s.readIdentity(w, r, buf, serverKeyOnly)
+	_, snap, id, _, ok := s.readIdentity(w, r, buf, serverKeyOnly)
 	if !ok {
 		return
 	}
-	id := identity{identifier: identifier, traits: buf.traits}
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, snap.explain(&id))
 }

@@ -27,7 +27,7 @@ func (s *server) handleFlags(w http.ResponseWriter, r *http.Request) {
 				writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("feature '%s' not found", name))
 				return
 			}
-			writeBody(w, r, body)
+			replyTo(w, r).writeBody(body)
 			return
 		}
 	}

@@ -557,7 +557,7 @@ func TestConformanceThroughAnswers(t *testing.T) {
 				}
 				rec := httptest.NewRecorder()
 				buf := getBuffers()
-				s.writeIdentity(rec, httptest.NewRequest(http.MethodPost, "/api/v1/identities/", nil), serverKey,
+				s.writeIdentity(reply{w: rec}, serverKey,
 					s.environments()[0].snap.Load(), buf, withKey)
 				putBuffers(buf)
 				got = identitiesFlags(t, rec)

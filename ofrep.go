@@ -34,7 +34,7 @@ func (s *server) handleOFREPFlag(w http.ResponseWriter, r *http.Request) {
 	// An empty key (a path ending in "/") names no flag rather than all.
 	if out := appendOFREPFlags(buf.out[:0], snap, ref.kind, buf.flags, key); key != "" && len(out) > 0 {
 		buf.out = out
-		writeBody(w, r, out)
+		replyTo(w, r).writeBody(out)
 		return
 	}
 	writeOFREPError(w, http.StatusNotFound, ofrepFlag(key), "FLAG_NOT_FOUND",
@@ -80,7 +80,7 @@ func (s *server) handleOFREPBulk(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
-	writeBody(w, r, out)
+	replyTo(w, r).writeBody(out)
 }
 
 // ofrepETag is the bulk answer's ETag: a hash of the body. Unlike the flags

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -109,6 +110,40 @@ func readRequestBody(w http.ResponseWriter, r *http.Request, limit int64, buf []
 			return buf, fmt.Errorf("body: could not be read: %w", err)
 		}
 	}
+}
+
+// replyTo reads how the request wants its answer: gzipped or not, on which
+// connection (to cork).
+func replyTo(w http.ResponseWriter, r *http.Request) reply {
+	sock, _ := r.Context().Value(socketKey{}).(socket)
+	return reply{w: w, gzip: acceptsGzip(r), sock: sock}
+}
+
+// socketKey holds a request's socket in its context (connContext).
+type socketKey struct{}
+
+// acceptsGzip reads Accept-Encoding without allocating: it is read on every
+// request that gets a body.
+func acceptsGzip(r *http.Request) bool {
+	for _, v := range r.Header.Values("Accept-Encoding") {
+		for v != "" {
+			var part string
+			part, v, _ = strings.Cut(v, ",")
+			coding, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+			if !strings.EqualFold(strings.TrimSpace(coding), "gzip") {
+				continue
+			}
+			// "gzip;q=0" refuses gzip; any other weight accepts it.
+			q := 1.0
+			if name, val, ok := strings.Cut(strings.TrimSpace(params), "="); ok && strings.EqualFold(strings.TrimSpace(name), "q") {
+				if f, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
+					q = f
+				}
+			}
+			return q > 0
+		}
+	}
+	return false
 }
 
 // requestStatus is the HTTP status for an error from resolve,

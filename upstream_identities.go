@@ -184,3 +184,12 @@ func labelled(names []string, counts []atomic.Uint64) []labelledCount {
 	}
 	return out
 }
+
+// handUpstream offers an answered identity request to shadow verification
+// and trait write-back, which do their work off the request path. body and
+// traits are nil for GET.
+func (s *server) handUpstream(ref keyRef, identifier string, body []byte, traits *decodedTraits) {
+	cfg := s.config()
+	s.sampleIdentity(cfg, ref, identifier, body)
+	s.offerWriteBack(cfg, ref.env, identifier, body, traits)
+}

@@ -349,7 +349,7 @@ func (s *server) proxyAnswer(snap *snapshot, job verifyJob) (identitiesAnswer, e
 		}
 	}
 	var out memoryResponse
-	s.writeIdentity(&out, &http.Request{Header: http.Header{}}, serverKey, snap, buf,
+	s.writeIdentity(reply{w: &out}, serverKey, snap, buf,
 		identity{identifier: job.identifier, traits: buf.traits, scratch: buf.slots})
 	var ans identitiesAnswer
 	err := json.Unmarshal(out.body.Bytes(), &ans)
