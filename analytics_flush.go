@@ -156,7 +156,6 @@ func (s *server) postUpstream(ctx context.Context, client *http.Client, target s
 // final flush is serve's, after the last request.
 func (s *server) flushLoop(ctx context.Context, client *http.Client, env, kind string, r relay) {
 	interval := seconds(s.config().Analytics.FlushIntervalSeconds)
-	jitter := jitterFraction(env + kind)
 	failures := 0
 	wait := interval
 	for {
@@ -176,7 +175,7 @@ func (s *server) flushLoop(ctx context.Context, client *http.Client, env, kind s
 			continue
 		}
 		failures++
-		wait = backoff(failures, interval, jitter)
+		wait = backoff(failures, interval, env+kind)
 		s.log.Warn("upstream flush failed; kept for retry", "relay", kind, "env", env,
 			"error", err.Error(), "attempt", failures, "retry_in", wait.String(), "pending", r.pending())
 	}

@@ -286,7 +286,7 @@ func benchServer(b testing.TB, raw []byte) *server {
 	cfg := defaultConfig()
 	cfg.EnvironmentKeyPairs = []KeyPair{{ServerSideKey: "ser.bench", ClientSideKey: doc.APIKey}}
 	s := newServer(cfg, discardLogger())
-	if err := s.publish(s.environments()[0], raw, "bench"); err != nil {
+	if _, err := s.publish(s.environments()[0], raw, "bench"); err != nil {
 		b.Fatal(err)
 	}
 	return s

@@ -48,6 +48,13 @@ func (s *server) loadCached(env *environment) {
 	if err == nil {
 		snap, err = newSnapshot(raw)
 	}
+	if err == nil {
+		// The poller asks the upstream for changes since then.
+		var fi os.FileInfo
+		if fi, err = os.Stat(path); err == nil {
+			snap.cachedAt = fi.ModTime()
+		}
+	}
 	if err == nil && snap.clientKey != env.pair.ClientSideKey {
 		err = fmt.Errorf("cached document belongs to another environment (api_key %s)", maskedKey(snap.clientKey))
 	}

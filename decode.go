@@ -197,15 +197,13 @@ func (d *jsonDecoder) traits(buf *decodedTraits, lim identityLimits) error {
 		} else if err := d.trait(i, buf, lim, note); err != nil {
 			return err
 		}
-		d.skipSpace()
-		switch d.next() {
-		case ',':
-			continue
-		case ']':
-		default:
-			return errSyntax("expected , or ] in the traits list", d.pos-1)
+		more, err := d.after(']', "the traits list")
+		if err != nil {
+			return err
 		}
-		break
+		if !more {
+			break
+		}
 	}
 	if problem != nil {
 		return *problem
@@ -419,16 +417,27 @@ func (d *jsonDecoder) object(field func(key []byte) error) error {
 				problem = err
 			}
 		}
-		d.skipSpace()
-		switch d.next() {
-		case ',':
-			continue
-		case '}':
+		more, err := d.after('}', "an object")
+		if err != nil {
+			return err
+		}
+		if !more {
 			return problem
-		default:
-			return errSyntax("expected , or } in an object", d.pos-1)
 		}
 	}
+}
+
+// after reads what follows an element of a list or object: a comma (more
+// is true) or the closing byte.
+func (d *jsonDecoder) after(closing byte, in string) (more bool, err error) {
+	d.skipSpace()
+	switch d.next() {
+	case ',':
+		return true, nil
+	case closing:
+		return false, nil
+	}
+	return false, errSyntax("expected , or "+string(closing)+" in "+in, d.pos-1)
 }
 
 // rawKey returns a key's bytes; keys with escapes are decoded.
@@ -549,20 +558,16 @@ func (d *jsonDecoder) skipValue(depth int) error {
 			d.pos++
 			return nil
 		}
-		for {
-			if err := d.skipValue(depth + 1); err != nil {
+		for more := true; more; {
+			err := d.skipValue(depth + 1)
+			if err == nil {
+				more, err = d.after(']', "a list")
+			}
+			if err != nil {
 				return err
 			}
-			d.skipSpace()
-			switch d.next() {
-			case ',':
-				continue
-			case ']':
-				return nil
-			default:
-				return errSyntax("expected , or ] in a list", d.pos-1)
-			}
 		}
+		return nil
 	case c == 't':
 		return d.literal("true")
 	case c == 'f':
@@ -585,39 +590,58 @@ func (d *jsonDecoder) literal(word string) error {
 	return nil
 }
 
-// number checks the JSON number grammar: -?(0|[1-9]d*)(.d+)?([eE][+-]?d+)?
+// number checks the JSON number grammar.
 func (d *jsonDecoder) number() error {
-	start := d.pos
-	digits := func() int {
-		n := 0
-		for d.pos < len(d.data) && d.data[d.pos] >= '0' && d.data[d.pos] <= '9' {
-			d.pos++
-			n++
-		}
-		return n
+	end, _, ok := scanNumber(d.data, d.pos)
+	if !ok {
+		return errSyntax("invalid number", d.pos)
 	}
-	if d.peek() == '-' {
-		d.pos++
-	}
-	if d.peek() == '0' {
-		d.pos++
-	} else if digits() == 0 {
-		return errSyntax("invalid number", start)
-	}
-	if d.peek() == '.' {
-		d.pos++
-		if digits() == 0 {
-			return errSyntax("invalid number", start)
-		}
-	}
-	if c := d.peek(); c == 'e' || c == 'E' {
-		d.pos++
-		if c := d.peek(); c == '+' || c == '-' {
-			d.pos++
-		}
-		if digits() == 0 {
-			return errSyntax("invalid number", start)
-		}
-	}
+	d.pos = end
 	return nil
+}
+
+// scanNumber reads the number at data[start:] by the JSON grammar,
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?, and returns where it
+// ends and whether it has a fraction or an exponent.
+func scanNumber(data []byte, start int) (end int, float, ok bool) {
+	i := start
+	peek := func() byte {
+		if i < len(data) {
+			return data[i]
+		}
+		return 0
+	}
+	digits := func() int {
+		from := i
+		for i < len(data) && data[i] >= '0' && data[i] <= '9' {
+			i++
+		}
+		return i - from
+	}
+	if peek() == '-' {
+		i++
+	}
+	if peek() == '0' {
+		i++
+	} else if digits() == 0 {
+		return i, false, false
+	}
+	if peek() == '.' {
+		i++
+		if digits() == 0 {
+			return i, false, false
+		}
+		float = true
+	}
+	if c := peek(); c == 'e' || c == 'E' {
+		i++
+		if c := peek(); c == '+' || c == '-' {
+			i++
+		}
+		if digits() == 0 {
+			return i, false, false
+		}
+		float = true
+	}
+	return i, float, true
 }

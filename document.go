@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/big"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -333,20 +332,4 @@ func parseUpdatedAt(s string) (time.Time, error) {
 		}
 	}
 	return time.Time{}, fmt.Errorf("updated_at %q is not an ISO 8601 time", s)
-}
-
-// unixSeconds formats a time as Unix seconds with microseconds, the float
-// Flagsmith puts in X-Flagsmith-Document-Updated-At and realtime events.
-func unixSeconds(t time.Time) string {
-	us := t.UnixMicro()
-	sec, frac := us/1_000_000, us%1_000_000
-	if frac < 0 {
-		sec, frac = sec-1, frac+1_000_000
-	}
-	s := strconv.FormatInt(sec, 10) + "." + fmt.Sprintf("%06d", frac)
-	s = strings.TrimRight(s, "0")
-	if strings.HasSuffix(s, ".") {
-		s += "0"
-	}
-	return s
 }

@@ -117,49 +117,39 @@ func decodeEvents(body []byte, limits *LimitsConfig) ([]postedEvent, error) {
 	return out, nil
 }
 
-// eventFields keeps each field of an event raw, so that a wrong type is
-// reported with the field's name.
-type eventFields struct {
-	Event       json.RawMessage `json:"event"`
-	FeatureName json.RawMessage `json:"feature_name"`
-	Identifier  json.RawMessage `json:"identifier"`
-	Value       json.RawMessage `json:"value"`
-	Traits      json.RawMessage `json:"traits"`
-	Metadata    json.RawMessage `json:"metadata"`
-	Timestamp   json.RawMessage `json:"timestamp"`
-}
-
 // checkEvent checks one event and returns the feature it names. Its errors
 // start with the field (".event: …") for the caller to prefix the place.
 func checkEvent(item json.RawMessage, limits *LimitsConfig) (feature string, err error) {
-	var ev eventFields
-	if err := json.Unmarshal(item, &ev); err != nil || isJSONNull(item) {
+	// Each field raw, so that a wrong type is reported with its name; by
+	// exact name, as Flagsmith reads them.
+	var ev map[string]json.RawMessage
+	if err := json.Unmarshal(item, &ev); err != nil || ev == nil {
 		return "", errors.New(": must be an object")
 	}
 	var name string
-	if err := json.Unmarshal(ev.Event, &name); err != nil || isJSONNull(ev.Event) {
+	if err := json.Unmarshal(ev["event"], &name); err != nil || isJSONNull(ev["event"]) {
 		return "", errors.New(".event: required, a string")
 	}
 	if err := checkAnalyticsName(name); err != nil {
 		return "", fmt.Errorf(".event: %w", err)
 	}
-	if !absent(ev.FeatureName) {
-		if err := json.Unmarshal(ev.FeatureName, &feature); err != nil {
+	if !absent(ev["feature_name"]) {
+		if err := json.Unmarshal(ev["feature_name"], &feature); err != nil {
 			return "", errors.New(".feature_name: must be a string or null")
 		}
 		if err := checkAnalyticsName(feature); err != nil {
 			return "", fmt.Errorf(".feature_name: %w", err)
 		}
 	}
-	if _, err := decodeIdentifier(ev.Identifier); err != nil {
+	if _, err := decodeIdentifier(ev["identifier"]); err != nil {
 		return "", fmt.Errorf(".identifier: %w", err)
 	}
-	if err := checkEventScalar(ev.Value); err != nil {
+	if err := checkEventScalar(ev["value"]); err != nil {
 		return "", fmt.Errorf(".value: %w", err)
 	}
-	if !absent(ev.Traits) {
+	if !absent(ev["traits"]) {
 		var traits map[string]json.RawMessage
-		if err := json.Unmarshal(ev.Traits, &traits); err != nil {
+		if err := json.Unmarshal(ev["traits"], &traits); err != nil {
 			return "", errors.New(".traits: must be an object or null")
 		}
 		if len(traits) > limits.MaxTraits {
@@ -174,13 +164,13 @@ func checkEvent(item json.RawMessage, limits *LimitsConfig) (feature string, err
 			}
 		}
 	}
-	if !absent(ev.Metadata) {
+	if !absent(ev["metadata"]) {
 		var metadata map[string]json.RawMessage
-		if err := json.Unmarshal(ev.Metadata, &metadata); err != nil {
+		if err := json.Unmarshal(ev["metadata"], &metadata); err != nil {
 			return "", errors.New(".metadata: must be an object or null")
 		}
 	}
-	if ts, err := strconv.ParseInt(string(ev.Timestamp), 10, 64); err != nil || ts < 0 {
+	if ts, err := strconv.ParseInt(string(ev["timestamp"]), 10, 64); err != nil || ts < 0 {
 		return "", errors.New(".timestamp: required, milliseconds since 1970 as a non-negative integer")
 	}
 	return feature, nil

@@ -29,9 +29,9 @@ func (s *server) watchFile(ctx context.Context, env *environment) {
 			began := time.Now()
 			raw, err := readFileLimited(env.pair.DocumentPath)
 			if err == nil {
-				err = s.publish(env, raw, "file")
+				_, err = s.publish(env, raw, "file")
 			}
-			env.status.recordPoll(pollRecord{at: began, latency: time.Since(began), err: err}, time.Time{})
+			s.recordPoll(env, pollResult{began: began, took: time.Since(began), err: err})
 			switch {
 			case err == nil:
 				lastProblem = ""
@@ -46,7 +46,6 @@ func (s *server) watchFile(ctx context.Context, env *environment) {
 		} else if lastProblem == "" {
 			s.markSuccess(env)
 		}
-		env.status.setNextPoll(time.Now().Add(fileCheckInterval))
 		refreshed, ok := env.wait(ctx, fileCheckInterval)
 		if !ok {
 			return

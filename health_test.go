@@ -40,7 +40,7 @@ func TestHandlersHealth(t *testing.T) {
 		liveness(t)
 	})
 
-	if err := s.publish(s.environments()[0], []byte(apiDocument), "test"); err != nil {
+	if _, err := s.publish(s.environments()[0], []byte(apiDocument), "test"); err != nil {
 		t.Fatalf("publish = %v", err)
 	}
 	t.Run("after a document", func(t *testing.T) {

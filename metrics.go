@@ -51,8 +51,6 @@ type routeStats struct {
 
 type envStats struct {
 	polls         map[string]uint64
-	lastUpdatedAt float64
-	compileSecs   float64
 	fullRefreshes uint64
 	bodyBytes     uint64 // document bytes read from the upstream
 	pagesFetched  uint64 // document pages read whole from the upstream
@@ -122,29 +120,18 @@ func (m *metrics) env(key string) *envStats {
 }
 
 // observePoll counts one poll by result: ok, not_modified, error, invalid.
-func (m *metrics) observePoll(key, result string) {
-	m.update(key, func(e *envStats) { e.polls[result]++ })
-}
-
-// update changes key's figures under the lock.
-func (m *metrics) update(key string, change func(e *envStats)) {
+// observePoll counts a poll of the upstream by its outcome, with the bytes
+// and whole pages it read and whether it was a full refresh.
+func (m *metrics) observePoll(key string, res pollResult) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	change(m.env(key))
-}
-
-func (m *metrics) observeFullRefresh(key string) {
-	m.update(key, func(e *envStats) { e.fullRefreshes++ })
-}
-
-func (m *metrics) observeBodyBytes(key string, n int) {
-	m.update(key, func(e *envStats) { e.bodyBytes += uint64(n) })
-}
-
-// observePageFetched counts a document page read whole: one per poll that
-// brings a document, more when the upstream paginates it.
-func (m *metrics) observePageFetched(key string) {
-	m.update(key, func(e *envStats) { e.pagesFetched++ })
+	e := m.env(key)
+	e.polls[res.outcome]++
+	e.bodyBytes += uint64(res.bodyBytes)
+	e.pagesFetched += uint64(res.pagesRead)
+	if res.fullRefresh {
+		e.fullRefreshes++
+	}
 }
 
 // observeStream records the upstream stream's state: connected, or not.
@@ -181,15 +168,6 @@ func (m *metrics) observePush(kind string) {
 	}
 }
 
-func (m *metrics) observeCompile(key string, snap *snapshot) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	e := m.env(key)
-	e.compileSecs = snap.compile.Seconds()
-	if !snap.updatedAt.IsZero() {
-		e.lastUpdatedAt = float64(snap.updatedAt.UnixMicro()) / 1e6
-	}
-}
 
 // observeReload counts one configuration reload, applied or rejected.
 func (m *metrics) observeReload(applied bool) {
@@ -272,14 +250,14 @@ func (s *server) exposition() []byte {
 	}
 	help("edge_proxy_document_updated_at_seconds", "gauge", "The updated_at of each environment's current document, Unix seconds.")
 	for _, env := range envs {
-		if e := m.env(env.pair.ClientSideKey); e.lastUpdatedAt > 0 {
-			fmt.Fprintf(&b, "edge_proxy_document_updated_at_seconds{environment=%s} %f\n", label(env.pair.ClientSideKey), e.lastUpdatedAt)
+		if snap := env.snap.Load(); snap != nil && !snap.updatedAt.IsZero() {
+			fmt.Fprintf(&b, "edge_proxy_document_updated_at_seconds{environment=%s} %f\n", label(env.pair.ClientSideKey), float64(snap.updatedAt.UnixMicro())/1e6)
 		}
 	}
 	help("edge_proxy_snapshot_compile_seconds", "gauge", "Time to compile each environment's current document into a snapshot.")
 	for _, env := range envs {
-		if env.snap.Load() != nil {
-			fmt.Fprintf(&b, "edge_proxy_snapshot_compile_seconds{environment=%s} %g\n", label(env.pair.ClientSideKey), m.env(env.pair.ClientSideKey).compileSecs)
+		if snap := env.snap.Load(); snap != nil {
+			fmt.Fprintf(&b, "edge_proxy_snapshot_compile_seconds{environment=%s} %g\n", label(env.pair.ClientSideKey), snap.compile.Seconds())
 		}
 	}
 	help("edge_proxy_upstream_body_bytes_total", "counter", "Document bytes read from the upstream, by environment (a 304 reads none).")

@@ -519,7 +519,7 @@ func TestShipMetricsExposition(t *testing.T) {
 func TestShipMetricsLabelEscaping(t *testing.T) {
 	const key = "tab\tkey"
 	s := newTestServer(t, withPairs(KeyPair{ServerSideKey: "ser.label-escaping", ClientSideKey: key}))
-	s.stats.observePoll(key, "error")
+	s.stats.observePoll(key, pollResult{outcome: "error"})
 	rec := httptest.NewRecorder()
 	s.handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	fams, err := parseExposition(rec.Body.String())

@@ -19,9 +19,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 )
 
 var (
@@ -29,7 +31,112 @@ var (
 	errTooManyPages = errors.New("more pages than max_document_pages")
 )
 
-// fetchLaterPages follows the next-page links from page 1 (first, answered
+// fetcher fetches the document from the upstream with one server key,
+// every page of it, counting what it reads for /metrics.
+type fetcher struct {
+	client    *http.Client
+	apiURL    string
+	timeout   time.Duration // of each page's request
+	maxPages  int
+	serverKey secret
+
+	bytesRead int // document bytes read
+	pagesRead int // pages read whole
+}
+
+func newFetcher(client *http.Client, cfg *Config, serverKey secret) *fetcher {
+	return &fetcher{client: client, apiURL: cfg.APIURL, timeout: cfg.pollTimeout(),
+		maxPages: cfg.MaxDocumentPages, serverKey: serverKey}
+}
+
+// conditions ask the upstream for the document only if it changed; the
+// zero value asks for it whole.
+type conditions struct {
+	etag  string
+	since time.Time
+}
+
+// fetchedDocument is a document as the upstream answered it: status and
+// validators are page 1's, body every page's, merged (nil for a 304).
+type fetchedDocument struct {
+	status       int // 0 when no answer came
+	body         []byte
+	pages        int
+	etag         string
+	lastModified time.Time // zero when the upstream sent none
+	received     time.Time // the upstream's Date, never later than our clock
+}
+
+// document fetches page 1 with cond, then, unless the upstream answered
+// 304, every later page (laterPages), all read through maxDocumentBytes.
+func (f *fetcher) document(ctx context.Context, cond conditions) (fetchedDocument, error) {
+	resp, body, err := f.page(ctx, "", cond, maxDocumentBytes)
+	var doc fetchedDocument
+	if resp != nil {
+		doc.status = resp.StatusCode
+	}
+	if err != nil || resp.StatusCode == http.StatusNotModified {
+		return doc, err
+	}
+	doc.received = time.Now()
+	if date, err := http.ParseTime(resp.Header.Get("Date")); err == nil && date.Before(doc.received) {
+		doc.received = date
+	}
+	doc.etag = resp.Header.Get("ETag")
+	if lm, err := http.ParseTime(resp.Header.Get("Last-Modified")); err == nil {
+		doc.lastModified = lm
+	}
+	doc.body, doc.pages, err = f.laterPages(ctx, resp.Header, body, maxDocumentBytes)
+	return doc, err
+}
+
+// page is one request for a page of the document (pageID "" asks for page
+// 1), bounded by the poll timeout, with cond. Its body is read through
+// limit; a 304 comes back with none. The answer's body is closed; its
+// headers stay readable. An answer whose status is an error comes back
+// with the error, for the status it records.
+func (f *fetcher) page(ctx context.Context, pageID string, cond conditions, limit int) (*http.Response, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, pageURL(f.apiURL, pageID), nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header.Set("X-Environment-Key", string(f.serverKey))
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", "flagsmith-edge-proxy/"+version)
+	if cond.etag != "" {
+		req.Header.Set("If-None-Match", cond.etag)
+	}
+	if !cond.since.IsZero() {
+		req.Header.Set("If-Modified-Since", cond.since.UTC().Format(http.TimeFormat))
+	}
+	resp, err := f.client.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("request: %w", maskURLError(err))
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusNotModified:
+		return resp, nil, nil
+	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+		return resp, nil, fmt.Errorf("upstream status %d: %w", resp.StatusCode, errKeyRejected)
+	case resp.StatusCode < 200 || resp.StatusCode > 299:
+		return resp, nil, fmt.Errorf("upstream status %d", resp.StatusCode)
+	}
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, int64(limit)+1))
+	f.bytesRead += len(raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read body: %w", err)
+	}
+	if len(raw) > limit {
+		return nil, nil, errDocumentSize
+	}
+	f.pagesRead++
+	return resp, raw, nil
+}
+
+// laterPages follows the next-page links from page 1 (first, answered
 // with header) and returns the whole document, first with the identity
 // overrides of every page, and how many pages it was. All pages together
 // are read through limit (maxDocumentBytes when polling), so a paginated
@@ -42,8 +149,7 @@ var (
 // ended the poll, and a changed page 1 means the rest is read whole.
 // Nothing is returned unless every page arrived: a document is published
 // whole or not at all.
-func (s *server) fetchLaterPages(ctx context.Context, client *http.Client, cfg *Config, env *environment,
-	serverKey secret, header http.Header, first []byte, limit int) ([]byte, int, error) {
+func (f *fetcher) laterPages(ctx context.Context, header http.Header, first []byte, limit int) ([]byte, int, error) {
 	next, ok, err := nextPageID(header)
 	if err != nil {
 		return nil, 1, fmt.Errorf("page 1: %w", err)
@@ -58,8 +164,8 @@ func (s *server) fetchLaterPages(ctx context.Context, client *http.Client, cfg *
 	seen := map[[sha256.Size]byte]bool{}
 	pages := 1
 	for ok {
-		if pages >= cfg.MaxDocumentPages {
-			return nil, pages, fmt.Errorf("page %d links to a next page: %w (%d)", pages, errTooManyPages, cfg.MaxDocumentPages)
+		if pages >= f.maxPages {
+			return nil, pages, fmt.Errorf("page %d links to a next page: %w (%d)", pages, errTooManyPages, f.maxPages)
 		}
 		id := sha256.Sum256([]byte(next))
 		if seen[id] {
@@ -67,7 +173,7 @@ func (s *server) fetchLaterPages(ctx context.Context, client *http.Client, cfg *
 		}
 		seen[id] = true
 		pages++
-		resp, body, err := s.getPage(ctx, client, cfg, env, serverKey, next, nil, remaining)
+		resp, body, err := f.page(ctx, next, conditions{}, remaining)
 		if err != nil {
 			if errors.Is(err, errDocumentSize) {
 				err = fmt.Errorf("the pages together: %w", err)

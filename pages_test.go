@@ -375,7 +375,7 @@ func TestPagesByteBound(t *testing.T) {
 	up := newUpstream(t)
 	up.setPages(serverKeyA, first, later...)
 	s := newTestServer(t, withUpstream(up), withPairs(pairA))
-	client, env := pollClient(t), s.environments()[0]
+	client := pollClient(t)
 	header := http.Header{"Link": {"<" + documentPath + "?page_id=" + url.QueryEscape(pageID2) + `>; rel="next"`}}
 	whole := len(first) + len(later[0].body) + len(later[1].body)
 
@@ -390,15 +390,15 @@ func TestPagesByteBound(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			merged, pages, err := s.fetchLaterPages(t.Context(), client, s.config(), env, serverKeyA, header, first, tt.limit)
+			merged, pages, err := newFetcher(client, s.config(), serverKeyA).laterPages(t.Context(), header, first, tt.limit)
 			if tt.wantErr == "" {
 				if err != nil || pages != 3 || len(merged) > tt.limit {
-					t.Errorf("fetchLaterPages(limit %d) = %d bytes, %d pages, %v; want 3 pages within the limit", tt.limit, len(merged), pages, err)
+					t.Errorf("laterPages(limit %d) = %d bytes, %d pages, %v; want 3 pages within the limit", tt.limit, len(merged), pages, err)
 				}
 				return
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !errors.Is(err, errDocumentSize) {
-				t.Errorf("fetchLaterPages(limit %d) = %v; want errDocumentSize, containing %q", tt.limit, err, tt.wantErr)
+				t.Errorf("laterPages(limit %d) = %v; want errDocumentSize, containing %q", tt.limit, err, tt.wantErr)
 			}
 		})
 	}
@@ -681,11 +681,11 @@ func BenchmarkPagesFetch(b *testing.B) {
 	b.SetBytes(int64(total))
 	s := newTestServer(b, withPairs(pairA))
 	header := http.Header{"Link": {"<" + documentPath + "?page_id=" + url.QueryEscape(later[0].id) + `>; rel="next"`}}
-	client, env := &http.Client{Transport: up}, s.environments()[0]
+	client := &http.Client{Transport: up}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, pages, err := s.fetchLaterPages(b.Context(), client, s.config(), env, serverKeyA, header, first, maxDocumentBytes); err != nil || pages != 10 {
-			b.Fatalf("fetchLaterPages = %d pages, %v; want 10", pages, err)
+		if _, pages, err := newFetcher(client, s.config(), serverKeyA).laterPages(b.Context(), header, first, maxDocumentBytes); err != nil || pages != 10 {
+			b.Fatalf("laterPages = %d pages, %v; want 10", pages, err)
 		}
 	}
 }

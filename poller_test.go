@@ -706,7 +706,7 @@ func TestPollLongCompileKeepsReadiness(t *testing.T) {
 	large := scaleDocument(t, demoDocument(t, t0.Add(time.Hour), "after"), 150, 0, false)
 	clock.Store(t0.Add(limit - time.Second).UnixNano())
 	done := make(chan error, 1)
-	go func() { done <- s.publish(env, large, "test") }()
+	go func() { _, err := s.publish(env, large, "test"); done <- err }()
 	for !env.compiling.Load() {
 		select {
 		case err := <-done:

@@ -244,44 +244,15 @@ func (r *pyJSONReader) str() (pyJSONValue, bool) {
 	return pyJSONValue{}, false
 }
 
-// number reads -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?: an int when it
-// has neither fraction nor exponent, else a float.
+// number reads a JSON number (scanNumber): an int when it has neither
+// fraction nor exponent, else a float.
 func (r *pyJSONReader) number() (pyJSONValue, bool) {
 	start := r.pos
-	digits := func() int {
-		n := 0
-		for r.pos < len(r.data) && r.data[r.pos] >= '0' && r.data[r.pos] <= '9' {
-			r.pos++
-			n++
-		}
-		return n
-	}
-	if r.peek() == '-' {
-		r.pos++
-	}
-	if r.peek() == '0' {
-		r.pos++
-	} else if digits() == 0 {
+	end, isFloat, ok := scanNumber(r.data, start)
+	if !ok {
 		return pyJSONValue{}, false
 	}
-	isFloat := false
-	if r.peek() == '.' {
-		r.pos++
-		if digits() == 0 {
-			return pyJSONValue{}, false
-		}
-		isFloat = true
-	}
-	if c := r.peek(); c == 'e' || c == 'E' {
-		r.pos++
-		if c := r.peek(); c == '+' || c == '-' {
-			r.pos++
-		}
-		if digits() == 0 {
-			return pyJSONValue{}, false
-		}
-		isFloat = true
-	}
+	r.pos = end
 	lit := string(r.data[start:r.pos])
 	if isFloat {
 		f, _ := pyFloat(lit)

@@ -224,6 +224,9 @@ type environment struct {
 	// status is what the environment's loops last saw, for /proxy/status:
 	// written by them, never read on the request path.
 	status envStatus
+	// nextPoll is when the poll loop (or file watcher) next wakes unless
+	// a refresh comes first, as Unix nanoseconds; 0 before it first waits.
+	nextPoll atomic.Int64
 
 	// loops is the environment's running poll loop, nil when none runs;
 	// guarded by server.reloadMu.

@@ -47,6 +47,13 @@ type snapshot struct {
 	document   preEncoded // GET /api/v1/environment-document/: the document as received
 	compile    time.Duration
 
+	// Where the document came from (upstream, file, cache) and when it was
+	// published, for /proxy/status; set before it is published. cachedAt
+	// is when a document loaded from cache_dir was written there.
+	source      string
+	publishedAt time.Time
+	cachedAt    time.Time
+
 	// ofrep holds, per flag source, the parts of its OFREP answer that do
 	// not depend on the request (ofrep.go). Many deployments never use
 	// OFREP, so they are encoded by the first OFREP request.
@@ -314,12 +321,13 @@ func (s *snapshot) appendFlag(dst []byte, fl evalFlag) []byte {
 // only a document this large makes worth it.
 const largeDocumentBytes = 1 << 20
 
-// publish compiles a document and swaps it in with one atomic store. An
-// identical document changes nothing and sends no realtime event.
-func (s *server) publish(env *environment, raw []byte, source string) error {
+// publish compiles a document and swaps it in with one atomic store, and
+// returns the snapshot now served. An identical document changes nothing
+// and sends no realtime event: the snapshot held is returned.
+func (s *server) publish(env *environment, raw []byte, source string) (*snapshot, error) {
 	if cur := env.snap.Load(); cur != nil && sha256.Sum256(raw) == cur.document.digest {
 		s.markSuccess(env)
-		return nil
+		return cur, nil
 	}
 	env.compiling.Store(true)
 	snap, err := newSnapshot(raw)
@@ -328,7 +336,7 @@ func (s *server) publish(env *environment, raw []byte, source string) error {
 		err = s.publishSnapshot(env, snap, source)
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if dir := s.config().CacheDir; source == "upstream" && dir != "" {
 		if err := writeCache(dir, env.pair.ClientSideKey, raw); err != nil {
@@ -336,7 +344,7 @@ func (s *server) publish(env *environment, raw []byte, source string) error {
 		}
 	}
 	settleMemory(snap)
-	return nil
+	return snap, nil
 }
 
 // settleMemory follows a publish, once the document's raw bytes are no
@@ -352,7 +360,8 @@ func settleMemory(snap *snapshot) {
 	tuneGC()
 }
 
-// publishSnapshot swaps in a compiled document.
+// publishSnapshot swaps in a compiled document and tells the realtime
+// subscribers.
 func (s *server) publishSnapshot(env *environment, snap *snapshot, source string) error {
 	if snap.clientKey != env.pair.ClientSideKey {
 		// The document's api_key is its environment's client-side key: a
@@ -365,11 +374,10 @@ func (s *server) publishSnapshot(env *environment, snap *snapshot, source string
 		s.log.Warn("document updated_at missing or unparsable; If-Modified-Since not sent",
 			"env", env.pair.ClientSideKey, "updated_at", snap.updatedAtText)
 	}
+	s.markSuccess(env)
+	snap.source, snap.publishedAt = source, s.now()
 	snap.setServedVersion(env.snap.Load())
 	env.store(snap)
-	env.status.published(source, s.now())
-	s.markSuccess(env)
-	s.stats.observeCompile(env.pair.ClientSideKey, snap)
 	s.log.Info("environment updated", "env", env.pair.ClientSideKey, "source", source,
 		"updated_at", snap.updatedAtText, "version", snap.updatedAtUnix, "compile", snap.compile.String())
 	if snap.updatedAtUnix != "" {
@@ -387,4 +395,20 @@ func (s *server) markSuccess(env *environment) {
 func (s *snapshot) serverOnlyFeature(name string) bool {
 	fi, ok := s.engine.featureIndex[name]
 	return ok && s.serverOnly[s.envFlags[fi].source.index]
+}
+
+// unixSeconds formats a time as Unix seconds with microseconds, the float
+// Flagsmith puts in X-Flagsmith-Document-Updated-At and realtime events.
+func unixSeconds(t time.Time) string {
+	us := t.UnixMicro()
+	sec, frac := us/1_000_000, us%1_000_000
+	if frac < 0 {
+		sec, frac = sec-1, frac+1_000_000
+	}
+	s := strconv.FormatInt(sec, 10) + "." + fmt.Sprintf("%06d", frac)
+	s = strings.TrimRight(s, "0")
+	if strings.HasSuffix(s, ".") {
+		s += "0"
+	}
+	return s
 }

@@ -24,11 +24,8 @@ type envStatus struct {
 }
 
 type envStatusData struct {
-	source      string // where the served document came from: upstream, file, cache
-	publishedAt time.Time
-	lastPoll    pollRecord
-	nextPoll    time.Time
-	stream      streamState
+	lastPoll pollRecord
+	stream   streamState
 }
 
 // read returns a copy of the figures.
@@ -61,21 +58,23 @@ func (st streamState) String() string {
 	return [...]string{"off", "connecting", "connected", "reconnecting"}[st]
 }
 
-// recordPoll keeps the outcome of a poll; next, when not zero, is when the
-// next one is due.
-func (e *envStatus) recordPoll(p pollRecord, next time.Time) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.d.lastPoll = p
-	if !next.IsZero() {
-		e.d.nextPoll = next
+// recordPoll records a poll (or a read of a document file) for
+// /proxy/status and, a poll of the upstream, for /metrics.
+func (s *server) recordPoll(env *environment, res pollResult) {
+	env.status.setLastPoll(pollRecord{at: res.began, latency: res.took, httpStatus: res.httpStatus, err: res.err})
+	if res.pages > 0 {
+		env.documentPages.Store(int32(res.pages))
+	}
+	if res.outcome != "" {
+		s.stats.observePoll(env.pair.ClientSideKey, res)
 	}
 }
 
-func (e *envStatus) setNextPoll(next time.Time) {
+// setLastPoll keeps the outcome of a poll.
+func (e *envStatus) setLastPoll(p pollRecord) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.d.nextPoll = next
+	e.d.lastPoll = p
 }
 
 func (e *envStatus) setStream(st streamState) {
@@ -84,12 +83,6 @@ func (e *envStatus) setStream(st streamState) {
 	e.d.stream = st
 }
 
-// published records that a document from source is now served.
-func (e *envStatus) published(source string, at time.Time) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.d.source, e.d.publishedAt = source, at
-}
 
 // statusReport is the answer of GET /proxy/status, and what `edge-proxy
 // status` decodes and prints.
@@ -235,9 +228,9 @@ func (s *server) statusOf(env *environment, cfg *Config, now time.Time) statusOf
 	if cfg.RealtimeAPIURL != "" && env.pair.DocumentPath == "" {
 		e.UpstreamStream = st.stream.String()
 	}
-	if !st.nextPoll.IsZero() {
-		next := st.nextPoll.UTC()
-		e.NextPoll = &next
+	if next := env.nextPoll.Load(); next != 0 {
+		at := time.Unix(0, next).UTC()
+		e.NextPoll = &at
 	}
 	if p := st.lastPoll; !p.at.IsZero() {
 		e.LastPoll = &statusOfPoll{At: p.at.UTC(), HTTPStatus: p.httpStatus,
@@ -265,9 +258,9 @@ func (s *server) statusOf(env *environment, cfg *Config, now time.Time) statusOf
 	e.Stale = e.State != "ok"
 	if snap != nil {
 		e.Name, e.UpdatedAt, e.ContentVersion = snap.name, snap.updatedAtText, snap.updatedAtUnix
-		e.Source = st.source
-		if !st.publishedAt.IsZero() {
-			at := st.publishedAt.UTC()
+		e.Source = snap.source
+		if !snap.publishedAt.IsZero() {
+			at := snap.publishedAt.UTC()
 			e.PublishedAt = &at
 		}
 		if !snap.served.IsZero() {

@@ -31,7 +31,7 @@ func TestStatusCommand(t *testing.T) {
 		}
 	}
 
-	s.env(t, clientKeyB).status.recordPoll(pollRecord{at: s.now(), httpStatus: 503, err: errBoom}, s.now())
+	s.env(t, clientKeyB).status.setLastPoll(pollRecord{at: s.now(), httpStatus: 503, err: errBoom})
 	// The token from the environment, as inside the proxy's container.
 	out, err = status(map[string]string{"ADMIN_TOKEN": statusToken}, "-url", srv.URL)
 	if err == nil || exitCode(err) != 1 {

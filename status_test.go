@@ -157,7 +157,7 @@ func TestStatusPageEscapes(t *testing.T) {
 	evil := `<script>alert("owned")</script><img src="https://evil.example/x.png">`
 	s.publishDoc(t, clientKeyA, testDocument(clientKeyA, "2026-11-20T10:00:00Z", "blue", withName(evil)))
 	s.publishDoc(t, clientKeyB, testDocument(clientKeyB, "2026-11-20T10:00:00Z", "blue", withName("Beta & Co")))
-	s.env(t, clientKeyB).status.recordPoll(pollRecord{at: s.now(), httpStatus: 500, err: errBoom}, s.now())
+	s.env(t, clientKeyB).status.setLastPoll(pollRecord{at: s.now(), httpStatus: 500, err: errBoom})
 
 	rec := callHandler(t, s.handler(), http.MethodGet, "/proxy/status",
 		map[string]string{"Accept": "text/html", "Authorization": "Bearer " + statusToken}, "")

@@ -665,7 +665,7 @@ func (u *fakeUpstream) referenceServer(key string, doc []byte) (*server, error) 
 		return nil, err
 	}
 	srv := newServer(cfg, slog.New(slog.DiscardHandler))
-	if err := srv.publish(srv.environments()[0], doc, "reference"); err != nil {
+	if _, err := srv.publish(srv.environments()[0], doc, "reference"); err != nil {
 		return nil, err
 	}
 	if u.refs == nil {
@@ -804,8 +804,8 @@ type testServer struct {
 	pollStates map[*environment]*pollState // of pollNow, as a poll loop keeps them
 }
 
-// pollNow polls env once, remembering the upstream's validators from one
-// call to the next as the environment's poll loop does.
+// pollNow polls env once and records it, remembering the upstream's
+// validators from one call to the next as the environment's poll loop does.
 func (s *testServer) pollNow(ctx context.Context, env *environment, client *http.Client) error {
 	if s.pollStates == nil {
 		s.pollStates = map[*environment]*pollState{}
@@ -816,7 +816,9 @@ func (s *testServer) pollNow(ctx context.Context, env *environment, client *http
 		st = &fresh
 		s.pollStates[env] = st
 	}
-	return s.pollOnce(ctx, env, client, st)
+	res := s.pollOnce(ctx, env, client, st)
+	s.recordPoll(env, res)
+	return res.err
 }
 
 // testConfig is a valid configuration serving environments A and B, with
@@ -872,7 +874,7 @@ func (s *testServer) env(t testing.TB, key string) *environment {
 // publishDoc publishes raw as the document of the environment of key.
 func (s *testServer) publishDoc(t testing.TB, key string, raw []byte) {
 	t.Helper()
-	if err := s.publish(s.env(t, key), raw, "test"); err != nil {
+	if _, err := s.publish(s.env(t, key), raw, "test"); err != nil {
 		t.Fatalf("publish(%s) = %v; want nil", key, err)
 	}
 }

@@ -207,7 +207,7 @@ func TestTLSServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	plain := newServer(tlsConfig(t, ServerTLSConfig{}, nil), slog.New(slog.DiscardHandler))
-	if err := plain.publish(plain.environments()[0], wantFlags, "file"); err != nil {
+	if _, err := plain.publish(plain.environments()[0], wantFlags, "file"); err != nil {
 		t.Fatal(err)
 	}
 	flagsWant := callHandler(t, plain.handler(), "GET", "/api/v1/flags/", withKey(demoClientKey), "").Body.String()

@@ -38,7 +38,6 @@ var errStreamSilent = errors.New("the upstream stream stayed silent past its lim
 func (s *server) followUpstream(ctx context.Context, env *environment, client *http.Client) {
 	key := env.pair.ClientSideKey
 	url := s.config().RealtimeAPIURL + streamPathPrefix + key + "/stream"
-	jitter := jitterFraction(key)
 	failures := 0
 	env.status.setStream(streamConnecting)
 	for {
@@ -54,7 +53,7 @@ func (s *server) followUpstream(ctx context.Context, env *environment, client *h
 			failures = 0
 		}
 		failures++
-		wait := backoff(failures, maxStreamBackoff, jitter)
+		wait := backoff(failures, maxStreamBackoff, key)
 		s.log.Warn("upstream stream lost; polling continues", "env", key, "error", err.Error(),
 			"attempt", failures, "retry_in", wait.String())
 		if !sleepCtx(ctx, wait) {

@@ -187,7 +187,6 @@ func (s *server) runWriteBack(ctx context.Context, client *http.Client) {
 			continue
 		}
 		st := &job.env.writeBack
-		jitter := jitterFraction(job.env.pair.ClientSideKey)
 		for attempt := 1; ; attempt++ {
 			if !sleepCtx(ctx, time.Until(last.Add(seconds(1/s.config().WriteBack.MaxPerSecond)))) {
 				wb.forget(job)
@@ -220,7 +219,7 @@ func (s *server) runWriteBack(ctx context.Context, client *http.Client) {
 				break
 			}
 			st.retries.Add(1)
-			wait := backoff(failures, maxWriteBackBackoff, jitter)
+			wait := backoff(failures, maxWriteBackBackoff, job.env.pair.ClientSideKey)
 			s.log.Warn("write-back failed; retrying", "env", job.env.pair.ClientSideKey, "error", err.Error(),
 				"attempt", attempt, "retry_in", wait.String())
 			if !sleepCtx(ctx, wait) {
