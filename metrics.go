@@ -168,7 +168,6 @@ func (m *metrics) observePush(kind string) {
 	}
 }
 
-
 // observeReload counts one configuration reload, applied or rejected.
 func (m *metrics) observeReload(applied bool) {
 	if applied {

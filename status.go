@@ -83,7 +83,6 @@ func (e *envStatus) setStream(st streamState) {
 	e.d.stream = st
 }
 
-
 // statusReport is the answer of GET /proxy/status, and what `edge-proxy
 // status` decodes and prints.
 type statusReport struct {
