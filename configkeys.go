@@ -151,6 +151,8 @@ var configTable = []keySpec{
 		meaning: "realtime streams"},
 	{key: "sse.heartbeat_seconds", kind: cfgSeconds, min: minTimeoutSeconds, max: maxTimeoutSeconds,
 		meaning: "comment heartbeat interval"},
+	// A stream holds about 26 KiB: 100,000 of them is 2.6 GiB, past what a
+	// proxy beside its application should ever give to streams.
 	{key: "sse.max_subscribers", kind: cfgCount, unit: "streams", min: 1, max: 100_000,
 		meaning: "open streams allowed, about 30 KiB each (the default fits a 64 MiB pod); past it a stream gets 503 and is counted"},
 	{key: "sse.authentication_token", kind: cfgSecret, def: "none",
@@ -166,6 +168,8 @@ var configTable = []keySpec{
 		meaning: "accept flag analytics and forward them (false: those paths answer 404)"},
 	{key: "analytics.flush_interval_seconds", kind: cfgSeconds, min: minTimeoutSeconds, max: maxTimeoutSeconds,
 		meaning: "seconds between forwards of each environment's sums"},
+	// A key (feature, identity, labels) holds up to a few KiB of names:
+	// a million is the most one process should keep for one environment.
 	{key: "analytics.max_pending_keys", kind: cfgCount, unit: "keys", min: 1, max: 1_000_000,
 		meaning: "per environment, sums waiting to be forwarded; new keys past it are dropped and counted"},
 	// Under 64 KiB one post of long names could not be held; no gateway

@@ -46,12 +46,10 @@ func identifierParam(r *http.Request) error {
 func (s *server) handleIdentitiesPost(w http.ResponseWriter, r *http.Request) {
 	buf := getBuffers()
 	defer putBuffers(buf)
-	ref, snap, id, rep, ok := s.readIdentity(w, r, buf, nil)
-	if !ok {
-		return
+	if ref, snap, id, rep, ok := s.readIdentity(w, r, buf, nil); ok {
+		s.writeIdentity(rep, ref.kind, snap, buf, id)
+		s.handUpstream(ref, id.identifier, buf.body, &buf.decodedTraits)
 	}
-	s.writeIdentity(rep, ref.kind, snap, buf, id)
-	s.handUpstream(ref, id.identifier, buf.body, &buf.decodedTraits)
 }
 
 // readIdentity reads a POST whose body is an identities body: the key

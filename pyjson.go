@@ -98,23 +98,21 @@ func (r *pyJSONReader) literal(word string) bool {
 	return false
 }
 
+// pyLiterals are the JSON literals Python's json module reads (NaN and the
+// infinities too) and how Python shows each.
+var pyLiterals = [...]struct{ json, python string }{
+	{"null", "None"}, {"true", "True"}, {"false", "False"},
+	{"NaN", "nan"}, {"Infinity", "inf"}, {"-Infinity", "-inf"},
+}
+
 func (r *pyJSONReader) value(depth int) (pyJSONValue, bool) {
 	if depth > maxPyJSONDepth {
 		return pyJSONValue{}, false
 	}
-	switch {
-	case r.literal("null"):
-		return pyJSONValue{text: "None"}, true
-	case r.literal("true"):
-		return pyJSONValue{text: "True"}, true
-	case r.literal("false"):
-		return pyJSONValue{text: "False"}, true
-	case r.literal("NaN"):
-		return pyJSONValue{text: "nan"}, true
-	case r.literal("Infinity"):
-		return pyJSONValue{text: "inf"}, true
-	case r.literal("-Infinity"):
-		return pyJSONValue{text: "-inf"}, true
+	for _, lit := range pyLiterals {
+		if r.literal(lit.json) {
+			return pyJSONValue{text: lit.python}, true
+		}
 	}
 	switch c := r.peek(); {
 	case c == '"':
@@ -157,17 +155,29 @@ func (r *pyJSONReader) list(depth int) ([]pyJSONValue, bool) {
 			return nil, false
 		}
 		items = append(items, it)
-		r.skipSpace()
-		switch r.peek() {
-		case ',':
-			r.pos++
-			continue
-		case ']':
-			r.pos++
+		more, ok := r.after(']')
+		if !ok {
+			return nil, false
+		}
+		if !more {
 			return items, true
 		}
-		return nil, false
 	}
+}
+
+// after reads what follows an element of a list or object: a comma (more
+// is true) or the closing byte; ok is false for anything else.
+func (r *pyJSONReader) after(closing byte) (more, ok bool) {
+	r.skipSpace()
+	switch r.peek() {
+	case ',':
+		r.pos++
+		return true, true
+	case closing:
+		r.pos++
+		return false, true
+	}
+	return false, false
 }
 
 func (r *pyJSONReader) object(depth int) (pyJSONValue, bool) {
@@ -201,13 +211,11 @@ func (r *pyJSONReader) object(depth int) (pyJSONValue, bool) {
 		} else {
 			entries = append(entries, e)
 		}
-		r.skipSpace()
-		switch r.peek() {
-		case ',':
-			r.pos++
-			continue
-		case '}':
-			r.pos++
+		more, ok := r.after('}')
+		if !ok {
+			return pyJSONValue{}, false
+		}
+		if !more {
 			var b strings.Builder
 			b.WriteByte('{')
 			for i, e := range entries {
@@ -219,7 +227,6 @@ func (r *pyJSONReader) object(depth int) (pyJSONValue, bool) {
 			b.WriteByte('}')
 			return pyJSONValue{text: b.String()}, true
 		}
-		return pyJSONValue{}, false
 	}
 }
 

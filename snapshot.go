@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"math"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -411,4 +412,20 @@ func unixSeconds(t time.Time) string {
 		s += "0"
 	}
 	return s
+}
+
+// isVersion reports whether an X-Flagsmith-Document-Updated-At value names
+// this snapshot's document: its updated_at, or the content version the
+// proxy shows (an upstream that is another proxy sends that).
+func (snap *snapshot) isVersion(header string) bool {
+	f, err := strconv.ParseFloat(strings.TrimSpace(header), 64)
+	if err != nil {
+		return false
+	}
+	us := int64(math.Round(f * 1e6))
+	near := func(t time.Time) bool {
+		d := t.UnixMicro() - us
+		return !t.IsZero() && d >= -1 && d <= 1 // the float's rounding
+	}
+	return near(snap.updatedAt) || near(snap.served)
 }

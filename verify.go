@@ -13,7 +13,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"reflect"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -426,22 +425,6 @@ func decodeJSONValue(raw json.RawMessage) (any, error) {
 	var v any
 	err := dec.Decode(&v)
 	return v, err
-}
-
-// isVersion reports whether an X-Flagsmith-Document-Updated-At value names
-// this snapshot's document: its updated_at, or the content version the
-// proxy shows (an upstream that is another proxy sends that).
-func (snap *snapshot) isVersion(header string) bool {
-	f, err := strconv.ParseFloat(strings.TrimSpace(header), 64)
-	if err != nil {
-		return false
-	}
-	us := int64(math.Round(f * 1e6))
-	near := func(t time.Time) bool {
-		d := t.UnixMicro() - us
-		return !t.IsZero() && d >= -1 && d <= 1 // the float's rounding
-	}
-	return near(snap.updatedAt) || near(snap.served)
 }
 
 // verifyMismatch is one flag on which the proxy and the upstream disagreed,
