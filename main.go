@@ -39,10 +39,13 @@
 // sized to what stays live (memory.go).
 //
 // Each configured environment (server.go) holds its current snapshot behind
-// an atomic pointer: its poller (poller.go; pages.go when the upstream
-// splits a document into pages) compiles a new document off the request
-// path and swaps it in; handlers (handlers.go) load it once per request and
-// take no lock.
+// an atomic pointer. Its poll loop (poller.go) fetches the document's pages
+// (pages.go), publishes it off the request path (snapshot.go), records the
+// poll (status.go) and waits (backoff.go). A request is read (request.go;
+// decode.go for a body), evaluated (engine.go), encoded by its feature's
+// file (flags.go, identities.go and identities_answer.go, ofrep.go) and
+// written (respond.go), inside middleware.go; it loads the snapshot once
+// and takes no lock.
 //
 // Configuration comes from config.json (-config, else $CONFIG_PATH, else
 // ./config.json) and environment variables named like its top-level keys in
