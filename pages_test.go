@@ -315,7 +315,7 @@ func TestPagesConditional(t *testing.T) {
 	pollerMustPoll(t, s, env, client)
 	pollerMustPoll(t, s, env, client) // 304
 	held := env.snap.Load()
-	s.config().FullRefresh = 0 // due at once
+	s.config().FullRefresh = 0        // due at once
 	pollerMustPoll(t, s, env, client) // full refresh
 
 	type request struct{ page, ifNoneMatch string }
