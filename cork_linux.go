@@ -14,8 +14,8 @@ import (
 // rest. Each write is a transmission, and over loopback (a proxy beside its
 // application) one that wakes the reader for a part of the response. Corking
 // the socket (TCP_CORK) while the response is written sends it as one, and
-// the reader is woken once: 15-30% more requests/s on the benchmark
-// document's flags and identities (bench/RESULTS.md, 2026-12-07).
+// the reader is woken once: 13-19% more requests/s on the benchmark
+// document's flags and identities (bench/RESULTS.md, 2026-12-07, five rounds).
 
 // connContext keeps a plain TCP connection's descriptor in the context of
 // its requests (http.Server.ConnContext); TLS connections get none.
