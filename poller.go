@@ -236,14 +236,19 @@ func (s *server) pollWithKey(ctx context.Context, env *environment, client *http
 		s.markSuccess(env)
 		return nil
 	}
-	snap, err := s.publish(env, doc.body, "upstream")
+	// Nothing here may hold the raw document while publish compiles it:
+	// publishing a large one returns its garbage to the OS (settleMemory),
+	// and a raw document still referenced would stay resident.
+	body, size := doc.body, len(doc.body)
+	doc.body = nil
+	snap, err := s.publish(env, body, "upstream")
 	if err != nil {
 		res.outcome = "invalid"
 		return err
 	}
 	res.outcome, res.pages, res.fullRefresh = "ok", doc.pages, fullDue
 	if doc.pages > 1 && snap != held {
-		s.log.Info("document pages merged", "env", env.pair.ClientSideKey, "pages", doc.pages, "bytes", len(doc.body))
+		s.log.Info("document pages merged", "env", env.pair.ClientSideKey, "pages", doc.pages, "bytes", size)
 	}
 	// Validators are kept only for a document that was published: those of
 	// a refused one would make the next poll a 304 for it.
