@@ -6,9 +6,10 @@ import (
 )
 
 // This file is GET and POST /api/v1/identities/, top to bottom: resolve the
-// key, decode the body (decode.go), evaluate (engine.go), assemble the
-// answer from the environment's pre-encoded flag objects and the flags this
-// identity changes (responseParts), and write it.
+// key and read the body (request.go), decode it (decode.go), then answer
+// (identities_answer.go: evaluate, assemble from the environment's
+// pre-encoded flag objects, write through respond.go) and hand the request
+// to the upstream checks (upstream_identities.go).
 
 // handleIdentitiesGet is GET /api/v1/identities/?identifier=ID: the
 // identity's flags, with no traits.

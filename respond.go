@@ -212,48 +212,42 @@ const maxAssembledBytes = 64 << 10
 // Content-Length: once p is written, refill puts the next parts in it,
 // until it returns false. scratch holds an assembled body.
 func (rep reply) writeParts(p *responseParts, scratch *[]byte, refill func() bool) {
+	streamed := refill != nil
+	size := p.size()
+	if !streamed && size <= maxAssembledBytes {
+		// One contiguous write is cheapest for an ordinary response.
+		*scratch = p.assemble((*scratch)[:0])
+		rep.writeBody(*scratch)
+		return
+	}
 	w := rep.w
 	h := w.Header()
 	h["Content-Type"] = jsonContentType
-	streamed := refill != nil
-	size := p.size()
-	zipped := rep.gzip && (streamed || size > gzipMinBytes)
-	switch {
-	case zipped:
-		h["Content-Encoding"] = gzipEncoding
-		setVary(h)
-	case !streamed:
-		h["Content-Length"] = []string{strconv.Itoa(size)}
-	}
-	whole := !streamed && size <= maxAssembledBytes
-	if whole {
-		// One contiguous write is cheapest for an ordinary response.
-		*scratch = p.assemble((*scratch)[:0])
-	}
 	var out io.Writer = w
 	var zw *gzip.Writer
-	if zipped {
+	switch {
+	case rep.gzip:
+		h["Content-Encoding"] = gzipEncoding
+		setVary(h)
 		zw = gzipWriters.Get().(*gzip.Writer)
 		zw.Reset(w)
 		out = zw
+	case !streamed:
+		h["Content-Length"] = []string{strconv.Itoa(size)}
 	}
 	pool := &partWriters
 	if streamed {
 		pool, size = &streamWriters, 0 // not corked: it leaves in full writes
 	}
 	c := rep.sock.cork(size)
-	if whole {
-		_, _ = out.Write(*scratch)
-	} else {
-		bw := pool.Get().(*bufio.Writer)
-		bw.Reset(out)
-		for p.writeTo(bw) == nil && streamed && refill() {
-		}
-		_ = bw.Flush()
-		bw.Reset(nil)
-		pool.Put(bw)
+	bw := pool.Get().(*bufio.Writer)
+	bw.Reset(out)
+	for p.writeTo(bw) == nil && streamed && refill() {
 	}
-	if zipped {
+	_ = bw.Flush()
+	bw.Reset(nil)
+	pool.Put(bw)
+	if zw != nil {
 		_ = zw.Close()
 		gzipWriters.Put(zw)
 	}

@@ -67,11 +67,11 @@ func renderStatusPage(r statusReport, refresh int) []byte {
 	}
 	raw("<dl class=\"facts\">\n<dt>Version</dt><dd>")
 	text(r.Version)
-	raw("</dd>\n<dt>Started</dt><dd>", when(r.StartedAt), " (", roughDuration(r.GeneratedAt.Sub(r.StartedAt)), " ago)</dd>\n")
-	raw("<dt>Configuration</dt><dd>generation ", strconv.FormatUint(r.Config.Generation, 10), ", loaded ", when(r.Config.LoadedAt), "</dd>\n")
+	raw("</dd>\n<dt>Started</dt><dd>", pageTime(r.StartedAt), " (", roughDuration(r.GeneratedAt.Sub(r.StartedAt)), " ago)</dd>\n")
+	raw("<dt>Configuration</dt><dd>generation ", strconv.FormatUint(r.Config.Generation, 10), ", loaded ", pageTime(r.Config.LoadedAt), "</dd>\n")
 	raw("<dt>TLS certificate</dt><dd>")
 	if r.TLS != nil {
-		raw("expires ", when(r.TLS.NotAfter), " (")
+		raw("expires ", pageTime(r.TLS.NotAfter), " (")
 		text(strings.Join(r.TLS.DNSNames, ", "))
 		raw(")")
 	} else {
@@ -83,7 +83,7 @@ func renderStatusPage(r statusReport, refresh int) []byte {
 	} else {
 		raw("disabled")
 	}
-	raw("</dd>\n<dt>Shown at</dt><dd>", when(r.GeneratedAt), "; this page reloads every ", strconv.Itoa(refresh), " s</dd>\n</dl>\n")
+	raw("</dd>\n<dt>Shown at</dt><dd>", pageTime(r.GeneratedAt), "; this page reloads every ", strconv.Itoa(refresh), " s</dd>\n</dl>\n")
 
 	raw("<table>\n<thead><tr><th>Environment</th><th>State</th><th>Document</th><th>Last poll</th><th>Next poll</th><th>Upstream stream</th><th>SDK streams</th><th>Analytics</th></tr></thead>\n<tbody>\n")
 	for _, e := range r.Environments {
@@ -125,7 +125,7 @@ func renderStatusPage(r statusReport, refresh int) []byte {
 			text(cmp.Or(e.UpdatedAt, "—"))
 			raw("<br>content version ")
 			text(cmp.Or(e.ContentVersion, "—"))
-			raw(" (age ", age(e.ContentAgeSeconds), ")<br>published ", whenp(e.PublishedAt))
+			raw(" (age ", pageAge(e.ContentAgeSeconds), ")<br>published ", pageTimeOf(e.PublishedAt))
 			if e.PagesFetched != 0 {
 				raw("<br>pages fetched ", strconv.Itoa(e.PagesFetched))
 			}
@@ -138,7 +138,7 @@ func renderStatusPage(r statusReport, refresh int) []byte {
 			if p.HTTPStatus != 0 {
 				raw(" (HTTP ", strconv.Itoa(p.HTTPStatus), ")")
 			}
-			raw("<br>", when(p.At), "<br>", fmt.Sprintf("%.1f", p.LatencyMS), " ms")
+			raw("<br>", pageTime(p.At), "<br>", fmt.Sprintf("%.1f", p.LatencyMS), " ms")
 			if p.Error != "" {
 				raw("<div class=\"err\">")
 				text(p.Error)
@@ -147,7 +147,7 @@ func renderStatusPage(r statusReport, refresh int) []byte {
 		} else {
 			raw("none yet")
 		}
-		raw("</td>\n<td>", until(r.GeneratedAt, e.NextPoll), "</td>\n<td>")
+		raw("</td>\n<td>", pageUntil(r.GeneratedAt, e.NextPoll), "</td>\n<td>")
 		text(e.UpstreamStream)
 		raw("</td>\n<td>", strconv.Itoa(e.SSESubscribers), "</td>\n<td>")
 		if a := e.Analytics; a != nil {
@@ -172,7 +172,7 @@ func renderStatusPage(r statusReport, refresh int) []byte {
 		raw("<h2>Shadow verification: the last mismatches with Flagsmith</h2>\n<table>\n")
 		raw("<thead><tr><th>When</th><th>Environment</th><th>Feature</th><th>Identity (hash)</th><th>Document version</th><th>Proxy answered</th><th>Flagsmith answered</th></tr></thead>\n<tbody>\n")
 		for _, m := range r.VerifyMismatches {
-			raw("<tr><td>", when(m.At), "</td><td><code>")
+			raw("<tr><td>", pageTime(m.At), "</td><td><code>")
 			text(m.Environment)
 			raw("</code></td><td>")
 			text(m.Feature)
@@ -192,22 +192,23 @@ func renderStatusPage(r statusReport, refresh int) []byte {
 	return []byte(b.String())
 }
 
-// when, whenp, until and age are the page's times, all our own text.
-func when(t time.Time) string {
+// pageTime, pageTimeOf, pageUntil and pageAge are the page's times, all
+// our own text.
+func pageTime(t time.Time) string {
 	if t.IsZero() {
 		return "—"
 	}
 	return t.UTC().Format("2006-01-02 15:04:05 UTC")
 }
 
-func whenp(t *time.Time) string {
+func pageTimeOf(t *time.Time) string {
 	if t == nil {
 		return "—"
 	}
-	return when(*t)
+	return pageTime(*t)
 }
 
-func until(now time.Time, t *time.Time) string {
+func pageUntil(now time.Time, t *time.Time) string {
 	if t == nil {
 		return "—"
 	}
@@ -217,7 +218,7 @@ func until(now time.Time, t *time.Time) string {
 	return "due"
 }
 
-func age(seconds *float64) string {
+func pageAge(seconds *float64) string {
 	if seconds == nil {
 		return "—"
 	}
